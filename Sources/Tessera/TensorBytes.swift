@@ -1,0 +1,65 @@
+/// The bytes of one buffer: owned, or a zero-copy view into a mapped file that it keeps alive.
+public struct TensorBytes: Sendable, Equatable, ExpressibleByArrayLiteral, CustomStringConvertible {
+    private enum Backing: Sendable {
+        case owned([UInt8])
+        case mapped(MappedFile, offset: Int, count: Int)
+    }
+
+    private let backing: Backing
+
+    public init(_ bytes: [UInt8]) { backing = .owned(bytes) }
+    public init(arrayLiteral elements: UInt8...) { backing = .owned(elements) }
+
+    /// A view of `count` bytes at `offset` in `file`; no copy is made.
+    init(mapped file: MappedFile, offset: Int, count: Int) {
+        backing = .mapped(file, offset: offset, count: count)
+    }
+
+    /// Little-endian bytes of `values`.
+    public init<T: FixedWidthInteger>(littleEndian values: [T]) {
+        var out = [UInt8]()
+        out.reserveCapacity(values.count * MemoryLayout<T>.size)
+        for v in values { Swift.withUnsafeBytes(of: v.littleEndian) { out.append(contentsOf: $0) } }
+        backing = .owned(out)
+    }
+
+    /// Little-endian bytes of `values` (IEEE binary32).
+    public init(float32 values: [Float]) { self.init(littleEndian: values.map(\.bitPattern)) }
+
+    public var count: Int {
+        switch backing {
+        case .owned(let a): return a.count
+        case .mapped(_, _, let count): return count
+        }
+    }
+
+    /// True when the bytes are a view into a mapped file rather than a copy.
+    public var isZeroCopy: Bool {
+        if case .mapped = backing { return true }
+        return false
+    }
+
+    public func withUnsafeBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        switch backing {
+        case .owned(let a):
+            return try a.withUnsafeBytes(body)
+        case .mapped(let file, let offset, let count):
+            return try body(UnsafeRawBufferPointer(rebasing: file.bytes[offset ..< offset + count]))
+        }
+    }
+
+    /// A copy as an array.
+    public var array: [UInt8] {
+        switch backing {
+        case .owned(let a): return a
+        case .mapped: return withUnsafeBytes { Array($0) }
+        }
+    }
+
+    public static func == (a: TensorBytes, b: TensorBytes) -> Bool {
+        guard a.count == b.count else { return false }
+        return a.withUnsafeBytes { pa in b.withUnsafeBytes { pb in pa.elementsEqual(pb) } }
+    }
+
+    public var description: String { "\(count) bytes" }
+}

@@ -1,0 +1,75 @@
+import ArgumentParser
+import Foundation
+import Tessera
+
+struct Inspect: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "List the tensors of a .tess file.")
+
+    @Argument(help: "A .tess file.")
+    var file: String
+
+    @Flag(help: "Print JSON instead of a table.")
+    var json = false
+
+    func run() throws {
+        try reportingErrors {
+            let tess = try TessFile.open(file)
+            let rows = try tess.tensors.indices.map { try tess.summary(of: $0) }
+            if json {
+                print(try Self.json(tess, rows))
+            } else {
+                print(Self.table(tess, rows))
+            }
+        }
+    }
+
+    static func table(_ tess: TessFile, _ rows: [TensorSummary]) -> String {
+        let header = ["name", "dtype", "shape", "layout", "quantization", "sparsity", "stored", "decoded", "codec"]
+        var cells = rows.map { r in
+            [r.name, r.dataType.name, "[" + r.shape.map(String.init).joined(separator: ",") + "]",
+             r.layout.description, r.quantization ?? "-", String(format: "%.1f%%", r.sparsity * 100),
+             String(r.storedBytes), String(r.decodedBytes), r.codec]
+        }
+        let stored = rows.reduce(0) { $0 + $1.storedBytes }, decoded = rows.reduce(0) { $0 + $1.decodedBytes }
+        cells.append(["total (\(rows.count) tensors)", "", "", "", "", "", String(stored), String(decoded), ""])
+        let widths = header.indices.map { c in ([header] + cells).map { $0[c].count }.max()! }
+        let numeric: Set<Int> = [5, 6, 7]
+        func line(_ row: [String]) -> String {
+            row.enumerated().map { c, s in
+                let pad = String(repeating: " ", count: widths[c] - s.count)
+                return numeric.contains(c) ? pad + s : s + pad
+            }.joined(separator: "  ").trimmingCharacters(in: .whitespaces)
+        }
+        let h = tess.header
+        var out = ["\(tess.path): Tessera v\(h.majorVersion).\(h.minorVersion), \(tess.fileSize) bytes, alignment \(h.alignment)",
+                   line(header)]
+        out += cells.map(line)
+        if let meta = tess.metadataJSON { out.append("metadata: \(meta.count) bytes of JSON") }
+        if let graph = tess.graph { out.append("graph: \(graph.count) bytes") }
+        return out.joined(separator: "\n")
+    }
+
+    static func json(_ tess: TessFile, _ rows: [TensorSummary]) throws -> String {
+        let tensors: [[String: Any]] = rows.map { r in
+            var o: [String: Any] = [
+                "name": r.name, "dtype": r.dataType.name, "shape": r.shape, "layout": r.layout.description,
+                "role": r.role.description, "sparsity": r.sparsity, "stored_bytes": r.storedBytes,
+                "decoded_bytes": r.decodedBytes, "codec": r.codec,
+            ]
+            if let axis = r.reductionAxis { o["reduction_axis"] = axis }
+            if let q = r.quantization { o["quantization"] = q }
+            return o
+        }
+        var doc: [String: Any] = [
+            "file": tess.path, "version": "\(tess.header.majorVersion).\(tess.header.minorVersion)",
+            "file_bytes": tess.fileSize, "alignment": tess.header.alignment, "tensors": tensors,
+            "stored_bytes": rows.reduce(0) { $0 + $1.storedBytes },
+            "decoded_bytes": rows.reduce(0) { $0 + $1.decodedBytes },
+        ]
+        if let meta = tess.metadataJSON, let object = try? JSONSerialization.jsonObject(with: Data(meta)) {
+            doc["metadata"] = object
+        }
+        let data = try JSONSerialization.data(withJSONObject: doc, options: [.prettyPrinted, .sortedKeys])
+        return String(decoding: data, as: UTF8.self)
+    }
+}
