@@ -15,8 +15,16 @@ public enum CSR {
             guard end >= previous, end <= UInt64(nnz) else {
                 throw TessError(.csrRowPointers, "row pointer \(row + 1) is \(end) after \(previous) (nnz \(nnz)); row pointers must not decrease or pass nnz")
             }
+            previous = end
+        }
+        guard previous == UInt64(nnz) else {
+            throw TessError(.csrRowPointers, "last row pointer is \(previous), must equal nnz \(nnz)")
+        }
+        // Row pointers are now known to be monotone and within nnz.
+        for row in 0 ..< rows {
+            let start = Int(rowPointerType.load(rp, row)), end = Int(rowPointerType.load(rp, row &+ 1))
             var lastColumn: UInt64? = nil
-            for j in Int(previous) ..< Int(end) {
+            for j in start ..< end {
                 let column = columnIndexType.load(ci, j)
                 guard column < UInt64(columns) else {
                     throw TessError(.csrColumnIndices, "column index \(j) is \(column), row \(row) has \(columns) columns")
@@ -26,10 +34,6 @@ public enum CSR {
                 }
                 lastColumn = column
             }
-            previous = end
-        }
-        guard previous == UInt64(nnz) else {
-            throw TessError(.csrRowPointers, "last row pointer is \(previous), must equal nnz \(nnz)")
         }
     }
 }

@@ -38,7 +38,7 @@ extension TensorRecord where Buffer == TensorBytes {
             }
             return Double(absent) / Double(geometry.elementCount)
         case .csr(_, _, _, _, let nnz, _):
-            return 1 - Double(nnz) / Double(geometry.elementCount)
+            return Double(geometry.elementCount - nnz) / Double(geometry.elementCount)
         case .sparse24:
             return try encoded(as: .dense).sparsity()
         }

@@ -15,7 +15,7 @@ struct SeededRandom: RandomNumberGenerator {
 }
 
 /// A fresh folder under the system temp dir, removed when the test is done with it.
-final class TemporaryFolder {
+final class TemporaryFolder: Sendable {
     let path: String
     init() {
         path = NSTemporaryDirectory() + "tessera-tests-" + UUID().uuidString
@@ -127,3 +127,6 @@ extension PackedBuilder {
 
 /// Float arrays compared by bit pattern (NaNs included).
 func bits(_ a: [Float]) -> [UInt32] { a.map(\.bitPattern) }
+
+/// A zstd frame of `bytes` (level 3).
+func zstd(_ bytes: [UInt8]) -> [UInt8] { try! bytes.withUnsafeBytes { try Zstd.compress($0, level: 3) } }
