@@ -24,6 +24,15 @@ let package = Package(
             dependencies: ["Tessera", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
+        // Benchmark harness (run by `make bench`, never by `swift test`).
+        .executableTarget(
+            name: "tessera-bench",
+            dependencies: ["Tessera", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            path: "Benchmarks/TesseraBench"
+        ),
+
         .testTarget(name: "TesseraTests", dependencies: ["Tessera"]),
+        // Runs the built `tessera` binary, as a user would.
+        .testTarget(name: "TesseraCLITests", dependencies: ["Tessera", "tessera"]),
     ]
 )
