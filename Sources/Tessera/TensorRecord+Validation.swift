@@ -104,9 +104,10 @@ extension TensorRecord where Buffer == TensorBytes {
     private func validateContents() throws {
         let geometry = try TensorGeometry(shape: shape)
         switch storage {
-        case .dense:
-            break
-        case .csr(let rowPointerType, let rowPointers, let columnIndexType, let columnIndices, let nnz, _):
+        case .dense(let values):
+            try Self.checkUnusedNibble(values, type: valueType, count: geometry.elementCount, role: .values)
+        case .csr(let rowPointerType, let rowPointers, let columnIndexType, let columnIndices, let nnz, let values):
+            try Self.checkUnusedNibble(values, type: valueType, count: nnz, role: .values)
             try rowPointers.withUnsafeBytes { rp in
                 try columnIndices.withUnsafeBytes { ci in
                     try CSR.validate(rows: geometry.csrRows, columns: geometry.csrColumns, nonZeroCount: nnz,
@@ -114,15 +115,28 @@ extension TensorRecord where Buffer == TensorBytes {
                                      columnIndexType: columnIndexType, columnIndices: ci)
                 }
             }
-        case .sparse24(_, let metadata):
+        case .sparse24(let values, let metadata):
             let view = geometry.sparse24(axis: reductionAxis!)
+            try Self.checkUnusedNibble(values, type: valueType, count: view.valueCount, role: .values)
             try metadata.withUnsafeBytes { try Sparse24.validate(metadata: $0, groupCount: view.groupCount) }
         }
         if let q = quantization {
+            if let zeroPoints = q.zeroPoints {
+                try Self.checkUnusedNibble(zeroPoints, type: q.codeType, count: geometry.scaleCount(q.granularity), role: .zeroPoints)
+            }
             let scales = try ScalarDecoding.floats(q.scales, type: q.scaleType, count: geometry.scaleCount(q.granularity))
             if let bad = scales.firstIndex(where: { !$0.isFinite || $0 < 0 }) {
                 throw TessError(.badScale, "scale \(bad) is \(scales[bad]); scales must be finite and not negative")
             }
+        }
+    }
+
+    /// An odd-length 4-bit array leaves the high nibble of its last byte unused: it must be 0.
+    private static func checkUnusedNibble(_ bytes: TensorBytes, type: DataType, count: Int, role: BufferRole) throws {
+        guard type.bitWidth == 4, count % 2 == 1 else { return }
+        let last = bytes.withUnsafeBytes { $0[count / 2] }
+        guard last >> 4 == 0 else {
+            throw TessError(.bufferLayout, "the unused high nibble after the last of \(count) 4-bit \(role.rawValue) must be zero")
         }
     }
 }

@@ -281,6 +281,18 @@ import Testing
         Self.expect(.sparse24Metadata, odd)
     }
 
+    @Test func unusedNibblesOfFourBitArrays() {
+        let int4 = Tensor(name: "n", dataType: .int4, shape: [3], storage: .dense(values: [0x21, 0x03]))
+        var raw = RawFile([int4])
+        #expect(Self.failure(raw.bytes()) == nil)
+        raw.buffers[0].stored = [0x21, 0x13]        // element 3 does not exist: its nibble must be 0
+        Self.expect(.bufferLayout, raw)
+        let zp = Tensor(name: "z", dataType: .float, shape: [3], storage: .dense(values: [0x21, 0x03]),
+                        quantization: Quantization(codeType: .uint4, granularity: .perAxis(axis: 0),
+                                                   scales: TensorBytes(float32: [1, 1, 1]), zeroPoints: [0x00, 0xF0]))
+        Self.expect(.bufferLayout, RawFile([zp]))
+    }
+
     // MARK: Sections
 
     @Test func sections() {
