@@ -1,7 +1,3 @@
-#if canImport(Glibc)
-import Glibc
-#endif
-
 /// How a writer lays out and encodes buffers.
 public struct WriteOptions: Sendable, Equatable {
     /// Buffer alignment: a power of two in `Limits.minAlignment...Limits.maxAlignment`.
@@ -31,12 +27,9 @@ public struct WriteOptions: Sendable, Equatable {
 public final class TessWriter {
     public let path: String
     public let options: WriteOptions
-    private let temporaryPath: String
-    private var fd: Int32
-    private var position: Int
+    private let file: AtomicFile
     private var index = FileIndex()
     private var names = Set<String>()
-    private var finished = false
 
     public init(path: String, options: WriteOptions = WriteOptions()) throws {
         guard options.alignment.nonzeroBitCount == 1,
@@ -46,30 +39,11 @@ public final class TessWriter {
         guard options.codec == .none || Limits.zstdLevels.contains(options.zstdLevel) else {
             throw TessError(.invalidArgument, "zstd level \(options.zstdLevel) is outside \(Limits.zstdLevels.lowerBound)...\(Limits.zstdLevels.upperBound)")
         }
-        if !options.replaceExisting, access(path, F_OK) == 0 {
-            throw TessError(.io, "already exists (use --force to replace it)", path: path)
-        }
         self.path = path
         self.options = options
-        let folder = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        let base = path.split(separator: "/").last.map(String.init) ?? path
-        var template = Array("\(folder.isEmpty ? "/" : folder)/.\(base).tmp-XXXXXX".utf8CString)
-        fd = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard fd >= 0 else {
-            throw TessError(.io, "cannot create a temporary file in \(folder): \(errnoMessage())", path: path)
-        }
-        temporaryPath = String(decoding: template.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
-        fchmod(fd, 0o644)
-        position = 0
-        do {
-            try writeAll([UInt8](repeating: 0, count: FileHeader.size))   // patched by finish()
-        } catch {
-            abort()
-            throw error
-        }
+        file = try AtomicFile(path: path, replaceExisting: options.replaceExisting)
+        try file.write([UInt8](repeating: 0, count: FileHeader.size))   // patched by finish()
     }
-
-    deinit { if !finished { abort() } }
 
     /// Validate `tensor` and write its buffers.
     public func append(_ tensor: Tensor) throws {
@@ -82,7 +56,7 @@ public final class TessWriter {
             let entry = try tensor.mapBuffers { _, bytes in try writeBuffer(bytes) }
             index.tensors.append(entry)
         } catch {
-            abort()
+            file.discard()
             throw error
         }
     }
@@ -93,38 +67,24 @@ public final class TessWriter {
         try requireOpen()
         do {
             index.sections = try Self.checkedSections(sections)
-            try pad(to: alignUp(position, options.alignment))
+            try file.pad(to: alignUp(file.position, options.alignment))
             let indexBytes = index.encode()
             guard indexBytes.count <= Limits.maxIndexBytes else {
                 throw TessError(.limitExceeded, "index would be \(indexBytes.count) bytes, over the limit of \(Limits.maxIndexBytes)")
             }
-            let header = FileHeader(alignment: options.alignment, indexOffset: position, indexLength: indexBytes.count,
+            let header = FileHeader(alignment: options.alignment, indexOffset: file.position, indexLength: indexBytes.count,
                                     indexChecksum: Checksum.xxh3(indexBytes))
-            try writeAll(indexBytes)
-            let headerBytes = header.encode()
-            let written = headerBytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) }
-            guard written == headerBytes.count else { throw ioError("cannot write the header") }
-            guard fsync(fd) == 0 else { throw ioError("cannot flush") }
-            close(fd)
-            fd = -1
-            if !options.replaceExisting, access(path, F_OK) == 0 {
-                throw TessError(.io, "already exists (use --force to replace it)", path: path)
-            }
-            guard rename(temporaryPath, path) == 0 else { throw ioError("cannot rename the temporary file into place") }
-            finished = true
-            syncFolder()
+            try file.write(indexBytes)
+            try file.write(header.encode(), at: 0)
+            try file.commit()
         } catch {
-            abort()
+            file.discard()
             throw error
         }
     }
 
-    /// Give up: close and delete the temporary file. Safe to call more than once.
-    public func abort() {
-        if fd >= 0 { close(fd); fd = -1 }
-        if !finished { unlink(temporaryPath) }
-        finished = true
-    }
+    /// Give up: delete the temporary file. Safe to call more than once.
+    public func abort() { file.discard() }
 
     /// Write a whole model in one call.
     public static func write(_ tensors: [Tensor], sections: [Section] = [], to path: String,
@@ -140,17 +100,17 @@ public final class TessWriter {
         guard index.buffers.count < Limits.maxBufferCount else {
             throw TessError(.limitExceeded, "more than \(Limits.maxBufferCount) buffers")
         }
-        try pad(to: alignUp(position, options.alignment))
-        let offset = position
+        try file.pad(to: alignUp(file.position, options.alignment))
+        let offset = file.position
         let (checksum, stored): (UInt64, Int) = try bytes.withUnsafeBytes { raw in
             let checksum = Checksum.xxh3(raw)
             switch options.codec {
             case .none:
-                try writeAll(raw)
+                try file.write(raw)
                 return (checksum, raw.count)
             case .zstd:
                 let compressed = try Zstd.compress(raw, level: options.zstdLevel)
-                try writeAll(compressed)
+                try file.write(compressed)
                 return (checksum, compressed.count)
             }
         }
@@ -172,36 +132,6 @@ public final class TessWriter {
     }
 
     private func requireOpen() throws {
-        if finished { throw TessError(.invalidArgument, "the writer was already finished or aborted", path: path) }
-    }
-
-    private func pad(to target: Int) throws {
-        if target > position { try writeAll([UInt8](repeating: 0, count: target - position)) }
-    }
-
-    private func writeAll(_ bytes: [UInt8]) throws { try bytes.withUnsafeBytes { try writeAll($0) } }
-
-    private func writeAll(_ bytes: UnsafeRawBufferPointer) throws {
-        var done = 0
-        while done < bytes.count {
-            let n = Glibc.write(fd, bytes.baseAddress! + done, bytes.count - done)
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw ioError("cannot write")
-            }
-            done += n
-        }
-        position += bytes.count
-    }
-
-    private func ioError(_ what: String) -> TessError {
-        TessError(.io, "\(what): \(errnoMessage())", path: path)
-    }
-
-    /// Make the rename durable; failure here does not undo a completed write.
-    private func syncFolder() {
-        let folder = path.contains("/") ? String(path[..<path.lastIndex(of: "/")!]) : "."
-        let dfd = Glibc.open(folder.isEmpty ? "/" : folder, O_RDONLY | O_DIRECTORY)
-        if dfd >= 0 { fsync(dfd); close(dfd) }
+        guard file.isOpen else { throw TessError(.invalidArgument, "the writer was already finished or aborted", path: path) }
     }
 }
