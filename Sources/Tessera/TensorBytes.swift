@@ -1,8 +1,10 @@
 /// The bytes of one buffer: owned, or a zero-copy view into a mapped file that it keeps alive.
 public struct TensorBytes: Sendable, Equatable, ExpressibleByArrayLiteral, CustomStringConvertible {
-    private enum Backing: Sendable {
+    // Unchecked because of the borrowed pointer: it is only read, and its owner keeps it valid.
+    private enum Backing: @unchecked Sendable {
         case owned([UInt8])
         case mapped(MappedFile, offset: Int, count: Int)
+        case borrowed(UnsafeRawBufferPointer, owner: AnyObject & Sendable)
     }
 
     private let backing: Backing
@@ -10,9 +12,17 @@ public struct TensorBytes: Sendable, Equatable, ExpressibleByArrayLiteral, Custo
     public init(_ bytes: [UInt8]) { backing = .owned(bytes) }
     public init(arrayLiteral elements: UInt8...) { backing = .owned(elements) }
 
-    /// A view of `count` bytes at `offset` in `file`; no copy is made.
-    init(mapped file: MappedFile, offset: Int, count: Int) {
+    /// A view of `count` bytes at `offset` in `file`; no copy is made. The range must lie
+    /// within the file.
+    public init(mapped file: MappedFile, offset: Int, count: Int) {
+        precondition(offset >= 0 && count >= 0 && offset <= file.bytes.count - count, "range outside the mapped file")
         backing = .mapped(file, offset: offset, count: count)
+    }
+
+    /// A view of memory that `owner` keeps valid and unchanged for as long as it lives; no copy
+    /// is made. For bytes inside a parsed model that are written out before the model is freed.
+    public init(unsafeBorrowing bytes: UnsafeRawBufferPointer, owner: AnyObject & Sendable) {
+        backing = .borrowed(bytes, owner: owner)
     }
 
     /// Little-endian bytes of `values`.
@@ -30,6 +40,7 @@ public struct TensorBytes: Sendable, Equatable, ExpressibleByArrayLiteral, Custo
         switch backing {
         case .owned(let a): return a.count
         case .mapped(_, _, let count): return count
+        case .borrowed(let bytes, _): return bytes.count
         }
     }
 
@@ -45,6 +56,8 @@ public struct TensorBytes: Sendable, Equatable, ExpressibleByArrayLiteral, Custo
             return try a.withUnsafeBytes(body)
         case .mapped(let file, let offset, let count):
             return try body(UnsafeRawBufferPointer(rebasing: file.bytes[offset ..< offset + count]))
+        case .borrowed(let bytes, let owner):
+            return try withExtendedLifetime(owner) { try body(bytes) }
         }
     }
 
@@ -52,7 +65,7 @@ public struct TensorBytes: Sendable, Equatable, ExpressibleByArrayLiteral, Custo
     public var array: [UInt8] {
         switch backing {
         case .owned(let a): return a
-        case .mapped: return withUnsafeBytes { Array($0) }
+        case .mapped, .borrowed: return withUnsafeBytes { Array($0) }
         }
     }
 

@@ -109,9 +109,7 @@ public final class TessWriter {
                 try file.write(raw)
                 return (checksum, raw.count)
             case .zstd:
-                let compressed = try Zstd.compress(raw, level: options.zstdLevel)
-                try file.write(compressed)
-                return (checksum, compressed.count)
+                return (checksum, try Zstd.compress(raw, level: options.zstdLevel) { try file.write($0) })
             }
         }
         index.buffers.append(BufferEntry(offset: offset, storedLength: stored, decodedLength: bytes.count,

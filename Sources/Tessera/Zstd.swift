@@ -2,14 +2,37 @@ import CZstd
 
 /// Every call into libzstd. Status codes are mapped to `TessError` in `check`.
 enum Zstd {
-    static func compress(_ input: UnsafeRawBufferPointer, level: Int) throws -> [UInt8] {
-        let bound = ZSTD_compressBound(input.count)
-        var output = [UInt8](repeating: 0, count: bound)
-        let written = try output.withUnsafeMutableBytes { out in
-            try check(ZSTD_compress(out.baseAddress, bound, input.baseAddress, input.count, Int32(level)), "compress")
+    /// Compress `input` into one frame that records its content size, handing the output to
+    /// `sink` in pieces of `ZSTD_CStreamOutSize()` bytes, so memory stays small for any input.
+    /// Returns the frame's size.
+    @discardableResult
+    static func compress(_ input: UnsafeRawBufferPointer, level: Int,
+                         into sink: (UnsafeRawBufferPointer) throws -> Void) throws -> Int {
+        guard let context = ZSTD_createCCtx() else { throw TessError(.codec, "zstd cannot allocate a compression context") }
+        defer { ZSTD_freeCCtx(context) }
+        _ = try check(ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, Int32(level)), "set level")
+        _ = try check(ZSTD_CCtx_setPledgedSrcSize(context, UInt64(input.count)), "set size")
+        var output = [UInt8](repeating: 0, count: ZSTD_CStreamOutSize())
+        var source = ZSTD_inBuffer(src: input.baseAddress, size: input.count, pos: 0)
+        var total = 0
+        var remaining = 1
+        while remaining != 0 {
+            remaining = try output.withUnsafeMutableBytes { out -> Int in
+                var target = ZSTD_outBuffer(dst: out.baseAddress, size: out.count, pos: 0)
+                let left = try check(ZSTD_compressStream2(context, &target, &source, ZSTD_e_end), "compress")
+                try sink(UnsafeRawBufferPointer(rebasing: out[0 ..< target.pos]))
+                total += target.pos
+                return left
+            }
         }
-        output.removeSubrange(written...)
-        return output
+        return total
+    }
+
+    /// Compress `input` into one frame held in memory.
+    static func compress(_ input: UnsafeRawBufferPointer, level: Int) throws -> [UInt8] {
+        var frame: [UInt8] = []
+        try compress(input, level: level) { frame.append(contentsOf: $0) }
+        return frame
     }
 
     /// Decode one zstd frame that must produce exactly `decodedLength` bytes.

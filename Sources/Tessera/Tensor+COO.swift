@@ -1,0 +1,45 @@
+/// Coordinate-list (COO) views, as ONNX's `SparseTensorProto` stores sparse tensors.
+extension TensorRecord where Buffer == TensorBytes {
+    /// A dense unquantized tensor whose elements at `linearIndices` (row-major, strictly
+    /// increasing) are `values` and whose other elements are zero.
+    public static func fromCOO(name: String, dataType: DataType, shape: [Int], linearIndices: [Int],
+                               values: TensorBytes) throws -> Tensor {
+        let geometry = try TensorGeometry(shape: shape)
+        guard values.count == dataType.byteCount(linearIndices.count) else {
+            throw TessError(.bufferSize, "\(linearIndices.count) COO values need \(dataType.byteCount(linearIndices.count)) bytes, got \(values.count)", tensor: name)
+        }
+        var previous = -1
+        for index in linearIndices {
+            guard index > previous, index < geometry.elementCount else {
+                throw TessError(.invalidArgument, "COO index \(index) is out of range or not increasing (after \(previous), \(geometry.elementCount) elements)", tensor: name)
+            }
+            previous = index
+        }
+        var out = PackedBuilder(dataType, count: geometry.elementCount)
+        values.withUnsafeBytes { raw in
+            let stored = PackedElements(raw, dataType)
+            for (j, index) in linearIndices.enumerated() { out.set(index, from: stored, j) }
+        }
+        return Tensor(name: name, dataType: dataType, shape: shape, storage: .dense(values: TensorBytes(out.bytes)))
+    }
+
+    /// The row-major indices and values of every element that is not absent (unquantized
+    /// tensors only: a quantized tensor's COO form would need its codes and scales).
+    public func coo() throws -> (linearIndices: [Int], values: TensorBytes) {
+        guard quantization == nil else {
+            throw TessError(.unsupportedOperation, "a quantized tensor has no plain COO form", tensor: name)
+        }
+        guard case .dense(let dense) = try encoded(as: .dense).storage else { preconditionFailure("encoded(as: .dense) is dense") }
+        let count = try TensorGeometry(shape: shape).elementCount
+        return dense.withUnsafeBytes { raw in
+            let elements = PackedElements(raw, dataType)
+            var indices: [Int] = []
+            var values = PackedBuilder(dataType)
+            for i in 0 ..< count where !elements.isAllZero(i) {
+                indices.append(i)
+                values.append(elements, i)
+            }
+            return (indices, TensorBytes(values.bytes))
+        }
+    }
+}
