@@ -1,24 +1,31 @@
 import ArgumentParser
 import Foundation
 import Tessera
+import TesseraONNX
 
 @main
 struct TesseraCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tessera",
         abstract: "Small, verifiable model files for edge deployment.",
-        subcommands: [Inspect.self, Verify.self, Pack.self, Unpack.self]
+        subcommands: [Convert.self, Inspect.self, Verify.self, Export.self, Pack.self, Unpack.self]
     )
 }
 
-/// Runs `body`, turning a format error into one line on stderr and exit status 1.
+/// Runs `body`, turning a format or ONNX error into one line on stderr and exit status 1.
 func reportingErrors(_ body: () throws -> Void) throws {
     do {
         try body()
     } catch let error as TessError {
-        FileHandle.standardError.write(Data("tessera: error: \(error)\n".utf8))
-        throw ExitCode(1)
+        fail(error.description)
+    } catch let error as ONNXError {
+        fail(error.description)
     }
+}
+
+private func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("tessera: error: \(message)\n".utf8))
+    Foundation.exit(1)
 }
 
 /// Options shared by commands that write a file.

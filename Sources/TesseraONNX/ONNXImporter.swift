@@ -1,0 +1,181 @@
+import CONNXProto
+import Foundation
+import Tessera
+
+/// The graph section of a converted file is the source `ModelProto` with every tensor payload
+/// removed; each stripped `TensorProto` is marked external with one entry naming its .tess tensor.
+public enum GraphSection {
+    public static let tensorKey = "tessera.tensor"
+}
+
+/// What a conversion wrote, for the report.
+public struct ImportedTensor: Sendable {
+    public var name: String
+    public var dataType: DataType
+    public var shape: [Int]
+    public var role: WeightRole
+    public var reductionAxis: Int?
+    public var layout: LayoutKind
+    /// Bytes of the tensor's data in the source model.
+    public var sourceBytes: Int
+}
+
+public struct ImportSummary: Sendable {
+    public var tensors: [ImportedTensor]
+    public var sourceFileBytes: Int
+    public var graphBytes: Int
+}
+
+public enum ONNXImporter {
+    /// Convert the ONNX model at `modelPath` into a .tess file at `output`, tensor by tensor:
+    /// each tensor's bytes are read (external data through a memory map), passed through
+    /// `transform`, written, and freed before the next. With the identity transform the
+    /// conversion is lossless.
+    @discardableResult
+    public static func convert(model modelPath: String, to output: String, options: WriteOptions,
+                               transform: (Tensor) throws -> Tensor = { $0 }) throws -> ImportSummary {
+        // Parse, then let the source mapping go: the parsed model holds copies of everything.
+        let (model, sourceFileBytes, digest) = try parse(modelPath)
+        try GraphAnalysis.checkReferences(model, path: modelPath)
+        let uses = GraphAnalysis.weightUses(model)
+        let location = ModelLocation(path: modelPath)
+        let externalFiles = ExternalFiles()
+
+        let writer = try TessWriter(path: output, options: options)
+        var namer = TensorNamer()
+        var imported: [ImportedTensor] = []
+        do {
+            for site in payloadSites(of: model) {
+                let name = namer.name(for: site.suggestedName)
+                var tensor: Tensor
+                var sourceBytes: Int
+                switch site.holder {
+                case .tensor(let t):
+                    (tensor, sourceBytes) = try denseTensor(t, name: name, location: location, externalFiles: externalFiles, owner: model)
+                case .sparse(let s):
+                    (tensor, sourceBytes) = try sparseTensor(s, name: name, location: location, externalFiles: externalFiles, owner: model)
+                }
+                if let use = uses[site.suggestedName] {
+                    tensor.role = use.role
+                    tensor.reductionAxis = use.reductionAxis(rank: tensor.shape.count)
+                }
+                let written = try transform(tensor)
+                try writer.append(written)
+                imported.append(ImportedTensor(name: name, dataType: written.dataType, shape: written.shape, role: written.role,
+                                               reductionAxis: written.reductionAxis, layout: written.storage.kind, sourceBytes: sourceBytes))
+                strip(site, name: name)
+            }
+            let graph = model.serialized()
+            let metadata: [String: Any] = [
+                "producer": "tessera",
+                "source": ["file": URL(fileURLWithPath: modelPath).lastPathComponent, "bytes": sourceFileBytes, "xxh3": digest],
+                "conversion": ["mode": "lossless"],
+            ]
+            try writer.finish(sections: [Section(.graph, payload: graph), try Section.metadata(metadata)])
+            return ImportSummary(tensors: imported, sourceFileBytes: sourceFileBytes, graphBytes: graph.count)
+        } catch {
+            writer.abort()
+            if let error = error as? ONNXError { throw error.inModel(modelPath) }
+            if let error = error as? TessError { throw ONNXError(.badTensorData, error.description, model: modelPath) }
+            throw error
+        }
+    }
+
+    private static func parse(_ path: String) throws -> (ProtoModel, Int, String) {
+        let source: MappedFile
+        do {
+            source = try MappedFile(path: path)
+        } catch let error as TessError {
+            throw ONNXError(.io, error.message, model: path)
+        }
+        return (try ProtoModel(bytes: source.bytes, path: path), source.bytes.count, Checksum.hex(Checksum.xxh3(source.bytes)))
+    }
+
+    static func shape(_ dims: [Int64], name: String, model: String) throws -> [Int] {
+        guard dims.allSatisfy({ $0 >= 0 }) else {
+            throw ONNXError(.badTensorData, "dims \(dims) contain a negative value", model: model, tensor: name)
+        }
+        let shape = dims.map { Int($0) }
+        do {
+            _ = try TensorGeometry(shape: shape)
+        } catch let error as TessError {
+            throw ONNXError(.badTensorData, error.message, model: model, tensor: name)
+        }
+        return shape
+    }
+
+    private static func denseTensor(_ t: UnsafeMutablePointer<Onnx__TensorProto>, name: String, location: ModelLocation,
+                                    externalFiles: ExternalFiles, owner: ProtoModel) throws -> (Tensor, Int) {
+        let type = try DataType.onnx(t.dataType, model: location.path, tensor: name)
+        let shape = try shape(t.dims, name: name, model: location.path)
+        let count = try TensorGeometry(shape: shape).elementCount
+        let data = try tensorData(t, type: type, count: count, name: name, location: location, externalFiles: externalFiles, owner: owner)
+        return (Tensor(name: name, dataType: type, shape: shape, storage: .dense(values: data)), data.count)
+    }
+
+    /// A COO sparse initializer: 2-D ones become CSR, others dense.
+    private static func sparseTensor(_ s: UnsafeMutablePointer<Onnx__SparseTensorProto>, name: String, location: ModelLocation,
+                                     externalFiles: ExternalFiles, owner: ProtoModel) throws -> (Tensor, Int) {
+        let model = location.path
+        guard let valuesProto = s.pointee.values, let indicesProto = s.pointee.indices else {
+            throw ONNXError(.badTensorData, "sparse initializer lacks values or indices", model: model, tensor: name)
+        }
+        let type = try DataType.onnx(valuesProto.dataType, model: model, tensor: name)
+        let shape = try shape((0 ..< s.pointee.n_dims).map { s.pointee.dims[$0] }, name: name, model: model)
+        let nnz = valuesProto.dims.first.map { Int($0) } ?? 0
+        guard valuesProto.dims.count == 1, nnz >= 0 else {
+            throw ONNXError(.badTensorData, "sparse values must be 1-D, got dims \(valuesProto.dims)", model: model, tensor: name)
+        }
+        let values = try tensorData(valuesProto, type: type, count: nnz, name: name, location: location, externalFiles: externalFiles, owner: owner)
+        guard indicesProto.dataType == Int32(DataType.int64.rawValue) else {
+            throw ONNXError(.badTensorData, "sparse indices must be int64", model: model, tensor: name)
+        }
+        let rank = shape.count
+        let linearForm = indicesProto.dims == [Int64(nnz)]
+        guard linearForm || indicesProto.dims == [Int64(nnz), Int64(rank)] else {
+            throw ONNXError(.badTensorData, "sparse indices dims \(indicesProto.dims) must be [\(nnz)] or [\(nnz), \(rank)]", model: model, tensor: name)
+        }
+        let indexCount = linearForm ? nnz : nnz * rank
+        let indexBytes = try tensorData(indicesProto, type: .int64, count: indexCount, name: name, location: location, externalFiles: externalFiles, owner: owner)
+        let raw: [Int64] = indexBytes.withUnsafeBytes { p in (0 ..< indexCount).map { Int64(littleEndian: p.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) } }
+        var linear: [Int] = []
+        linear.reserveCapacity(nnz)
+        for j in 0 ..< nnz {
+            if linearForm {
+                linear.append(Int(raw[j]))
+            } else {
+                var index = 0
+                for axis in 0 ..< rank {
+                    let c = Int(raw[j * rank + axis])
+                    guard c >= 0, c < shape[axis] else {
+                        throw ONNXError(.badTensorData, "sparse index \(j) is out of range on axis \(axis)", model: model, tensor: name)
+                    }
+                    index = index * shape[axis] + c
+                }
+                linear.append(index)
+            }
+        }
+        // ONNX requires ascending indices without duplicates; fromCOO refuses anything else.
+        let tensor: Tensor
+        do {
+            let dense = try Tensor.fromCOO(name: name, dataType: type, shape: shape, linearIndices: linear, values: values)
+            tensor = rank == 2 ? try dense.encoded(as: .csr) : dense
+        } catch let error as TessError {
+            throw ONNXError(.badTensorData, "sparse initializer: \(error.message)", model: model, tensor: name)
+        }
+        return (tensor, values.count + indexBytes.count)
+    }
+
+    /// Remove the payload from the model and point it at the .tess tensor `name`.
+    private static func strip(_ site: PayloadSite, name: String) {
+        switch site.holder {
+        case .tensor(let t):
+            t.clearData()
+            t.setExternalData([(GraphSection.tensorKey, name)])
+        case .sparse(let s):
+            s.pointee.values?.clearData()
+            s.pointee.values?.setExternalData([(GraphSection.tensorKey, name)])
+            s.pointee.indices?.clearData()   // its dims keep the index form ([nnz] or [nnz, rank])
+        }
+    }
+}

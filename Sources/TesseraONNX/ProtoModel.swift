@@ -1,0 +1,126 @@
+import CONNXProto
+#if canImport(Glibc)
+import Glibc
+#endif
+import CProtobufC
+import Tessera
+
+/// Owns one unpacked `ModelProto` (protobuf-c frees it as a whole in `deinit`). Every protobuf-c
+/// call of the ONNX layer is in this file; the rest sees Swift types or these pointers.
+final class ProtoModel: @unchecked Sendable {
+    let proto: UnsafeMutablePointer<Onnx__ModelProto>
+
+    init(bytes: UnsafeRawBufferPointer, path: String) throws {
+        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
+              let proto = onnx__model_proto__unpack(nil, bytes.count, base) else {
+            throw ONNXError(.parse, "not a valid ONNX model: the protobuf is truncated or corrupt", model: path)
+        }
+        self.proto = proto
+        guard proto.pointee.graph != nil else {
+            throw ONNXError(.missingGraph, "the model has no graph", model: path)
+        }
+    }
+
+    deinit { onnx__model_proto__free_unpacked(proto, nil) }
+
+    var graph: UnsafeMutablePointer<Onnx__GraphProto> { proto.pointee.graph! }
+
+    func serialized() -> [UInt8] {
+        let size = onnx__model_proto__get_packed_size(proto)
+        var out = [UInt8](repeating: 0, count: size)
+        let written = out.withUnsafeMutableBufferPointer { onnx__model_proto__pack(proto, $0.baseAddress!) }
+        precondition(written == size, "protobuf-c packed a different size than it computed")
+        return out
+    }
+}
+
+/// Reading and replacing the payload of a `TensorProto` in place. Memory handed to protobuf-c
+/// comes from malloc, as its default allocator frees with free().
+extension UnsafeMutablePointer where Pointee == Onnx__TensorProto {
+    var name: String { pointee.name.map { String(cString: $0) } ?? "" }
+    var dims: [Int64] { (0 ..< pointee.n_dims).map { pointee.dims[$0] } }
+    var dataType: Int32 { pointee.data_type }
+    var isExternal: Bool {
+        pointee.has_data_location != 0 && pointee.data_location == ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL
+    }
+
+    /// `external_data` as a dictionary (later keys win, as in onnx's Python helper).
+    var externalData: [String: String] {
+        var out: [String: String] = [:]
+        for i in 0 ..< pointee.n_external_data {
+            guard let entry = pointee.external_data[i] else { continue }
+            out[entry.pointee.key.map { String(cString: $0) } ?? ""] = entry.pointee.value.map { String(cString: $0) } ?? ""
+        }
+        return out
+    }
+
+    /// Drop every data field and free its memory at once (so a converter's memory falls as it
+    /// goes). String data is never cleared: string tensors are refused before this.
+    func clearData() {
+        free(pointee.raw_data.data)
+        pointee.raw_data = ProtobufCBinaryData(len: 0, data: nil)
+        pointee.has_raw_data = 0
+        free(pointee.float_data); pointee.float_data = nil; pointee.n_float_data = 0
+        free(pointee.int32_data); pointee.int32_data = nil; pointee.n_int32_data = 0
+        free(pointee.int64_data); pointee.int64_data = nil; pointee.n_int64_data = 0
+        free(pointee.double_data); pointee.double_data = nil; pointee.n_double_data = 0
+        free(pointee.uint64_data); pointee.uint64_data = nil; pointee.n_uint64_data = 0
+        setExternalData([])
+    }
+
+    /// Replace the dims.
+    func setDims(_ dims: [Int]) {
+        free(pointee.dims)
+        pointee.dims = nil
+        pointee.n_dims = dims.count
+        guard !dims.isEmpty else { return }
+        pointee.dims = malloc(dims.count * MemoryLayout<Int64>.stride)!.assumingMemoryBound(to: Int64.self)
+        for (i, d) in dims.enumerated() { pointee.dims[i] = Int64(d) }
+    }
+
+    /// Store `bytes` as `raw_data` (replacing any other data field).
+    func setRawData(_ bytes: UnsafeRawBufferPointer) {
+        clearData()
+        let copy = malloc(max(bytes.count, 1))!.assumingMemoryBound(to: UInt8.self)
+        if bytes.count > 0 { copy.initialize(from: bytes.bindMemory(to: UInt8.self).baseAddress!, count: bytes.count) }
+        pointee.raw_data = ProtobufCBinaryData(len: bytes.count, data: copy)
+        pointee.has_raw_data = 1
+    }
+
+    /// Replace `external_data` and mark the data external (or default, when `entries` is empty).
+    func setExternalData(_ entries: [(String, String)]) {
+        for i in 0 ..< pointee.n_external_data {
+            if let entry = pointee.external_data[i] {
+                protobuf_c_message_free_unpacked(UnsafeMutableRawPointer(entry).assumingMemoryBound(to: ProtobufCMessage.self), nil)
+            }
+        }
+        free(pointee.external_data)
+        pointee.external_data = nil
+        pointee.n_external_data = 0
+        pointee.has_data_location = 0
+        pointee.data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__DEFAULT
+        guard !entries.isEmpty else { return }
+        let array = malloc(entries.count * MemoryLayout<UnsafeMutablePointer<Onnx__StringStringEntryProto>?>.stride)!
+            .assumingMemoryBound(to: UnsafeMutablePointer<Onnx__StringStringEntryProto>?.self)
+        for (i, (key, value)) in entries.enumerated() {
+            let entry = malloc(MemoryLayout<Onnx__StringStringEntryProto>.stride)!.assumingMemoryBound(to: Onnx__StringStringEntryProto.self)
+            onnx__string_string_entry_proto__init(entry)
+            entry.pointee.key = strdup(key)
+            entry.pointee.value = strdup(value)
+            array[i] = entry
+        }
+        pointee.external_data = array
+        pointee.n_external_data = entries.count
+        pointee.has_data_location = 1
+        pointee.data_location = ONNX__TENSOR_PROTO__DATA_LOCATION__EXTERNAL
+    }
+}
+
+/// C string helpers for the other message types.
+func string(_ p: UnsafeMutablePointer<CChar>?) -> String { p.map { String(cString: $0) } ?? "" }
+
+/// Swift arrays over protobuf-c repeated fields.
+func elements<T>(_ base: UnsafeMutablePointer<UnsafeMutablePointer<T>?>?, _ count: Int) -> [UnsafeMutablePointer<T>] {
+    guard let base else { return [] }
+    return (0 ..< count).compactMap { base[$0] }
+}
