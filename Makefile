@@ -3,6 +3,7 @@
 #   make demo    build, convert the committed digits model, inspect, verify, export, compare
 #   make test    every test: Swift (format, CLI) and Python oracles (onnx, onnxruntime)
 #   make bench   the benchmark harness (Tessera next to its peers, one run)
+#   make fuzz    libFuzzer on the .tess reader and the ONNX importer (FUZZ_SECONDS each)
 #
 # Each target installs the Debian packages it needs when they are missing, and the Python
 # virtual environment (.venv, pinned by requirements.txt) when it needs Python.
@@ -16,7 +17,10 @@ VENV := .venv
 RELEASE := .build/release
 DEMO := .build/demo
 
-.PHONY: all deps venv build test demo bench clean
+FUZZ_SECONDS ?= 600
+FUZZ := .build/fuzz
+
+.PHONY: all deps venv build test demo bench fuzz clean
 
 all: build
 
@@ -57,5 +61,18 @@ demo: build venv
 bench: build
 	$(RELEASE)/tessera-bench format
 
+# Seed corpora come from the fixtures; crashes land in $(FUZZ)/artifacts and become regression tests.
+fuzz: build venv
+	cd FuzzTesting && $(SWIFT) build -c debug --sanitize=fuzzer --sanitize=address -Xswiftc -parse-as-library
+	@rm -rf $(FUZZ)/reader $(FUZZ)/importer && mkdir -p $(FUZZ)/reader $(FUZZ)/importer $(FUZZ)/artifacts
+	cp fixtures/golden/tiny.tess fixtures/onnx/*.onnx $(FUZZ)/importer/ 2>/dev/null; rm -f $(FUZZ)/importer/tiny.tess
+	cp fixtures/golden/tiny.tess $(FUZZ)/reader/
+	$(RELEASE)/tessera convert fixtures/onnx/digits_mlp.onnx -o $(FUZZ)/reader/digits.tess --force
+	$(RELEASE)/tessera convert fixtures/onnx/digits_mlp.onnx -o $(FUZZ)/reader/digits-plain.tess --compress none --force
+	for m in pytorch-converted/test_Conv2d simple/test_sequence_model1 pytorch-operator/test_operator_add_broadcast; do \
+	  cp $$($(VENV)/bin/python -c 'import onnx, os; print(os.path.dirname(onnx.__file__))')/backend/test/data/$$m/model.onnx $(FUZZ)/importer/$$(echo $$m | tr / _).onnx; done
+	FuzzTesting/.build/debug/FuzzReader $(FUZZ)/reader -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -artifact_prefix=$(FUZZ)/artifacts/reader-
+	FuzzTesting/.build/debug/FuzzImporter $(FUZZ)/importer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -artifact_prefix=$(FUZZ)/artifacts/importer-
+
 clean:
-	rm -rf .build $(VENV)
+	rm -rf .build FuzzTesting/.build $(VENV)

@@ -5,6 +5,7 @@ let package = Package(
     name: "Tessera",
     products: [
         .library(name: "Tessera", targets: ["Tessera"]),
+        .library(name: "TesseraONNX", targets: ["TesseraONNX"]),
         .executable(name: "tessera", targets: ["tessera"]),
     ],
     dependencies: [

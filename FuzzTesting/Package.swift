@@ -1,0 +1,13 @@
+// swift-tools-version:5.10
+// libFuzzer targets, kept out of the main package so that `swift build` there never needs the
+// fuzzer runtime. Build and run with `make fuzz` (see the Makefile).
+import PackageDescription
+
+let package = Package(
+    name: "TesseraFuzzTesting",
+    dependencies: [.package(name: "Tessera", path: "..")],
+    targets: [
+        .executableTarget(name: "FuzzReader", dependencies: [.product(name: "Tessera", package: "Tessera")]),
+        .executableTarget(name: "FuzzImporter", dependencies: [.product(name: "TesseraONNX", package: "Tessera")]),
+    ]
+)
