@@ -10,7 +10,12 @@ import Tessera
 final class ProtoModel: @unchecked Sendable {
     let proto: UnsafeMutablePointer<Onnx__ModelProto>
 
+    /// Deepest message nesting accepted (C++ protobuf's default recursion limit). protobuf-c
+    /// unpacks recursively, so deeper input would overflow the stack instead of failing.
+    static let maxMessageDepth = 100
+
     init(bytes: UnsafeRawBufferPointer, path: String) throws {
+        try Self.checkNesting(bytes, path: path)
         guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
               let proto = onnx__model_proto__unpack(nil, bytes.count, base) else {
             throw ONNXError(.parse, "not a valid ONNX model: the protobuf is truncated or corrupt", model: path)
@@ -22,6 +27,54 @@ final class ProtoModel: @unchecked Sendable {
     }
 
     deinit { onnx__model_proto__free_unpacked(proto, nil) }
+
+    /// Walks the wire format iteratively, following message-typed fields through protobuf-c's
+    /// descriptors, and refuses nesting deeper than `maxMessageDepth`. Malformed bytes are left
+    /// for unpack to reject.
+    private static func checkNesting(_ bytes: UnsafeRawBufferPointer, path: String) throws {
+        // The real address of the model descriptor, as held by an initialised message.
+        var empty = Onnx__ModelProto()
+        onnx__model_proto__init(&empty)
+        var pending: [(start: Int, end: Int, descriptor: UnsafePointer<ProtobufCMessageDescriptor>, depth: Int)] =
+            [(0, bytes.count, empty.base.descriptor, 1)]
+        func varint(_ position: inout Int, _ end: Int) -> UInt64? {
+            var value: UInt64 = 0
+            for shift in stride(from: 0, to: 64, by: 7) {
+                guard position < end else { return nil }
+                let byte = bytes[position]
+                position += 1
+                value |= UInt64(byte & 0x7F) << UInt64(shift)
+                if byte & 0x80 == 0 { return value }
+            }
+            return nil
+        }
+        while let frame = pending.popLast() {
+            var position = frame.start
+            while position < frame.end {
+                guard let key = varint(&position, frame.end) else { return }
+                switch key & 7 {
+                case 0: guard varint(&position, frame.end) != nil else { return }
+                case 1: position += 8
+                case 5: position += 4
+                case 2:
+                    guard let length = varint(&position, frame.end), length <= UInt64(frame.end - position) else { return }
+                    let end = position + Int(length)
+                    if key >> 3 <= UInt64(UInt32.max),
+                       let field = protobuf_c_message_descriptor_get_field(frame.descriptor, UInt32(key >> 3)),
+                       field.pointee.type == PROTOBUF_C_TYPE_MESSAGE,
+                       let sub = field.pointee.descriptor?.assumingMemoryBound(to: ProtobufCMessageDescriptor.self) {
+                        guard frame.depth < maxMessageDepth else {
+                            throw ONNXError(.parse, "messages are nested more than \(maxMessageDepth) deep; refusing a model that would exhaust the stack", model: path)
+                        }
+                        pending.append((position, end, sub, frame.depth + 1))
+                    }
+                    position = end
+                default:
+                    return   // groups or invalid wire types: unpack rejects them
+                }
+            }
+        }
+    }
 
     var graph: UnsafeMutablePointer<Onnx__GraphProto> { proto.pointee.graph! }
 

@@ -311,6 +311,42 @@ def test_bad_models_give_one_clear_error(work):
     expect_user_error(work, work / "absent.onnx", "absent.onnx", "cannot open")
 
 
+def _varint(n):
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _length_delimited(field, payload):
+    return bytes([(field << 3) | 2]) + _varint(len(payload)) + payload
+
+
+def _nested_types(levels):
+    """TypeProto{sequence_type(4): Sequence{elem_type(1): TypeProto{...}}} nested `levels`
+    messages deep, built in linear time: lengths inside out, prefixes outside in."""
+    fields = [4 if k % 2 == 0 else 1 for k in range(levels)]  # outermost first
+    sizes = [0] * (levels + 1)
+    for k in range(levels - 1, -1, -1):
+        sizes[k] = 1 + len(_varint(sizes[k + 1])) + sizes[k + 1]
+    return b"".join(bytes([(fields[k] << 3) | 2]) + _varint(sizes[k + 1]) for k in range(levels))
+
+
+@pytest.mark.parametrize("levels,fails", [(95, False), (400_000, True)])
+def test_deeply_nested_protobuf_is_refused_not_a_crash(levels, fails, work):
+    """protobuf-c unpacks recursively: nesting must be bounded before it runs (a model nested
+    400,000 messages deep used to overflow the stack)."""
+    graph = _length_delimited(11, _length_delimited(1, b"x") + _length_delimited(2, _nested_types(levels)))
+    path = work / "deep.onnx"
+    path.write_bytes(bytes([0x08, 8]) + _length_delimited(7, graph))  # ir_version, graph: 3 more levels
+    if fails:
+        expect_user_error(work, path, "nested more than 100 deep")
+    else:
+        tessera("convert", path, "-o", work / "ok.tess")
+
+
 @pytest.mark.parametrize("location,needle", [
     ("/etc/passwd", "absolute"),
     ("../outside.bin", "leaves the model's folder"),
