@@ -66,6 +66,7 @@ bench: build venv
 
 # Seed corpora come from the fixtures; crashes land in $(FUZZ)/artifacts and become regression tests.
 fuzz: build venv
+	rm -rf FuzzTesting/.build   # an incremental build can silently lose the coverage instrumentation
 	cd FuzzTesting && $(SWIFT) build -c debug --sanitize=fuzzer --sanitize=address -Xswiftc -parse-as-library
 	@rm -rf $(FUZZ)/reader $(FUZZ)/importer && mkdir -p $(FUZZ)/reader $(FUZZ)/importer $(FUZZ)/artifacts
 	cp fixtures/golden/tiny.tess fixtures/onnx/*.onnx $(FUZZ)/importer/ 2>/dev/null; rm -f $(FUZZ)/importer/tiny.tess
