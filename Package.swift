@@ -27,13 +27,16 @@ let package = Package(
         // The format: model types, reader, writer, codecs, checksums, limits, errors.
         .target(name: "Tessera", dependencies: ["CZstd", "CXXHash"]),
 
+        // Pruning, quantization and encoding choice.
+        .target(name: "TesseraConvert", dependencies: ["Tessera"]),
+
         // ONNX import and export: the only module that sees CONNXProto.
         .target(name: "TesseraONNX", dependencies: ["Tessera", "CONNXProto"]),
 
         // The command-line tool: thin commands over the modules above.
         .executableTarget(
             name: "tessera",
-            dependencies: ["Tessera", "TesseraONNX", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Tessera", "TesseraONNX", "TesseraConvert", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         // Benchmark harness (run by `make bench`, never by `swift test`).
@@ -44,6 +47,7 @@ let package = Package(
         ),
 
         .testTarget(name: "TesseraTests", dependencies: ["Tessera"]),
+        .testTarget(name: "TesseraConvertTests", dependencies: ["TesseraConvert"]),
         // Runs the built `tessera` binary, as a user would.
         .testTarget(name: "TesseraCLITests", dependencies: ["Tessera", "tessera"]),
     ]

@@ -91,11 +91,11 @@ struct PackedBuilder {
 }
 
 /// Maps a logical element index to its scale (and zero point) index.
-struct ScaleIndexer {
+public struct ScaleIndexer: Sendable {
     private let granularity: QuantizationGranularity
     private let axisLength: Int, inner: Int, block: Int, blocks: Int
 
-    init(_ granularity: QuantizationGranularity, geometry: TensorGeometry) {
+    public init(_ granularity: QuantizationGranularity, geometry: TensorGeometry) {
         switch granularity {
         case .perTensor:
             self.granularity = .perTensor
@@ -112,7 +112,7 @@ struct ScaleIndexer {
     }
 
     @inline(__always)
-    func index(_ i: Int) -> Int {
+    public func index(_ i: Int) -> Int {
         switch granularity {
         case .perTensor:
             return 0

@@ -8,9 +8,14 @@ public struct ExportOptions: Sendable {
     /// `externalMinimumBytes` go to `OUT.data` (protobuf cannot hold more than 2 GiB).
     public var externalDataThreshold: Int
     public var externalMinimumBytes: Int
+    /// Write quantized main-graph initializers as integer codes plus a DequantizeLinear node,
+    /// instead of dequantizing them.
+    public var keepQuantized: Bool
 
-    public init(replaceExisting: Bool = false, externalDataThreshold: Int = 2_000_000_000, externalMinimumBytes: Int = 1024) {
+    public init(replaceExisting: Bool = false, externalDataThreshold: Int = 2_000_000_000, externalMinimumBytes: Int = 1024,
+                keepQuantized: Bool = false) {
         self.replaceExisting = replaceExisting
+        self.keepQuantized = keepQuantized
         self.externalDataThreshold = externalDataThreshold
         self.externalMinimumBytes = externalMinimumBytes
     }
@@ -58,6 +63,8 @@ public enum ONNXExporter {
             }
             count += 1
             switch site.holder {
+            case .tensor(let t) where options.keepQuantized && tensor.quantization != nil && site.isMainInitializer:
+                try keepQuantized(tensor, replacing: t, in: model, path: file.path)
             case .tensor(let t):
                 guard t.dims == tensor.shape.map(Int64.init) else {
                     throw ONNXError(.badTensorData, "graph dims \(t.dims) differ from the stored shape \(tensor.shape)", model: file.path, tensor: name)
@@ -108,6 +115,51 @@ public enum ONNXExporter {
         }
         try modelFile.commit()
         return ExportSummary(tensors: count, modelBytes: bytes.count, externalData: nil)
+    }
+
+    /// Replace initializer `t` by its integer codes, scales and zero points, and produce its
+    /// original name with a DequantizeLinear node (axis / block_size as the granularity needs).
+    private static func keepQuantized(_ tensor: Tensor, replacing t: UnsafeMutablePointer<Onnx__TensorProto>,
+                                      in model: ProtoModel, path: String) throws {
+        let q = tensor.quantization!
+        let name = t.name
+        guard tensor.dataType == .float else {
+            throw ONNXError(.unsupportedDataType, "--keep-quantized writes float32 weights only; this one is \(tensor.dataType)", model: path, tensor: name)
+        }
+        let opset: Int64, attributes: [(String, Int64)]
+        switch q.granularity {
+        case .perTensor: (opset, attributes) = (10, [])
+        case .perAxis(let axis): (opset, attributes) = (13, [("axis", Int64(axis))])
+        case .perGroup(let axis, let block): (opset, attributes) = (21, [("axis", Int64(axis)), ("block_size", Int64(block))])
+        }
+        let needed = q.codeType.bitWidth == 4 ? max(opset, 21) : opset
+        guard model.defaultOpset >= needed else {
+            throw ONNXError(.unsupportedDataType, "--keep-quantized needs opset \(needed) for a \(q.summary) DequantizeLinear; the model imports opset \(model.defaultOpset) (export without --keep-quantized to dequantize)", model: path, tensor: name)
+        }
+        let geometry = try TensorGeometry(shape: tensor.shape)
+        let scaleShape = geometry.scaleShape(q.granularity)
+        guard case .dense(let codes) = try tensor.encoded(as: .dense).storage else { preconditionFailure("dense") }
+        let scales = q.scaleType == .float ? q.scales
+            : TensorBytes(float32: try ScalarDecoding.floats(q.scales, type: q.scaleType, count: geometry.scaleCount(q.granularity)))
+        var taken = model.valueNames
+        func fresh(_ base: String) -> String {
+            var candidate = base, k = 1
+            while taken.contains(candidate) { candidate = "\(base)#\(k)"; k += 1 }
+            taken.insert(candidate)
+            return candidate
+        }
+        let codesName = fresh(name + "::quantized"), scaleName = fresh(name + "::scale")
+        var extra = [ProtoModel.newTensor(name: scaleName, dims: scaleShape, dataType: .float, raw: scales)]
+        var inputs = [codesName, scaleName]
+        if let zeroPoints = q.zeroPoints {
+            let zeroPointName = fresh(name + "::zero_point")
+            extra.append(ProtoModel.newTensor(name: zeroPointName, dims: scaleShape, dataType: q.codeType, raw: zeroPoints))
+            inputs.append(zeroPointName)
+        }
+        model.replaceInitializer(t, with: ProtoModel.newTensor(name: codesName, dims: tensor.shape, dataType: q.codeType, raw: codes),
+                                 adding: extra)
+        model.removeGraphInput(name)
+        model.prependNode(opType: "DequantizeLinear", inputs: inputs, outputs: [name], attributes: attributes)
     }
 
     /// The .tess tensor a site points at, if its payload was moved out at conversion.

@@ -16,6 +16,8 @@ public struct ImportedTensor: Sendable {
     public var role: WeightRole
     public var reductionAxis: Int?
     public var layout: LayoutKind
+    /// How it was quantized (nil when it was not).
+    public var quantization: String?
     /// Bytes of the tensor's data in the source model.
     public var sourceBytes: Int
 }
@@ -33,6 +35,7 @@ public enum ONNXImporter {
     /// conversion is lossless.
     @discardableResult
     public static func convert(model modelPath: String, to output: String, options: WriteOptions,
+                               conversion: [String: String] = ["mode": "lossless"],
                                transform: (Tensor) throws -> Tensor = { $0 }) throws -> ImportSummary {
         // Parse, then let the source mapping go: the parsed model holds copies of everything.
         let (model, sourceFileBytes, digest) = try parse(modelPath)
@@ -62,14 +65,15 @@ public enum ONNXImporter {
                 let written = try transform(tensor)
                 try writer.append(written)
                 imported.append(ImportedTensor(name: name, dataType: written.dataType, shape: written.shape, role: written.role,
-                                               reductionAxis: written.reductionAxis, layout: written.storage.kind, sourceBytes: sourceBytes))
+                                               reductionAxis: written.reductionAxis, layout: written.storage.kind,
+                                               quantization: written.quantization?.summary, sourceBytes: sourceBytes))
                 strip(site, name: name)
             }
             let graph = model.serialized()
             let metadata: [String: Any] = [
                 "producer": "tessera",
                 "source": ["file": URL(fileURLWithPath: modelPath).lastPathComponent, "bytes": sourceFileBytes, "xxh3": digest],
-                "conversion": ["mode": "lossless"],
+                "conversion": conversion,
             ]
             try writer.finish(sections: [Section(.graph, payload: graph), try Section.metadata(metadata)])
             return ImportSummary(tensors: imported, sourceFileBytes: sourceFileBytes, graphBytes: graph.count)
@@ -77,7 +81,7 @@ public enum ONNXImporter {
             writer.abort()
             if let error = error as? ONNXError { throw error.inModel(modelPath) }
             if let error = error as? TessError { throw ONNXError(.badTensorData, error.description, model: modelPath) }
-            throw error
+            throw error   // the transform's own errors pass through unchanged
         }
     }
 

@@ -13,6 +13,8 @@ struct PayloadSite {
     var holder: Holder
     /// The name the .tess tensor takes unless another tensor already has it.
     var suggestedName: String
+    /// True for the main graph's initializers (where export can add DequantizeLinear nodes).
+    var isMainInitializer = false
 }
 
 /// Every payload site of `model`, depth-first: a graph's initializers, its sparse initializers,
@@ -42,7 +44,7 @@ func payloadSites(of model: ProtoModel) -> [PayloadSite] {
 
     func visitGraph(_ graph: UnsafeMutablePointer<Onnx__GraphProto>) {
         for t in elements(graph.pointee.initializer, graph.pointee.n_initializer) {
-            sites.append(PayloadSite(holder: .tensor(t), suggestedName: t.name))
+            sites.append(PayloadSite(holder: .tensor(t), suggestedName: t.name, isMainInitializer: graph == model.graph))
         }
         for s in elements(graph.pointee.sparse_initializer, graph.pointee.n_sparse_initializer) {
             sites.append(PayloadSite(holder: .sparse(s), suggestedName: s.pointee.values.map { $0.name } ?? ""))

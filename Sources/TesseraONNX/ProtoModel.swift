@@ -177,3 +177,116 @@ func elements<T>(_ base: UnsafeMutablePointer<UnsafeMutablePointer<T>?>?, _ coun
     guard let base else { return [] }
     return (0 ..< count).compactMap { base[$0] }
 }
+
+/// Building new messages (for `export --keep-quantized`). Every allocation uses malloc/strdup,
+/// which protobuf-c's default allocator frees with the rest of the model.
+extension ProtoModel {
+    /// The default-domain opset the model imports (0 when it imports none).
+    var defaultOpset: Int64 {
+        let imports = elements(proto.pointee.opset_import, proto.pointee.n_opset_import)
+        return imports.first { ["", "ai.onnx"].contains(string($0.pointee.domain)) }?.pointee.version ?? 0
+    }
+
+    /// Every value name of the main graph: inputs, outputs, initializers, node outputs.
+    var valueNames: Set<String> {
+        let g = graph.pointee
+        var names = Set<String>()
+        for v in elements(g.input, g.n_input) { names.insert(string(v.pointee.name)) }
+        for v in elements(g.output, g.n_output) { names.insert(string(v.pointee.name)) }
+        for t in elements(g.initializer, g.n_initializer) { names.insert(t.name) }
+        for node in elements(g.node, g.n_node) {
+            for i in 0 ..< node.pointee.n_output { names.insert(string(node.pointee.output[i])) }
+        }
+        return names
+    }
+
+    static func newTensor(name: String, dims: [Int], dataType: DataType, raw: TensorBytes) -> UnsafeMutablePointer<Onnx__TensorProto> {
+        let t = allocate(Onnx__TensorProto.self)
+        onnx__tensor_proto__init(t)
+        t.pointee.name = strdup(name)
+        t.pointee.has_data_type = 1
+        t.pointee.data_type = Int32(dataType.rawValue)
+        t.setDims(dims)
+        raw.withUnsafeBytes { t.setRawData($0) }
+        return t
+    }
+
+    /// Replace main-graph initializer `old` with `replacement` and append `extra` initializers.
+    func replaceInitializer(_ old: UnsafeMutablePointer<Onnx__TensorProto>, with replacement: UnsafeMutablePointer<Onnx__TensorProto>,
+                            adding extra: [UnsafeMutablePointer<Onnx__TensorProto>]) {
+        let g = graph
+        for i in 0 ..< g.pointee.n_initializer where g.pointee.initializer[i] == old {
+            g.pointee.initializer[i] = replacement
+        }
+        protobuf_c_message_free_unpacked(UnsafeMutableRawPointer(old).assumingMemoryBound(to: ProtobufCMessage.self), nil)
+        let count = g.pointee.n_initializer + extra.count
+        let array = realloc(g.pointee.initializer, count * MemoryLayout<UnsafeMutablePointer<Onnx__TensorProto>?>.stride)!
+            .assumingMemoryBound(to: UnsafeMutablePointer<Onnx__TensorProto>?.self)
+        for (k, t) in extra.enumerated() { array[g.pointee.n_initializer + k] = t }
+        g.pointee.initializer = array
+        g.pointee.n_initializer = count
+    }
+
+    /// Drop `name` from the main graph's inputs (old IR versions list initializers there too).
+    func removeGraphInput(_ name: String) {
+        let g = graph
+        var kept = 0
+        for i in 0 ..< g.pointee.n_input {
+            guard let v = g.pointee.input[i] else { continue }
+            if string(v.pointee.name) == name {
+                protobuf_c_message_free_unpacked(UnsafeMutableRawPointer(v).assumingMemoryBound(to: ProtobufCMessage.self), nil)
+            } else {
+                g.pointee.input[kept] = v
+                kept += 1
+            }
+        }
+        g.pointee.n_input = kept
+    }
+
+    /// Put a node with integer attributes first in the main graph.
+    func prependNode(opType: String, inputs: [String], outputs: [String], attributes: [(String, Int64)]) {
+        let node = Self.allocate(Onnx__NodeProto.self)
+        onnx__node_proto__init(node)
+        node.pointee.op_type = strdup(opType)
+        node.pointee.input = Self.strings(inputs)
+        node.pointee.n_input = inputs.count
+        node.pointee.output = Self.strings(outputs)
+        node.pointee.n_output = outputs.count
+        if !attributes.isEmpty {
+            let array = malloc(attributes.count * MemoryLayout<UnsafeMutablePointer<Onnx__AttributeProto>?>.stride)!
+                .assumingMemoryBound(to: UnsafeMutablePointer<Onnx__AttributeProto>?.self)
+            for (k, (name, value)) in attributes.enumerated() {
+                let a = Self.allocate(Onnx__AttributeProto.self)
+                onnx__attribute_proto__init(a)
+                a.pointee.name = strdup(name)
+                a.pointee.has_type = 1
+                a.pointee.type = ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT
+                a.pointee.has_i = 1
+                a.pointee.i = value
+                array[k] = a
+            }
+            node.pointee.attribute = array
+            node.pointee.n_attribute = attributes.count
+        }
+        let g = graph
+        let count = g.pointee.n_node + 1
+        let nodes = realloc(g.pointee.node, count * MemoryLayout<UnsafeMutablePointer<Onnx__NodeProto>?>.stride)!
+            .assumingMemoryBound(to: UnsafeMutablePointer<Onnx__NodeProto>?.self)
+        for i in stride(from: count - 1, to: 0, by: -1) { nodes[i] = nodes[i - 1] }
+        nodes[0] = node
+        g.pointee.node = nodes
+        g.pointee.n_node = count
+    }
+
+    private static func allocate<T>(_ type: T.Type) -> UnsafeMutablePointer<T> {
+        malloc(MemoryLayout<T>.stride)!.assumingMemoryBound(to: T.self)
+    }
+
+    private static func strings(_ values: [String]) -> UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? {
+        guard !values.isEmpty else { return nil }
+        let array = malloc(values.count * MemoryLayout<UnsafeMutablePointer<CChar>?>.stride)!
+            .assumingMemoryBound(to: UnsafeMutablePointer<CChar>?.self)
+        for (i, v) in values.enumerated() { array[i] = strdup(v) }
+        return array
+    }
+}

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Tessera
+import TesseraConvert
 import TesseraONNX
 
 @main
@@ -19,6 +20,8 @@ func reportingErrors(_ body: () throws -> Void) throws {
     } catch let error as TessError {
         fail(error.description)
     } catch let error as ONNXError {
+        fail(error.description)
+    } catch let error as ConvertError {
         fail(error.description)
     }
 }

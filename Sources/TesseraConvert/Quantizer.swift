@@ -1,0 +1,105 @@
+import Tessera
+
+/// Post-training weight quantization, as ONNX `QuantizeLinear` defines it:
+/// `code = saturate(round_half_even(x / scale) + zero_point)`, `real = scale * (code - zero_point)`.
+public enum Quantizer {
+    /// The axis holding a GEMM weight's output channels, from its role and reduction axis.
+    public static func outputAxis(of tensor: Tensor) -> Int? {
+        let rank = tensor.shape.count
+        switch tensor.role {
+        case .matmulB, .matmulIntegerB: return rank >= 2 ? rank - 1 : nil
+        case .gemmB: return tensor.reductionAxis.map { 1 - $0 }
+        case .convWeight: return rank >= 3 ? 0 : nil
+        default: return nil
+        }
+    }
+
+    /// `tensor` (a float tensor in any layout) quantized as `spec` says, in the same layout.
+    /// Per-channel scales run along the output axis; groups run along the reduction axis.
+    public static func quantize(_ tensor: Tensor, _ spec: QuantizationSpec) throws -> Tensor {
+        guard tensor.quantization == nil else { return tensor }
+        guard tensor.dataType.isFloatingPoint else {
+            throw ConvertError("tensor '\(tensor.name)' is \(tensor.dataType), only float tensors can be quantized")
+        }
+        let granularity: QuantizationGranularity
+        if let block = spec.groupSize {
+            guard let axis = tensor.reductionAxis else {
+                throw ConvertError("tensor '\(tensor.name)' has no reduction axis for group quantization")
+            }
+            granularity = .perGroup(axis: axis, blockSize: block)
+        } else if let axis = outputAxis(of: tensor) {
+            granularity = .perAxis(axis: axis)
+        } else {
+            granularity = .perTensor
+        }
+        let values = try tensor.densify()
+        let geometry = try TensorGeometry(shape: tensor.shape)
+        let groups = ScaleIndexer(granularity, geometry: geometry)
+        let scaleCount = geometry.scaleCount(granularity)
+
+        // Range of each scale group.
+        var low = [Float](repeating: 0, count: scaleCount), high = [Float](repeating: 0, count: scaleCount)
+        for (i, x) in values.enumerated() where x.isFinite {
+            let s = groups.index(i)
+            low[s] = min(low[s], x)
+            high[s] = max(high[s], x)
+        }
+        let (qmin, qmax) = spec.codeRange
+        var scales = [Float](repeating: 0, count: scaleCount)
+        var zeroPoints = [Int32](repeating: 0, count: scaleCount)
+        for s in 0 ..< scaleCount {
+            if spec.asymmetric {
+                // The range always includes 0 so that 0 is exact (a zero point code).
+                scales[s] = (high[s] - low[s]) / Float(qmax - qmin)
+                zeroPoints[s] = scales[s] == 0 ? 0 : Int32(max(Float(qmin), min(Float(qmax), (Float(qmin) - low[s] / scales[s]).rounded(.toNearestOrEven))))
+            } else {
+                scales[s] = max(abs(low[s]), abs(high[s])) / Float(qmax)
+            }
+        }
+        var codes = [Int32](repeating: 0, count: values.count)
+        for (i, x) in values.enumerated() {
+            let s = groups.index(i)
+            codes[i] = code(x, scale: scales[s], zeroPoint: zeroPoints[s], qmin: qmin, qmax: qmax)
+        }
+        let quantized = Tensor(
+            name: tensor.name, dataType: tensor.dataType, shape: tensor.shape, role: tensor.role,
+            reductionAxis: tensor.reductionAxis,
+            storage: .dense(values: pack(codes, spec.codeType)),
+            quantization: Quantization(codeType: spec.codeType, scaleType: .float, granularity: granularity,
+                                       scales: TensorBytes(float32: scales),
+                                       zeroPoints: spec.asymmetric ? pack(zeroPoints, spec.codeType) : nil))
+        return try quantized.encoded(as: tensor.storage.kind)
+    }
+
+    /// One element's code: round half to even, then saturate. A zero scale (an all-zero
+    /// group) gives the zero point.
+    @inline(__always)
+    public static func code(_ x: Float, scale: Float, zeroPoint: Int32, qmin: Int32, qmax: Int32) -> Int32 {
+        guard scale > 0, x.isFinite else { return zeroPoint }
+        let q = (x / scale).rounded(.toNearestOrEven) + Float(zeroPoint)
+        return Int32(max(Float(qmin), min(Float(qmax), q)))
+    }
+
+    /// Codes packed as the format stores them (4-bit: two per byte, low nibble first).
+    static func pack(_ codes: [Int32], _ type: DataType) -> TensorBytes {
+        if type.bitWidth == 8 { return TensorBytes(codes.map { UInt8(truncatingIfNeeded: $0) }) }
+        var out = [UInt8](repeating: 0, count: (codes.count + 1) / 2)
+        for (i, c) in codes.enumerated() {
+            let nibble = UInt8(truncatingIfNeeded: c) & 0x0F
+            out[i / 2] |= i % 2 == 0 ? nibble : nibble << 4
+        }
+        return TensorBytes(out)
+    }
+}
+
+extension QuantizationSpec {
+    /// Smallest and largest code.
+    public var codeRange: (Int32, Int32) {
+        switch codeType {
+        case .int8: return (-128, 127)
+        case .uint8: return (0, 255)
+        case .int4: return (-8, 7)
+        default: return (0, 15)
+        }
+    }
+}
