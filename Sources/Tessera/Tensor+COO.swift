@@ -43,3 +43,29 @@ extension TensorRecord where Buffer == TensorBytes {
         }
     }
 }
+
+extension TensorRecord where Buffer == TensorBytes {
+    /// The same tensor, densely stored, with every element for which `keep` is false made
+    /// absent (all bits zero, or the zero point when quantized). Kept elements are untouched.
+    public func keepingOnly(_ keep: (Int) -> Bool) throws -> Tensor {
+        let count = try TensorGeometry(shape: shape).elementCount
+        var result = try encoded(as: .dense)
+        guard case .dense(let dense) = result.storage else { preconditionFailure("dense") }
+        let zeroPoints: TensorBytes? = quantization?.zeroPoints
+        var out = PackedBuilder(valueType, count: count)
+        let geometry = try TensorGeometry(shape: shape)
+        let indexer = quantization.map { ScaleIndexer($0.granularity, geometry: geometry) }
+        dense.withUnsafeBytes { raw in
+            let values = PackedElements(raw, valueType)
+            for i in 0 ..< count {
+                if keep(i) {
+                    out.set(i, from: values, i)
+                } else if let zeroPoints, let indexer {
+                    zeroPoints.withUnsafeBytes { out.set(i, from: PackedElements($0, valueType), indexer.index(i)) }
+                }
+            }
+        }
+        result.storage = .dense(values: TensorBytes(out.bytes))
+        return result
+    }
+}

@@ -32,56 +32,72 @@ public enum ONNXImporter {
     /// Convert the ONNX model at `modelPath` into a .tess file at `output`, tensor by tensor:
     /// each tensor's bytes are read (external data through a memory map), passed through
     /// `transform`, written, and freed before the next. With the identity transform the
-    /// conversion is lossless.
+    /// conversion is lossless. `metadata` is called once every tensor is written; its keys go
+    /// into the file's metadata next to `producer` and `source`. `progress` hears (done, total).
     @discardableResult
     public static func convert(model modelPath: String, to output: String, options: WriteOptions,
-                               conversion: [String: String] = ["mode": "lossless"],
-                               transform: (Tensor) throws -> Tensor = { $0 }) throws -> ImportSummary {
+                               transform: (Tensor) throws -> Tensor = { $0 },
+                               metadata: () throws -> [String: Any] = { ["conversion": ["mode": "lossless"]] },
+                               progress: ((Int, Int) -> Void)? = nil) throws -> ImportSummary {
         // Parse, then let the source mapping go: the parsed model holds copies of everything.
         let (model, sourceFileBytes, digest) = try parse(modelPath)
         try GraphAnalysis.checkReferences(model, path: modelPath)
-        let uses = GraphAnalysis.weightUses(model)
-        let location = ModelLocation(path: modelPath)
-        let externalFiles = ExternalFiles()
-
         let writer = try TessWriter(path: output, options: options)
-        var namer = TensorNamer()
         var imported: [ImportedTensor] = []
         do {
-            for site in payloadSites(of: model) {
-                let name = namer.name(for: site.suggestedName)
-                var tensor: Tensor
-                var sourceBytes: Int
-                switch site.holder {
-                case .tensor(let t):
-                    (tensor, sourceBytes) = try denseTensor(t, name: name, location: location, externalFiles: externalFiles, owner: model)
-                case .sparse(let s):
-                    (tensor, sourceBytes) = try sparseTensor(s, name: name, location: location, externalFiles: externalFiles, owner: model)
-                }
-                if let use = uses[site.suggestedName] {
-                    tensor.role = use.role
-                    tensor.reductionAxis = use.reductionAxis(rank: tensor.shape.count)
-                }
+            try forEachTensor(model, path: modelPath) { site, tensor, sourceBytes, total in
                 let written = try transform(tensor)
                 try writer.append(written)
-                imported.append(ImportedTensor(name: name, dataType: written.dataType, shape: written.shape, role: written.role,
+                imported.append(ImportedTensor(name: tensor.name, dataType: written.dataType, shape: written.shape, role: written.role,
                                                reductionAxis: written.reductionAxis, layout: written.storage.kind,
                                                quantization: written.quantization?.summary, sourceBytes: sourceBytes))
-                strip(site, name: name)
+                strip(site, name: tensor.name)
+                progress?(imported.count, total)
             }
             let graph = model.serialized()
-            let metadata: [String: Any] = [
-                "producer": "tessera",
-                "source": ["file": URL(fileURLWithPath: modelPath).lastPathComponent, "bytes": sourceFileBytes, "xxh3": digest],
-                "conversion": conversion,
-            ]
-            try writer.finish(sections: [Section(.graph, payload: graph), try Section.metadata(metadata)])
+            var document = try metadata()
+            document["producer"] = "tessera"
+            document["source"] = ["file": URL(fileURLWithPath: modelPath).lastPathComponent, "bytes": sourceFileBytes, "xxh3": digest]
+            try writer.finish(sections: [Section(.graph, payload: graph), try Section.metadata(document)])
             return ImportSummary(tensors: imported, sourceFileBytes: sourceFileBytes, graphBytes: graph.count)
         } catch {
             writer.abort()
             if let error = error as? ONNXError { throw error.inModel(modelPath) }
             if let error = error as? TessError { throw ONNXError(.badTensorData, error.description, model: modelPath) }
             throw error   // the transform's own errors pass through unchanged
+        }
+    }
+
+    /// Read every tensor of the model at `modelPath` without writing anything (a first pass
+    /// for decisions that need the whole model, such as a global pruning threshold).
+    public static func scan(model modelPath: String, visit: (Tensor) throws -> Void) throws {
+        let (model, _, _) = try parse(modelPath)
+        try forEachTensor(model, path: modelPath) { _, tensor, _, _ in try visit(tensor) }
+    }
+
+    /// Every payload site's tensor, named, with its role and reduction axis, in site order.
+    private static func forEachTensor(_ model: ProtoModel, path: String,
+                                      _ body: (PayloadSite, Tensor, Int, Int) throws -> Void) throws {
+        let uses = GraphAnalysis.weightUses(model)
+        let location = ModelLocation(path: path)
+        let externalFiles = ExternalFiles()
+        var namer = TensorNamer()
+        let sites = payloadSites(of: model)
+        for site in sites {
+            let name = namer.name(for: site.suggestedName)
+            var tensor: Tensor
+            var sourceBytes: Int
+            switch site.holder {
+            case .tensor(let t):
+                (tensor, sourceBytes) = try denseTensor(t, name: name, location: location, externalFiles: externalFiles, owner: model)
+            case .sparse(let s):
+                (tensor, sourceBytes) = try sparseTensor(s, name: name, location: location, externalFiles: externalFiles, owner: model)
+            }
+            if let use = uses[site.suggestedName] {
+                tensor.role = use.role
+                tensor.reductionAxis = use.reductionAxis(rank: tensor.shape.count)
+            }
+            try body(site, tensor, sourceBytes, sites.count)
         }
     }
 

@@ -5,7 +5,14 @@ import TesseraConvert
 import TesseraONNX
 
 struct Convert: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Convert an ONNX model to a .tess file.")
+    static let configuration = CommandConfiguration(
+        abstract: "Convert an ONNX model to a .tess file: prune, quantize, choose layouts, compress.",
+        discussion: """
+        By default the conversion is lossless and each tensor takes its smallest exact layout \
+        (a model already pruned 2:4 or to high sparsity is detected and stored as sparse24 or CSR). \
+        --prune and --quantize apply to GEMM weights (MatMul, Gemm, Conv) with at least \
+        --minimum-elements elements; a --recipe file overrides that per tensor.
+        """)
 
     @Argument(help: "An ONNX model (.onnx); external data is read from its folder.")
     var model: String
@@ -15,29 +22,34 @@ struct Convert: ParsableCommand {
     @Option(help: "Buffer compression: zstd[:LEVEL] (distribution form) or none (zero-copy form).")
     var compress = "zstd:3"
 
+    @Option(help: "Prune GEMM weights: 2:4 (along the reduction axis), magnitude:S or global-magnitude:S (S = fraction zeroed).")
+    var prune: String?
+
     @Option(help: "Quantize GEMM weights: int8 (per output channel), int8:group=N or int4:group=N (groups along the reduction axis).")
     var quantize: String?
 
     @Flag(help: "Asymmetric quantization: unsigned codes with zero points.")
     var asymmetric = false
 
-    @Option(help: "Leave tensors with fewer elements than this unchanged.")
-    var minimumElements = ConversionPolicy.defaultMinimumElements
+    @Option(help: "Layout of every tensor: auto (smallest exact), dense, csr or sparse24.")
+    var layout: String?
+
+    @Option(help: "Leave tensors with fewer elements than this unchanged (default \(Recipe.defaultMinimumElements)).")
+    var minimumElements: Int?
+
+    @Option(help: "A JSON recipe: defaults and per-tensor rules matched by glob (see README). Flags override its defaults.")
+    var recipe: String?
+
+    @Option(help: "Also write the conversion report as JSON to this file.")
+    var report: String?
+
+    @Flag(help: "Print only the totals, not the per-tensor table.")
+    var quiet = false
 
     func validate() throws {
         _ = try codec()
-        _ = try policy()
-    }
-
-    func policy() throws -> ConversionPolicy {
-        if asymmetric && quantize == nil { throw ValidationError("--asymmetric needs --quantize") }
-        guard minimumElements >= 0 else { throw ValidationError("--minimum-elements must not be negative") }
-        do {
-            return ConversionPolicy(quantization: try quantize.map { try QuantizationSpec.parse($0, asymmetric: asymmetric) },
-                                    minimumElements: minimumElements)
-        } catch let error as ConvertError {
-            throw ValidationError(error.description)
-        }
+        if asymmetric && quantize == nil && recipe == nil { throw ValidationError("--asymmetric needs --quantize") }
+        if recipe == nil { _ = try resolvedRecipe() }
     }
 
     /// Parse `--compress`.
@@ -54,19 +66,39 @@ struct Convert: ParsableCommand {
         return (.zstd, level)
     }
 
+    /// The recipe file (if any) with the flags applied over its defaults.
+    func resolvedRecipe() throws -> Recipe {
+        do {
+            var r = try recipe.map(Recipe.load) ?? Recipe()
+            if let prune { r.prune = prune }
+            if let quantize { r.quantize = quantize }
+            if asymmetric { r.asymmetric = true }
+            if let layout { r.layout = layout }
+            if let minimumElements { r.minimumElements = minimumElements }
+            try r.validate()
+            return r
+        } catch let error as ConvertError {
+            throw ValidationError(error.description)
+        }
+    }
+
     func run() throws {
         try reportingErrors {
             let (codec, level) = try codec()
-            let options = WriteOptions(codec: codec, zstdLevel: level, replaceExisting: out.force)
-            let policy = try policy()
-            let summary = try ONNXImporter.convert(model: model, to: out.output, options: options,
-                                                   conversion: policy.metadata, transform: policy.transform)
-            let written = try TessFile.open(out.output).fileSize
-            let data = summary.tensors.reduce(0) { $0 + $1.sourceBytes }
-            let quantized = summary.tensors.filter { $0.quantization != nil }.count
-            print("\(model) -> \(out.output): \(summary.tensors.count) tensors (\(data) bytes of data), " +
-                  "\(summary.sourceFileBytes) -> \(written) bytes (\(String(format: "%.3f", Double(written) / Double(max(summary.sourceFileBytes, 1))))x), " +
-                  (policy.isLossless ? "lossless" : "\(quantized) tensors quantized \(policy.quantization!)"))
+            let converter = try Converter(recipe: try resolvedRecipe())
+            if converter.needsFirstPass { try ONNXImporter.scan(model: model, visit: converter.observe) }
+            let progress = ProgressLine(label: "converting")
+            let summary = try ONNXImporter.convert(
+                model: model, to: out.output, options: WriteOptions(codec: codec, zstdLevel: level, replaceExisting: out.force),
+                transform: converter.convert,
+                metadata: { ["conversion": try ReportFormatter.jsonObject(converter.report)] },
+                progress: progress.update)
+            progress.finish()
+            converter.finish(sourceFileBytes: summary.sourceFileBytes, fileBytes: try TessFile.open(out.output).fileSize)
+            print(ReportFormatter.table(converter.report, source: model, output: out.output, quiet: quiet))
+            if let report {
+                try Data(ReportFormatter.json(converter.report)).write(to: URL(fileURLWithPath: report))
+            }
         }
     }
 }

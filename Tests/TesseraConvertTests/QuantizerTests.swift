@@ -76,19 +76,20 @@ import TesseraConvert
         }
     }
 
-    @Test func thePolicyOnlyTouchesLargeGemmWeights() throws {
-        let policy = ConversionPolicy(quantization: QuantizationSpec(bits: .int8))
-        #expect(policy.applies(to: Self.weight(k: 64, n: 16)))
-        #expect(!policy.applies(to: Self.weight(k: 8, n: 8)))                   // 64 < 1024 elements
+    @Test func byDefaultOnlyLargeGemmWeightsAreQuantized() throws {
+        let recipe = Recipe(quantize: "int8")
+        #expect(try recipe.plan(for: Self.weight(k: 64, n: 16)).quantize != nil)
+        #expect(try recipe.plan(for: Self.weight(k: 8, n: 8)).quantize == nil)   // 64 < 1024 elements
         var bias = Self.weight(k: 64, n: 16)
         bias.role = .unknown
-        #expect(!policy.applies(to: bias))
+        #expect(try recipe.plan(for: bias).quantize == nil)
         var embedding = bias
         embedding.role = .gatherData
-        #expect(try policy.transform(embedding) == embedding)
+        let converter = try Converter(recipe: recipe)
+        #expect(try converter.convert(embedding).densify() == (try embedding.densify()))
         let ints = Tensor(name: "i", dataType: .int32, shape: [64, 16], role: .matmulB, reductionAxis: 0,
                           storage: .dense(values: TensorBytes([UInt8](repeating: 1, count: 4096))))
-        #expect(!policy.applies(to: ints))
+        #expect(try recipe.plan(for: ints).quantize == nil)
     }
 
     @Test func badSpecsAreRefused() throws {

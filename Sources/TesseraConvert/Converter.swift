@@ -1,0 +1,108 @@
+import Tessera
+
+/// One tensor's line of the conversion report.
+public struct TensorReport: Codable, Equatable, Sendable {
+    public var name: String
+    public var dtype: String
+    public var shape: [Int]
+    public var role: String
+    public var layout: String
+    public var reason: String
+    public var prune: String?
+    public var quantization: String?
+    public var sparsityBefore: Double
+    public var sparsityAfter: Double
+    public var bytesBefore: Int
+    public var bytesAfter: Int
+    public var fidelity: Fidelity
+
+    enum CodingKeys: String, CodingKey {
+        case name, dtype, shape, role, layout, reason, prune, quantization, fidelity
+        case sparsityBefore = "sparsity_before", sparsityAfter = "sparsity_after"
+        case bytesBefore = "bytes_before", bytesAfter = "bytes_after"
+    }
+}
+
+/// The whole report: per tensor and totals.
+public struct ConversionReport: Codable, Equatable, Sendable {
+    public var recipe: Recipe
+    public var tensors: [TensorReport] = []
+    public var sourceFileBytes = 0
+    /// Bytes of the written .tess file (known after it is written).
+    public var fileBytes = 0
+
+    enum CodingKeys: String, CodingKey {
+        case recipe, tensors
+        case sourceFileBytes = "source_file_bytes", fileBytes = "file_bytes"
+    }
+
+    public var bytesBefore: Int { tensors.reduce(0) { $0 + $1.bytesBefore } }
+    public var bytesAfter: Int { tensors.reduce(0) { $0 + $1.bytesAfter } }
+}
+
+/// Applies a recipe to tensors one at a time: prune, then quantize, then choose the layout,
+/// recording what it did and how far the result is from the source.
+public final class Converter {
+    public let recipe: Recipe
+    public private(set) var report: ConversionReport
+    private var globalMagnitudes: [Float] = []
+    private var globalThreshold: Float?
+
+    public init(recipe: Recipe) throws {
+        try recipe.validate()
+        self.recipe = recipe
+        report = ConversionReport(recipe: recipe)
+    }
+
+    /// True when some tensor may use global magnitude pruning, which needs `observe` to see
+    /// every tensor before `convert` sees any.
+    public var needsFirstPass: Bool {
+        ([recipe.prune] + recipe.rules.map(\.prune)).contains { $0?.hasPrefix("global-magnitude") == true }
+    }
+
+    /// First pass: collect the magnitudes that the global threshold is chosen from.
+    public func observe(_ tensor: Tensor) throws {
+        let plan = try recipe.plan(for: tensor)
+        guard case .globalMagnitude = plan.prune, Pruner.obstacle(plan.prune!, tensor) == nil else { return }
+        globalMagnitudes += try tensor.densify().map(abs)
+    }
+
+    public func convert(_ tensor: Tensor) throws -> Tensor {
+        let plan = try recipe.plan(for: tensor)
+        var current = tensor
+        var notes: [String] = plan.note.map { [$0] } ?? []
+        var pruned: String?
+        if let spec = plan.prune {
+            if let obstacle = Pruner.obstacle(spec, current) {
+                notes.append("not pruned: \(obstacle)")
+            } else {
+                if case .globalMagnitude(let fraction) = spec, globalThreshold == nil {
+                    globalThreshold = Pruner.globalThreshold(globalMagnitudes, fraction: fraction)
+                    globalMagnitudes = []
+                }
+                current = try Pruner.prune(current, spec, globalThreshold: globalThreshold)
+                pruned = spec.description
+            }
+        }
+        if let spec = plan.quantize {
+            current = try Quantizer.quantize(current, spec)
+        }
+        let (chosen, reason) = try LayoutChoice.choose(current, plan.layout)
+        let source = tensor.dataType == .complex64 || tensor.dataType == .complex128 ? nil : try tensor.densify()
+        let converted = source == nil ? nil : try chosen.densify()
+        report.tensors.append(TensorReport(
+            name: tensor.name, dtype: tensor.dataType.name, shape: tensor.shape, role: tensor.role.description,
+            layout: chosen.storage.kind.description, reason: ([reason] + notes).joined(separator: "; "),
+            prune: pruned, quantization: chosen.quantization?.summary,
+            sparsityBefore: try tensor.sparsity(), sparsityAfter: try chosen.sparsity(),
+            bytesBefore: LayoutChoice.bytes(try tensor.encoded(as: .dense)), bytesAfter: LayoutChoice.bytes(chosen),
+            fidelity: source.map { Fidelity(source: $0, converted: converted!) }
+                ?? Fidelity(source: [], converted: [])))
+        return chosen
+    }
+
+    public func finish(sourceFileBytes: Int, fileBytes: Int) {
+        report.sourceFileBytes = sourceFileBytes
+        report.fileBytes = fileBytes
+    }
+}

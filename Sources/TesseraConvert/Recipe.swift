@@ -1,0 +1,122 @@
+import Foundation
+import Tessera
+
+/// Conversion decisions, reproducible and stored in the file: defaults for every eligible
+/// tensor (GEMM weights of a float type with at least `minimumElements` elements), and rules
+/// matched by glob on tensor names that override them, first match wins.
+///
+/// ```json
+/// {"prune": "2:4", "quantize": "int8", "layout": "auto", "minimum_elements": 1024,
+///  "rules": [{"match": "*.bias", "skip": true},
+///            {"match": "embeddings.word_embeddings.weight", "quantize": "int4:group=32"}]}
+/// ```
+/// A rule applies to the tensors it matches whatever their role; `skip` keeps a tensor exact.
+public struct Recipe: Codable, Equatable, Sendable {
+    public struct Rule: Codable, Equatable, Sendable {
+        public var match: String
+        public var skip: Bool?
+        public var prune: String?
+        public var quantize: String?
+        public var asymmetric: Bool?
+        public var layout: String?
+
+        public init(match: String, skip: Bool? = nil, prune: String? = nil, quantize: String? = nil,
+                    asymmetric: Bool? = nil, layout: String? = nil) {
+            self.match = match; self.skip = skip; self.prune = prune
+            self.quantize = quantize; self.asymmetric = asymmetric; self.layout = layout
+        }
+    }
+
+    public static let defaultMinimumElements = 1024
+
+    public var prune: String?
+    public var quantize: String?
+    public var asymmetric: Bool?
+    public var layout: String?
+    public var minimumElements: Int?
+    public var rules: [Rule]
+
+    public init(prune: String? = nil, quantize: String? = nil, asymmetric: Bool? = nil, layout: String? = nil,
+                minimumElements: Int? = nil, rules: [Rule] = []) {
+        self.prune = prune; self.quantize = quantize; self.asymmetric = asymmetric
+        self.layout = layout; self.minimumElements = minimumElements; self.rules = rules
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case prune, quantize, asymmetric, layout, rules
+        case minimumElements = "minimum_elements"
+    }
+
+    public static func load(_ path: String) throws -> Recipe {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ConvertError("\(path): cannot read the recipe") }
+        do {
+            let recipe = try JSONDecoder().decode(Recipe.self, from: data)
+            try recipe.validate()
+            return recipe
+        } catch let error as ConvertError {
+            throw ConvertError("\(path): \(error.description)")
+        } catch {
+            throw ConvertError("\(path): not a valid recipe: \(error)")
+        }
+    }
+
+    /// Parse every option once so that a bad recipe fails before any tensor is read.
+    public func validate() throws {
+        _ = try prune.map(PruneSpec.parse)
+        _ = try quantize.map { try QuantizationSpec.parse($0, asymmetric: asymmetric ?? false) }
+        _ = try Self.layoutRequest(layout)
+        guard (minimumElements ?? 0) >= 0 else { throw ConvertError("minimum_elements must not be negative") }
+        for rule in rules {
+            _ = try rule.prune.map(PruneSpec.parse)
+            _ = try rule.quantize.map { try QuantizationSpec.parse($0, asymmetric: rule.asymmetric ?? asymmetric ?? false) }
+            _ = try Self.layoutRequest(rule.layout)
+        }
+    }
+
+    public var isLossless: Bool {
+        prune == nil && quantize == nil && rules.allSatisfy { $0.prune == nil && $0.quantize == nil }
+    }
+
+    /// What happens to `tensor`.
+    public func plan(for tensor: Tensor) throws -> TensorPlan {
+        let rule = rules.first { fnmatch($0.match, tensor.name, 0) == 0 }
+        if rule?.skip == true { return TensorPlan(layout: try Self.layoutRequest(rule?.layout ?? layout), note: "skipped by rule '\(rule!.match)'") }
+        let eligible = rule != nil || Self.isGemmWeight(tensor, minimumElements: minimumElements ?? Self.defaultMinimumElements)
+        let pruneText = rule?.prune ?? (eligible ? prune : nil)
+        let quantizeText = rule?.quantize ?? (eligible ? quantize : nil)
+        let asymmetric = rule?.asymmetric ?? self.asymmetric ?? false
+        return TensorPlan(prune: try pruneText.map(PruneSpec.parse),
+                          quantize: try quantizeText.map { try QuantizationSpec.parse($0, asymmetric: asymmetric) },
+                          layout: try Self.layoutRequest(rule?.layout ?? layout),
+                          note: rule.map { "rule '\($0.match)'" })
+    }
+
+    static func isGemmWeight(_ tensor: Tensor, minimumElements: Int) -> Bool {
+        guard [.matmulB, .gemmB, .convWeight].contains(tensor.role), tensor.dataType.isFloatingPoint,
+              tensor.quantization == nil, let count = try? TensorGeometry(shape: tensor.shape).elementCount else { return false }
+        return count >= minimumElements
+    }
+
+    static func layoutRequest(_ text: String?) throws -> LayoutRequest {
+        guard let text else { return .auto }
+        guard let request = LayoutRequest(rawValue: text) else {
+            throw ConvertError("layout must be one of \(LayoutRequest.allCases.map(\.rawValue).joined(separator: ", ")), got '\(text)'")
+        }
+        return request
+    }
+}
+
+/// The decisions for one tensor.
+public struct TensorPlan: Equatable, Sendable {
+    public var prune: PruneSpec?
+    public var quantize: QuantizationSpec?
+    public var layout: LayoutRequest = .auto
+    public var note: String?
+
+    public init(prune: PruneSpec? = nil, quantize: QuantizationSpec? = nil, layout: LayoutRequest = .auto, note: String? = nil) {
+        self.prune = prune
+        self.quantize = quantize
+        self.layout = layout
+        self.note = note
+    }
+}

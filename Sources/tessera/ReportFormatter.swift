@@ -1,0 +1,67 @@
+import Foundation
+import TesseraConvert
+
+/// The conversion report as a table (stdout) or JSON (--report and the file's metadata).
+enum ReportFormatter {
+    static func json(_ report: ConversionReport) throws -> Data {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
+        encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+        return try encoder.encode(report)
+    }
+
+    static func jsonObject(_ report: ConversionReport) throws -> Any {
+        try JSONSerialization.jsonObject(with: try json(report))
+    }
+
+    static func table(_ report: ConversionReport, source: String, output: String, quiet: Bool) -> String {
+        func mb(_ n: Int) -> String { String(format: "%.2f MB", Double(n) / 1e6) }
+        var lines: [String] = []
+        if !quiet {
+            let header = ["name", "shape", "role", "layout", "sparsity", "bytes", "->", "rel.err", "SNR dB", "cosine", "why"]
+            let rows = report.tensors.map { t -> [String] in
+                let f = t.fidelity
+                return [t.name, "[" + t.shape.map(String.init).joined(separator: ",") + "]", t.role,
+                        t.layout + (t.quantization.map { " " + $0 } ?? ""),
+                        String(format: "%.0f%%->%.0f%%", t.sparsityBefore * 100, t.sparsityAfter * 100),
+                        String(t.bytesBefore), String(t.bytesAfter),
+                        f.bitExact ? "exact" : String(format: "%.2e", f.relativeError),
+                        f.snrDB.map { String(format: "%.1f", $0) } ?? "-",
+                        f.bitExact ? "1" : String(format: "%.6f", f.cosine), t.reason]
+            }
+            let widths = header.indices.map { c in ([header] + rows).map { $0[c].count }.max()! }
+            let right: Set = [4, 5, 6, 7, 8, 9]
+            for row in [header] + rows {
+                lines.append(row.enumerated().map { c, s in
+                    let pad = String(repeating: " ", count: widths[c] - s.count)
+                    return right.contains(c) ? pad + s : s + pad
+                }.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
+            }
+        }
+        let lossy = report.tensors.filter { !$0.fidelity.bitExact }.count
+        lines.append("\(source) -> \(output): \(report.tensors.count) tensors, \(lossy == 0 ? "lossless" : "\(lossy) changed"); " +
+                     "tensor data \(mb(report.bytesBefore)) -> \(mb(report.bytesAfter)); " +
+                     "file \(mb(report.sourceFileBytes)) -> \(mb(report.fileBytes)) " +
+                     String(format: "(%.3fx the source)", Double(report.fileBytes) / Double(max(report.sourceFileBytes, 1))))
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// "converting 12/167" on a terminal's stderr, nothing when stderr is piped.
+final class ProgressLine {
+    private let label: String
+    private let enabled = isatty(2) != 0
+    private var shown = false
+
+    init(label: String) { self.label = label }
+
+    func update(_ done: Int, _ total: Int) {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\(label) \(done)/\(total)".utf8))
+        shown = true
+    }
+
+    func finish() {
+        if shown { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+    }
+}
