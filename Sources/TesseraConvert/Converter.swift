@@ -88,16 +88,17 @@ public final class Converter {
             current = try Quantizer.quantize(current, spec)
         }
         let (chosen, reason) = try LayoutChoice.choose(current, plan.layout)
-        let source = tensor.dataType == .complex64 || tensor.dataType == .complex128 ? nil : try tensor.densify()
-        let converted = source == nil ? nil : try chosen.densify()
+        // A layout change alone is exact by construction (tested in the format module); only
+        // pruned or quantized tensors are compared element by element.
+        let changed = pruned != nil || plan.quantize != nil
+        let fidelity = changed ? Fidelity(source: try tensor.densify(), converted: try chosen.densify()) : .exact
         report.tensors.append(TensorReport(
             name: tensor.name, dtype: tensor.dataType.name, shape: tensor.shape, role: tensor.role.description,
             layout: chosen.storage.kind.description, reason: ([reason] + notes).joined(separator: "; "),
             prune: pruned, quantization: chosen.quantization?.summary,
-            sparsityBefore: try tensor.sparsity(), sparsityAfter: try chosen.sparsity(),
+            sparsityBefore: try tensor.sparsity(), sparsityAfter: changed ? try chosen.sparsity() : try tensor.sparsity(),
             bytesBefore: LayoutChoice.bytes(try tensor.encoded(as: .dense)), bytesAfter: LayoutChoice.bytes(chosen),
-            fidelity: source.map { Fidelity(source: $0, converted: converted!) }
-                ?? Fidelity(source: [], converted: [])))
+            fidelity: fidelity))
         return chosen
     }
 

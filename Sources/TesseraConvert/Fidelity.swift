@@ -8,6 +8,9 @@ public struct Fidelity: Codable, Equatable, Sendable {
     public var cosine: Double
     public var bitExact: Bool
 
+    /// An unchanged tensor.
+    public static let exact = Fidelity(source: [], converted: [])
+
     public init(source x: [Float], converted y: [Float]) {
         precondition(x.count == y.count, "fidelity compares tensors of one shape")
         var maxAbs = 0.0, signal = 0.0, noise = 0.0, dot = 0.0, yy = 0.0

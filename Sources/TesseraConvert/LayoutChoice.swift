@@ -30,13 +30,18 @@ public enum LayoutChoice {
                 throw ConvertError("tensor '\(tensor.name)' cannot be stored as sparse24: it does not satisfy 2:4 along its reduction axis (prune it with --prune 2:4)")
             }
         case .auto:
+            // Layouts that cannot beat dense at this sparsity are not tried: 2:4 needs half the
+            // elements zero, CSR at least one index byte per stored value.
             var best = (dense, "dense: smallest exact layout (\(String(format: "%.1f", zeros * 100))% zeros)")
-            if let s = try? tensor.encoded(as: .sparse24), bytes(s) < bytes(best.0) {
+            if zeros >= 0.5, let s = try? tensor.encoded(as: .sparse24), bytes(s) < bytes(best.0) {
                 best = (s, "sparse24: satisfies 2:4 along axis \(tensor.reductionAxis!)" + ratio(s))
             }
-            let csr = try tensor.encoded(as: .csr)
-            if bytes(csr) < bytes(best.0) {
-                best = (csr, String(format: "csr: %.1f%% zeros", zeros * 100) + ratio(csr))
+            // CSR needs at least nnz * (value bits + 8) bits against numel * value bits for dense.
+            if zeros > 8 / (Double(tensor.valueType.bitWidth) + 8) {
+                let csr = try tensor.encoded(as: .csr)
+                if bytes(csr) < bytes(best.0) {
+                    best = (csr, String(format: "csr: %.1f%% zeros", zeros * 100) + ratio(csr))
+                }
             }
             return best
         }
