@@ -3,6 +3,7 @@
 #   make demo    build, convert the committed digits model, inspect, verify, export, compare
 #   make test    every test: Swift (format, CLI) and Python oracles (onnx, onnxruntime)
 #   make bench   the benchmark harness (Tessera next to its peers, one run)
+#   make results docs/COMPRESSION.md: every recipe's size and fidelity next to quantize_dynamic
 #   make fuzz    libFuzzer on the .tess reader and the ONNX importer (FUZZ_SECONDS each)
 #
 # Each target installs the Debian packages it needs when they are missing, and the Python
@@ -20,7 +21,7 @@ DEMO := .build/demo
 FUZZ_SECONDS ?= 600
 FUZZ := .build/fuzz
 
-.PHONY: all deps venv build test demo bench fuzz clean
+.PHONY: all deps venv build test demo bench results fuzz clean
 
 all: build
 
@@ -63,6 +64,10 @@ MINILM = $$($(VENV)/bin/python -c 'import importlib.util, os; print(os.path.join
 bench: build venv
 	$(RELEASE)/tessera-bench format
 	$(RELEASE)/tessera-bench onnx --model $(MINILM) --python $(VENV)/bin/python
+
+results: build venv
+	TESSERA=$(RELEASE)/tessera $(VENV)/bin/python Benchmarks/compression_results.py > /dev/null
+	@echo "wrote docs/COMPRESSION.md"
 
 # Seed corpora come from the fixtures; crashes land in $(FUZZ)/artifacts and become regression tests.
 fuzz: build venv

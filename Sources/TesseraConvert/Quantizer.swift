@@ -3,15 +3,22 @@ import Tessera
 /// Post-training weight quantization, as ONNX `QuantizeLinear` defines it:
 /// `code = saturate(round_half_even(x / scale) + zero_point)`, `real = scale * (code - zero_point)`.
 public enum Quantizer {
-    /// The axis holding a GEMM weight's output channels, from its role and reduction axis.
+    /// The axis holding a GEMM weight's output channels, from its role and reduction axis (an
+    /// embedding table's rows, which are looked up one at a time).
     public static func outputAxis(of tensor: Tensor) -> Int? {
         let rank = tensor.shape.count
         switch tensor.role {
         case .matmulB, .matmulIntegerB: return rank >= 2 ? rank - 1 : nil
         case .gemmB: return tensor.reductionAxis.map { 1 - $0 }
         case .convWeight: return rank >= 3 ? 0 : nil
+        case .gatherData: return rank >= 2 ? 0 : nil
         default: return nil
         }
+    }
+
+    /// The axis groups run along: the reduction axis, or an embedding row's last axis.
+    public static func groupAxis(of tensor: Tensor) -> Int? {
+        tensor.reductionAxis ?? (tensor.role == .gatherData && tensor.shape.count >= 2 ? tensor.shape.count - 1 : nil)
     }
 
     /// `tensor` (a float tensor in any layout) quantized as `spec` says, in the same layout.
@@ -23,7 +30,7 @@ public enum Quantizer {
         }
         let granularity: QuantizationGranularity
         if let block = spec.groupSize {
-            guard let axis = tensor.reductionAxis else {
+            guard let axis = groupAxis(of: tensor) else {
                 throw ConvertError("tensor '\(tensor.name)' has no reduction axis for group quantization")
             }
             granularity = .perGroup(axis: axis, blockSize: block)
