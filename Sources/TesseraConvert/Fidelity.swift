@@ -8,6 +8,11 @@ public struct Fidelity: Codable, Equatable, Sendable {
     public var cosine: Double
     public var bitExact: Bool
 
+    enum CodingKeys: String, CodingKey {
+        case cosine
+        case maxAbsError = "max_abs_error", relativeError = "relative_error", snrDB = "snr_db", bitExact = "bit_exact"
+    }
+
     /// An unchanged tensor.
     public static let exact = Fidelity(source: [], converted: [])
 
