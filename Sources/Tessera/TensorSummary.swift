@@ -11,7 +11,12 @@ public struct TensorSummary: Sendable {
     /// Fraction of exactly-zero elements.
     public var sparsity: Double
     public var storedBytes: Int
+    /// Bytes the runtime holds for this tensor: its decoded buffers, read in place.
     public var decodedBytes: Int
+    /// Multiply-adds per input row (per output position for Conv) of a GEMM weight, as if
+    /// dense, and as its stored layout actually needs. Nil for other tensors.
+    public var denseMACs: Int?
+    public var effectiveMACs: Int?
     /// "none", "zstd" or "mixed".
     public var codec: String
 }
@@ -37,12 +42,22 @@ extension TessFile {
         let tensor = try self.tensor(i)
         let used = entry.buffers.map { buffers[$0.buffer] }
         let codecs = Set(used.map(\.codec))
+        let sparsity = try tensor.sparsity()
+        let isGemm = [.matmulB, .gemmB, .convWeight, .matmulIntegerB].contains(entry.role)
+        let count = try TensorGeometry(shape: entry.shape).elementCount
+        let stored: Int   // elements the layout keeps (a 2:4 group keeps two, zeros or not)
+        switch entry.storage {
+        case .dense: stored = count
+        case .csr(_, _, _, _, let nnz, _): stored = nnz
+        case .sparse24: stored = count / 2
+        }
         return TensorSummary(
             name: entry.name, dataType: entry.dataType, shape: entry.shape, role: entry.role,
             reductionAxis: entry.reductionAxis, layout: entry.storage.kind,
-            quantization: entry.quantization?.summary, sparsity: try tensor.sparsity(),
+            quantization: entry.quantization?.summary, sparsity: sparsity,
             storedBytes: used.reduce(0) { $0 + $1.storedLength },
             decodedBytes: used.reduce(0) { $0 + $1.decodedLength },
+            denseMACs: isGemm ? count : nil, effectiveMACs: isGemm ? stored : nil,
             codec: codecs.count == 1 ? codecs.first!.description : (codecs.isEmpty ? "-" : "mixed"))
     }
 }

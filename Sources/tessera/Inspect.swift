@@ -24,16 +24,23 @@ struct Inspect: ParsableCommand {
     }
 
     static func table(_ tess: TessFile, _ rows: [TensorSummary]) -> String {
-        let header = ["name", "dtype", "shape", "layout", "quantization", "sparsity", "stored", "decoded", "codec"]
+        let header = ["name", "dtype", "shape", "role", "layout", "quantization", "sparsity", "stored", "runtime", "codec", "MACs/row"]
+        func macs(_ r: TensorSummary) -> String {
+            guard let dense = r.denseMACs, let effective = r.effectiveMACs else { return "-" }
+            return dense == effective ? String(dense) : "\(dense)->\(effective)"
+        }
         var cells = rows.map { r in
             [r.name, r.dataType.name, "[" + r.shape.map(String.init).joined(separator: ",") + "]",
+             r.role == .unknown ? "-" : r.role.description + (r.reductionAxis.map { " k=\($0)" } ?? ""),
              r.layout.description, r.quantization ?? "-", String(format: "%.1f%%", r.sparsity * 100),
-             String(r.storedBytes), String(r.decodedBytes), r.codec]
+             String(r.storedBytes), String(r.decodedBytes), r.codec, macs(r)]
         }
         let stored = rows.reduce(0) { $0 + $1.storedBytes }, decoded = rows.reduce(0) { $0 + $1.decodedBytes }
-        cells.append(["total (\(rows.count) tensors)", "", "", "", "", "", String(stored), String(decoded), ""])
+        let dense = rows.compactMap(\.denseMACs).reduce(0, +), effective = rows.compactMap(\.effectiveMACs).reduce(0, +)
+        cells.append(["total (\(rows.count) tensors)", "", "", "", "", "", "", String(stored), String(decoded), "",
+                      dense == effective ? String(dense) : "\(dense)->\(effective)"])
         let widths = header.indices.map { c in ([header] + cells).map { $0[c].count }.max()! }
-        let numeric: Set<Int> = [5, 6, 7]
+        let numeric: Set<Int> = [6, 7, 8, 10]
         func line(_ row: [String]) -> String {
             row.enumerated().map { c, s in
                 let pad = String(repeating: " ", count: widths[c] - s.count)
@@ -42,6 +49,7 @@ struct Inspect: ParsableCommand {
         }
         let h = tess.header
         var out = ["\(tess.path): Tessera v\(h.majorVersion).\(h.minorVersion), \(tess.fileSize) bytes, alignment \(h.alignment)",
+                   "(stored: bytes in the file; runtime: bytes held in memory to run it; MACs/row: dense -> effective multiply-adds per input row, k = reduction axis)",
                    line(header)]
         out += cells.map(line)
         if let meta = tess.metadataJSON { out.append("metadata: \(meta.count) bytes of JSON") }
@@ -58,6 +66,10 @@ struct Inspect: ParsableCommand {
             ]
             if let axis = r.reductionAxis { o["reduction_axis"] = axis }
             if let q = r.quantization { o["quantization"] = q }
+            if let dense = r.denseMACs, let effective = r.effectiveMACs {
+                o["dense_macs_per_row"] = dense
+                o["effective_macs_per_row"] = effective
+            }
             return o
         }
         var doc: [String: Any] = [
@@ -65,6 +77,8 @@ struct Inspect: ParsableCommand {
             "file_bytes": tess.fileSize, "alignment": tess.header.alignment, "tensors": tensors,
             "stored_bytes": rows.reduce(0) { $0 + $1.storedBytes },
             "decoded_bytes": rows.reduce(0) { $0 + $1.decodedBytes },
+            "dense_macs_per_row": rows.compactMap(\.denseMACs).reduce(0, +),
+            "effective_macs_per_row": rows.compactMap(\.effectiveMACs).reduce(0, +),
         ]
         if let meta = tess.metadataJSON, let object = try? JSONSerialization.jsonObject(with: Data(meta)) {
             doc["metadata"] = object
