@@ -15,9 +15,14 @@ public struct TensorReport: Codable, Equatable, Sendable {
     public var bytesBefore: Int
     public var bytesAfter: Int
     public var fidelity: Fidelity
+    /// Whether the source already satisfied 2:4 along its reduction axis (nil: not a candidate).
+    public var source24: Bool?
+    /// Smallest, median and largest per-output-channel max |x| of the source (GEMM weights).
+    public var channelAbsMax: [Float]?
 
     enum CodingKeys: String, CodingKey {
         case name, dtype, shape, role, layout, reason, prune, quantization, fidelity
+        case source24 = "source_satisfies_2_4", channelAbsMax = "channel_absmax_min_median_max"
         case sparsityBefore = "sparsity_before", sparsityAfter = "sparsity_after"
         case bytesBefore = "bytes_before", bytesAfter = "bytes_after"
     }
@@ -92,14 +97,35 @@ public final class Converter {
         // pruned or quantized tensors are compared element by element.
         let changed = pruned != nil || plan.quantize != nil
         let fidelity = changed ? Fidelity(source: try tensor.densify(), converted: try chosen.densify()) : .exact
+        let sparsityBefore = try tensor.sparsity()
+        let (source24, channelAbsMax) = try Self.analyze(tensor, sparsity: sparsityBefore)
         report.tensors.append(TensorReport(
             name: tensor.name, dtype: tensor.dataType.name, shape: tensor.shape, role: tensor.role.description,
             layout: chosen.storage.kind.description, reason: ([reason] + notes).joined(separator: "; "),
             prune: pruned, quantization: chosen.quantization?.summary,
-            sparsityBefore: try tensor.sparsity(), sparsityAfter: changed ? try chosen.sparsity() : try tensor.sparsity(),
+            sparsityBefore: sparsityBefore, sparsityAfter: changed ? try chosen.sparsity() : sparsityBefore,
             bytesBefore: LayoutChoice.bytes(try tensor.encoded(as: .dense)), bytesAfter: LayoutChoice.bytes(chosen),
-            fidelity: fidelity))
+            fidelity: fidelity, source24: source24, channelAbsMax: channelAbsMax))
         return chosen
+    }
+
+    /// 2:4 along the reduction axis (checked only where it is possible: half the elements zero)
+    /// and the spread of per-channel ranges, which decides whether per-tensor scales would do.
+    static func analyze(_ tensor: Tensor, sparsity: Double) throws -> (Bool?, [Float]?) {
+        guard tensor.dataType.isFloatingPoint, tensor.quantization == nil else { return (nil, nil) }
+        var satisfies: Bool?
+        if let axis = tensor.reductionAxis, tensor.shape[axis] % 4 == 0 {
+            satisfies = sparsity >= 0.5 && (try? tensor.encoded(as: .sparse24)) != nil
+        }
+        guard let axis = Quantizer.outputAxis(of: tensor) else { return (satisfies, nil) }
+        let geometry = try TensorGeometry(shape: tensor.shape)
+        let channels = ScaleIndexer(.perAxis(axis: axis), geometry: geometry)
+        var absMax = [Float](repeating: 0, count: tensor.shape[axis])
+        for (i, x) in try tensor.densify().enumerated() where x.isFinite {
+            absMax[channels.index(i)] = max(absMax[channels.index(i)], abs(x))
+        }
+        let sorted = absMax.sorted()
+        return (satisfies, sorted.isEmpty ? nil : [sorted.first!, sorted[sorted.count / 2], sorted.last!])
     }
 
     public func finish(sourceFileBytes: Int, fileBytes: Int) {

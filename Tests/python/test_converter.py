@@ -57,6 +57,12 @@ def test_a_model_already_pruned_24_is_stored_as_sparse24_losslessly(work):
     tensors = tensors_of(tess)
     assert all(tensors[n]["layout"] == "sparse24" for n in ("mm", "gemm", "conv"))
     assert (tensors["mm"]["reduction_axis"], tensors["gemm"]["reduction_axis"], tensors["conv"]["reduction_axis"]) == (0, 1, 1)
+    report = {t["name"]: t for t in json.loads(tessera("inspect", "--json", tess).stdout)["metadata"]["conversion"]["tensors"]}
+    assert all(report[n]["source_satisfies_2_4"] for n in ("mm", "gemm", "conv"))
+    mm = numpy_helper.to_array(model.graph.initializer[0])
+    lo, median, hi = report["mm"]["channel_absmax_min_median_max"]
+    per_column = np.abs(mm).max(axis=0)  # MatMul [K, N]: output channels are columns
+    assert np.isclose([lo, hi], [per_column.min(), per_column.max()]).all()
     tessera("export", tess, "-o", work / "back.onnx")
     assert normalized_bytes(onnx.load(work / "back.onnx")) == normalized_bytes(model)
 
