@@ -2,7 +2,16 @@
 public enum Codec: UInt32, Sendable, CaseIterable, CustomStringConvertible {
     case none = 0
     case zstd = 1
-    public var description: String { self == .none ? "none" : "zstd" }
+    /// zstd over the bytes split into `codecParameter` byte planes (2, 4 or 8).
+    case zstdShuffled = 2
+
+    public var description: String {
+        switch self {
+        case .none: return "none"
+        case .zstd: return "zstd"
+        case .zstdShuffled: return "zstd+shuffle"
+        }
+    }
 }
 
 /// One row of the buffer table.
@@ -15,6 +24,8 @@ public struct BufferEntry: Equatable, Sendable {
     /// XXH3-64 of the decoded bytes.
     public var checksum: UInt64
     public var codec: Codec
+    /// The byte-plane width for `.zstdShuffled`; 0 for the other codecs.
+    public var codecParameter: Int = 0
 }
 
 /// A section of the index: a kind, a required flag and opaque payload bytes.
@@ -59,7 +70,7 @@ struct FileIndex {
             w.u64(b.decodedLength)
             w.u64(b.checksum)
             w.u32(b.codec.rawValue)
-            w.u32(0)
+            w.u32(b.codecParameter)
         }
         for t in tensors { Self.encode(t, into: &w) }
         for s in sections {
@@ -145,8 +156,12 @@ struct FileIndex {
             guard let codec = Codec(rawValue: rawCodec) else {
                 throw TessError(.unknownCodec, "buffer \(index.buffers.count) uses codec \(rawCodec), which this reader does not know", offset: at + 32)
             }
-            guard try c.readU32() == 0 else { throw TessError(.badHeader, "reserved buffer field is not zero", offset: at + 36) }
-            index.buffers.append(BufferEntry(offset: offset, storedLength: stored, decodedLength: decoded, checksum: checksum, codec: codec))
+            let parameter = Int(try c.readU32())
+            guard codec == .zstdShuffled ? ByteShuffle.widths.contains(parameter) && decoded % parameter == 0 : parameter == 0 else {
+                throw TessError(.badCodecParameter, "buffer \(index.buffers.count) has codec \(codec) with parameter \(parameter); zstd+shuffle takes 2, 4 or 8 dividing the decoded length, other codecs 0", offset: at + 36)
+            }
+            index.buffers.append(BufferEntry(offset: offset, storedLength: stored, decodedLength: decoded, checksum: checksum,
+                                             codec: codec, codecParameter: parameter))
         }
         index.tensors.reserveCapacity(tensorCount)
         for _ in 0 ..< tensorCount { index.tensors.append(try decodeTensor(&c)) }

@@ -19,6 +19,7 @@ public struct TessError: Error, Equatable, CustomStringConvertible, Sendable {
         case unknownDataType
         case unknownLayout
         case unknownCodec
+        case badCodecParameter       // a shuffle width that is not 2, 4 or 8, or does not divide the length
         case unknownRole
         case badShape                // rank, dims or element count
         case badReductionAxis

@@ -112,9 +112,10 @@ public final class TessFile: @unchecked Sendable {
         switch entry.codec {
         case .none:
             decoded = stored
-        case .zstd:
+        case .zstd, .zstdShuffled:
             do {
-                decoded = TensorBytes(try stored.withUnsafeBytes { try Zstd.decompress($0, decodedLength: entry.decodedLength) })
+                let bytes = try stored.withUnsafeBytes { try Zstd.decompress($0, decodedLength: entry.decodedLength) }
+                decoded = TensorBytes(entry.codec == .zstd ? bytes : ByteShuffle.unshuffle(bytes, width: entry.codecParameter))
             } catch var error as TessError {
                 error.message = "\(what): \(error.message)"
                 error.offset = entry.offset
@@ -153,7 +154,7 @@ public final class TessFile: @unchecked Sendable {
                 guard b.storedLength == b.decodedLength else {
                     throw TessError(.bufferSize, "uncompressed buffer \(i) stores \(b.storedLength) bytes but declares \(b.decodedLength)", offset: entryOffset + 16)
                 }
-            case .zstd:
+            case .zstd, .zstdShuffled:
                 guard b.decodedLength <= limits.maxDecodedBufferBytes else {
                     throw TessError(.limitExceeded, "buffer \(i) declares \(b.decodedLength) decoded bytes, over the reader's limit of \(limits.maxDecodedBufferBytes)", offset: entryOffset + 16)
                 }

@@ -8,13 +8,17 @@ public struct WriteOptions: Sendable, Equatable {
     public var zstdLevel: Int
     /// Replace an existing file at the destination (otherwise that is an error).
     public var replaceExisting: Bool
+    /// With zstd, split floating-point values and scales into byte planes first
+    /// (codec zstd+shuffle); other buffers use plain zstd.
+    public var byteShuffle: Bool
 
     public init(alignment: Int = Limits.defaultAlignment, codec: Codec = .none, zstdLevel: Int = 3,
-                replaceExisting: Bool = false) {
+                replaceExisting: Bool = false, byteShuffle: Bool = true) {
         self.alignment = alignment
         self.codec = codec
         self.zstdLevel = zstdLevel
         self.replaceExisting = replaceExisting
+        self.byteShuffle = byteShuffle
     }
 }
 
@@ -36,6 +40,9 @@ public final class TessWriter {
               (Limits.minAlignment ... Limits.maxAlignment).contains(options.alignment) else {
             throw TessError(.invalidArgument, "alignment \(options.alignment) is not a power of two in \(Limits.minAlignment)...\(Limits.maxAlignment)")
         }
+        guard options.codec != .zstdShuffled else {
+            throw TessError(.invalidArgument, "choose codec zstd; byteShuffle decides which buffers are shuffled")
+        }
         guard options.codec == .none || Limits.zstdLevels.contains(options.zstdLevel) else {
             throw TessError(.invalidArgument, "zstd level \(options.zstdLevel) is outside \(Limits.zstdLevels.lowerBound)...\(Limits.zstdLevels.upperBound)")
         }
@@ -53,7 +60,7 @@ public final class TessWriter {
             guard names.insert(tensor.name).inserted else {
                 throw TessError(.badName, "a tensor with this name was already written", tensor: tensor.name)
             }
-            let entry = try tensor.mapBuffers { _, bytes in try writeBuffer(bytes) }
+            let entry = try tensor.mapBuffers { role, bytes in try writeBuffer(bytes, shuffleWidth: shuffleWidth(tensor, role)) }
             index.tensors.append(entry)
         } catch {
             file.discard()
@@ -96,7 +103,21 @@ public final class TessWriter {
 
     // MARK: - Internals
 
-    private func writeBuffer(_ bytes: TensorBytes) throws -> Int {
+    /// Byte-plane width for a buffer, or 0: floating-point values (not quantization codes)
+    /// and scales, when shuffling is on and the buffer is compressed.
+    private func shuffleWidth(_ tensor: Tensor, _ role: BufferRole) -> Int {
+        guard options.codec == .zstd, options.byteShuffle else { return 0 }
+        let type: DataType
+        switch role {
+        case .values where tensor.quantization == nil: type = tensor.dataType
+        case .scales: type = tensor.quantization!.scaleType
+        default: return 0
+        }
+        guard [.float, .float16, .bfloat16, .double].contains(type) else { return 0 }
+        return type.bitWidth / 8
+    }
+
+    private func writeBuffer(_ bytes: TensorBytes, shuffleWidth: Int) throws -> Int {
         guard index.buffers.count < Limits.maxBufferCount else {
             throw TessError(.limitExceeded, "more than \(Limits.maxBufferCount) buffers")
         }
@@ -108,12 +129,16 @@ public final class TessWriter {
             case .none:
                 try file.write(raw)
                 return (checksum, raw.count)
-            case .zstd:
+            case .zstd where shuffleWidth > 0 && raw.count % shuffleWidth == 0:
+                let planes = ByteShuffle.shuffle(raw, width: shuffleWidth)
+                return (checksum, try planes.withUnsafeBytes { try Zstd.compress($0, level: options.zstdLevel) { try file.write($0) } })
+            case .zstd, .zstdShuffled:
                 return (checksum, try Zstd.compress(raw, level: options.zstdLevel) { try file.write($0) })
             }
         }
-        index.buffers.append(BufferEntry(offset: offset, storedLength: stored, decodedLength: bytes.count,
-                                         checksum: checksum, codec: options.codec))
+        let shuffled = options.codec == .zstd && shuffleWidth > 0 && bytes.count % shuffleWidth == 0
+        index.buffers.append(BufferEntry(offset: offset, storedLength: stored, decodedLength: bytes.count, checksum: checksum,
+                                         codec: shuffled ? .zstdShuffled : options.codec, codecParameter: shuffled ? shuffleWidth : 0))
         return index.buffers.count - 1
     }
 

@@ -83,7 +83,7 @@ final class Workspace: Sendable {
         let model = try ws.model()
         #expect(try tessera("pack", model, "-o", ws.file("packed.tess"), "--level", "9").status == 0)
         let packed = try TessFile.open(ws.file("packed.tess"))
-        #expect(packed.buffers.allSatisfy { $0.codec == .zstd })
+        #expect(packed.buffers.allSatisfy { $0.codec != .none })
         #expect(try tessera("verify", ws.file("packed.tess")).status == 0)
         #expect(try tessera("unpack", ws.file("packed.tess"), "-o", ws.file("unpacked.tess")).status == 0)
         #expect(ws.bytes("unpacked.tess") == ws.bytes("model.tess"))

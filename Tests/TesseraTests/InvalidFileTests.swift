@@ -191,8 +191,8 @@ import Testing
         raw = Self.valid
         raw.editIndex = { $0.putU32(9, at: 16 + 32) }  // codec of buffer 0
         Self.expect(.unknownCodec, raw)
-        raw.editIndex = { $0.putU32(1, at: 16 + 36) }  // reserved field of buffer 0
-        Self.expect(.badHeader, raw)
+        raw.editIndex = { $0.putU32(4, at: 16 + 36) }  // a parameter for a codec that takes none
+        Self.expect(.badCodecParameter, raw)
         raw.editIndex = { $0.putU64(1 << 40, at: 16 + 8) }  // stored length runs into the index
         Self.expect(.bufferLayout, raw)
         raw = Self.valid
@@ -235,6 +235,23 @@ import Testing
                                         checksum: Checksum.xxh3([UInt8](repeating: 0, count: 1_000_000)))
         #expect(Self.failure(raw.bytes()) == nil)
         Self.expect(.limitExceeded, raw.bytes(), limits: ReadLimits(maxDecodedBufferBytes: 999_999))
+    }
+
+    @Test func shuffledBuffers() {
+        let values = TensorBytes(float32: [1, 2, 3, 4]).array
+        let planes = [0, 4, 8, 12].map { values[$0] } + [1, 5, 9, 13].map { values[$0] } +
+                     [2, 6, 10, 14].map { values[$0] } + [3, 7, 11, 15].map { values[$0] }
+        var raw = Self.valid
+        raw.buffers[0] = RawFile.Buffer(stored: zstd(planes), codec: .zstdShuffled, decodedLength: 16, checksum: Checksum.xxh3(values))
+        raw.editIndex = { $0.putU32(4, at: 16 + 36) }
+        #expect(Self.failure(raw.bytes()) == nil, "a hand-shuffled buffer decodes")
+        for bad: UInt32 in [0, 3, 16] {
+            raw.editIndex = { $0.putU32(bad, at: 16 + 36) }
+            Self.expect(.badCodecParameter, raw)
+        }
+        raw.buffers[0] = RawFile.Buffer(stored: zstd(Array(planes.prefix(14))), codec: .zstdShuffled, decodedLength: 14, checksum: 0)
+        raw.editIndex = { $0.putU32(4, at: 16 + 36) }       // 4 does not divide 14
+        Self.expect(.badCodecParameter, raw)
     }
 
     // MARK: Content rules
@@ -316,7 +333,7 @@ import Testing
         let covered: Set<TessError.Code> = [
             .notTessFile, .unsupportedVersion, .unsupportedFeature, .badEndianness, .headerChecksum, .badHeader,
             .fileSize, .truncated, .indexChecksum, .limitExceeded, .badName, .unknownDataType, .unknownLayout,
-            .unknownCodec, .unknownRole, .badShape, .badReductionAxis, .badQuantization, .bufferLayout,
+            .unknownCodec, .badCodecParameter, .unknownRole, .badShape, .badReductionAxis, .badQuantization, .bufferLayout,
             .bufferReference, .bufferSize, .checksumMismatch, .codec, .csrRowPointers, .csrColumnIndices,
             .sparse24Metadata, .badScale, .badSection, .badMetadata,
         ]

@@ -62,10 +62,32 @@ import Testing
                              to: original, options: WriteOptions(alignment: 128))
         try TessFile.open(original).rewrite(to: packed, options: WriteOptions(alignment: 128, codec: .zstd, zstdLevel: 5))
         let packedFile = try TessFile.open(packed)
-        #expect(packedFile.buffers.allSatisfy { $0.codec == .zstd })
+        #expect(packedFile.buffers.allSatisfy { $0.codec != .none })
+        #expect(packedFile.buffers.contains { $0.codec == .zstdShuffled && $0.codecParameter == 4 })
         #expect(packedFile.sections.count == 2, "unknown optional sections are carried through")
         try packedFile.rewrite(to: unpacked, options: WriteOptions(alignment: 128))
         #expect(readBytes(unpacked) == readBytes(original))
+    }
+
+    @Test func floatValuesAreShuffledIntoBytePlanesAndShrink() throws {
+        let folder = TemporaryFolder()
+        var rng = SeededRandom(seed: 5)
+        // Normally distributed weights, like a trained layer's.
+        let values = (0 ..< 65_536).map { _ -> Float in
+            let u1 = Float.random(in: 1e-7 ..< 1, using: &rng), u2 = Float.random(in: 0 ..< 1, using: &rng)
+            return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2) * 0.05
+        }
+        let w = Tensor(name: "w", dataType: .float, shape: [256, 256], storage: .dense(values: TensorBytes(float32: values)))
+        let half = Tensor(name: "h", dataType: .float16, shape: [3], storage: .dense(values: TensorBytes(littleEndian: [UInt16(1), 2, 3])))
+        let shuffled = folder.file("s.tess"), plain = folder.file("p.tess")
+        try TessWriter.write([w, half], to: shuffled, options: WriteOptions(codec: .zstd))
+        try TessWriter.write([w, half], to: plain, options: WriteOptions(codec: .zstd, byteShuffle: false))
+        let file = try TessFile.open(shuffled)
+        #expect(file.buffers.map(\.codec) == [.zstdShuffled, .zstdShuffled])
+        #expect(file.buffers.map(\.codecParameter) == [4, 2])
+        #expect(try file.tensor(0) == w && file.tensor(1) == half)
+        #expect(try TessFile.open(plain).buffers.allSatisfy { $0.codec == .zstd })
+        #expect(Double(readBytes(shuffled).count) < 0.95 * Double(readBytes(plain).count))
     }
 
     @Test func aFailedWriteLeavesNothingBehind() throws {
