@@ -4,15 +4,24 @@
 enum ByteShuffle {
     static let widths: Set<Int> = [2, 4, 8]
 
+    /// One sequential pass over the input, writing `width` output streams.
     static func shuffle(_ input: UnsafeRawBufferPointer, width: Int) -> [UInt8] {
         let count = input.count / width
         return [UInt8](unsafeUninitializedCapacity: input.count) { out, initialized in
-            for j in 0 ..< width {
-                let plane = j &* count
-                var source = j
+            let source = input.bindMemory(to: UInt8.self).baseAddress!
+            let target = out.baseAddress!
+            switch width {
+            case 4:
                 for i in 0 ..< count {
-                    out[plane &+ i] = input[source]
-                    source &+= width
+                    let v = UInt32(littleEndian: UnsafeRawPointer(source + i &* 4).loadUnaligned(as: UInt32.self))
+                    target[i] = UInt8(truncatingIfNeeded: v)
+                    target[count &+ i] = UInt8(truncatingIfNeeded: v >> 8)
+                    target[2 &* count &+ i] = UInt8(truncatingIfNeeded: v >> 16)
+                    target[3 &* count &+ i] = UInt8(truncatingIfNeeded: v >> 24)
+                }
+            default:
+                for i in 0 ..< count {
+                    for j in 0 ..< width { target[j &* count &+ i] = source[i &* width &+ j] }
                 }
             }
             initialized = input.count
@@ -23,13 +32,10 @@ enum ByteShuffle {
         let count = input.count / width
         return [UInt8](unsafeUninitializedCapacity: input.count) { out, initialized in
             input.withUnsafeBufferPointer { planes in
-                for j in 0 ..< width {
-                    let plane = j &* count
-                    var target = j
-                    for i in 0 ..< count {
-                        out[target] = planes[plane &+ i]
-                        target &+= width
-                    }
+                let source = planes.baseAddress!
+                let target = out.baseAddress!
+                for i in 0 ..< count {
+                    for j in 0 ..< width { target[i &* width &+ j] = source[j &* count &+ i] }
                 }
             }
             initialized = input.count
