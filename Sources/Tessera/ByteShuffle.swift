@@ -6,6 +6,7 @@ enum ByteShuffle {
 
     /// One sequential pass over the input, writing `width` output streams.
     static func shuffle(_ input: UnsafeRawBufferPointer, width: Int) -> [UInt8] {
+        guard input.count > 0 else { return [] }   // an empty view may have no base address
         let count = input.count / width
         return [UInt8](unsafeUninitializedCapacity: input.count) { out, initialized in
             let source = input.bindMemory(to: UInt8.self).baseAddress!
@@ -29,6 +30,7 @@ enum ByteShuffle {
     }
 
     static func unshuffle(_ input: [UInt8], width: Int) -> [UInt8] {
+        guard !input.isEmpty else { return [] }
         let count = input.count / width
         return [UInt8](unsafeUninitializedCapacity: input.count) { out, initialized in
             input.withUnsafeBufferPointer { planes in

@@ -129,14 +129,14 @@ public final class TessWriter {
             case .none:
                 try file.write(raw)
                 return (checksum, raw.count)
-            case .zstd where shuffleWidth > 0 && raw.count % shuffleWidth == 0:
+            case .zstd where shuffleWidth > 0 && raw.count > 0 && raw.count % shuffleWidth == 0:
                 let planes = ByteShuffle.shuffle(raw, width: shuffleWidth)
                 return (checksum, try planes.withUnsafeBytes { try Zstd.compress($0, level: options.zstdLevel) { try file.write($0) } })
             case .zstd, .zstdShuffled:
                 return (checksum, try Zstd.compress(raw, level: options.zstdLevel) { try file.write($0) })
             }
         }
-        let shuffled = options.codec == .zstd && shuffleWidth > 0 && bytes.count % shuffleWidth == 0
+        let shuffled = options.codec == .zstd && shuffleWidth > 0 && bytes.count > 0 && bytes.count % shuffleWidth == 0
         index.buffers.append(BufferEntry(offset: offset, storedLength: stored, decodedLength: bytes.count, checksum: checksum,
                                          codec: shuffled ? .zstdShuffled : options.codec, codecParameter: shuffled ? shuffleWidth : 0))
         return index.buffers.count - 1

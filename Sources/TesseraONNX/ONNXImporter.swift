@@ -8,22 +8,9 @@ public enum GraphSection {
     public static let tensorKey = "tessera.tensor"
 }
 
-/// What a conversion wrote, for the report.
-public struct ImportedTensor: Sendable {
-    public var name: String
-    public var dataType: DataType
-    public var shape: [Int]
-    public var role: WeightRole
-    public var reductionAxis: Int?
-    public var layout: LayoutKind
-    /// How it was quantized (nil when it was not).
-    public var quantization: String?
-    /// Bytes of the tensor's data in the source model.
-    public var sourceBytes: Int
-}
-
+/// What a conversion read and wrote. Per-tensor detail is the converter's report.
 public struct ImportSummary: Sendable {
-    public var tensors: [ImportedTensor]
+    public var tensorCount: Int
     public var sourceFileBytes: Int
     public var graphBytes: Int
 }
@@ -43,23 +30,20 @@ public enum ONNXImporter {
         let (model, sourceFileBytes, digest) = try parse(modelPath)
         try GraphAnalysis.checkReferences(model, path: modelPath)
         let writer = try TessWriter(path: output, options: options)
-        var imported: [ImportedTensor] = []
+        var written = 0
         do {
-            try forEachTensor(model, path: modelPath) { site, tensor, sourceBytes, total in
-                let written = try transform(tensor)
-                try writer.append(written)
-                imported.append(ImportedTensor(name: tensor.name, dataType: written.dataType, shape: written.shape, role: written.role,
-                                               reductionAxis: written.reductionAxis, layout: written.storage.kind,
-                                               quantization: written.quantization?.summary, sourceBytes: sourceBytes))
+            try forEachTensor(model, path: modelPath) { site, tensor, total in
+                try writer.append(try transform(tensor))
                 strip(site, name: tensor.name)
-                progress?(imported.count, total)
+                written += 1
+                progress?(written, total)
             }
             let graph = model.serialized()
             var document = try metadata()
             document["producer"] = "tessera"
             document["source"] = ["file": URL(fileURLWithPath: modelPath).lastPathComponent, "bytes": sourceFileBytes, "xxh3": digest]
             try writer.finish(sections: [Section(.graph, payload: graph), try Section.metadata(document)])
-            return ImportSummary(tensors: imported, sourceFileBytes: sourceFileBytes, graphBytes: graph.count)
+            return ImportSummary(tensorCount: written, sourceFileBytes: sourceFileBytes, graphBytes: graph.count)
         } catch {
             writer.abort()
             if let error = error as? ONNXError { throw error.inModel(modelPath) }
@@ -72,12 +56,13 @@ public enum ONNXImporter {
     /// for decisions that need the whole model, such as a global pruning threshold).
     public static func scan(model modelPath: String, visit: (Tensor) throws -> Void) throws {
         let (model, _, _) = try parse(modelPath)
-        try forEachTensor(model, path: modelPath) { _, tensor, _, _ in try visit(tensor) }
+        try forEachTensor(model, path: modelPath) { _, tensor, _ in try visit(tensor) }
     }
 
-    /// Every payload site's tensor, named, with its role and reduction axis, in site order.
+    /// Every payload site's tensor, named, with its role and reduction axis, in site order
+    /// (and the number of sites).
     private static func forEachTensor(_ model: ProtoModel, path: String,
-                                      _ body: (PayloadSite, Tensor, Int, Int) throws -> Void) throws {
+                                      _ body: (PayloadSite, Tensor, Int) throws -> Void) throws {
         let uses = GraphAnalysis.weightUses(model)
         let location = ModelLocation(path: path)
         let externalFiles = ExternalFiles()
@@ -86,18 +71,17 @@ public enum ONNXImporter {
         for site in sites {
             let name = namer.name(for: site.suggestedName)
             var tensor: Tensor
-            var sourceBytes: Int
             switch site.holder {
             case .tensor(let t):
-                (tensor, sourceBytes) = try denseTensor(t, name: name, location: location, externalFiles: externalFiles, owner: model)
+                tensor = try denseTensor(t, name: name, location: location, externalFiles: externalFiles, owner: model)
             case .sparse(let s):
-                (tensor, sourceBytes) = try sparseTensor(s, name: name, location: location, externalFiles: externalFiles, owner: model)
+                tensor = try sparseTensor(s, name: name, location: location, externalFiles: externalFiles, owner: model)
             }
             if let use = uses[site.suggestedName] {
                 tensor.role = use.role
                 tensor.reductionAxis = use.reductionAxis(rank: tensor.shape.count)
             }
-            try body(site, tensor, sourceBytes, sites.count)
+            try body(site, tensor, sites.count)
         }
     }
 
@@ -125,17 +109,17 @@ public enum ONNXImporter {
     }
 
     private static func denseTensor(_ t: UnsafeMutablePointer<Onnx__TensorProto>, name: String, location: ModelLocation,
-                                    externalFiles: ExternalFiles, owner: ProtoModel) throws -> (Tensor, Int) {
+                                    externalFiles: ExternalFiles, owner: ProtoModel) throws -> Tensor {
         let type = try DataType.onnx(t.dataType, model: location.path, tensor: name)
         let shape = try shape(t.dims, name: name, model: location.path)
         let count = try TensorGeometry(shape: shape).elementCount
         let data = try tensorData(t, type: type, count: count, name: name, location: location, externalFiles: externalFiles, owner: owner)
-        return (Tensor(name: name, dataType: type, shape: shape, storage: .dense(values: data)), data.count)
+        return Tensor(name: name, dataType: type, shape: shape, storage: .dense(values: data))
     }
 
     /// A COO sparse initializer: 2-D ones become CSR, others dense.
     private static func sparseTensor(_ s: UnsafeMutablePointer<Onnx__SparseTensorProto>, name: String, location: ModelLocation,
-                                     externalFiles: ExternalFiles, owner: ProtoModel) throws -> (Tensor, Int) {
+                                     externalFiles: ExternalFiles, owner: ProtoModel) throws -> Tensor {
         let model = location.path
         guard let valuesProto = s.pointee.values, let indicesProto = s.pointee.indices else {
             throw ONNXError(.badTensorData, "sparse initializer lacks values or indices", model: model, tensor: name)
@@ -183,7 +167,7 @@ public enum ONNXImporter {
         } catch let error as TessError {
             throw ONNXError(.badTensorData, "sparse initializer: \(error.message)", model: model, tensor: name)
         }
-        return (tensor, values.count + indexBytes.count)
+        return tensor
     }
 
     /// Remove the payload from the model and point it at the .tess tensor `name`.

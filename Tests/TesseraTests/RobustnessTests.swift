@@ -13,13 +13,18 @@ import Testing
         for i in file.tensors.indices { _ = try file.tensor(i) }
     }
 
+    /// The bytes of a small file with every layout, written with `codec`.
+    static func sampleFile(_ codec: Codec, in folder: TemporaryFolder) throws -> [UInt8] {
+        let path = folder.file("whole.tess")
+        try TessWriter.write(sampleTensors(), sections: [try Section.metadata(["k": "v"])], to: path,
+                             options: WriteOptions(alignment: 16, codec: codec))
+        return readBytes(path)
+    }
+
     @Test(arguments: [Codec.none, .zstd])
     func truncatingAtEveryByteIsAnError(codec: Codec) throws {
         let folder = TemporaryFolder()
-        let path = folder.file("whole.tess")
-        try TessWriter.write(Self.sampleTensors(), sections: [try Section.metadata(["k": "v"])], to: path,
-                             options: WriteOptions(alignment: 16, codec: codec))
-        let bytes = readBytes(path)
+        let bytes = try Self.sampleFile(codec, in: folder)
         let cut = folder.file("cut.tess")
         for length in 0 ..< bytes.count {
             writeBytes(Array(bytes.prefix(length)), cut)
@@ -31,10 +36,7 @@ import Testing
     func changingAnyByteIsDetected(codec: Codec) throws {
         // Header, index and buffers are checksummed and padding must be zero: no byte is free.
         let folder = TemporaryFolder()
-        let path = folder.file("whole.tess")
-        try TessWriter.write(Self.sampleTensors(), sections: [try Section.metadata(["k": "v"])], to: path,
-                             options: WriteOptions(alignment: 16, codec: codec))
-        let bytes = readBytes(path)
+        let bytes = try Self.sampleFile(codec, in: folder)
         let bad = folder.file("bad.tess")
         for position in 0 ..< bytes.count {
             var copy = bytes
@@ -88,6 +90,18 @@ import Testing
         #expect(try file.tensor(0) == w && file.tensor(1) == half)
         #expect(try TessFile.open(plain).buffers.allSatisfy { $0.codec == .zstd })
         #expect(Double(readBytes(shuffled).count) < 0.95 * Double(readBytes(plain).count))
+    }
+
+    @Test func emptyBuffersWithoutABaseAddressAreWritten() throws {
+        // A zero-length view (as a parsed model's empty raw_data is) has no base address.
+        final class Owner: Sendable {}
+        let empty = TensorBytes(unsafeBorrowing: UnsafeRawBufferPointer(start: nil, count: 0), owner: Owner())
+        let t = Tensor(name: "e", dataType: .float, shape: [0, 4], storage: .dense(values: empty))
+        let folder = TemporaryFolder()
+        for codec in [Codec.none, .zstd] {
+            try TessWriter.write([t], to: folder.file("e-\(codec).tess"), options: WriteOptions(codec: codec))
+            #expect(try TessFile.open(folder.file("e-\(codec).tess")).tensor(0) == t)
+        }
     }
 
     @Test func aFailedWriteLeavesNothingBehind() throws {
