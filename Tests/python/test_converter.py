@@ -145,3 +145,15 @@ def test_conversion_errors_are_one_line(work):
         result = tessera("convert", source, "-o", work / "x.tess", *args, check=False)
         assert result.returncode != 0 and needle in result.stderr, (args, result.stderr)
         assert not (work / "x.tess").exists()
+
+
+def test_minilm_2to4_int8_recipe_is_at_most_016x_of_the_source(work):
+    from test_onnx_roundtrip import minilm_path
+
+    source = minilm_path()
+    tess = work / "m.tess"
+    tessera("convert", source, "-o", tess, "--quiet", "--recipe", os.path.join(ROOT, "recipes", "minilm-2to4-int8.json"))
+    assert os.path.getsize(tess) <= 0.16 * os.path.getsize(source)
+    tensors = tensors_of(tess)
+    gemm = [t for t in tensors.values() if t["role"] == "matmul.B" and t["shape"][0] % 4 == 0]
+    assert gemm and all(t["layout"] == "sparse24" and t["quantization"].startswith("int8") for t in gemm)
