@@ -2,6 +2,7 @@
 #
 #   make demo    build, convert the committed digits model, inspect, verify, export, compare
 #   make test    every test: Swift (format, CLI) and Python oracles (onnx, onnxruntime)
+#   make sanitize the tests under AddressSanitizer (with leak checks) and ThreadSanitizer
 #   make bench   the benchmark harness (Tessera next to its peers, one run)
 #   make results docs/COMPRESSION.md: every recipe's size and fidelity next to quantize_dynamic
 #   make fuzz    libFuzzer on the .tess reader and the ONNX importer (FUZZ_SECONDS each)
@@ -21,7 +22,7 @@ DEMO := .build/demo
 FUZZ_SECONDS ?= 600
 FUZZ := .build/fuzz
 
-.PHONY: all deps venv build test demo bench results fuzz clean
+.PHONY: all deps venv build test sanitize demo bench results fuzz clean
 
 all: build
 
@@ -50,6 +51,13 @@ test: deps venv
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	TESSERA=.build/debug/tessera $(VENV)/bin/python -m pytest -q -p no:cacheprovider Tests/python
+
+# UndefinedBehaviorSanitizer is not available for Swift on Linux (swiftc rejects it).
+# Leak checks are off for the XCTest process itself (XCTest leaks) and on for the CLI.
+sanitize: deps venv
+	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --scratch-path .build-asan --sanitize=address
+	ASAN_OPTIONS=detect_leaks=1 TESSERA=.build-asan/debug/tessera $(VENV)/bin/python -m pytest -q -p no:cacheprovider Tests/python
+	$(SWIFT) test --scratch-path .build-tsan --sanitize=thread --filter concurrentReadersAgree
 
 demo: build venv
 	@mkdir -p $(DEMO)
@@ -84,4 +92,4 @@ fuzz: build venv
 	FuzzTesting/.build/debug/FuzzImporter $(FUZZ)/importer -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=2048 -artifact_prefix=$(FUZZ)/artifacts/importer-
 
 clean:
-	rm -rf .build FuzzTesting/.build $(VENV)
+	rm -rf .build .build-asan .build-tsan FuzzTesting/.build $(VENV)

@@ -179,9 +179,17 @@ import Testing
         try TessWriter.write(tensors, to: path, options: WriteOptions(codec: .zstd))
         let file = try TessFile.open(path)
         let failures = ConcurrentCounter()
-        DispatchQueue.concurrentPerform(iterations: 64) { i in
-            let t = i % tensors.count
-            if (try? file.tensor(t)) != tensors[t] { failures.increment() }
+        let expected = try tensors.map { try $0.densify() }
+        DispatchQueue.concurrentPerform(iterations: 16) { i in
+            // Every thread decodes, checks and densifies every tensor, starting at a different one.
+            for k in 0 ..< tensors.count {
+                let t = (i + k) % tensors.count
+                guard let loaded = try? file.tensor(t), loaded == tensors[t],
+                      let values = try? loaded.densify(), bits(values) == bits(expected[t]) else {
+                    failures.increment()
+                    continue
+                }
+            }
         }
         #expect(failures.value == 0)
     }
