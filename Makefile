@@ -80,7 +80,10 @@ results: build venv
 # Seed corpora come from the fixtures; crashes land in $(FUZZ)/artifacts and become regression tests.
 fuzz: build venv
 	rm -rf FuzzTesting/.build   # an incremental build can silently lose the coverage instrumentation
-	cd FuzzTesting && $(SWIFT) build -c debug --sanitize=fuzzer --sanitize=address -Xswiftc -parse-as-library
+	cd FuzzTesting && $(SWIFT) build -c debug --sanitize=fuzzer --sanitize=address -Xswiftc -parse-as-library \
+	  -Xswiftc -sanitize-coverage=edge,inline-8bit-counters,pc-table,trace-cmp
+	@# A fuzzer without coverage counters runs blind: refuse to spend the time.
+	@FuzzTesting/.build/debug/FuzzReader -runs=0 2>&1 | grep -q "inline 8-bit counters" || { echo "fuzz targets lack coverage instrumentation"; exit 1; }
 	@rm -rf $(FUZZ)/reader $(FUZZ)/importer && mkdir -p $(FUZZ)/reader $(FUZZ)/importer $(FUZZ)/artifacts
 	cp fixtures/golden/tiny.tess fixtures/onnx/*.onnx $(FUZZ)/importer/ 2>/dev/null; rm -f $(FUZZ)/importer/tiny.tess
 	cp fixtures/golden/tiny.tess $(FUZZ)/reader/
