@@ -6,9 +6,25 @@ enum ByteShuffle {
 
     /// One sequential pass over the input, writing `width` output streams.
     static func shuffle(_ input: UnsafeRawBufferPointer, width: Int) -> [UInt8] {
-        guard input.count > 0 else { return [] }   // an empty view may have no base address
+        var out: [UInt8] = []
+        shuffle(input, width: width, into: &out)
+        return out
+    }
+
+    /// The same into `out`, whose memory is reused from call to call: a writer shuffling buffer
+    /// after buffer would otherwise fault in (and the kernel zero) fresh pages for every one.
+    static func shuffle(_ input: UnsafeRawBufferPointer, width: Int, into out: inout [UInt8]) {
+        if out.count != input.count {
+            if out.capacity >= input.count {
+                out.removeAll(keepingCapacity: true)
+                out.append(contentsOf: repeatElement(0, count: input.count))
+            } else {
+                out = [UInt8](repeating: 0, count: input.count)
+            }
+        }
+        guard input.count > 0 else { return }   // an empty view may have no base address
         let count = input.count / width
-        return [UInt8](unsafeUninitializedCapacity: input.count) { out, initialized in
+        out.withUnsafeMutableBufferPointer { out in
             let source = input.bindMemory(to: UInt8.self).baseAddress!
             let target = out.baseAddress!
             switch width {
@@ -25,7 +41,6 @@ enum ByteShuffle {
                     for j in 0 ..< width { target[j &* count &+ i] = source[i &* width &+ j] }
                 }
             }
-            initialized = input.count
         }
     }
 

@@ -34,6 +34,8 @@ public final class TessWriter {
     private let file: AtomicFile
     private var index = FileIndex()
     private var names = Set<String>()
+    /// Reused for byte-shuffled buffers.
+    private var planes: [UInt8] = []
 
     public init(path: String, options: WriteOptions = WriteOptions()) throws {
         guard options.alignment.nonzeroBitCount == 1,
@@ -130,7 +132,7 @@ public final class TessWriter {
                 try file.write(raw)
                 return (checksum, raw.count)
             case .zstd where shuffleWidth > 0 && raw.count > 0 && raw.count % shuffleWidth == 0:
-                let planes = ByteShuffle.shuffle(raw, width: shuffleWidth)
+                ByteShuffle.shuffle(raw, width: shuffleWidth, into: &planes)
                 return (checksum, try planes.withUnsafeBytes { try Zstd.compress($0, level: options.zstdLevel) { try file.write($0) } })
             case .zstd, .zstdShuffled:
                 return (checksum, try Zstd.compress(raw, level: options.zstdLevel) { try file.write($0) })
