@@ -4,15 +4,9 @@
 enum ByteShuffle {
     static let widths: Set<Int> = [2, 4, 8]
 
-    /// One sequential pass over the input, writing `width` output streams.
-    static func shuffle(_ input: UnsafeRawBufferPointer, width: Int) -> [UInt8] {
-        var out: [UInt8] = []
-        shuffle(input, width: width, into: &out)
-        return out
-    }
-
-    /// The same into `out`, whose memory is reused from call to call: a writer shuffling buffer
-    /// after buffer would otherwise fault in (and the kernel zero) fresh pages for every one.
+    /// Shuffle `input` into `out` in one sequential pass, writing `width` output streams. `out`'s
+    /// memory is reused from call to call: a writer shuffling buffer after buffer would
+    /// otherwise fault in (and the kernel zero) fresh pages for every one.
     static func shuffle(_ input: UnsafeRawBufferPointer, width: Int, into out: inout [UInt8]) {
         if out.count != input.count {
             if out.capacity >= input.count {
