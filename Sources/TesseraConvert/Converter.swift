@@ -92,13 +92,16 @@ public final class Converter {
         if let spec = plan.quantize {
             current = try Quantizer.quantize(current, spec)
         }
-        let (chosen, reason) = try LayoutChoice.choose(current, plan.layout)
+        // Computed once and shared by the layout choice, the analysis and the fidelity check.
+        let changed = pruned != nil || plan.quantize != nil
+        let sparsityBefore = try tensor.sparsity()
+        let (chosen, reason) = try LayoutChoice.choose(current, plan.layout, sparsity: changed ? nil : sparsityBefore)
+        let isFloat = tensor.dataType.isFloatingPoint && tensor.quantization == nil
+        let sourceValues = isFloat && (changed || Quantizer.outputAxis(of: tensor) != nil) ? try tensor.densify() : nil
         // A layout change alone is exact by construction (tested in the format module); only
         // pruned or quantized tensors are compared element by element.
-        let changed = pruned != nil || plan.quantize != nil
-        let fidelity = changed ? Fidelity(source: try tensor.densify(), converted: try chosen.densify()) : .exact
-        let sparsityBefore = try tensor.sparsity()
-        let (source24, channelAbsMax) = try Self.analyze(tensor, sparsity: sparsityBefore)
+        let fidelity = changed ? Fidelity(source: try sourceValues ?? tensor.densify(), converted: try chosen.densify()) : .exact
+        let (source24, channelAbsMax) = try Self.analyze(tensor, sparsity: sparsityBefore, values: sourceValues)
         report.tensors.append(TensorReport(
             name: tensor.name, dtype: tensor.dataType.name, shape: tensor.shape, role: tensor.role.description,
             layout: chosen.storage.kind.description, reason: ([reason] + notes).joined(separator: "; "),
@@ -111,7 +114,7 @@ public final class Converter {
 
     /// 2:4 along the reduction axis (checked only where it is possible: half the elements zero)
     /// and the spread of per-channel ranges, which decides whether per-tensor scales would do.
-    static func analyze(_ tensor: Tensor, sparsity: Double) throws -> (Bool?, [Float]?) {
+    static func analyze(_ tensor: Tensor, sparsity: Double, values: [Float]?) throws -> (Bool?, [Float]?) {
         guard tensor.dataType.isFloatingPoint, tensor.quantization == nil else { return (nil, nil) }
         var satisfies: Bool?
         if let axis = tensor.reductionAxis, tensor.shape[axis] % 4 == 0 {
@@ -121,7 +124,7 @@ public final class Converter {
         let geometry = try TensorGeometry(shape: tensor.shape)
         let channels = ScaleIndexer(.perAxis(axis: axis), geometry: geometry)
         var absMax = [Float](repeating: 0, count: tensor.shape[axis])
-        for (i, x) in try tensor.densify().enumerated() where x.isFinite {
+        for (i, x) in try (values ?? tensor.densify()).enumerated() where x.isFinite {
             absMax[channels.index(i)] = max(absMax[channels.index(i)], abs(x))
         }
         let sorted = absMax.sorted()

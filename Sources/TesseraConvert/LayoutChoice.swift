@@ -11,11 +11,12 @@ public enum LayoutChoice {
 
     /// `tensor` in the requested layout, and why. `auto` tries every layout that holds the
     /// tensor exactly and keeps the smallest (ties prefer dense, then 2:4, then CSR).
-    public static func choose(_ tensor: Tensor, _ request: LayoutRequest) throws -> (Tensor, String) {
+    /// `sparsity` is the tensor's, when the caller already knows it.
+    public static func choose(_ tensor: Tensor, _ request: LayoutRequest, sparsity: Double? = nil) throws -> (Tensor, String) {
         let dense = try tensor.encoded(as: .dense)
         let denseBytes = bytes(dense)
         func ratio(_ t: Tensor) -> String { denseBytes == 0 ? "" : String(format: ", %.3fx of dense", Double(bytes(t)) / Double(denseBytes)) }
-        let zeros = try tensor.sparsity()
+        let zeros = try sparsity ?? tensor.sparsity()
         switch request {
         case .dense:
             return (dense, "dense: requested")
