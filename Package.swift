@@ -30,6 +30,9 @@ let package = Package(
         // Pruning, quantization and encoding choice.
         .target(name: "TesseraConvert", dependencies: ["Tessera"]),
 
+        // Reference kernels: GEMM and GEMV over every stored layout and quantization.
+        .target(name: "TesseraRuntime", dependencies: ["Tessera"]),
+
         // ONNX import and export: the only module that sees CONNXProto.
         .target(name: "TesseraONNX", dependencies: ["Tessera", "CONNXProto"]),
 
@@ -48,6 +51,7 @@ let package = Package(
 
         .testTarget(name: "TesseraTests", dependencies: ["Tessera"]),
         .testTarget(name: "TesseraConvertTests", dependencies: ["TesseraConvert"]),
+        .testTarget(name: "TesseraRuntimeTests", dependencies: ["TesseraRuntime", "TesseraConvert"]),
         // Runs the built `tessera` binary, as a user would.
         .testTarget(name: "TesseraCLITests", dependencies: ["Tessera", "tessera"]),
     ]

@@ -123,7 +123,7 @@ public enum IndexType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
 
     /// Read element `i` of a little-endian array of this type.
     @inline(__always)
-    func load(_ bytes: UnsafeRawBufferPointer, _ i: Int) -> UInt64 {
+    public func load(_ bytes: UnsafeRawBufferPointer, _ i: Int) -> UInt64 {
         switch self {
         case .uint8: return UInt64(bytes[i])
         case .uint16: return UInt64(UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: i &* 2, as: UInt16.self)))

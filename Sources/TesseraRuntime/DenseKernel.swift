@@ -1,0 +1,153 @@
+/// Dense weights, float or quantized: a register-blocked GEMM over decoded 8-row panels (float32
+/// rows stored adjacently are read in place), and a GEMV for a single activation row.
+struct DenseKernel: WeightKernel {
+    let problem: Problem
+    /// Depth per panel: an 8 x 256 panel and a 256 x 32 activation block stay in L1.
+    static let depthBlock = 256
+
+    func run<R: WeightReader>(_ reader: R) {
+        if problem.batch == 1 { gemv(reader) } else { gemm(reader) }
+    }
+
+    private func gemm<R: WeightReader>(_ w: R) {
+        let op = problem.op, rows = op.rows, depth = op.depth, batch = problem.batch
+        let xt = TransposedActivations(problem.x, batch: batch, depth: depth)
+        let yt = TransposedOutputs(rows: rows, batch: batch)
+        defer { yt.deallocate() }
+        let ld = xt.ld
+        // Float32 rows of a [K, N]-like weight (nothing before the reduction axis) sit next to
+        // each other, so 8 rows at one depth are 8 adjacent floats: no panel needed.
+        let inPlace = op.view.outer == 1 ? w.float32Values : nil
+        xt.storage.withUnsafeBufferPointer { xtBuffer in
+            let xtp = xtBuffer.baseAddress!
+            Threads.split((rows + 7) / 8, threads: problem.threads) { panels in
+                let panel = UnsafeMutablePointer<Float>.allocate(capacity: 8 * Self.depthBlock)
+                defer { panel.deallocate() }
+                for k0 in stride(from: 0, to: depth, by: Self.depthBlock) {
+                    let kn = min(Self.depthBlock, depth - k0)
+                    for p in panels {
+                        let r0 = p * 8
+                        let wp: UnsafePointer<Float>, ks: Int
+                        if let f = inPlace, r0 + 8 <= rows {
+                            wp = f + k0 * rows + r0
+                            ks = rows
+                        } else {
+                            decodePanel(w, firstRow: r0, k0: k0, count: kn, into: panel)
+                            wp = UnsafePointer(panel)
+                            ks = 8
+                        }
+                        let out = yt.pointer + r0 * ld
+                        var b = 0
+                        while b + 32 <= ld {
+                            tile8x32(wp, ks, kn, xtp + k0 * ld + b, ld, out + b, ld)
+                            b += 32
+                        }
+                        if b < ld { tile8x16(wp, ks, kn, xtp + k0 * ld + b, ld, out + b, ld) }
+                    }
+                }
+            }
+        }
+        yt.copy(to: problem.y, rows: rows, batch: batch)
+    }
+
+    /// `panel[k·8 + i]` = weight (firstRow + i, k0 + k); rows past the end are zero.
+    private func decodePanel<R: WeightReader>(_ w: R, firstRow r0: Int, k0: Int, count kn: Int,
+                                              into panel: UnsafeMutablePointer<Float>) {
+        let op = problem.op, inner = op.view.inner
+        for i in 0 ..< 8 {
+            let r = r0 + i
+            guard r < op.rows else {
+                for k in 0 ..< kn { panel[k &* 8 &+ i] = 0 }
+                continue
+            }
+            let base = op.denseOffset(row: r)
+            op.scaleMap.forEachRun(row: r, from: k0, to: k0 + kn) { start, end, s in
+                var j = base &+ start &* inner
+                for k in start ..< end {
+                    panel[(k &- k0) &* 8 &+ i] = w.weight(j, s)
+                    j &+= inner
+                }
+            }
+        }
+    }
+
+    private func gemv<R: WeightReader>(_ w: R) {
+        let op = problem.op, rows = op.rows, depth = op.depth
+        let x = problem.x, y = problem.y
+        if op.view.outer == 1 {
+            // Outputs adjacent in storage: y[n0 ..< n0+128] += x[k] · W[k, n0 ..< n0+128].
+            Threads.split(rows, threads: problem.threads, granularity: 128) { range in
+                if let f = w.float32Values {
+                    columnsFloat32(f, range)
+                } else {
+                    columnsDecoded(w, range)
+                }
+            }
+        } else {
+            // Each output is a dot product along a stored row.
+            Threads.split(rows, threads: problem.threads, granularity: 4) { range in
+                if let f = w.float32Values, op.view.inner == 1 {
+                    for r in range { y[r] = dot(f + r * depth, x, depth) }
+                } else {
+                    let row = UnsafeMutablePointer<Float>.allocate(capacity: depth)
+                    defer { row.deallocate() }
+                    for r in range {
+                        let base = op.denseOffset(row: r), inner = op.view.inner
+                        op.scaleMap.forEachRun(row: r, from: 0, to: depth) { start, end, s in
+                            for k in start ..< end { row[k] = w.weight(base &+ k &* inner, s) }
+                        }
+                        y[r] = dot(row, x, depth)
+                    }
+                }
+            }
+        }
+    }
+
+    private func columnsFloat32(_ f: UnsafePointer<Float>, _ range: Range<Int>) {
+        let rows = problem.op.rows, depth = problem.op.depth, x = problem.x, y = problem.y
+        var n0 = range.lowerBound
+        while n0 + 128 <= range.upperBound {
+            var a0 = Vec(), a1 = Vec(), a2 = Vec(), a3 = Vec(), a4 = Vec(), a5 = Vec(), a6 = Vec(), a7 = Vec()
+            var p = f + n0
+            for k in 0 ..< depth {
+                let s = Vec(repeating: x[k])
+                a0.addProduct(load(p), s); a1.addProduct(load(p + 16), s)
+                a2.addProduct(load(p + 32), s); a3.addProduct(load(p + 48), s)
+                a4.addProduct(load(p + 64), s); a5.addProduct(load(p + 80), s)
+                a6.addProduct(load(p + 96), s); a7.addProduct(load(p + 112), s)
+                p += rows
+            }
+            let o = y + n0
+            store(a0, o); store(a1, o + 16); store(a2, o + 32); store(a3, o + 48)
+            store(a4, o + 64); store(a5, o + 80); store(a6, o + 96); store(a7, o + 112)
+            n0 += 128
+        }
+        for n in n0 ..< range.upperBound {
+            var s: Float = 0
+            for k in 0 ..< depth { s += x[k] * f[k &* rows &+ n] }
+            y[n] = s
+        }
+    }
+
+    private func columnsDecoded<R: WeightReader>(_ w: R, _ range: Range<Int>) {
+        let op = problem.op, rows = op.rows, depth = op.depth, x = problem.x, y = problem.y
+        let map = op.scaleMap
+        var weights = [Float](repeating: 0, count: 128), sums = [Float](repeating: 0, count: 128)
+        for n0 in stride(from: range.lowerBound, to: range.upperBound, by: 128) {
+            let n1 = min(range.upperBound, n0 + 128), width = n1 - n0
+            for i in 0 ..< width { sums[i] = 0 }
+            for k in 0 ..< depth {
+                let base = k &* rows
+                if map.rowBase.isEmpty {
+                    for i in 0 ..< width { weights[i] = w.weight(base &+ n0 &+ i, 0) }
+                } else {
+                    let kPart = (k / map.kBlock) &* map.kStride
+                    for i in 0 ..< width { weights[i] = w.weight(base &+ n0 &+ i, map.rowBase[n0 &+ i] &+ kPart) }
+                }
+                let xk = x[k]
+                for i in 0 ..< width { sums[i] += xk * weights[i] }
+            }
+            for i in 0 ..< width { y[n0 + i] = sums[i] }
+        }
+    }
+}

@@ -1,0 +1,123 @@
+import Tessera
+
+/// A GEMM weight as the kernels see it: `rows` outputs, each a dot product of `depth` weights
+/// along the stored reduction axis with one activation row.
+///
+/// The view is the one 2:4 uses (spec §7.3): the tensor with its reduction axis moved last, so
+/// `rows` is the product of every other dim. For MatMul's B `[K, N]` that is `y = x · B`; for
+/// Gemm's B with transB, `y = x · Bᵀ`; for a Conv weight it is the per-tap 1x1 contraction over
+/// input channels. Kernels read the stored layout and values directly; nothing is densified.
+public struct LinearOperator: @unchecked Sendable {
+    public let tensor: Tensor
+    /// Outputs per activation row.
+    public let rows: Int
+    /// Reduction length: activations per row.
+    public let depth: Int
+    let view: Sparse24Geometry
+    let scaleMap: ScaleMap
+
+    public var name: String { tensor.name }
+    public var layout: LayoutKind { tensor.storage.kind }
+
+    /// Wraps a validated tensor (as `TessFile.tensor(_:)` returns). Throws when it is not a
+    /// GEMM weight the kernels can run: no reduction axis, or a non-float logical type.
+    public init(_ tensor: Tensor) throws {
+        guard let axis = tensor.reductionAxis, axis < tensor.shape.count else {
+            throw RuntimeError(.notAWeight, "has no reduction axis (role \(tensor.role)), so it is not a GEMM weight", tensor: tensor.name)
+        }
+        guard tensor.dataType.isFloatingPoint else {
+            throw RuntimeError(.unsupportedType, "is \(tensor.dataType); the kernels multiply float weights", tensor: tensor.name)
+        }
+        if tensor.quantization == nil, ![.float, .float16, .bfloat16, .double].contains(tensor.dataType) {
+            throw RuntimeError(.unsupportedType, "stores \(tensor.dataType) values; the kernels read float32, float16, bfloat16 and double", tensor: tensor.name)
+        }
+        let geometry = try TensorGeometry(shape: tensor.shape)
+        self.tensor = tensor
+        view = geometry.sparse24(axis: axis)
+        rows = view.rows
+        depth = view.reduction
+        if let q = tensor.quantization {
+            scaleMap = try ScaleMap(q, geometry: geometry, view: view, axis: axis)
+        } else {
+            scaleMap = .unquantized
+        }
+    }
+
+    /// `y[b, r] = Σ_k x[b, k] · W[r, k]` for `batch` rows of `x` (`[batch, depth]`, row-major);
+    /// returns `[batch, rows]`, row-major.
+    public func apply(_ x: [Float], batch: Int, threads: Int = 1) throws -> [Float] {
+        guard batch >= 0, x.count == batch * depth else {
+            throw RuntimeError(.badActivations, "activations hold \(x.count) floats; \(batch) rows of depth \(depth) need \(batch * depth)", tensor: name)
+        }
+        var y = [Float](repeating: 0, count: batch * rows)
+        guard batch > 0, rows > 0 else { return y }
+        x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                apply(xp.baseAddress!, batch: batch, into: yp.baseAddress!, threads: max(1, threads))
+            }
+        }
+        return y
+    }
+
+    /// The unchecked form: `x` holds `batch * depth` floats and `y` room for `batch * rows`.
+    public func apply(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int) {
+        if depth == 0 {
+            y.initialize(repeating: 0, count: batch * rows)
+            return
+        }
+        let problem = Problem(op: self, x: x, batch: batch, y: y, threads: threads)
+        switch tensor.storage {
+        case .dense: withReader(DenseKernel(problem: problem))
+        case .csr: withReader(CSRKernel(problem: problem))
+        case .sparse24: withReader(Sparse24Kernel(problem: problem))
+        }
+    }
+
+    /// Runs `kernel` with the reader for this weight's value type.
+    @discardableResult
+    func withReader<K: WeightKernel>(_ kernel: K) -> K.Result {
+        let values: TensorBytes
+        switch tensor.storage {
+        case .dense(let v): values = v
+        case .csr(_, _, _, _, _, let v): values = v
+        case .sparse24(let v, _): values = v
+        }
+        return values.withUnsafeBytes { raw in
+            let base = raw.baseAddress ?? UnsafeRawPointer(bitPattern: 64)!   // empty buffers are never read
+            guard let q = tensor.quantization else {
+                switch tensor.dataType {
+                case .float16: return kernel.run(Float16Reader(values: base.assumingMemoryBound(to: UInt16.self)))
+                case .bfloat16: return kernel.run(BFloat16Reader(values: base.assumingMemoryBound(to: UInt16.self)))
+                case .double: return kernel.run(Float64Reader(values: base.assumingMemoryBound(to: Double.self)))
+                default: return kernel.run(Float32Reader(values: base.assumingMemoryBound(to: Float.self)))
+                }
+            }
+            return scaleMap.scales.withUnsafeBufferPointer { s in
+                scaleMap.zeroPoints.withUnsafeBufferPointer { z in
+                    let scales = s.baseAddress!, zeroPoints = z.baseAddress!
+                    switch q.codeType {
+                    case .int8: return kernel.run(DequantizingReader(codes: Int8Codes(bytes: base.assumingMemoryBound(to: Int8.self)), scales: scales, zeroPoints: zeroPoints))
+                    case .uint8: return kernel.run(DequantizingReader(codes: UInt8Codes(bytes: base.assumingMemoryBound(to: UInt8.self)), scales: scales, zeroPoints: zeroPoints))
+                    case .int4: return kernel.run(DequantizingReader(codes: Int4Codes(bytes: base.assumingMemoryBound(to: UInt8.self)), scales: scales, zeroPoints: zeroPoints))
+                    default: return kernel.run(DequantizingReader(codes: UInt4Codes(bytes: base.assumingMemoryBound(to: UInt8.self)), scales: scales, zeroPoints: zeroPoints))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Flat index, in the stored dense tensor, of view element (row, 0); k steps by `view.inner`.
+    @inline(__always) func denseOffset(row r: Int) -> Int {
+        let o = r / view.inner, i = r &- o &* view.inner
+        return o &* view.reduction &* view.inner &+ i
+    }
+}
+
+/// One call's operands, shared by the kernels.
+struct Problem: @unchecked Sendable {
+    let op: LinearOperator
+    let x: UnsafePointer<Float>
+    let batch: Int
+    let y: UnsafeMutablePointer<Float>
+    let threads: Int
+}

@@ -1,0 +1,86 @@
+import Dispatch
+
+/// The kernels' vector: 16 floats (one AVX-512 register; two AVX2 or four NEON registers).
+typealias Vec = SIMD16<Float>
+let vecWidth = 16
+
+@inline(__always) func load(_ p: UnsafePointer<Float>) -> Vec {
+    UnsafeRawPointer(p).loadUnaligned(as: Vec.self)
+}
+
+@inline(__always) func store(_ v: Vec, _ p: UnsafeMutablePointer<Float>) {
+    UnsafeMutableRawPointer(p).storeBytes(of: v, as: Vec.self)
+}
+
+@inline(__always) func roundUp(_ n: Int, _ multiple: Int) -> Int { (n + multiple - 1) / multiple * multiple }
+
+/// Sum of the lanes (the compiler does not reorder float additions itself).
+@inline(__always) func horizontalSum(_ v: Vec) -> Float { v.sum() }
+
+enum Threads {
+    /// Splits `0..<count` into at most `threads` contiguous ranges whose bounds are multiples of
+    /// `granularity` (except the end) and runs `body` on each concurrently.
+    static func split(_ count: Int, threads: Int, granularity: Int = 1, _ body: (Range<Int>) -> Void) {
+        let units = (count + granularity - 1) / granularity
+        let parts = max(1, min(threads, units))
+        if parts == 1 { body(0 ..< count); return }
+        withoutActuallyEscaping(body) { body in
+            nonisolated(unsafe) let body = body
+            DispatchQueue.concurrentPerform(iterations: parts) { part in
+                let lo = units * part / parts * granularity
+                let hi = min(count, units * (part + 1) / parts * granularity)
+                body(lo ..< hi)
+            }
+        }
+    }
+}
+
+/// Activations for the batched kernels: `xᵀ` (`[depth][ld]`, `ld` = batch rounded up to a
+/// whole vector, zero padded) so that a vector load reads 16 batch rows of one depth index.
+struct TransposedActivations {
+    let ld: Int
+    var storage: [Float]
+
+    init(_ x: UnsafePointer<Float>, batch: Int, depth: Int) {
+        ld = roundUp(batch, vecWidth)
+        storage = [Float](repeating: 0, count: depth * ld)
+        let ld = ld
+        storage.withUnsafeMutableBufferPointer { xt in
+            let xt = xt.baseAddress!
+            // Blocks of 16 depth indices keep the writes within a few cache lines.
+            for k0 in stride(from: 0, to: depth, by: 16) {
+                let k1 = min(depth, k0 + 16)
+                for b in 0 ..< batch {
+                    let row = x + b * depth
+                    for k in k0 ..< k1 { xt[k &* ld &+ b] = row[k] }
+                }
+            }
+        }
+    }
+}
+
+/// Outputs of the batched kernels, `yᵀ` (`[rows rounded up to 8][ld]`), copied to `y[b, r]`.
+struct TransposedOutputs: @unchecked Sendable {
+    let ld: Int
+    let rows: Int
+    let pointer: UnsafeMutablePointer<Float>
+
+    init(rows: Int, batch: Int) {
+        ld = roundUp(batch, vecWidth)
+        self.rows = roundUp(rows, 8)
+        pointer = .allocate(capacity: self.rows * ld)
+        pointer.initialize(repeating: 0, count: self.rows * ld)
+    }
+
+    func copy(to y: UnsafeMutablePointer<Float>, rows: Int, batch: Int) {
+        for r0 in stride(from: 0, to: rows, by: 16) {
+            let r1 = min(rows, r0 + 16)
+            for b in 0 ..< batch {
+                let out = y + b * rows
+                for r in r0 ..< r1 { out[r] = pointer[r &* ld &+ b] }
+            }
+        }
+    }
+
+    func deallocate() { pointer.deallocate() }
+}

@@ -1,0 +1,223 @@
+/// 2:4 weights: every group of four along the reduction axis stores two values and a nibble
+/// with their positions (`i0 | i1 << 2`, spec §7.3). Both kernels do only the stored half of
+/// the multiplications, reading values and metadata as stored.
+struct Sparse24Kernel: WeightKernel {
+    let problem: Problem
+    /// Groups per panel (256 depth): the panel and its activation block stay in L1.
+    static let groupBlock = 64
+
+    func run<R: WeightReader>(_ reader: R) {
+        if problem.batch == 1 { gemv(reader) } else { gemm(reader) }
+    }
+
+    // MARK: Batched
+
+    private func gemm<R: WeightReader>(_ w: R) {
+        let op = problem.op, rows = op.rows, depth = op.depth, batch = problem.batch
+        let xt = TransposedActivations(problem.x, batch: batch, depth: depth)
+        let yt = TransposedOutputs(rows: rows, batch: batch)
+        defer { yt.deallocate() }
+        let ld = xt.ld, groups = depth / 4
+        withMetadata { metadata in
+            xt.storage.withUnsafeBufferPointer { xtBuffer in
+                let xtp = xtBuffer.baseAddress!
+                Threads.split((rows + 7) / 8, threads: problem.threads) { panels in
+                    // Panel entry j·8 + i: row i's j-th kept value and the offset of its activations.
+                    let capacity = 8 * 2 * Self.groupBlock
+                    let values = UnsafeMutablePointer<Float>.allocate(capacity: capacity)
+                    let offsets = UnsafeMutablePointer<Int32>.allocate(capacity: capacity)
+                    defer { values.deallocate(); offsets.deallocate() }
+                    for g0 in stride(from: 0, to: groups, by: Self.groupBlock) {
+                        let gn = min(Self.groupBlock, groups - g0)
+                        let xBlock = xtp + 4 * g0 * ld
+                        for p in panels {
+                            let r0 = p * 8
+                            decodePanel(w, metadata, firstRow: r0, g0: g0, count: gn, ld: ld, values: values, offsets: offsets)
+                            let out = yt.pointer + r0 * ld
+                            var b = 0
+                            while b + 32 <= ld {
+                                sparseTile8x32(values, offsets, 2 * gn, xBlock + b, out + b, ld)
+                                b += 32
+                            }
+                            if b < ld { sparseTile8x16(values, offsets, 2 * gn, xBlock + b, out + b, ld) }
+                        }
+                    }
+                }
+            }
+        }
+        yt.copy(to: problem.y, rows: rows, batch: batch)
+    }
+
+    /// Values and activation offsets of groups `g0 ..< g0+count` of rows `r0 ..< r0+8`.
+    private func decodePanel<R: WeightReader>(_ w: R, _ metadata: UnsafePointer<UInt8>, firstRow r0: Int, g0: Int, count gn: Int,
+                                              ld: Int, values: UnsafeMutablePointer<Float>, offsets: UnsafeMutablePointer<Int32>) {
+        let op = problem.op, groupsPerRow = op.depth / 4
+        for i in 0 ..< 8 {
+            let r = r0 + i
+            guard r < op.rows else {
+                for j in 0 ..< 2 * gn { values[j &* 8 &+ i] = 0; offsets[j &* 8 &+ i] = 0 }
+                continue
+            }
+            let firstGroup = r &* groupsPerRow &+ g0
+            for g in 0 ..< gn {
+                let n = firstGroup &+ g
+                let nibble = Int(metadata[n >> 1] >> UInt8((n & 1) << 2)) & 0xF
+                let i0 = nibble & 3, i1 = nibble >> 2
+                let j = (g &* 2) &* 8 &+ i
+                values[j] = value(w, row: r, group: g0 &+ g, slot: 0, position: i0)
+                values[j &+ 8] = value(w, row: r, group: g0 &+ g, slot: 1, position: i1)
+                offsets[j] = Int32((4 &* g &+ i0) &* ld)
+                offsets[j &+ 8] = Int32((4 &* g &+ i1) &* ld)
+            }
+        }
+    }
+
+    /// Kept value `slot` of `group` in view row `row`, whose depth index is `4·group + position`.
+    @inline(__always)
+    private func value<R: WeightReader>(_ w: R, row: Int, group: Int, slot: Int, position: Int) -> Float {
+        let map = problem.op.scaleMap
+        let j = (row &* (problem.op.depth / 4) &+ group) &* 2 &+ slot
+        if map.rowBase.isEmpty { return w.weight(j, 0) }
+        return w.weight(j, map.index(row: row, k: 4 &* group &+ position))
+    }
+
+    private func withMetadata<T>(_ body: (UnsafePointer<UInt8>) -> T) -> T {
+        guard case .sparse24(_, let metadata) = problem.op.tensor.storage else { preconditionFailure("not a 2:4 tensor") }
+        return metadata.withUnsafeBytes { raw in
+            body((raw.baseAddress ?? UnsafeRawPointer(bitPattern: 64)!).assumingMemoryBound(to: UInt8.self))
+        }
+    }
+
+    // MARK: Single activation row
+
+    private func gemv<R: WeightReader>(_ w: R) {
+        let op = problem.op, depth = op.depth, x = problem.x, y = problem.y
+        let groupsPerRow = depth / 4
+        // xs[p][2g + s] = x[4g + p]: the activation at position p of group g, for both slots, so
+        // that 16 kept values pick their activations with three blends instead of a gather.
+        var spread = [Float](repeating: 0, count: 4 * 2 * groupsPerRow)
+        for g in 0 ..< groupsPerRow {
+            for p in 0 ..< 4 {
+                spread[p * 2 * groupsPerRow + 2 * g] = x[4 * g + p]
+                spread[p * 2 * groupsPerRow + 2 * g + 1] = x[4 * g + p]
+            }
+        }
+        let codes = (w as? DequantizingReader<Int8Codes>)
+        let vectorised = (w.float32Values != nil || codes != nil) && op.scaleMap.isPerRow
+        withMetadata { metadata in
+            spread.withUnsafeBufferPointer { spreadBuffer in
+                let xs = spreadBuffer.baseAddress!
+                let metadataBytes = (op.rows * groupsPerRow + 1) / 2
+                Threads.split(op.rows, threads: problem.threads, granularity: 4) { range in
+                    for r in range {
+                        var g = 0
+                        var sum: Float = 0
+                        if vectorised {
+                            sum = vectorRow(w, codes, metadata, metadataBytes, xs, row: r, groupsDone: &g)
+                        }
+                        // Remaining groups (and every group of other value types), one at a time.
+                        while g < groupsPerRow {
+                            let n = r &* groupsPerRow &+ g
+                            let nibble = Int(metadata[n >> 1] >> UInt8((n & 1) << 2)) & 0xF
+                            let i0 = nibble & 3, i1 = nibble >> 2
+                            sum += value(w, row: r, group: g, slot: 0, position: i0) * x[4 &* g &+ i0]
+                            sum += value(w, row: r, group: g, slot: 1, position: i1) * x[4 &* g &+ i1]
+                            g &+= 1
+                        }
+                        y[r] = sum
+                    }
+                }
+            }
+        }
+    }
+
+    /// Eight groups per step for float32 values and int8 codes with one scale per row: returns
+    /// the row's partial sum and sets `groupsDone`.
+    @inline(__always)
+    private func vectorRow<R: WeightReader>(_ w: R, _ codes: DequantizingReader<Int8Codes>?, _ metadata: UnsafePointer<UInt8>,
+                                            _ metadataBytes: Int, _ xs: UnsafePointer<Float>, row r: Int,
+                                            groupsDone g: inout Int) -> Float {
+        let groupsPerRow = problem.op.depth / 4, half = 2 * groupsPerRow
+        let shifts = SIMD16<UInt32>(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+        let firstNibble = r &* groupsPerRow
+        let firstValue = firstNibble &* 2
+        let raw = UnsafeRawPointer(metadata)
+        var acc = Vec()
+        var zeroPoint = Vec(), scale: Float = 1
+        if let codes, !problem.op.scaleMap.rowBase.isEmpty {
+            let s = problem.op.scaleMap.rowBase[r]
+            zeroPoint = Vec(repeating: codes.zeroPoints[s])
+            scale = codes.scales[s]
+        }
+        while g &+ 8 <= groupsPerRow {
+            let n = firstNibble &+ g
+            guard (n >> 1) &+ 8 <= metadataBytes else { break }
+            // Nibbles g ..< g+8 as one word: bits 2l ..< 2l+2 hold value l's position.
+            let word = UInt32(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: n >> 1, as: UInt64.self) >> UInt64((n & 1) << 2))
+            let position = (SIMD16<UInt32>(repeating: word) &>> shifts) & 3
+            let at = 2 &* g
+            var selected = load(xs + at)
+            selected.replace(with: load(xs + half + at), where: position .== 1)
+            selected.replace(with: load(xs + 2 * half + at), where: position .== 2)
+            selected.replace(with: load(xs + 3 * half + at), where: position .== 3)
+            let values: Vec
+            if let f = w.float32Values {
+                values = load(f + firstValue + at)
+            } else {
+                let c = UnsafeRawPointer(codes!.codes.bytes + firstValue + at).loadUnaligned(as: SIMD16<Int8>.self)
+                values = Vec(SIMD16<Int32>(truncatingIfNeeded: c)) - zeroPoint
+            }
+            acc.addProduct(values, selected)
+            g &+= 8
+        }
+        return acc.sum() * scale
+    }
+}
+
+/// 8 rows x 32 batch columns of `yᵀ` from a decoded 2:4 panel: each kept value multiplies the
+/// activation vectors at its offset (only stored values are multiplied).
+@inline(never)
+func sparseTile8x32(_ v: UnsafePointer<Float>, _ off: UnsafePointer<Int32>, _ count: Int,
+                    _ xt: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ ldo: Int) {
+    let o0 = out, o1 = out + ldo, o2 = o1 + ldo, o3 = o2 + ldo, o4 = o3 + ldo, o5 = o4 + ldo, o6 = o5 + ldo, o7 = o6 + ldo
+    var c00 = load(o0), c01 = load(o0 + 16), c10 = load(o1), c11 = load(o1 + 16)
+    var c20 = load(o2), c21 = load(o2 + 16), c30 = load(o3), c31 = load(o3 + 16)
+    var c40 = load(o4), c41 = load(o4 + 16), c50 = load(o5), c51 = load(o5 + 16)
+    var c60 = load(o6), c61 = load(o6 + 16), c70 = load(o7), c71 = load(o7 + 16)
+    var vp = v, op = off
+    for _ in 0 ..< count {
+        var p = xt + Int(op[0]), b = Vec(repeating: vp[0]); c00.addProduct(load(p), b); c01.addProduct(load(p + 16), b)
+        p = xt + Int(op[1]); b = Vec(repeating: vp[1]); c10.addProduct(load(p), b); c11.addProduct(load(p + 16), b)
+        p = xt + Int(op[2]); b = Vec(repeating: vp[2]); c20.addProduct(load(p), b); c21.addProduct(load(p + 16), b)
+        p = xt + Int(op[3]); b = Vec(repeating: vp[3]); c30.addProduct(load(p), b); c31.addProduct(load(p + 16), b)
+        p = xt + Int(op[4]); b = Vec(repeating: vp[4]); c40.addProduct(load(p), b); c41.addProduct(load(p + 16), b)
+        p = xt + Int(op[5]); b = Vec(repeating: vp[5]); c50.addProduct(load(p), b); c51.addProduct(load(p + 16), b)
+        p = xt + Int(op[6]); b = Vec(repeating: vp[6]); c60.addProduct(load(p), b); c61.addProduct(load(p + 16), b)
+        p = xt + Int(op[7]); b = Vec(repeating: vp[7]); c70.addProduct(load(p), b); c71.addProduct(load(p + 16), b)
+        vp += 8
+        op += 8
+    }
+    store(c00, o0); store(c01, o0 + 16); store(c10, o1); store(c11, o1 + 16)
+    store(c20, o2); store(c21, o2 + 16); store(c30, o3); store(c31, o3 + 16)
+    store(c40, o4); store(c41, o4 + 16); store(c50, o5); store(c51, o5 + 16)
+    store(c60, o6); store(c61, o6 + 16); store(c70, o7); store(c71, o7 + 16)
+}
+
+@inline(never)
+func sparseTile8x16(_ v: UnsafePointer<Float>, _ off: UnsafePointer<Int32>, _ count: Int,
+                    _ xt: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ ldo: Int) {
+    let o0 = out, o1 = out + ldo, o2 = o1 + ldo, o3 = o2 + ldo, o4 = o3 + ldo, o5 = o4 + ldo, o6 = o5 + ldo, o7 = o6 + ldo
+    var c0 = load(o0), c1 = load(o1), c2 = load(o2), c3 = load(o3)
+    var c4 = load(o4), c5 = load(o5), c6 = load(o6), c7 = load(o7)
+    var vp = v, op = off
+    for _ in 0 ..< count {
+        c0.addProduct(load(xt + Int(op[0])), Vec(repeating: vp[0])); c1.addProduct(load(xt + Int(op[1])), Vec(repeating: vp[1]))
+        c2.addProduct(load(xt + Int(op[2])), Vec(repeating: vp[2])); c3.addProduct(load(xt + Int(op[3])), Vec(repeating: vp[3]))
+        c4.addProduct(load(xt + Int(op[4])), Vec(repeating: vp[4])); c5.addProduct(load(xt + Int(op[5])), Vec(repeating: vp[5]))
+        c6.addProduct(load(xt + Int(op[6])), Vec(repeating: vp[6])); c7.addProduct(load(xt + Int(op[7])), Vec(repeating: vp[7]))
+        vp += 8
+        op += 8
+    }
+    store(c0, o0); store(c1, o1); store(c2, o2); store(c3, o3)
+    store(c4, o4); store(c5, o5); store(c6, o6); store(c7, o7)
+}
