@@ -33,19 +33,22 @@ let package = Package(
         // Reference kernels: GEMM and GEMV over every stored layout and quantization.
         .target(name: "TesseraRuntime", dependencies: ["Tessera"]),
 
+        // `verify` levels 2 and 3: a file against its source, tensor by tensor and kernel by kernel.
+        .target(name: "TesseraVerify", dependencies: ["Tessera", "TesseraRuntime", "TesseraConvert"]),
+
         // ONNX import and export: the only module that sees CONNXProto.
         .target(name: "TesseraONNX", dependencies: ["Tessera", "CONNXProto"]),
 
         // The command-line tool: thin commands over the modules above.
         .executableTarget(
             name: "tessera",
-            dependencies: ["Tessera", "TesseraONNX", "TesseraConvert", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Tessera", "TesseraONNX", "TesseraConvert", "TesseraRuntime", "TesseraVerify", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         // Benchmark harness (run by `make bench`, never by `swift test`).
         .executableTarget(
             name: "tessera-bench",
-            dependencies: ["Tessera", .product(name: "ArgumentParser", package: "swift-argument-parser")],
+            dependencies: ["Tessera", "TesseraRuntime", .product(name: "ArgumentParser", package: "swift-argument-parser")],
             path: "Benchmarks/TesseraBench"
         ),
 

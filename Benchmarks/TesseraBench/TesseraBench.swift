@@ -7,7 +7,7 @@ struct TesseraBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tessera-bench",
         abstract: "Tessera's benchmark harness: Tessera and its peers side by side, in one run.",
-        subcommands: [Synthesize.self, FormatBench.self, ImportBench.self]
+        subcommands: [Synthesize.self, FormatBench.self, ImportBench.self, KernelBench.self]
     )
 }
 

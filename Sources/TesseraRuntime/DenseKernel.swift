@@ -103,29 +103,30 @@ struct DenseKernel: WeightKernel {
         }
     }
 
+    /// `y[range] = Σ_k x[k] · W[k, range]`, one stored row at a time: the weights stream in
+    /// order and the outputs stay in L1.
     private func columnsFloat32(_ f: UnsafePointer<Float>, _ range: Range<Int>) {
-        let rows = problem.op.rows, depth = problem.op.depth, x = problem.x, y = problem.y
-        var n0 = range.lowerBound
-        while n0 + 128 <= range.upperBound {
-            var a0 = Vec(), a1 = Vec(), a2 = Vec(), a3 = Vec(), a4 = Vec(), a5 = Vec(), a6 = Vec(), a7 = Vec()
-            var p = f + n0
-            for k in 0 ..< depth {
-                let s = Vec(repeating: x[k])
-                a0.addProduct(load(p), s); a1.addProduct(load(p + 16), s)
-                a2.addProduct(load(p + 32), s); a3.addProduct(load(p + 48), s)
-                a4.addProduct(load(p + 64), s); a5.addProduct(load(p + 80), s)
-                a6.addProduct(load(p + 96), s); a7.addProduct(load(p + 112), s)
-                p += rows
+        let rows = problem.op.rows, depth = problem.op.depth, x = problem.x
+        let out = problem.y + range.lowerBound, width = range.count
+        out.initialize(repeating: 0, count: width)
+        for k in 0 ..< depth {
+            let s = Vec(repeating: x[k]), row = f + (k &* rows &+ range.lowerBound)
+            var i = 0
+            while i &+ 64 <= width {
+                store(load(out + i).addingProduct(load(row + i), s), out + i)
+                store(load(out + i + 16).addingProduct(load(row + i + 16), s), out + i + 16)
+                store(load(out + i + 32).addingProduct(load(row + i + 32), s), out + i + 32)
+                store(load(out + i + 48).addingProduct(load(row + i + 48), s), out + i + 48)
+                i &+= 64
             }
-            let o = y + n0
-            store(a0, o); store(a1, o + 16); store(a2, o + 32); store(a3, o + 48)
-            store(a4, o + 64); store(a5, o + 80); store(a6, o + 96); store(a7, o + 112)
-            n0 += 128
-        }
-        for n in n0 ..< range.upperBound {
-            var s: Float = 0
-            for k in 0 ..< depth { s += x[k] * f[k &* rows &+ n] }
-            y[n] = s
+            while i &+ 16 <= width {
+                store(load(out + i).addingProduct(load(row + i), s), out + i)
+                i &+= 16
+            }
+            while i < width {
+                out[i] += x[k] * row[i]
+                i &+= 1
+            }
         }
     }
 

@@ -154,12 +154,15 @@ struct Sparse24Kernel: WeightKernel {
             guard (n >> 1) &+ 8 <= metadataBytes else { break }
             // Nibbles g ..< g+8 as one word: bits 2l ..< 2l+2 hold value l's position.
             let word = UInt32(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: n >> 1, as: UInt64.self) >> UInt64((n & 1) << 2))
-            let position = (SIMD16<UInt32>(repeating: word) &>> shifts) & 3
+            // Bit selects (SIMD comparisons compile to per-lane loops): bit 0 of the position
+            // picks within {0, 1} and {2, 3}, bit 1 between the two.
+            let position = SIMD16<UInt32>(repeating: word) &>> shifts
+            let bit0 = SIMD16<UInt32>.zero &- (position & 1), bit1 = SIMD16<UInt32>.zero &- ((position &>> 1) & 1)
             let at = 2 &* g
-            var selected = load(xs + at)
-            selected.replace(with: load(xs + half + at), where: position .== 1)
-            selected.replace(with: load(xs + 2 * half + at), where: position .== 2)
-            selected.replace(with: load(xs + 3 * half + at), where: position .== 3)
+            let x0 = bits(load(xs + at)), x1 = bits(load(xs + half + at))
+            let x2 = bits(load(xs + 2 * half + at)), x3 = bits(load(xs + 3 * half + at))
+            let low = (x0 & ~bit0) | (x1 & bit0), high = (x2 & ~bit0) | (x3 & bit0)
+            let selected = unsafeBitCast((low & ~bit1) | (high & bit1), to: Vec.self)
             let values: Vec
             if let f = w.float32Values {
                 values = load(f + firstValue + at)
@@ -173,6 +176,8 @@ struct Sparse24Kernel: WeightKernel {
         return acc.sum() * scale
     }
 }
+
+@inline(__always) private func bits(_ v: Vec) -> SIMD16<UInt32> { unsafeBitCast(v, to: SIMD16<UInt32>.self) }
 
 /// 8 rows x 32 batch columns of `yᵀ` from a decoded 2:4 panel: each kept value multiplies the
 /// activation vectors at its offset (only stored values are multiplied).

@@ -3,13 +3,14 @@ import Foundation
 import Tessera
 import TesseraConvert
 import TesseraONNX
+import TesseraRuntime
 
 @main
 struct TesseraCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tessera",
         abstract: "Small, verifiable model files for edge deployment.",
-        subcommands: [Convert.self, Inspect.self, Verify.self, Export.self, Pack.self, Unpack.self]
+        subcommands: [Convert.self, Inspect.self, Verify.self, Export.self, Pack.self, Unpack.self, Bench.self]
     )
 }
 
@@ -22,6 +23,8 @@ func reportingErrors(_ body: () throws -> Void) throws {
     } catch let error as ONNXError {
         fail(error.description)
     } catch let error as ConvertError {
+        fail(error.description)
+    } catch let error as RuntimeError {
         fail(error.description)
     }
 }

@@ -10,7 +10,9 @@ struct RunResult {
 }
 
 /// Run the `tessera` binary built next to this test bundle.
-func tessera(_ arguments: String...) throws -> RunResult {
+func tessera(_ arguments: String...) throws -> RunResult { try tessera(arguments) }
+
+func tessera(_ arguments: [String]) throws -> RunResult {
     let products = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
     let process = Process()
     process.executableURL = products.appendingPathComponent("tessera")

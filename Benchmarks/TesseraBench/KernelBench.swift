@@ -1,0 +1,151 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Tessera
+import TesseraRuntime
+
+/// Tessera's kernels next to numpy/OpenBLAS, scipy CSR and onnxruntime on the same shapes.
+/// Shapes are M x K x N with N the batch: y = W·x with W [M, K], stored as a MatMul B [K, M].
+struct KernelBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kernels",
+        abstract: "Dense, CSR and 2:4 kernels (float and int8) against numpy, scipy and onnxruntime.")
+
+    @Option(help: "Python with numpy, scipy, threadpoolctl and onnxruntime (for the peers).") var python = "python3"
+    @Option(help: "Comma-separated M x K x N shapes.") var shapes = "768x768x128,3072x768x128,768x3072x128,4096x4096x32,4096x4096x1"
+    @Option(help: "Comma-separated CSR sparsities.") var sparsities = "0.75,0.9,0.95"
+    @Option(help: "Seconds spent timing each kernel (the best run is reported).") var budget = 0.5
+
+    func run() throws {
+        let shapeList = shapes.split(separator: ",").map { $0.split(separator: "x").map { Int($0)! } }
+        let csrLevels = sparsities.split(separator: ",").map { Double($0)! }
+        let peers = try runPeers()
+        let bandwidth = Self.readBandwidth()
+        print("Kernel benchmark (best of \(budget) s per kernel; GFLOP/s = 2·M·K·N / time, dense-equivalent for sparse kernels)")
+        print(String(format: "memory read bandwidth, one thread: %.1f GB/s (sum over a 1 GiB array)\n", bandwidth / 1e9))
+        var checks: [String] = []
+
+        for shape in shapeList {
+            let (m, k, n) = (shape[0], shape[1], shape[2])
+            let peer = peers["\(m),\(k),\(n)"] ?? [:]
+            let flops = 2.0 * Double(m * k * n)
+            print("\(m) x \(k) x \(n)")
+            print("  kernel                  threads   time ms   GFLOP/s   vs numpy dense   vs its peer")
+            var model = SyntheticModel(seed: UInt64(m * 31 + k))
+            let x = model.normal(n * k, std: 1)
+            var variants: [(name: String, tensor: Tensor, peer: String)] = []
+            let dense = model.normal(k * m)
+            variants.append(("dense f32", Self.matmulB(dense, k, m), "ort_fp32"))
+            variants.append(("dense int8", SyntheticModel.int8PerChannel("w", dense, k: k, n: m), "ort_int8"))
+            let pruned = model.pruned24(k, m)
+            variants.append(("2:4 f32", try Self.matmulB(pruned, k, m).encoded(as: .sparse24), "numpy"))
+            variants.append(("2:4 int8", try SyntheticModel.int8PerChannel("w", pruned, k: k, n: m).encoded(as: .sparse24), "ort_int8"))
+            for level in csrLevels {
+                let w = model.prunedUnstructured(k * m, sparsity: level)
+                variants.append(("csr \(Int(level * 100))%", try Self.matmulB(w, k, m).encoded(as: .csr), "scipy_csr_\(level)"))
+            }
+            for variant in variants {
+                let op = try LinearOperator(variant.tensor)
+                var y = [Float](repeating: 0, count: n * m)
+                for threads in [1, 2] {
+                    let seconds = x.withUnsafeBufferPointer { xp in
+                        y.withUnsafeMutableBufferPointer { yp in
+                            best { op.apply(xp.baseAddress!, batch: n, into: yp.baseAddress!, threads: threads) }
+                        }
+                    }
+                    let numpy = peer["numpy"]?[String(threads)]
+                    let other = peer[variant.peer]?[String(threads)]
+                    var line = "  " + pad(variant.name, 24) + pad("\(threads)", 10) + pad(String(format: "%.3f", seconds * 1e3), 10)
+                        + pad(String(format: "%.1f", flops / seconds / 1e9), 10)
+                        + pad(numpy.map { String(format: "%.2fx", $0 / seconds) } ?? "-", 17)
+                        + (other.map { String(format: "%.2fx %@", $0 / seconds, variant.peer) } ?? "-")
+                    if n == 1 {
+                        let bytes = variant.tensor.buffers.reduce(0) { $0 + $1.buffer.count }
+                        line += String(format: "   weights %.1f GB/s = %.0f%% of bandwidth", Double(bytes) / seconds / 1e9, Double(bytes) / seconds / bandwidth * 100)
+                        if threads == 1 && ["dense f32", "2:4 f32", "2:4 int8"].contains(variant.name) {
+                            checks.append(String(format: "GEMV %@ at %dx%d: %.0f%% of read bandwidth (target >= 60%%)", variant.name, m, k, Double(bytes) / seconds / bandwidth * 100))
+                        }
+                    }
+                    print(line)
+                    if threads == 1, let numpy, let other {
+                        checks += Self.targets(variant.name, m, k, n, numpy / seconds, other / seconds)
+                    }
+                }
+            }
+            print("")
+        }
+        print("Targets (one thread):")
+        checks.forEach { print("  " + $0) }
+    }
+
+    static func targets(_ kernel: String, _ m: Int, _ k: Int, _ n: Int, _ vsNumpy: Double, _ vsPeer: Double) -> [String] {
+        let at = "\(m)x\(k)x\(n)"
+        switch (kernel, at) {
+        case ("dense f32", "768x768x128"): return [String(format: "dense f32 GEMM %@: %.2fx numpy (target >= 0.6x)", at, vsNumpy)]
+        case ("2:4 f32", "768x768x128"): return [String(format: "2:4 f32 GEMM %@: %.2fx numpy dense (target >= 1.0x)", at, vsNumpy)]
+        case ("csr 90%", "768x768x128"):
+            return [String(format: "CSR 90%% %@: %.2fx scipy CSR (target >= 3x), %.2fx numpy dense (target >= 1.5x)", at, vsPeer, vsNumpy)]
+        case ("2:4 int8", "4096x4096x1"): return [String(format: "2:4 int8 GEMV %@: %.2fx onnxruntime MatMulInteger (target >= 1.0x)", at, vsPeer)]
+        default: return []
+        }
+    }
+
+    static func matmulB(_ w: [Float], _ k: Int, _ m: Int) -> Tensor {
+        Tensor(name: "w", dataType: .float, shape: [k, m], role: .matmulB, reductionAxis: 0, storage: .dense(values: TensorBytes(float32: w)))
+    }
+
+    /// Best time of `body` over `budget` seconds (at least three runs after a warm-up).
+    func best(_ body: () -> Void) -> Double {
+        body()
+        var fastest = Double.infinity, runs = 0
+        let start = DispatchTime.now().uptimeNanoseconds
+        while runs < 3 || (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < budget && runs < 500) {
+            let t = DispatchTime.now().uptimeNanoseconds
+            body()
+            fastest = min(fastest, Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9)
+            runs += 1
+        }
+        return fastest
+    }
+
+    /// Bytes per second of one thread summing a 1 GiB array (far larger than the caches).
+    static func readBandwidth() -> Double {
+        let count = 1 << 28
+        let data = UnsafeMutablePointer<Float>.allocate(capacity: count)
+        defer { data.deallocate() }
+        data.initialize(repeating: 1, count: count)
+        var fastest = Double.infinity, sink: Float = 0
+        for _ in 0 ..< 3 {
+            let t = DispatchTime.now().uptimeNanoseconds
+            var a0 = SIMD16<Float>(), a1 = SIMD16<Float>(), a2 = SIMD16<Float>(), a3 = SIMD16<Float>()
+            let raw = UnsafeRawPointer(data)
+            for i in stride(from: 0, to: count * 4, by: 256) {
+                a0 += raw.loadUnaligned(fromByteOffset: i, as: SIMD16<Float>.self)
+                a1 += raw.loadUnaligned(fromByteOffset: i + 64, as: SIMD16<Float>.self)
+                a2 += raw.loadUnaligned(fromByteOffset: i + 128, as: SIMD16<Float>.self)
+                a3 += raw.loadUnaligned(fromByteOffset: i + 192, as: SIMD16<Float>.self)
+            }
+            sink += (a0 + a1 + a2 + a3).sum()
+            fastest = min(fastest, Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9)
+        }
+        precondition(sink > 0)
+        return Double(count * 4) / fastest
+    }
+
+    /// Seconds per peer, shape and thread count, from Benchmarks/kernel_peers.py.
+    func runPeers() throws -> [String: [String: [String: Double]]] {
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("kernel_peers.py").path
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = [python, script, shapes, sparsities]
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        try process.run()
+        let data = pipe.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw ValidationError("\(script) failed") }
+        return try JSONDecoder().decode([String: [String: [String: Double]]].self, from: data)
+    }
+
+    func pad(_ s: String, _ width: Int) -> String { s.padding(toLength: max(width, s.count + 1), withPad: " ", startingAt: 0) }
+}

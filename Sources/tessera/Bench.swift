@@ -1,0 +1,78 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Tessera
+import TesseraRuntime
+import TesseraVerify
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Time each GEMM weight's kernel against the dense float32 kernel on the same shape.")
+
+    @Argument(help: "A .tess file.")
+    var file: String
+
+    @Option(help: "The batch (activation rows) timed next to batch 1.")
+    var batch = 32
+
+    @Option(help: "Threads per kernel call.")
+    var threads = 1
+
+    @Option(help: "Seconds spent timing each kernel (the best run is reported).")
+    var budget = 0.2
+
+    func validate() throws {
+        guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard budget > 0 else { throw ValidationError("--budget must be positive") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            let tess = try TessFile.open(file)
+            print("\(file): kernel against dense float32 on the same shape, \(threads) thread(s), best of \(budget) s")
+            var rows = [["tensor", "layout", "quant", "rows x depth", "batch", "kernel ms", "dense ms", "speedup"]]
+            for index in tess.tensors.indices {
+                let stored = try tess.tensor(index)
+                guard stored.reductionAxis != nil, let op = try? LinearOperator(stored) else { continue }
+                let dense = try LinearOperator(Tensor(name: stored.name, dataType: .float, shape: stored.shape, role: stored.role,
+                                                      reductionAxis: stored.reductionAxis,
+                                                      storage: .dense(values: TensorBytes(float32: try stored.densify()))))
+                for n in Set([1, batch]).sorted() {
+                    let x = SourceVerifier.activations(count: n * op.depth, seed: 1)
+                    let kernel = time(op, x, n), reference = time(dense, x, n)
+                    rows.append([stored.name, stored.storage.kind.description, stored.quantization.map { "\($0.codeType)" } ?? "-",
+                                 "\(op.rows) x \(op.depth)", "\(n)", String(format: "%.4f", kernel * 1e3),
+                                 String(format: "%.4f", reference * 1e3), String(format: "%.2fx", reference / kernel)])
+                }
+            }
+            guard rows.count > 1 else {
+                print("no GEMM weights (tensors with a reduction axis) to time")
+                return
+            }
+            let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max()! }
+            for row in rows { print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ")) }
+        }
+    }
+
+    /// Best seconds per call of `op` on `x` over the budget (after one warm-up call).
+    private func time(_ op: LinearOperator, _ x: [Float], _ n: Int) -> Double {
+        var y = [Float](repeating: 0, count: n * op.rows)
+        return x.withUnsafeBufferPointer { xp in
+            y.withUnsafeMutableBufferPointer { yp in
+                let xBase = xp.baseAddress!, yBase = yp.baseAddress!
+                let call = { op.apply(xBase, batch: n, into: yBase, threads: threads) }
+                call()
+                var fastest = Double.infinity, runs = 0
+                let start = DispatchTime.now().uptimeNanoseconds
+                while runs < 3 || (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < budget && runs < 10_000) {
+                    let t = DispatchTime.now().uptimeNanoseconds
+                    call()
+                    fastest = min(fastest, Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9)
+                    runs += 1
+                }
+                return fastest
+            }
+        }
+    }
+}
