@@ -3,7 +3,7 @@
 #   make demo    build, convert the committed digits model, inspect, verify, export, compare
 #   make test    every test: Swift (format, CLI) and Python oracles (onnx, onnxruntime)
 #   make sanitize the tests under AddressSanitizer (with leak checks) and ThreadSanitizer
-#   make bench   the benchmark harness (Tessera next to its peers, one run)
+#   make bench   the benchmark harness: format, ONNX import and kernels next to their peers, one run
 #   make results docs/COMPRESSION.md: every recipe's size and fidelity next to quantize_dynamic
 #   make fuzz    libFuzzer on the .tess reader and the ONNX importer (FUZZ_SECONDS each)
 #
@@ -17,6 +17,9 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_PACKAGES := pkg-config libzstd-dev libxxhash-dev libprotobuf-c-dev zstd time
 VENV := .venv
 RELEASE := .build/release
+# The kernels use explicit 16-float SIMD; on the baseline x86-64 target every fused multiply-add
+# becomes a library call. Build for this machine's CPU; `make ARCH_FLAGS=` builds a portable binary.
+ARCH_FLAGS ?= -Xswiftc -target-cpu -Xswiftc native
 DEMO := .build/demo
 
 FUZZ_SECONDS ?= 600
@@ -45,10 +48,10 @@ $(VENV)/.installed: requirements.txt | deps
 	touch $@
 
 build: deps
-	$(SWIFT) build -c release
+	$(SWIFT) build -c release $(ARCH_FLAGS)
 
 test: deps venv
-	$(SWIFT) build --build-tests
+	$(SWIFT) build --build-tests $(ARCH_FLAGS)
 	$(SWIFT) test --skip-build
 	TESSERA=.build/debug/tessera $(VENV)/bin/python -m pytest -q -p no:cacheprovider Tests/python
 
@@ -59,13 +62,13 @@ sanitize: deps venv
 	@# The SIGKILL and size-bound tests check no memory behaviour and are slow under ASan.
 	ASAN_OPTIONS=detect_leaks=1 TESSERA=.build-asan/debug/tessera $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
 	  -k "not sigkill and not minilm_2to4" Tests/python
-	$(SWIFT) test --scratch-path .build-tsan --sanitize=thread --filter concurrentReadersAgree
+	$(SWIFT) test --scratch-path .build-tsan --sanitize=thread --filter "concurrentReadersAgree|KernelTests"
 
 demo: build venv
 	@mkdir -p $(DEMO)
 	$(RELEASE)/tessera convert fixtures/onnx/digits_mlp.onnx -o $(DEMO)/digits.tess --force
 	$(RELEASE)/tessera inspect $(DEMO)/digits.tess
-	$(RELEASE)/tessera verify $(DEMO)/digits.tess
+	$(RELEASE)/tessera verify $(DEMO)/digits.tess --source fixtures/onnx/digits_mlp.onnx
 	$(RELEASE)/tessera export $(DEMO)/digits.tess -o $(DEMO)/digits.onnx --force
 	$(VENV)/bin/python fixtures/show_roundtrip.py fixtures/onnx/digits_mlp.onnx $(DEMO)/digits.onnx
 
@@ -74,6 +77,7 @@ MINILM = $$($(VENV)/bin/python -c 'import importlib.util, os; print(os.path.join
 bench: build venv
 	$(RELEASE)/tessera-bench format
 	$(RELEASE)/tessera-bench onnx --model $(MINILM) --python $(VENV)/bin/python
+	$(RELEASE)/tessera-bench kernels --python $(VENV)/bin/python
 
 results: build venv
 	TESSERA=$(RELEASE)/tessera $(VENV)/bin/python Benchmarks/compression_results.py > /dev/null
