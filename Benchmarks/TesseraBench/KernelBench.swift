@@ -50,7 +50,7 @@ struct KernelBench: ParsableCommand {
                 for threads in [1, 2] {
                     let seconds = x.withUnsafeBufferPointer { xp in
                         y.withUnsafeMutableBufferPointer { yp in
-                            best { op.apply(xp.baseAddress!, batch: n, into: yp.baseAddress!, threads: threads) }
+                            Timing.best(budget: budget, maxRuns: 500) { op.apply(xp.baseAddress!, batch: n, into: yp.baseAddress!, threads: threads) }
                         }
                     }
                     let numpy = peer["numpy"]?[String(threads)]
@@ -92,20 +92,6 @@ struct KernelBench: ParsableCommand {
 
     static func matmulB(_ w: [Float], _ k: Int, _ m: Int) -> Tensor {
         Tensor(name: "w", dataType: .float, shape: [k, m], role: .matmulB, reductionAxis: 0, storage: .dense(values: TensorBytes(float32: w)))
-    }
-
-    /// Best time of `body` over `budget` seconds (at least three runs after a warm-up).
-    func best(_ body: () -> Void) -> Double {
-        body()
-        var fastest = Double.infinity, runs = 0
-        let start = DispatchTime.now().uptimeNanoseconds
-        while runs < 3 || (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < budget && runs < 500) {
-            let t = DispatchTime.now().uptimeNanoseconds
-            body()
-            fastest = min(fastest, Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9)
-            runs += 1
-        }
-        return fastest
     }
 
     /// Bytes per second of one thread summing a 1 GiB array (far larger than the caches).

@@ -1,5 +1,4 @@
 import ArgumentParser
-import Dispatch
 import Foundation
 import Tessera
 import TesseraRuntime
@@ -61,17 +60,7 @@ struct Bench: ParsableCommand {
         return x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
                 let xBase = xp.baseAddress!, yBase = yp.baseAddress!
-                let call = { op.apply(xBase, batch: n, into: yBase, threads: threads) }
-                call()
-                var fastest = Double.infinity, runs = 0
-                let start = DispatchTime.now().uptimeNanoseconds
-                while runs < 3 || (Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9 < budget && runs < 10_000) {
-                    let t = DispatchTime.now().uptimeNanoseconds
-                    call()
-                    fastest = min(fastest, Double(DispatchTime.now().uptimeNanoseconds - t) / 1e9)
-                    runs += 1
-                }
-                return fastest
+                return Timing.best(budget: budget) { op.apply(xBase, batch: n, into: yBase, threads: threads) }
             }
         }
     }
