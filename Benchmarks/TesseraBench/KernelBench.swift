@@ -35,14 +35,14 @@ struct KernelBench: ParsableCommand {
             let x = model.normal(n * k, std: 1)
             var variants: [(name: String, tensor: Tensor, peer: String)] = []
             let dense = model.normal(k * m)
-            variants.append(("dense f32", Self.matmulB(dense, k, m), "ort_fp32"))
+            variants.append(("dense f32", SyntheticModel.dense("w", dense, [k, m], role: .matmulB, axis: 0), "ort_fp32"))
             variants.append(("dense int8", SyntheticModel.int8PerChannel("w", dense, k: k, n: m), "ort_int8"))
             let pruned = model.pruned24(k, m)
-            variants.append(("2:4 f32", try Self.matmulB(pruned, k, m).encoded(as: .sparse24), "numpy"))
+            variants.append(("2:4 f32", try SyntheticModel.dense("w", pruned, [k, m], role: .matmulB, axis: 0).encoded(as: .sparse24), "numpy"))
             variants.append(("2:4 int8", try SyntheticModel.int8PerChannel("w", pruned, k: k, n: m).encoded(as: .sparse24), "ort_int8"))
             for level in csrLevels {
                 let w = model.prunedUnstructured(k * m, sparsity: level)
-                variants.append(("csr \(Int(level * 100))%", try Self.matmulB(w, k, m).encoded(as: .csr), "scipy_csr_\(level)"))
+                variants.append(("csr \(Int(level * 100))%", try SyntheticModel.dense("w", w, [k, m], role: .matmulB, axis: 0).encoded(as: .csr), "scipy_csr_\(level)"))
             }
             for variant in variants {
                 let op = try LinearOperator(variant.tensor)
@@ -88,10 +88,6 @@ struct KernelBench: ParsableCommand {
         case ("2:4 int8", "4096x4096x1"): return [String(format: "2:4 int8 GEMV %@: %.2fx onnxruntime MatMulInteger (target >= 1.0x)", at, vsPeer)]
         default: return []
         }
-    }
-
-    static func matmulB(_ w: [Float], _ k: Int, _ m: Int) -> Tensor {
-        Tensor(name: "w", dataType: .float, shape: [k, m], role: .matmulB, reductionAxis: 0, storage: .dense(values: TensorBytes(float32: w)))
     }
 
     /// Bytes per second of one thread summing a 1 GiB array (far larger than the caches).

@@ -51,7 +51,7 @@ struct Sparse24Kernel: WeightKernel {
     /// Values and activation offsets of groups `g0 ..< g0+count` of rows `r0 ..< r0+8`.
     private func decodePanel<R: WeightReader>(_ w: R, _ metadata: UnsafePointer<UInt8>, firstRow r0: Int, g0: Int, count gn: Int,
                                               ld: Int, values: UnsafeMutablePointer<Float>, offsets: UnsafeMutablePointer<Int32>) {
-        let op = problem.op, groupsPerRow = op.depth / 4
+        let op = problem.op, map = op.scaleMap, groupsPerRow = op.depth / 4
         for i in 0 ..< 8 {
             let r = r0 + i
             guard r < op.rows else {
@@ -61,11 +61,10 @@ struct Sparse24Kernel: WeightKernel {
             let firstGroup = r &* groupsPerRow &+ g0
             for g in 0 ..< gn {
                 let n = firstGroup &+ g
-                let nibble = Int(metadata[n >> 1] >> UInt8((n & 1) << 2)) & 0xF
-                let i0 = nibble & 3, i1 = nibble >> 2
+                let (i0, i1) = positions(metadata, n)
                 let j = (g &* 2) &* 8 &+ i
-                values[j] = value(w, row: r, group: g0 &+ g, slot: 0, position: i0)
-                values[j &+ 8] = value(w, row: r, group: g0 &+ g, slot: 1, position: i1)
+                values[j] = value(w, map, row: r, group: g0 &+ g, slot: 0, position: i0)
+                values[j &+ 8] = value(w, map, row: r, group: g0 &+ g, slot: 1, position: i1)
                 offsets[j] = Int32((4 &* g &+ i0) &* ld)
                 offsets[j &+ 8] = Int32((4 &* g &+ i1) &* ld)
             }
@@ -74,11 +73,17 @@ struct Sparse24Kernel: WeightKernel {
 
     /// Kept value `slot` of `group` in view row `row`, whose depth index is `4·group + position`.
     @inline(__always)
-    private func value<R: WeightReader>(_ w: R, row: Int, group: Int, slot: Int, position: Int) -> Float {
-        let map = problem.op.scaleMap
+    private func value<R: WeightReader>(_ w: R, _ map: ScaleMap, row: Int, group: Int, slot: Int, position: Int) -> Float {
         let j = (row &* (problem.op.depth / 4) &+ group) &* 2 &+ slot
         if map.rowBase.isEmpty { return w.weight(j, 0) }
         return w.weight(j, map.index(row: row, k: 4 &* group &+ position))
+    }
+
+    /// Positions of the two kept values of group `n` (counted over the whole tensor).
+    @inline(__always)
+    private func positions(_ metadata: UnsafePointer<UInt8>, _ n: Int) -> (Int, Int) {
+        let nibble = Int(metadata[n >> 1] >> UInt8((n & 1) << 2)) & 0xF
+        return (nibble & 3, nibble >> 2)
     }
 
     private func withMetadata<T>(_ body: (UnsafePointer<UInt8>) -> T) -> T {
@@ -91,7 +96,7 @@ struct Sparse24Kernel: WeightKernel {
     // MARK: Single activation row
 
     private func gemv<R: WeightReader>(_ w: R) {
-        let op = problem.op, depth = op.depth, x = problem.x, y = problem.y
+        let op = problem.op, map = op.scaleMap, depth = op.depth, x = problem.x, y = problem.y
         let groupsPerRow = depth / 4
         // xs[p][2g + s] = x[4g + p]: the activation at position p of group g, for both slots, so
         // that 16 kept values pick their activations with three blends instead of a gather.
@@ -118,10 +123,9 @@ struct Sparse24Kernel: WeightKernel {
                         // Remaining groups (and every group of other value types), one at a time.
                         while g < groupsPerRow {
                             let n = r &* groupsPerRow &+ g
-                            let nibble = Int(metadata[n >> 1] >> UInt8((n & 1) << 2)) & 0xF
-                            let i0 = nibble & 3, i1 = nibble >> 2
-                            sum += value(w, row: r, group: g, slot: 0, position: i0) * x[4 &* g &+ i0]
-                            sum += value(w, row: r, group: g, slot: 1, position: i1) * x[4 &* g &+ i1]
+                            let (i0, i1) = positions(metadata, n)
+                            sum += value(w, map, row: r, group: g, slot: 0, position: i0) * x[4 &* g &+ i0]
+                            sum += value(w, map, row: r, group: g, slot: 1, position: i1) * x[4 &* g &+ i1]
                             g &+= 1
                         }
                         y[r] = sum

@@ -49,8 +49,7 @@ struct Bench: ParsableCommand {
                 print("no GEMM weights (tensors with a reduction axis) to time")
                 return
             }
-            let widths = rows[0].indices.map { c in rows.map { $0[c].count }.max()! }
-            for row in rows { print(row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ")) }
+            TextTable.lines(rows).forEach { print($0) }
         }
     }
 

@@ -39,19 +39,11 @@ struct Inspect: ParsableCommand {
         let dense = rows.compactMap(\.denseMACs).reduce(0, +), effective = rows.compactMap(\.effectiveMACs).reduce(0, +)
         cells.append(["total (\(rows.count) tensors)", "", "", "", "", "", "", String(stored), String(decoded), "",
                       dense == effective ? String(dense) : "\(dense)->\(effective)"])
-        let widths = header.indices.map { c in ([header] + cells).map { $0[c].count }.max()! }
-        let numeric: Set<Int> = [6, 7, 8, 10]
-        func line(_ row: [String]) -> String {
-            row.enumerated().map { c, s in
-                let pad = String(repeating: " ", count: widths[c] - s.count)
-                return numeric.contains(c) ? pad + s : s + pad
-            }.joined(separator: "  ").trimmingCharacters(in: .whitespaces)
-        }
         let h = tess.header
         var out = ["\(tess.path): Tessera v\(h.majorVersion).\(h.minorVersion), \(tess.fileSize) bytes, alignment \(h.alignment)",
                    "(stored: bytes in the file; runtime: bytes held in memory to run it; MACs/row: dense -> effective multiply-adds per input row, k = reduction axis)",
-                   line(header)]
-        out += cells.map(line)
+]
+        out += TextTable.lines([header] + cells, rightAligned: [6, 7, 8, 10])
         if let meta = tess.metadataJSON { out.append("metadata: \(meta.count) bytes of JSON") }
         if let graph = tess.graph { out.append("graph: \(graph.count) bytes") }
         return out.joined(separator: "\n")

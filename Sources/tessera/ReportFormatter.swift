@@ -29,14 +29,7 @@ enum ReportFormatter {
                         f.snrDB.map { String(format: "%.1f", $0) } ?? "-",
                         f.bitExact ? "1" : String(format: "%.6f", f.cosine), t.reason]
             }
-            let widths = header.indices.map { c in ([header] + rows).map { $0[c].count }.max()! }
-            let right: Set = [4, 5, 6, 7, 8, 9]
-            for row in [header] + rows {
-                lines.append(row.enumerated().map { c, s in
-                    let pad = String(repeating: " ", count: widths[c] - s.count)
-                    return right.contains(c) ? pad + s : s + pad
-                }.joined(separator: "  ").trimmingCharacters(in: .whitespaces))
-            }
+            lines += TextTable.lines([header] + rows, rightAligned: [4, 5, 6, 7, 8, 9])
         }
         let lossy = report.tensors.filter { !$0.fidelity.bitExact }.count
         lines.append("\(source) -> \(output): \(report.tensors.count) tensors, \(lossy == 0 ? "lossless" : "\(lossy) changed"); " +

@@ -100,8 +100,7 @@ struct Verify: ParsableCommand {
                          number(f?.maxAbsError, "%.3g"), number(f?.relativeError, "%.3g"), number(f?.snrDB, "%.1f"),
                          number(f?.cosine, "%.6f"), number(t.kernel?.relativeError, "%.3g"), number(t.kernel?.cosine, "%.6f")])
         }
-        let widths = header.indices.map { c in rows.map { $0[c].count }.max()! }
-        lines += rows.map { row in row.enumerated().map { $1.padding(toLength: widths[$0], withPad: " ", startingAt: 0) }.joined(separator: "  ") }
+        lines += TextTable.lines(rows)
         for name in report.missing { lines.append("FAIL: source tensor '\(name)' is not in the file") }
         for name in report.unexpected { lines.append("FAIL: tensor '\(name)' is not in the source") }
         for t in report.tensors { for p in t.problems { lines.append("FAIL: tensor '\(t.name)': \(p)") } }
