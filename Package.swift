@@ -30,8 +30,9 @@ let package = Package(
         // Pruning, quantization and encoding choice.
         .target(name: "TesseraConvert", dependencies: ["Tessera"]),
 
-        // Reference kernels: GEMM and GEMV over every stored layout and quantization.
-        .target(name: "TesseraRuntime", dependencies: ["Tessera"]),
+        // Reference kernels (GEMM and GEMV over every stored layout and quantization) and the
+        // graph executor that runs an ONNX graph on them.
+        .target(name: "TesseraRuntime", dependencies: ["Tessera", "TesseraONNX"]),
 
         // `verify` levels 2 and 3: a file against its source, tensor by tensor and kernel by kernel.
         .target(name: "TesseraVerify", dependencies: ["Tessera", "TesseraRuntime", "TesseraConvert"]),

@@ -43,7 +43,7 @@ public enum ONNXExporter {
         // First pass: sizes only, to decide whether the data must go to an external file.
         var total = 0
         for site in sites {
-            guard let name = tensorName(site), let i = file.index(of: name) else { continue }
+            guard let name = site.storedTensorName, let i = file.index(of: name) else { continue }
             let entry = file.tensors[i]
             total += entry.dataType.byteCount(try TensorGeometry(shape: entry.shape).elementCount)
         }
@@ -54,7 +54,7 @@ public enum ONNXExporter {
 
         var count = 0
         for site in sites {
-            guard let name = tensorName(site) else { continue }
+            guard let name = site.storedTensorName else { continue }
             let tensor: Tensor
             do {
                 tensor = try file.tensor(named: name)
@@ -163,13 +163,6 @@ public enum ONNXExporter {
     }
 
     /// The .tess tensor a site points at, if its payload was moved out at conversion.
-    private static func tensorName(_ site: PayloadSite) -> String? {
-        switch site.holder {
-        case .tensor(let t): return t.isExternal ? t.externalData[GraphSection.tensorKey] : nil
-        case .sparse(let s): return s.pointee.values.flatMap { $0.isExternal ? $0.externalData[GraphSection.tensorKey] : nil }
-        }
-    }
-
     /// The tensor's elements as ONNX raw_data of type `onnxType`.
     private static func onnxBytes(_ tensor: Tensor, as onnxType: Int32, path: String) throws -> TensorBytes {
         guard onnxType == Int32(tensor.dataType.rawValue) else {

@@ -61,7 +61,7 @@ public enum ONNXImporter {
 
     /// Every payload site's tensor, named, with its role and reduction axis, in site order
     /// (and the number of sites).
-    private static func forEachTensor(_ model: ProtoModel, path: String,
+    static func forEachTensor(_ model: ProtoModel, path: String,
                                       _ body: (PayloadSite, Tensor, Int) throws -> Void) throws {
         let uses = GraphAnalysis.weightUses(model)
         let location = ModelLocation(path: path)
@@ -85,7 +85,7 @@ public enum ONNXImporter {
         }
     }
 
-    private static func parse(_ path: String) throws -> (ProtoModel, Int, String) {
+    static func parse(_ path: String) throws -> (ProtoModel, Int, String) {
         let source: MappedFile
         do {
             source = try MappedFile(path: path)

@@ -15,6 +15,27 @@ struct PayloadSite {
     var suggestedName: String
     /// True for the main graph's initializers (where export can add DequantizeLinear nodes).
     var isMainInitializer = false
+
+    /// Identifies the holder, to find a site's tensor again while walking the graph.
+    enum Key: Hashable {
+        case tensor(UnsafeMutablePointer<Onnx__TensorProto>)
+        case sparse(UnsafeMutablePointer<Onnx__SparseTensorProto>)
+    }
+
+    /// In a graph section: the .tess tensor this site's payload was moved to.
+    var storedTensorName: String? {
+        switch holder {
+        case .tensor(let t): return t.isExternal ? t.externalData[GraphSection.tensorKey] : nil
+        case .sparse(let s): return s.pointee.values.flatMap { $0.isExternal ? $0.externalData[GraphSection.tensorKey] : nil }
+        }
+    }
+
+    var key: Key {
+        switch holder {
+        case .tensor(let t): return .tensor(t)
+        case .sparse(let s): return .sparse(s)
+        }
+    }
 }
 
 /// Every payload site of `model`, depth-first: a graph's initializers, its sparse initializers,

@@ -290,3 +290,18 @@ extension ProtoModel {
         return array
     }
 }
+
+/// Owns one unpacked `TensorProto` read from its own file.
+final class ProtoTensor: @unchecked Sendable {
+    let tensor: UnsafeMutablePointer<Onnx__TensorProto>
+
+    init(bytes: UnsafeRawBufferPointer, path: String) throws {
+        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
+              let tensor = onnx__tensor_proto__unpack(nil, bytes.count, base) else {
+            throw ONNXError(.parse, "not a valid ONNX TensorProto: the protobuf is truncated or corrupt", model: path)
+        }
+        self.tensor = tensor
+    }
+
+    deinit { onnx__tensor_proto__free_unpacked(tensor, nil) }
+}

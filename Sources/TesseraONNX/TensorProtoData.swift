@@ -63,7 +63,7 @@ extension DataType {
 ///
 /// `raw_data` is borrowed in place from `owner` (the parsed model), not copied.
 func tensorData(_ t: UnsafeMutablePointer<Onnx__TensorProto>, type: DataType, count: Int, name: String,
-                location: ModelLocation, externalFiles: ExternalFiles, owner: ProtoModel) throws -> TensorBytes {
+                location: ModelLocation, externalFiles: ExternalFiles, owner: AnyObject & Sendable) throws -> TensorBytes {
     let model = location.path
     let expected = type.byteCount(count)
     func mismatch(_ what: String, _ got: Int, _ want: Int) -> ONNXError {

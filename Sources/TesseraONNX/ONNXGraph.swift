@@ -1,0 +1,199 @@
+import CONNXProto
+import Foundation
+import Tessera
+
+/// The computation graph of an ONNX model as plain Swift values: what an executor needs, with
+/// every payload resolved to a `Tensor`. From a source `.onnx` the tensors are its own (dense,
+/// or CSR for sparse initializers); from a converted `.tess` they are the stored tensors, in
+/// their stored layouts and quantization.
+public struct ONNXGraph: Sendable {
+    public enum Dimension: Sendable, Equatable, CustomStringConvertible {
+        case fixed(Int)
+        case symbolic(String)
+        case unknown
+
+        public var description: String {
+            switch self {
+            case .fixed(let n): return String(n)
+            case .symbolic(let name): return name
+            case .unknown: return "?"
+            }
+        }
+    }
+
+    /// A graph input or output: its name and, where the model declares them, type and dims.
+    public struct ValueInfo: Sendable {
+        public var name: String
+        /// The ONNX element type number (1 = float, 7 = int64, 9 = bool, ...), 0 when undeclared.
+        public var elementType: Int32
+        /// nil when the model declares no shape.
+        public var dims: [Dimension]?
+    }
+
+    public enum Attribute: Sendable {
+        case int(Int64)
+        case float(Float)
+        case string(String)
+        case ints([Int64])
+        case floats([Float])
+        case strings([String])
+        case tensor(Tensor)
+        /// Subgraphs, sparse tensors and type protos: kept only so that their presence is known.
+        case unsupported(String)
+    }
+
+    public struct Node: Sendable {
+        public var name: String
+        public var opType: String
+        /// "" for the default ONNX domain ("ai.onnx" is normalised to "").
+        public var domain: String
+        /// Empty strings mark omitted optional inputs.
+        public var inputs: [String]
+        public var outputs: [String]
+        public var attributes: [String: Attribute]
+
+        /// "name (OpType)", or the op type alone for an unnamed node.
+        public var label: String { name.isEmpty ? opType : "\(name) (\(opType))" }
+    }
+
+    /// Where the graph came from (for messages).
+    public var path: String
+    /// Opset version per domain ("" for the default domain).
+    public var opsets: [String: Int64]
+    /// Graph inputs that are not initializers.
+    public var inputs: [ValueInfo]
+    public var outputs: [ValueInfo]
+    public var initializers: [String: Tensor]
+    public var nodes: [Node]
+
+    public var defaultOpset: Int64 { opsets[""] ?? 0 }
+
+    /// The graph of the ONNX model at `path`, with its own tensors (external data included).
+    public init(model path: String) throws {
+        let (model, _, _) = try ONNXImporter.parse(path)
+        try GraphAnalysis.checkReferences(model, path: path)
+        var tensors: [PayloadSite.Key: Tensor] = [:]
+        try ONNXImporter.forEachTensor(model, path: path) { site, tensor, _ in tensors[site.key] = tensor }
+        try self.init(model, path: path, tensors: tensors)
+    }
+
+    /// The graph section of a converted file, each payload the file's stored tensor.
+    public init(file: TessFile) throws {
+        guard let bytes = file.graph else {
+            throw ONNXError(.notConverted, "has no ONNX graph section; only files converted from ONNX hold a graph to run", model: file.path)
+        }
+        let model = try bytes.withUnsafeBytes { try ProtoModel(bytes: $0, path: file.path) }
+        var tensors: [PayloadSite.Key: Tensor] = [:]
+        for site in payloadSites(of: model) {
+            guard let name = site.storedTensorName else { continue }
+            do {
+                tensors[site.key] = try file.tensor(named: name)
+            } catch let error as TessError where error.code == .invalidArgument {
+                throw ONNXError(.missingTensor, "the graph refers to tensor '\(name)', which the file does not hold", model: file.path, tensor: name)
+            }
+        }
+        try self.init(model, path: file.path, tensors: tensors)
+    }
+
+    private init(_ model: ProtoModel, path: String, tensors: [PayloadSite.Key: Tensor]) throws {
+        self.path = path
+        var opsets: [String: Int64] = [:]
+        for entry in elements(model.proto.pointee.opset_import, model.proto.pointee.n_opset_import) {
+            let domain = string(entry.pointee.domain)
+            opsets[domain == "ai.onnx" ? "" : domain] = entry.pointee.version
+        }
+        self.opsets = opsets
+        let g = model.graph.pointee
+        var initializers: [String: Tensor] = [:]
+        for t in elements(g.initializer, g.n_initializer) {
+            if let tensor = tensors[.tensor(t)] { initializers[t.name] = tensor }
+        }
+        for s in elements(g.sparse_initializer, g.n_sparse_initializer) {
+            if let tensor = tensors[.sparse(s)], let name = s.pointee.values?.name { initializers[name] = tensor }
+        }
+        self.initializers = initializers
+        inputs = elements(g.input, g.n_input).map(Self.valueInfo).filter { initializers[$0.name] == nil }
+        outputs = elements(g.output, g.n_output).map(Self.valueInfo)
+        nodes = elements(g.node, g.n_node).map { node in
+            let p = node.pointee
+            var attributes: [String: Attribute] = [:]
+            for a in elements(p.attribute, p.n_attribute) {
+                attributes[string(a.pointee.name)] = Self.attribute(a, tensors: tensors)
+            }
+            let domain = string(p.domain)
+            return Node(name: string(p.name), opType: string(p.op_type), domain: domain == "ai.onnx" ? "" : domain,
+                        inputs: (0 ..< p.n_input).map { string(p.input[$0]) },
+                        outputs: (0 ..< p.n_output).map { string(p.output[$0]) }, attributes: attributes)
+        }
+    }
+
+    private static func valueInfo(_ v: UnsafeMutablePointer<Onnx__ValueInfoProto>) -> ValueInfo {
+        var info = ValueInfo(name: string(v.pointee.name), elementType: 0, dims: nil)
+        guard let type = v.pointee.type, type.pointee.value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE,
+              let tensorType = type.pointee.tensor_type else { return info }
+        info.elementType = tensorType.pointee.elem_type
+        if let shape = tensorType.pointee.shape {
+            info.dims = elements(shape.pointee.dim, shape.pointee.n_dim).map { d in
+                switch d.pointee.value_case {
+                case ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_VALUE: return .fixed(Int(d.pointee.dim_value))
+                case ONNX__TENSOR_SHAPE_PROTO__DIMENSION__VALUE_DIM_PARAM: return .symbolic(string(d.pointee.dim_param))
+                default: return .unknown
+                }
+            }
+        }
+        return info
+    }
+
+    private static func attribute(_ a: UnsafeMutablePointer<Onnx__AttributeProto>, tensors: [PayloadSite.Key: Tensor]) -> Attribute {
+        let p = a.pointee
+        func text(_ b: ProtobufCBinaryData) -> String {
+            String(decoding: UnsafeRawBufferPointer(start: b.data, count: b.len), as: UTF8.self)
+        }
+        switch p.type {
+        case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INT: return .int(p.i)
+        case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOAT: return .float(p.f)
+        case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRING: return .string(text(p.s))
+        case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__INTS: return .ints((0 ..< p.n_ints).map { p.ints[$0] })
+        case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__FLOATS: return .floats((0 ..< p.n_floats).map { p.floats[$0] })
+        case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__STRINGS: return .strings((0 ..< p.n_strings).map { text(p.strings[$0]) })
+        case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR:
+            if let t = p.t, let tensor = tensors[.tensor(t)] { return .tensor(tensor) }
+            return .unsupported("tensor")
+        case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPHS: return .unsupported("subgraph")
+        default: return .unsupported("attribute type \(p.type.rawValue)")
+        }
+    }
+}
+
+/// A single `TensorProto` stored on its own, as in ONNX's `test_data_set_*/input_0.pb`.
+public enum ONNXTensorFile {
+    public static func read(_ path: String) throws -> Tensor {
+        let file: MappedFile
+        do {
+            file = try MappedFile(path: path)
+        } catch let error as TessError {
+            throw ONNXError(.io, error.message, model: path)
+        }
+        let proto = try ProtoTensor(bytes: file.bytes, path: path)
+        let t = proto.tensor
+        let name = t.name
+        let type = try DataType.onnx(t.dataType, model: path, tensor: name)
+        let shape = try ONNXImporter.shape(t.dims, name: name, model: path)
+        let count = try TensorGeometry(shape: shape).elementCount
+        let data = try tensorData(t, type: type, count: count, name: name, location: ModelLocation(path: path),
+                                  externalFiles: ExternalFiles(), owner: proto)
+        return Tensor(name: name, dataType: type, shape: shape, storage: .dense(values: data))
+    }
+}
+
+extension ONNXGraph {
+    /// The graph of a `.tess` file (told apart by its magic) or of an ONNX model.
+    public static func open(_ path: String) throws -> ONNXGraph {
+        let head = FileHandle(forReadingAtPath: path).map { handle in
+            defer { try? handle.close() }
+            return [UInt8]((try? handle.read(upToCount: FileHeader.magic.count)) ?? Data())
+        }
+        if head == FileHeader.magic { return try ONNXGraph(file: try TessFile.open(path)) }
+        return try ONNXGraph(model: path)
+    }
+}

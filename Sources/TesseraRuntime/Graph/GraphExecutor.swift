@@ -1,0 +1,159 @@
+import Tessera
+import TesseraONNX
+
+typealias OpKernel = @Sendable (NodeContext) throws -> [Value]
+
+/// Runs an ONNX graph with its stored weights: GEMM weights (MatMul's and Gemm's B, Conv's W)
+/// through the kernel for their stored layout and quantization, every other tensor decoded once.
+///
+/// Construction checks the whole graph first: a model needing ops the executor lacks is refused
+/// with every missing op named, before anything runs.
+public final class GraphExecutor {
+    public let graph: ONNXGraph
+    public let threads: Int
+    private let weights: [Int: LinearOperator]   // by node index
+    private let lastUse: [String: Int]            // value name → index of the last node reading it
+    private var constants: [String: Value] = [:]
+
+    static let kernels: [String: OpKernel] = {
+        var all: [String: OpKernel] = [:]
+        for table in [ElementwiseOps.table, ShapeOps.table, ReductionOps.table, LinearOps.table, ConvolutionOps.table] {
+            all.merge(table) { first, _ in first }
+        }
+        return all
+    }()
+
+    /// The op types the executor runs ("domain:Op" outside the default domain), sorted.
+    public static var supportedOps: [String] { kernels.keys.sorted() }
+
+    static func key(_ node: ONNXGraph.Node) -> String { node.domain.isEmpty ? node.opType : "\(node.domain):\(node.opType)" }
+
+    /// Every op of `graph` the executor lacks, with how many nodes use it, in first-use order.
+    public static func missingOps(_ graph: ONNXGraph) -> [(op: String, nodes: Int)] {
+        var order: [String] = [], counts: [String: Int] = [:]
+        for node in graph.nodes where kernels[key(node)] == nil {
+            let k = key(node)
+            if counts[k] == nil { order.append(k) }
+            counts[k, default: 0] += 1
+        }
+        return order.map { ($0, counts[$0]!) }
+    }
+
+    public init(_ graph: ONNXGraph, threads: Int = 1) throws {
+        let missing = Self.missingOps(graph)
+        guard missing.isEmpty else {
+            let list = missing.map { $0.nodes == 1 ? $0.op : "\($0.op) (\($0.nodes) nodes)" }.joined(separator: ", ")
+            throw RuntimeError(.unsupportedOp, "the executor lacks \(missing.count) op(s) this model needs: \(list)")
+        }
+        for node in graph.nodes {
+            for (name, attribute) in node.attributes {
+                if case .unsupported(let what) = attribute {
+                    throw RuntimeError(.unsupportedOp, "node \(node.label): attribute '\(name)' is a \(what), which the executor does not run")
+                }
+            }
+        }
+        self.graph = graph
+        self.threads = max(1, threads)
+        var lastUse: [String: Int] = [:]
+        var weights: [Int: LinearOperator] = [:]
+        for (index, node) in graph.nodes.enumerated() {
+            for input in node.inputs where !input.isEmpty { lastUse[input] = index }
+            if let op = try Self.storedWeight(node, graph.initializers) { weights[index] = op }
+        }
+        for output in graph.outputs { lastUse[output.name] = graph.nodes.count }
+        self.weights = weights
+        self.lastUse = lastUse
+    }
+
+    /// The operator for a node's stored GEMM weight, when its layout and reduction axis fit the
+    /// use. A dense float weight of a grouped Conv is left to the op (it slices the groups).
+    private static func storedWeight(_ node: ONNXGraph.Node, _ initializers: [String: Tensor]) throws -> LinearOperator? {
+        guard node.domain.isEmpty, node.inputs.count > 1, var tensor = initializers[node.inputs[1]],
+              tensor.dataType.isFloatingPoint else { return nil }
+        let rank = tensor.shape.count
+        let expected: Int?
+        switch node.opType {
+        case "MatMul": expected = rank == 2 ? 0 : nil
+        case "Gemm":
+            if case .int(let t)? = node.attributes["transB"], t != 0 { expected = rank == 2 ? 1 : nil } else { expected = rank == 2 ? 0 : nil }
+        case "Conv":
+            if case .int(let g)? = node.attributes["group"], g > 1, tensor.storage.kind == .dense, tensor.quantization == nil { return nil }
+            expected = rank >= 3 ? 1 : nil
+        default: expected = nil
+        }
+        guard let axis = expected else { return nil }
+        if tensor.reductionAxis != axis {
+            // Only a plain dense tensor can be read along another axis; others are decoded.
+            guard tensor.storage.kind == .dense, tensor.quantization == nil else { return nil }
+            tensor.reductionAxis = axis
+        }
+        return try LinearOperator(tensor)
+    }
+
+    /// Runs the graph on `inputs` (every graph input by name) and returns its outputs in order.
+    public func run(_ inputs: [String: Value]) throws -> [(name: String, value: Value)] {
+        var values: [String: Value] = [:]
+        for info in graph.inputs {
+            guard let value = inputs[info.name] else {
+                throw RuntimeError(.badInput, "graph input '\(info.name)' is not given (inputs: \(graph.inputs.map(\.name).joined(separator: ", ")))")
+            }
+            try check(value, against: info)
+            values[info.name] = value
+        }
+        for name in inputs.keys where !graph.inputs.contains(where: { $0.name == name }) {
+            throw RuntimeError(.badInput, "'\(name)' is not an input of the graph (inputs: \(graph.inputs.map(\.name).joined(separator: ", ")))")
+        }
+        let opset = graph.defaultOpset
+        for (index, node) in graph.nodes.enumerated() {
+            do {
+                let weight = weights[index]
+                let operands: [Value?] = try node.inputs.enumerated().map { k, name in
+                    if name.isEmpty || (k == 1 && weight != nil) { return nil }
+                    return try value(name, in: values)
+                }
+                let context = NodeContext(node: node, opset: opset, values: operands, weight: weight, threads: threads)
+                let results = try Self.kernels[Self.key(node)]!(context)
+                for (name, result) in zip(node.outputs, results) where !name.isEmpty { values[name] = result }
+                if let missing = node.outputs.dropFirst(results.count).first(where: { !$0.isEmpty }) {
+                    throw RuntimeError(.unsupportedOp, "output '\(missing)' is not computed by the executor")
+                }
+            } catch let error as RuntimeError {
+                throw error.at(node: node.label)
+            }
+            for name in node.inputs where lastUse[name] == index { values[name] = nil }
+        }
+        return try graph.outputs.map { info in
+            if let v = values[info.name] { return (info.name, v) }
+            guard graph.initializers[info.name] != nil else { throw RuntimeError(.badGraph, "graph output '\(info.name)' was not computed") }
+            return (info.name, try value(info.name, in: values))
+        }
+    }
+
+    private func value(_ name: String, in values: [String: Value]) throws -> Value {
+        if let v = values[name] { return v }
+        if let v = constants[name] { return v }
+        guard let tensor = graph.initializers[name] else {
+            throw RuntimeError(.badGraph, "reads '\(name)' before any node computes it (the graph is not in topological order)")
+        }
+        let v = try Value(tensor)
+        constants[name] = v
+        return v
+    }
+
+    private func check(_ value: Value, against info: ONNXGraph.ValueInfo) throws {
+        if info.elementType != 0, info.elementType != Int32(value.type.rawValue) {
+            let declared = DataType(rawValue: UInt32(info.elementType)).map { "\($0)" } ?? "type \(info.elementType)"
+            throw RuntimeError(.badInput, "input '\(info.name)' is \(value.type); the graph declares \(declared)")
+        }
+        guard let dims = info.dims else { return }
+        let declared = "[\(dims.map(\.description).joined(separator: ", "))]"
+        guard dims.count == value.shape.count else {
+            throw RuntimeError(.badInput, "input '\(info.name)' has shape \(value.shape); the graph declares \(declared)")
+        }
+        for (d, n) in zip(dims, value.shape) {
+            if case .fixed(let f) = d, f != n {
+                throw RuntimeError(.badInput, "input '\(info.name)' has shape \(value.shape); the graph declares \(declared)")
+            }
+        }
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+import Tessera
+
+/// numpy's `.npy` (one array) and `.npz` (a zip of `.npy` files, stored uncompressed), the
+/// formats `tessera run` reads inputs from and writes outputs to.
+public enum NumpyFiles {
+    /// Largest `.npy` header accepted (numpy writes 64-byte-aligned headers of a few hundred bytes).
+    static let maxHeaderBytes = 65_536
+
+    static let descriptors: [(String, DataType)] = [
+        ("f4", .float), ("f8", .double), ("f2", .float16), ("i8", .int64), ("i4", .int32), ("i2", .int16),
+        ("i1", .int8), ("u1", .uint8), ("u2", .uint16), ("u4", .uint32), ("u8", .uint64), ("b1", .bool),
+    ]
+
+    /// Reads a C-order little-endian `.npy` array.
+    public static func read(_ path: String) throws -> Value {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw RuntimeError(.badInput, "\(path): cannot read the file")
+        }
+        let bytes = [UInt8](data)
+        func fail(_ why: String) -> RuntimeError { RuntimeError(.badInput, "\(path): not a readable .npy array: \(why)") }
+        guard bytes.count >= 10, bytes[0 ..< 6] == [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59] else { throw fail("bad magic") }
+        let version = bytes[6]
+        let lengthBytes = version == 1 ? 2 : 4
+        guard [1, 2, 3].contains(version), bytes.count >= 8 + lengthBytes else { throw fail("unknown version \(version)") }
+        let headerLength = (0 ..< lengthBytes).reduce(0) { $0 | Int(bytes[8 + $1]) << (8 * $1) }
+        let dataStart = 8 + lengthBytes + headerLength
+        guard headerLength <= maxHeaderBytes, dataStart <= bytes.count else { throw fail("header of \(headerLength) bytes runs past the file") }
+        let header = String(decoding: bytes[(8 + lengthBytes) ..< dataStart], as: UTF8.self)
+        guard let descr = field("descr", in: header), let shapeText = field("shape", in: header) else { throw fail("header lacks descr or shape") }
+        guard field("fortran_order", in: header) == "False" else { throw fail("Fortran-order arrays are not supported; save with np.ascontiguousarray") }
+        let code = descr.trimmingCharacters(in: CharacterSet(charactersIn: "'\""))
+        guard let type = descriptors.first(where: { code == "<" + $0.0 || code == "|" + $0.0 })?.1 else {
+            throw fail("dtype \(code) is not supported (little-endian float16/32/64, ints, uints and bool are)")
+        }
+        let dims = shapeText.trimmingCharacters(in: CharacterSet(charactersIn: "()")).split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        let shape = try dims.map { d -> Int in
+            guard let n = Int(d), n >= 0 else { throw fail("shape \(shapeText)") }
+            return n
+        }
+        let geometry: TensorGeometry
+        do { geometry = try TensorGeometry(shape: shape) } catch { throw fail("shape \(shapeText): \(error)") }
+        let byteCount = type.byteCount(geometry.elementCount)
+        guard bytes.count - dataStart == byteCount else {
+            throw fail("shape \(shape) of \(type) needs \(byteCount) data bytes, the file holds \(bytes.count - dataStart)")
+        }
+        let tensor = Tensor(name: path, dataType: type, shape: shape, storage: .dense(values: TensorBytes(Array(bytes[dataStart...]))))
+        return try Value(tensor)
+    }
+
+    /// The text of `'key': value` in a `.npy` header dict (tuples kept whole).
+    private static func field(_ key: String, in header: String) -> String? {
+        guard let range = header.range(of: "'\(key)':") else { return nil }
+        var rest = header[range.upperBound...].drop { $0 == " " }
+        if rest.first == "(" {
+            guard let close = rest.firstIndex(of: ")") else { return nil }
+            return String(rest[...close])
+        }
+        if let end = rest.firstIndex(where: { $0 == "," || $0 == "}" }) { rest = rest[..<end] }
+        return rest.trimmingCharacters(in: .whitespaces)
+    }
+
+    /// The `.npy` encoding of `value`, in its declared element type.
+    public static func encode(_ value: Value) -> [UInt8] {
+        let code = descriptors.first { $0.1 == value.type }?.0 ?? "f4"
+        let type = descriptors.first { $0.1 == value.type }?.1 ?? .float
+        let shape = value.shape.count == 1 ? "(\(value.shape[0]),)" : "(\(value.shape.map(String.init).joined(separator: ", ")))"
+        var header = "{'descr': '\(code.hasSuffix("1") ? "|" : "<")\(code)', 'fortran_order': False, 'shape': \(shape), }"
+        let unpadded = 10 + header.utf8.count + 1
+        header += String(repeating: " ", count: (64 - unpadded % 64) % 64) + "\n"
+        var out: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0]
+        out += [UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)]
+        out += Array(header.utf8)
+        func append<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
+        switch type {
+        case .float: for v in value.asFloats { append(v.bitPattern) }
+        case .double: for v in value.asFloats { append(Double(v).bitPattern) }
+        case .float16: for v in value.asFloats { append(Float16(v).bitPattern) }
+        case .bool: for v in value.asFloats { out.append(v != 0 ? 1 : 0) }
+        case .int8: for v in value.asInts { append(Int8(truncatingIfNeeded: v)) }
+        case .uint8: for v in value.asInts { append(UInt8(truncatingIfNeeded: v)) }
+        case .int16: for v in value.asInts { append(Int16(truncatingIfNeeded: v)) }
+        case .uint16: for v in value.asInts { append(UInt16(truncatingIfNeeded: v)) }
+        case .int32: for v in value.asInts { append(Int32(truncatingIfNeeded: v)) }
+        case .uint32: for v in value.asInts { append(UInt32(truncatingIfNeeded: v)) }
+        case .uint64: for v in value.asInts { append(UInt64(bitPattern: v)) }
+        default: for v in value.asInts { append(v) }
+        }
+        return out
+    }
+
+    /// Writes `arrays` as an uncompressed `.npz` (`NAME.npy` members), atomically.
+    public static func writeArchive(_ arrays: [(name: String, value: Value)], to path: String, replaceExisting: Bool) throws {
+        var archive: [UInt8] = [], directory: [UInt8] = []
+        func u16(_ v: Int, _ into: inout [UInt8]) { into += [UInt8(v & 0xFF), UInt8(v >> 8 & 0xFF)] }
+        func u32(_ v: UInt32, _ into: inout [UInt8]) { for k in 0 ..< 4 { into.append(UInt8(v >> (8 * UInt32(k)) & 0xFF)) } }
+        for (name, value) in arrays {
+            let member = Array((name + ".npy").utf8), payload = encode(value)
+            guard payload.count < Int(UInt32.max), archive.count < Int(UInt32.max) else {
+                throw RuntimeError(.badInput, "\(path): outputs exceed 4 GiB, more than a plain zip holds")
+            }
+            let crc = CRC32.checksum(payload), offset = UInt32(archive.count)
+            // Local header: version 2.0, no flags, stored, no time.
+            u32(0x0403_4B50, &archive); u16(20, &archive); u16(0, &archive); u16(0, &archive); u16(0, &archive); u16(0x21, &archive)
+            u32(crc, &archive); u32(UInt32(payload.count), &archive); u32(UInt32(payload.count), &archive)
+            u16(member.count, &archive); u16(0, &archive)
+            archive += member + payload
+            u32(0x0201_4B50, &directory); u16(20, &directory); u16(20, &directory); u16(0, &directory); u16(0, &directory)
+            u16(0, &directory); u16(0x21, &directory)
+            u32(crc, &directory); u32(UInt32(payload.count), &directory); u32(UInt32(payload.count), &directory)
+            u16(member.count, &directory); u16(0, &directory); u16(0, &directory); u16(0, &directory); u16(0, &directory)
+            u32(0, &directory); u32(offset, &directory)
+            directory += member
+        }
+        var end: [UInt8] = []
+        u32(0x0605_4B50, &end); u16(0, &end); u16(0, &end); u16(arrays.count, &end); u16(arrays.count, &end)
+        u32(UInt32(directory.count), &end); u32(UInt32(archive.count), &end); u16(0, &end)
+        let file = try AtomicFile(path: path, replaceExisting: replaceExisting)
+        try file.write(archive + directory + end)
+        try file.commit()
+    }
+}
+
+/// The zip CRC-32 (IEEE 802.3, reflected).
+enum CRC32 {
+    static let table: [UInt32] = (0 ..< 256).map { n in
+        (0 ..< 8).reduce(UInt32(n)) { c, _ in c & 1 != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+    }
+
+    static func checksum(_ bytes: [UInt8]) -> UInt32 {
+        ~bytes.reduce(~UInt32(0)) { table[Int(($0 ^ UInt32($1)) & 0xFF)] ^ ($0 >> 8) }
+    }
+}

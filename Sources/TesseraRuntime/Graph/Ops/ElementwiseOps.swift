@@ -1,0 +1,199 @@
+import Foundation
+import Tessera
+
+/// Unary and broadcasting binary ops, element by element.
+enum ElementwiseOps {
+    static var table: [String: OpKernel] {
+        var t: [String: OpKernel] = [:]
+        func unary(_ name: String, _ f: @escaping @Sendable (Float) -> Float) { t[name] = { [try floatMap($0, f)] } }
+        unary("Relu") { max($0, 0) }
+        unary("Sigmoid", sigmoid)
+        unary("Tanh") { Foundation.tanh($0) }
+        unary("Erf") { Foundation.erf($0) }
+        unary("Sqrt") { $0.squareRoot() }
+        unary("Exp") { Foundation.exp($0) }
+        unary("Log") { Foundation.log($0) }
+        unary("Reciprocal") { 1 / $0 }
+        unary("Floor") { $0.rounded(.down) }
+        unary("Ceil") { $0.rounded(.up) }
+        unary("Softplus") { Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0) }
+        unary("Softsign") { $0 / (1 + abs($0)) }
+        t["Elu"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { $0 >= 0 ? $0 : a * (Foundation.exp($0) - 1) }] }
+        t["Selu"] = { c in
+            let a = c.float("alpha", 1.67326319217681884765625), g = c.float("gamma", 1.05070102214813232421875)
+            return [try floatMap(c) { $0 > 0 ? g * $0 : g * a * (Foundation.exp($0) - 1) }]
+        }
+        t["LeakyRelu"] = { c in let a = c.float("alpha", 0.01); return [try floatMap(c) { $0 >= 0 ? $0 : a * $0 }] }
+        t["HardSigmoid"] = { c in
+            let a = c.float("alpha", 0.2), b = c.float("beta", 0.5)
+            return [try floatMap(c) { max(0, min(1, a * $0 + b)) }]
+        }
+        t["Shrink"] = { c in
+            let bias = c.float("bias", 0), lambd = c.float("lambd", 0.5)
+            return [try floatMap(c) { $0 < -lambd ? $0 + bias : ($0 > lambd ? $0 - bias : 0) }]
+        }
+        t["Gelu"] = { c in
+            guard c.string("approximate", "none") == "tanh" else {
+                return [try floatMap(c) { 0.5 * $0 * (1 + Foundation.erf($0 / Float(2).squareRoot())) }]
+            }
+            let k = Float((2 / Double.pi).squareRoot())
+            return [try floatMap(c) { 0.5 * $0 * (1 + Foundation.tanh(k * ($0 + 0.044715 * $0 * $0 * $0))) }]
+        }
+        t["Clip"] = { c in
+            let x = try c.input(0)
+            let low = c.opset < 11 ? Double(c.float("min", -.greatestFiniteMagnitude)) : c.optionalInput(1).map { Double($0.asFloats[0]) }
+            let high = c.opset < 11 ? Double(c.float("max", .greatestFiniteMagnitude)) : c.optionalInput(2).map { Double($0.asFloats[0]) }
+            switch x.elements {
+            case .int(let v):
+                let lo = low.map { Int64($0) } ?? .min, hi = high.map { Int64($0) } ?? .max
+                return [Value(v.map { min(max($0, lo), hi) }, shape: x.shape, type: x.type)]
+            default:
+                let lo = Float(low ?? -.infinity), hi = Float(high ?? .infinity)
+                return [try floatMap(c) { min(max($0, lo), hi) }]
+            }
+        }
+        t["Neg"] = { c in try signed(c, { -$0 }, { -$0 }) }
+        t["Abs"] = { c in try signed(c, { abs($0) }, { abs($0) }) }
+        t["Sign"] = { c in try signed(c, { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) }, { $0.signum() }) }
+        t["Not"] = { c in
+            let x = try c.input(0)
+            guard let b = x.bools else { throw RuntimeError(.unsupportedType, "Not needs a bool tensor") }
+            return [Value(b.map { !$0 }, shape: x.shape)]
+        }
+        t["Identity"] = { [try $0.input(0)] }
+        t["Dropout"] = { c in   // inference: the identity, and an all-true mask when asked for
+            let x = try c.input(0)
+            return c.node.outputs.count > 1 ? [x, Value([Bool](repeating: true, count: x.count), shape: x.shape)] : [x]
+        }
+
+        t["Add"] = { c in [try arithmetic(c, +, &+)] }
+        t["Sub"] = { c in [try arithmetic(c, -, &-)] }
+        t["Mul"] = { c in [try arithmetic(c, *, &*)] }
+        t["Div"] = { c in
+            [try arithmetic(c, /, { a, b in
+                guard b != 0 else { return 0 }
+                return a.dividedReportingOverflow(by: b).partialValue
+            })]
+        }
+        t["Pow"] = { c in
+            let base = try c.input(0), exponent = try c.input(1)
+            if case .int(let b) = base.elements {
+                let (y, shape) = try Broadcast.apply(b, base.shape, exponent.asFloats, exponent.shape) { Int64(Foundation.pow(Double($0), Double($1))) }
+                return [Value(y, shape: shape, type: base.type)]
+            }
+            let (y, shape) = try Broadcast.apply(base.asFloats, base.shape, exponent.asFloats, exponent.shape) { x, e in
+                e == 2 ? x * x : (e == 0.5 ? x.squareRoot() : Foundation.pow(x, e))
+            }
+            return [Value(y, shape: shape, type: base.type)]
+        }
+        t["PRelu"] = { c in
+            let x = try c.input(0), slope = try c.input(1)
+            let (y, shape) = try Broadcast.apply(x.asFloats, x.shape, slope.asFloats, slope.shape) { $0 < 0 ? $0 * $1 : $0 }
+            return [Value(y, shape: shape, type: x.type)]
+        }
+        t["Max"] = { c in [try variadic(c, { max($0, $1) }, { max($0, $1) })] }
+        t["Min"] = { c in [try variadic(c, { min($0, $1) }, { min($0, $1) })] }
+        t["Sum"] = { c in [try variadic(c, +, &+)] }
+        t["Mean"] = { c in
+            let sum = try variadic(c, +, &+)
+            let n = Float(c.values.compactMap { $0 }.count)
+            return [Value(sum.asFloats.map { $0 / n }, shape: sum.shape, type: sum.type)]
+        }
+
+        t["Equal"] = { c in [try comparison(c, ==, ==)] }
+        t["Less"] = { c in [try comparison(c, <, <)] }
+        t["Greater"] = { c in [try comparison(c, >, >)] }
+        t["LessOrEqual"] = { c in [try comparison(c, <=, <=)] }
+        t["GreaterOrEqual"] = { c in [try comparison(c, >=, >=)] }
+        t["And"] = { c in [try logical(c) { $0 && $1 }] }
+        t["Or"] = { c in [try logical(c) { $0 || $1 }] }
+        t["Xor"] = { c in [try logical(c) { $0 != $1 }] }
+        t["Where"] = { c in
+            let condition = try c.input(0), x = try c.input(1), y = try c.input(2)
+            guard let mask = condition.bools else { throw RuntimeError(.unsupportedType, "Where's condition must be bool") }
+            let shape = try Broadcast.shape([condition.shape, x.shape, y.shape])
+            let m = Broadcast.sourceIndices(of: condition.shape, in: shape)
+            let xi = Broadcast.sourceIndices(of: x.shape, in: shape), yi = Broadcast.sourceIndices(of: y.shape, in: shape)
+            switch (x.elements, y.elements) {
+            case (.float(let a), .float(let b)):
+                return [Value(m.indices.map { mask[m[$0]] ? a[xi[$0]] : b[yi[$0]] }, shape: shape, type: x.type)]
+            case (.int(let a), .int(let b)):
+                return [Value(m.indices.map { mask[m[$0]] ? a[xi[$0]] : b[yi[$0]] }, shape: shape, type: x.type)]
+            case (.bool(let a), .bool(let b)):
+                return [Value(m.indices.map { mask[m[$0]] ? a[xi[$0]] : b[yi[$0]] }, shape: shape)]
+            default:
+                throw RuntimeError(.unsupportedType, "Where's branches are \(x.type) and \(y.type)")
+            }
+        }
+        return t
+    }
+
+    static func sigmoid(_ x: Float) -> Float { x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x)) }
+
+    /// `f` over input 0, which must be a float tensor; the output keeps its type.
+    static func floatMap(_ c: NodeContext, _ f: (Float) -> Float) throws -> Value {
+        let x = try c.input(0)
+        return Value(try c.floats(0).map(f), shape: x.shape, type: x.type)
+    }
+
+    static func signed(_ c: NodeContext, _ f: (Float) -> Float, _ g: (Int64) -> Int64) throws -> [Value] {
+        let x = try c.input(0)
+        if case .int(let v) = x.elements { return [Value(v.map(g), shape: x.shape, type: x.type)] }
+        return [Value(try c.floats(0).map(f), shape: x.shape, type: x.type)]
+    }
+
+    /// A broadcasting binary op on two tensors of one type (integers wrap to their type).
+    static func arithmetic(_ c: NodeContext, _ f: (Float, Float) -> Float, _ g: (Int64, Int64) -> Int64) throws -> Value {
+        let a = try c.input(0)
+        var b = try c.input(1)
+        // Before opset 7, `broadcast` with `axis` aligned B with A starting at that axis.
+        let axis = c.int("axis", -1)
+        if c.opset < 7, c.int("broadcast", 0) != 0, axis >= 0 {
+            let trailing = a.shape.count - axis - b.shape.count
+            if trailing > 0 { b = b.reshaped(b.shape + [Int](repeating: 1, count: trailing)) }
+        }
+        return try combine(a, b, f, g)
+    }
+
+    static func combine(_ a: Value, _ b: Value, _ f: (Float, Float) -> Float, _ g: (Int64, Int64) -> Int64) throws -> Value {
+        switch (a.elements, b.elements) {
+        case (.float(let x), .float(let y)):
+            let (z, shape) = try Broadcast.apply(x, a.shape, y, b.shape, f)
+            return Value(z, shape: shape, type: a.type)
+        case (.int(let x), .int(let y)):
+            let (z, shape) = try Broadcast.apply(x, a.shape, y, b.shape, g)
+            return Value(z.map { Value.wrap($0, to: a.type) }, shape: shape, type: a.type)
+        default:
+            throw RuntimeError(.unsupportedType, "operands are \(a.type) and \(b.type); they must have one numeric type")
+        }
+    }
+
+    static func variadic(_ c: NodeContext, _ f: (Float, Float) -> Float, _ g: (Int64, Int64) -> Int64) throws -> Value {
+        let operands = c.values.compactMap { $0 }
+        guard var result = operands.first else { throw RuntimeError(.badGraph, "needs at least one input") }
+        for next in operands.dropFirst() { result = try combine(result, next, f, g) }
+        return result
+    }
+
+    static func comparison(_ c: NodeContext, _ f: (Float, Float) -> Bool, _ g: (Int64, Int64) -> Bool) throws -> Value {
+        let a = try c.input(0), b = try c.input(1)
+        switch (a.elements, b.elements) {
+        case (.int(let x), .int(let y)):
+            let (z, shape) = try Broadcast.apply(x, a.shape, y, b.shape, g)
+            return Value(z, shape: shape)
+        case (.bool(let x), .bool(let y)):
+            let (z, shape) = try Broadcast.apply(x, a.shape, y, b.shape) { g($0 ? 1 : 0, $1 ? 1 : 0) }
+            return Value(z, shape: shape)
+        default:
+            let (z, shape) = try Broadcast.apply(a.asFloats, a.shape, b.asFloats, b.shape, f)
+            return Value(z, shape: shape)
+        }
+    }
+
+    static func logical(_ c: NodeContext, _ f: (Bool, Bool) -> Bool) throws -> Value {
+        let a = try c.input(0), b = try c.input(1)
+        guard let x = a.bools, let y = b.bools else { throw RuntimeError(.unsupportedType, "needs bool tensors") }
+        let (z, shape) = try Broadcast.apply(x, a.shape, y, b.shape, f)
+        return Value(z, shape: shape)
+    }
+}

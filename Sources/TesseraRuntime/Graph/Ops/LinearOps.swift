@@ -1,0 +1,104 @@
+import Tessera
+
+/// MatMul and Gemm. A weight stored in the file arrives as the node's `LinearOperator` and runs
+/// through the kernel for its layout; products of two computed tensors (attention) use `denseProduct`.
+enum LinearOps {
+    static var table: [String: OpKernel] {
+        ["MatMul": { [try matMul($0)] }, "Gemm": { [try gemm($0)] }]
+    }
+
+    static func matMul(_ c: NodeContext) throws -> Value {
+        let a = try c.input(0)
+        let x = try c.floats(0)
+        guard a.shape.count >= 1 else { throw RuntimeError(.badShape, "MatMul of a scalar") }
+        if let op = c.weight {
+            let k = a.shape.last!
+            guard k == op.depth else { throw RuntimeError(.badShape, "A \(a.shape) does not fit B \(op.tensor.shape)") }
+            let y = try op.apply(x, batch: x.count / max(k, 1), threads: c.threads)
+            return Value(y, shape: a.shape.dropLast() + [op.rows], type: a.type)
+        }
+        let b = try c.input(1)
+        let w = try c.floats(1)
+        guard b.shape.count >= 1 else { throw RuntimeError(.badShape, "MatMul of a scalar") }
+        // numpy: 1-D operands gain a dim that the result then drops.
+        let aShape = a.shape.count == 1 ? [1] + a.shape : a.shape
+        let bShape = b.shape.count == 1 ? b.shape + [1] : b.shape
+        let (m, k) = (aShape[aShape.count - 2], aShape.last!)
+        let (k2, n) = (bShape[bShape.count - 2], bShape.last!)
+        guard k == k2 else { throw RuntimeError(.badShape, "MatMul of \(a.shape) and \(b.shape): inner dims differ") }
+        let batchShape = try Broadcast.shape([Array(aShape.dropLast(2)), Array(bShape.dropLast(2))])
+        let aBatches = Broadcast.sourceIndices(of: Array(aShape.dropLast(2)), in: batchShape)
+        let bBatches = Broadcast.sourceIndices(of: Array(bShape.dropLast(2)), in: batchShape)
+        var y = [Float](repeating: 0, count: aBatches.count * m * n)
+        x.withUnsafeBufferPointer { xp in
+            w.withUnsafeBufferPointer { wp in
+                y.withUnsafeMutableBufferPointer { yp in
+                    for (i, (ab, bb)) in zip(aBatches, bBatches).enumerated() {
+                        denseProduct(xp.baseAddress! + ab * m * k, wp.baseAddress! + bb * k * n, yp.baseAddress! + i * m * n, m: m, k: k, n: n)
+                    }
+                }
+            }
+        }
+        var shape = batchShape + [m, n]
+        if a.shape.count == 1 { shape.remove(at: shape.count - 2) }
+        if b.shape.count == 1 { shape.removeLast() }
+        return Value(y, shape: shape, type: a.type)
+    }
+
+    static func gemm(_ c: NodeContext) throws -> Value {
+        let a = try c.input(0)
+        guard a.shape.count == 2 else { throw RuntimeError(.badShape, "Gemm's A must be 2-D, got \(a.shape)") }
+        var x = try c.floats(0)
+        var (m, k) = (a.shape[0], a.shape[1])
+        if c.int("transA", 0) != 0 {
+            x = ShapeOps.transpose(a, [1, 0]).floats!
+            (m, k) = (k, m)
+        }
+        let alpha = c.float("alpha", 1), beta = c.float("beta", 1)
+        var y: [Float], n: Int
+        if let op = c.weight {
+            guard op.depth == k else { throw RuntimeError(.badShape, "A's \(k) columns do not fit B \(op.tensor.shape)") }
+            n = op.rows
+            y = try op.apply(x, batch: m, threads: c.threads)
+        } else {
+            var b = try c.input(1)
+            if c.int("transB", 0) != 0 { b = ShapeOps.transpose(b, [1, 0]) }
+            guard b.shape.count == 2, b.shape[0] == k, let w = b.floats else { throw RuntimeError(.badShape, "B \(b.shape) does not fit A's \(k) columns") }
+            n = b.shape[1]
+            y = [Float](repeating: 0, count: m * n)
+            x.withUnsafeBufferPointer { xp in
+                w.withUnsafeBufferPointer { wp in
+                    y.withUnsafeMutableBufferPointer { denseProduct(xp.baseAddress!, wp.baseAddress!, $0.baseAddress!, m: m, k: k, n: n) }
+                }
+            }
+        }
+        if alpha != 1 { y = y.map { $0 * alpha } }
+        if let bias = c.optionalInput(2), beta != 0 {
+            let (sum, _) = try Broadcast.apply(y, [m, n], bias.asFloats, bias.shape) { $0 + beta * $1 }
+            guard sum.count == y.count else { throw RuntimeError(.badShape, "C \(bias.shape) does not broadcast to [\(m), \(n)]") }
+            y = sum
+        }
+        return Value(y, shape: [m, n], type: a.type)
+    }
+
+    /// `c = a · b` for row-major `a [m, k]`, `b [k, n]`: rows of `b` accumulated into rows of `c`,
+    /// an inner loop the compiler vectorises.
+    static func denseProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, k: Int, n: Int) {
+        for i in 0 ..< m {
+            let row = c + i * n
+            row.initialize(repeating: 0, count: n)
+            for p in 0 ..< k {
+                let s = a[i * k + p], source = b + p * n
+                for j in 0 ..< n { row[j] += s * source[j] }
+            }
+        }
+    }
+}
+
+extension LinearOperator {
+    /// An operator over float weights computed while running (not stored in the file).
+    static func dense(_ values: [Float], shape: [Int], reductionAxis: Int, name: String) throws -> LinearOperator {
+        try LinearOperator(Tensor(name: name, dataType: .float, shape: shape, reductionAxis: reductionAxis,
+                                  storage: .dense(values: TensorBytes(float32: values))))
+    }
+}

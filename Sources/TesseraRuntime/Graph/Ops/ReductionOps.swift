@@ -1,0 +1,188 @@
+import Foundation
+import Tessera
+
+/// Reductions, arg-reductions, softmax and the normalizations: everything that combines
+/// elements along an axis.
+enum ReductionOps {
+    static var table: [String: OpKernel] {
+        var t: [String: OpKernel] = [:]
+        // Sums in Double: a float32 running sum over thousands of terms drifts visibly.
+        t["ReduceSum"] = { c in [try reduce(c, axesInputFrom: 13) { $0.reduce(0, +) }] }
+        t["ReduceMean"] = { c in [try reduce(c, axesInputFrom: 18) { $0.reduce(0, +) / Double(max($0.count, 1)) }] }
+        t["ReduceMax"] = { c in [try reduce(c, axesInputFrom: 18) { $0.max() ?? -.infinity }] }
+        t["ReduceMin"] = { c in [try reduce(c, axesInputFrom: 18) { $0.min() ?? .infinity }] }
+        t["ReduceProd"] = { c in [try reduce(c, axesInputFrom: 18) { $0.reduce(1, *) }] }
+        t["ReduceSumSquare"] = { c in [try reduce(c, axesInputFrom: 18) { $0.reduce(0) { $0 + $1 * $1 } }] }
+        t["ReduceL2"] = { c in [try reduce(c, axesInputFrom: 18) { $0.reduce(0) { $0 + $1 * $1 }.squareRoot() }] }
+        t["ArgMax"] = { c in [try argReduce(c, >)] }
+        t["ArgMin"] = { c in [try argReduce(c, <)] }
+        t["Softmax"] = { c in [try softmax(c, log: false)] }
+        t["LogSoftmax"] = { c in [try softmax(c, log: true)] }
+        t["LayerNormalization"] = { c in try layerNorm(c) }
+        t["BatchNormalization"] = { c in [try channelNorm(c, instance: false)] }
+        t["InstanceNormalization"] = { c in [try channelNorm(c, instance: true)] }
+        t["LRN"] = { c in [try lrn(c)] }
+        return t
+    }
+
+    /// Reduces the axes given by the `axes` input (from opset `axesInputFrom`) or attribute.
+    static func reduce(_ c: NodeContext, axesInputFrom version: Int64, _ f: ([Double]) -> Double) throws -> Value {
+        let x = try c.input(0)
+        let rank = x.shape.count
+        let listed = version <= c.opset ? c.optionalInput(1)?.asInts.map { Int($0) } : c.ints("axes")
+        if (listed ?? []).isEmpty, c.int("noop_with_empty_axes", 0) != 0 { return x }
+        let axes = Set(try (listed ?? []).map { try normalizedAxis($0, rank: rank) })
+        let reduced = axes.isEmpty ? Set(0 ..< rank) : axes
+        let kept = (0 ..< rank).filter { !reduced.contains($0) }
+        // Kept axes first, reduced axes last: each output element is one contiguous run.
+        let moved = ShapeOps.transpose(x, kept + reduced.sorted())
+        let run = reduced.map { x.shape[$0] }.reduce(1, *)
+        let values = moved.asFloats
+        let outCount = kept.map { x.shape[$0] }.reduce(1, *)
+        let results = (0 ..< outCount).map { o in Float(f(values[o * run ..< (o + 1) * run].map(Double.init))) }
+        let keepDims = c.int("keepdims", 1) != 0
+        let shape = keepDims ? x.shape.indices.map { reduced.contains($0) ? 1 : x.shape[$0] } : kept.map { x.shape[$0] }
+        if case .int = x.elements { return Value(results.map { Int64($0) }, shape: shape, type: x.type) }
+        return Value(results, shape: shape, type: x.type)
+    }
+
+    static func argReduce(_ c: NodeContext, _ better: (Float, Float) -> Bool) throws -> Value {
+        let x = try c.input(0)
+        let axis = try normalizedAxis(c.int("axis", 0), rank: x.shape.count)
+        let (outer, n, inner) = split(x.shape, axis)
+        let v = x.asFloats, last = c.int("select_last_index", 0) != 0
+        var out = [Int64](repeating: 0, count: outer * inner)
+        for o in 0 ..< outer {
+            for i in 0 ..< inner {
+                var best = 0
+                for k in 1 ..< max(n, 1) {
+                    let a = v[(o * n + k) * inner + i], b = v[(o * n + best) * inner + i]
+                    if better(a, b) || (last && a == b) { best = k }
+                }
+                out[o * inner + i] = Int64(best)
+            }
+        }
+        var shape = x.shape
+        if c.int("keepdims", 1) != 0 { shape[axis] = 1 } else { shape.remove(at: axis) }
+        return Value(out, shape: shape)
+    }
+
+    /// (elements before `axis`, its length, elements after).
+    static func split(_ shape: [Int], _ axis: Int) -> (Int, Int, Int) {
+        (shape.prefix(axis).reduce(1, *), shape.isEmpty ? 1 : shape[axis], shape.dropFirst(axis + 1).reduce(1, *))
+    }
+
+    static func softmax(_ c: NodeContext, log: Bool) throws -> Value {
+        let x = try c.input(0)
+        var v = try c.floats(0)
+        let rank = x.shape.count
+        let outer: Int, n: Int, inner: Int
+        if c.opset < 13 {
+            // Before opset 13 the input is flattened to 2-D at `axis` (default 1).
+            let axis = try normalizedAxis(c.int("axis", 1), rank: rank + 1)
+            (outer, n, inner) = (x.shape.prefix(axis).reduce(1, *), x.shape.dropFirst(axis).reduce(1, *), 1)
+        } else {
+            (outer, n, inner) = split(x.shape, try normalizedAxis(c.int("axis", -1), rank: rank))
+        }
+        for o in 0 ..< outer {
+            for i in 0 ..< inner {
+                let base = o * n * inner + i
+                var m = -Float.infinity
+                for k in 0 ..< n { m = max(m, v[base + k * inner]) }
+                var sum: Float = 0
+                for k in 0 ..< n {
+                    let e = Foundation.exp(v[base + k * inner] - m)
+                    sum += e
+                    if !log { v[base + k * inner] = e }
+                }
+                let logSum = Foundation.log(sum)
+                for k in 0 ..< n {
+                    if log { v[base + k * inner] = v[base + k * inner] - m - logSum } else { v[base + k * inner] /= sum }
+                }
+            }
+        }
+        return Value(v, shape: x.shape, type: x.type)
+    }
+
+    static func layerNorm(_ c: NodeContext) throws -> [Value] {
+        let x = try c.input(0)
+        let v = try c.floats(0)
+        let axis = try normalizedAxis(c.int("axis", -1), rank: x.shape.count)
+        let normShape = Array(x.shape[axis...])
+        let n = normShape.reduce(1, *), outer = x.count / max(n, 1)
+        let epsilon = Double(c.float("epsilon", 1e-5))
+        let scale = try c.input(1), bias = c.optionalInput(2)
+        let scaleIndex = Broadcast.sourceIndices(of: scale.shape, in: normShape)
+        let gamma = scale.asFloats, beta = bias?.asFloats
+        let betaIndex = bias.map { Broadcast.sourceIndices(of: $0.shape, in: normShape) }
+        var y = [Float](repeating: 0, count: v.count)
+        var means = [Float](repeating: 0, count: outer), inverse = [Float](repeating: 0, count: outer)
+        for o in 0 ..< outer {
+            let row = v[o * n ..< (o + 1) * n]
+            let mean = row.reduce(0.0) { $0 + Double($1) } / Double(n)
+            let variance = row.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(n)
+            let inv = 1 / (variance + epsilon).squareRoot()
+            means[o] = Float(mean); inverse[o] = Float(inv)
+            for k in 0 ..< n {
+                var value = Float((Double(v[o * n + k]) - mean) * inv) * gamma[scaleIndex[k]]
+                if let beta, let betaIndex { value += beta[betaIndex[k]] }
+                y[o * n + k] = value
+            }
+        }
+        let statShape = x.shape.indices.map { $0 < axis ? x.shape[$0] : 1 }
+        return [Value(y, shape: x.shape, type: x.type), Value(means, shape: statShape), Value(inverse, shape: statShape)]
+    }
+
+    /// BatchNormalization (inference: stored mean and variance) or InstanceNormalization
+    /// (statistics of each sample's channel), over `[N, C, ...]`.
+    static func channelNorm(_ c: NodeContext, instance: Bool) throws -> Value {
+        let x = try c.input(0)
+        var v = try c.floats(0)
+        guard x.shape.count >= 2 else { throw RuntimeError(.badShape, "input \(x.shape) has no channel axis") }
+        let batch = x.shape[0], channels = x.shape[1], spatial = x.shape.dropFirst(2).reduce(1, *)
+        let epsilon = Double(c.float("epsilon", 1e-5))
+        let scale = try c.input(1).asFloats, bias = try c.input(2).asFloats
+        let mean = instance ? [] : try c.input(3).asFloats, variance = instance ? [] : try c.input(4).asFloats
+        for p in [scale, bias] + (instance ? [] : [mean, variance]) where p.count != channels {
+            throw RuntimeError(.badShape, "a per-channel parameter has \(p.count) values for \(channels) channels")
+        }
+        for n in 0 ..< batch {
+            for ch in 0 ..< channels {
+                let base = (n * channels + ch) * spatial
+                var mu = instance ? 0 : Double(mean[ch]), sigma2 = instance ? 0 : Double(variance[ch])
+                if instance {
+                    let run = v[base ..< base + spatial]
+                    mu = run.reduce(0.0) { $0 + Double($1) } / Double(max(spatial, 1))
+                    sigma2 = run.reduce(0.0) { $0 + (Double($1) - mu) * (Double($1) - mu) } / Double(max(spatial, 1))
+                }
+                let k = Double(scale[ch]) / (sigma2 + epsilon).squareRoot()
+                for i in base ..< base + spatial { v[i] = Float((Double(v[i]) - mu) * k + Double(bias[ch])) }
+            }
+        }
+        return Value(v, shape: x.shape, type: x.type)
+    }
+
+    static func lrn(_ c: NodeContext) throws -> Value {
+        let x = try c.input(0)
+        let v = try c.floats(0)
+        let size = c.int("size", 1)
+        let alpha = c.float("alpha", 1e-4), beta = c.float("beta", 0.75), bias = c.float("bias", 1)
+        let channels = x.shape[1], spatial = x.shape.dropFirst(2).reduce(1, *)
+        let below = (size - 1) / 2, above = size - 1 - below
+        var y = v
+        for n in 0 ..< x.shape[0] {
+            for ch in 0 ..< channels {
+                for s in 0 ..< spatial {
+                    var sum: Float = 0
+                    for j in max(0, ch - below) ... min(channels - 1, ch + above) {
+                        let e = v[(n * channels + j) * spatial + s]
+                        sum += e * e
+                    }
+                    let i = (n * channels + ch) * spatial + s
+                    y[i] = v[i] / Foundation.pow(bias + alpha / Float(size) * sum, beta)
+                }
+            }
+        }
+        return Value(y, shape: x.shape, type: x.type)
+    }
+}

@@ -1,0 +1,306 @@
+import Tessera
+
+/// Ops that move, pick or create elements without arithmetic, and the int64 shape arithmetic
+/// exporters emit around them (Shape → Gather → Concat → Reshape).
+enum ShapeOps {
+    static var table: [String: OpKernel] {
+        var t: [String: OpKernel] = [:]
+        t["Shape"] = { c in
+            let x = try c.input(0)
+            let rank = x.shape.count
+            func clamp(_ v: Int) -> Int { min(max(v < 0 ? v + rank : v, 0), rank) }
+            let start = clamp(c.int("start", 0)), end = clamp(c.int("end", rank))
+            let dims = start < end ? x.shape[start ..< end].map(Int64.init) : []
+            return [Value(dims, shape: [dims.count])]
+        }
+        t["Size"] = { c in [Value([Int64(try c.input(0).count)], shape: [])] }
+        t["Cast"] = { c in
+            guard let type = DataType(rawValue: UInt32(c.int("to", 0))) else { throw RuntimeError(.unsupportedType, "Cast to type \(c.int("to", 0))") }
+            return [try c.input(0).cast(to: type)]
+        }
+        t["Constant"] = { c in [try constant(c)] }
+        t["ConstantOfShape"] = { c in
+            let shape = try dims(c.input(0))
+            var fill = Value([Float(0)], shape: [1])
+            if case .tensor(let tensor)? = c.attribute("value") { fill = try Value(tensor) }
+            let count = shape.reduce(1, *)
+            return [fill.picking([Int](repeating: 0, count: count), shape: shape)]
+        }
+        t["Reshape"] = { c in
+            let x = try c.input(0)
+            let requested = c.opset < 5 ? (c.ints("shape") ?? []) : try dims(c.input(1), allowNegative: true)
+            return [x.reshaped(try reshape(x.shape, to: requested, allowZero: c.int("allowzero", 0) != 0))]
+        }
+        t["Flatten"] = { c in
+            let x = try c.input(0)
+            let axis = try normalizedAxis(c.int("axis", 1), rank: x.shape.count + 1)
+            let outer = x.shape.prefix(axis).reduce(1, *)
+            return [x.reshaped([outer, x.shape.dropFirst(axis).reduce(1, *)])]
+        }
+        t["Squeeze"] = { c in
+            let x = try c.input(0)
+            let axes = try (c.intList(input: 1, attribute: "axes") ?? x.shape.indices.filter { x.shape[$0] == 1 })
+                .map { try normalizedAxis($0, rank: x.shape.count) }
+            for a in axes where x.shape[a] != 1 { throw RuntimeError(.badShape, "cannot squeeze axis \(a) of shape \(x.shape)") }
+            return [x.reshaped(x.shape.indices.filter { !axes.contains($0) }.map { x.shape[$0] })]
+        }
+        t["Unsqueeze"] = { c in
+            let x = try c.input(0)
+            guard let raw = c.intList(input: 1, attribute: "axes") else { throw RuntimeError(.badGraph, "Unsqueeze needs axes") }
+            let rank = x.shape.count + raw.count
+            let axes = Set(try raw.map { try normalizedAxis($0, rank: rank) })
+            var source = x.shape.makeIterator()
+            return [x.reshaped((0 ..< rank).map { axes.contains($0) ? 1 : source.next() ?? 1 })]
+        }
+        t["Transpose"] = { c in
+            let x = try c.input(0)
+            let perm = c.ints("perm") ?? Array(x.shape.indices.reversed())
+            guard perm.sorted() == Array(x.shape.indices) else { throw RuntimeError(.badShape, "perm \(perm) does not fit rank \(x.shape.count)") }
+            return [transpose(x, perm)]
+        }
+        t["Concat"] = { c in
+            let parts = c.values.compactMap { $0 }
+            guard let first = parts.first else { throw RuntimeError(.badGraph, "Concat needs inputs") }
+            let axis = try normalizedAxis(c.int("axis", 0), rank: first.shape.count)
+            for p in parts where p.shape.count != first.shape.count || p.shape.indices.contains(where: { $0 != axis && p.shape[$0] != first.shape[$0] }) {
+                throw RuntimeError(.badShape, "cannot concatenate \(p.shape) with \(first.shape) on axis \(axis)")
+            }
+            let outer = first.shape.prefix(axis).reduce(1, *)
+            var shape = first.shape
+            shape[axis] = parts.map { $0.shape[axis] }.reduce(0, +)
+            // Each part contributes one block per outer index.
+            let blocks = parts.map { $0.shape.dropFirst(axis).reduce(1, *) }
+            func interleave<T>(_ arrays: [[T]]) -> [T] {
+                var out: [T] = []
+                out.reserveCapacity(shape.reduce(1, *))
+                for o in 0 ..< outer {
+                    for (p, a) in arrays.enumerated() { out.append(contentsOf: a[o * blocks[p] ..< (o + 1) * blocks[p]]) }
+                }
+                return out
+            }
+            switch first.elements {
+            case .float: return [Value(interleave(parts.map(\.asFloats)), shape: shape, type: first.type)]
+            case .int: return [Value(interleave(parts.map(\.asInts)), shape: shape, type: first.type)]
+            case .bool: return [Value(interleave(parts.map { $0.asFloats.map { $0 != 0 } }), shape: shape)]
+            }
+        }
+        t["Split"] = { c in
+            let x = try c.input(0)
+            let axis = try normalizedAxis(c.int("axis", 0), rank: x.shape.count)
+            let n = c.node.outputs.count
+            var sizes = c.intList(input: 1, attribute: "split") ?? []
+            if sizes.isEmpty {
+                let chunk = (x.shape[axis] + n - 1) / n
+                sizes = (0 ..< n).map { max(0, min(chunk, x.shape[axis] - $0 * chunk)) }
+            }
+            guard sizes.count == n, sizes.reduce(0, +) == x.shape[axis] else {
+                throw RuntimeError(.badShape, "split sizes \(sizes) do not cover axis \(axis) of \(x.shape) in \(n) outputs")
+            }
+            var start = 0
+            return sizes.map { size in
+                defer { start += size }
+                return slice(x, starts: [start], ends: [start + size], axes: [axis], steps: [1])
+            }
+        }
+        t["Slice"] = { c in
+            let x = try c.input(0)
+            let starts: [Int], ends: [Int]
+            if c.opset < 10 {
+                starts = c.ints("starts") ?? []
+                ends = c.ints("ends") ?? []
+            } else {
+                starts = try c.input(1).asInts.map(clampedInt)
+                ends = try c.input(2).asInts.map(clampedInt)
+            }
+            let axes = try (c.intList(input: 3, attribute: "axes") ?? Array(starts.indices)).map { try normalizedAxis($0, rank: x.shape.count) }
+            let steps = c.optionalInput(4)?.asInts.map(clampedInt) ?? [Int](repeating: 1, count: starts.count)
+            guard starts.count == ends.count, axes.count == starts.count, steps.count == starts.count, !steps.contains(0) else {
+                throw RuntimeError(.badShape, "Slice starts, ends, axes and steps disagree")
+            }
+            return [slice(x, starts: starts, ends: ends, axes: axes, steps: steps)]
+        }
+        t["Gather"] = { c in
+            let data = try c.input(0), indices = try c.input(1)
+            let axis = try normalizedAxis(c.int("axis", 0), rank: data.shape.count)
+            let n = data.shape[axis]
+            let outer = data.shape.prefix(axis).reduce(1, *), inner = data.shape.dropFirst(axis + 1).reduce(1, *)
+            let picks = try indices.asInts.map { i -> Int in
+                let k = Int(i < 0 ? i + Int64(n) : i)
+                guard k >= 0, k < n else { throw RuntimeError(.badShape, "Gather index \(i) is out of range for axis \(axis) of size \(n)") }
+                return k
+            }
+            var flat: [Int] = []
+            flat.reserveCapacity(outer * picks.count * inner)
+            for o in 0 ..< outer {
+                for k in picks { flat.append(contentsOf: (o * n + k) * inner ..< (o * n + k + 1) * inner) }
+            }
+            return [data.picking(flat, shape: Array(data.shape.prefix(axis)) + indices.shape + Array(data.shape.dropFirst(axis + 1)))]
+        }
+        t["ai.onnx.ml:ArrayFeatureExtractor"] = { c in
+            let data = try c.input(0), indices = try c.input(1).asInts.map { Int($0) }
+            let n = data.shape.last ?? 1
+            for i in indices where i < 0 || i >= n { throw RuntimeError(.badShape, "feature index \(i) is out of range for \(n) features") }
+            let outer = data.count / max(n, 1)
+            let flat = (0 ..< outer).flatMap { o in indices.map { o * n + $0 } }
+            let shape = data.shape.count <= 1 ? [1, indices.count] : Array(data.shape.dropLast()) + [indices.count]
+            return [data.picking(flat, shape: shape)]
+        }
+        t["Expand"] = { c in
+            let x = try c.input(0)
+            let shape = try Broadcast.shape([x.shape, try dims(c.input(1))])
+            return [x.picking(Broadcast.sourceIndices(of: x.shape, in: shape), shape: shape)]
+        }
+        t["Tile"] = { c in
+            let x = try c.input(0), repeats = try dims(c.input(1))
+            guard repeats.count == x.shape.count else { throw RuntimeError(.badShape, "Tile repeats \(repeats) do not fit rank \(x.shape.count)") }
+            let shape = zip(x.shape, repeats).map(*)
+            let outStrides = Broadcast.strides(shape), inStrides = Broadcast.strides(x.shape)
+            let flat = (0 ..< shape.reduce(1, *)).map { i in
+                x.shape.indices.reduce(0) { sum, a in sum + (i / outStrides[a] % shape[a]) % x.shape[a] * inStrides[a] }
+            }
+            return [x.picking(flat, shape: shape)]
+        }
+        t["Range"] = { c in
+            let start = try c.input(0), limit = try c.input(1), delta = try c.input(2)
+            if case .int = start.elements {
+                let s = start.asInts[0], l = limit.asInts[0], d = delta.asInts[0]
+                guard d != 0 else { throw RuntimeError(.badShape, "Range delta is 0") }
+                let n = max(0, Int((Double(l - s) / Double(d)).rounded(.up)))
+                return [Value((0 ..< n).map { s + Int64($0) * d }, shape: [n], type: start.type)]
+            }
+            let s = start.asFloats[0], l = limit.asFloats[0], d = delta.asFloats[0]
+            guard d != 0 else { throw RuntimeError(.badShape, "Range delta is 0") }
+            let n = max(0, Int(((l - s) / d).rounded(.up)))
+            return [Value((0 ..< n).map { s + Float($0) * d }, shape: [n], type: start.type)]
+        }
+        t["Pad"] = { c in [try pad(c)] }
+        return t
+    }
+
+    /// A shape tensor's entries; negative ones are refused unless `allowNegative` (Reshape's -1).
+    static func dims(_ v: Value, allowNegative: Bool = false) throws -> [Int] {
+        let d = v.asInts.map { Int($0) }
+        if !allowNegative, let bad = d.first(where: { $0 < 0 }) { throw RuntimeError(.badShape, "dimension \(bad) is negative") }
+        return d
+    }
+
+    static func clampedInt(_ v: Int64) -> Int { Int(max(min(v, Int64(Int32.max)), Int64(Int32.min))) }
+
+    static func constant(_ c: NodeContext) throws -> Value {
+        switch (c.attribute("value"), c.attribute("value_float"), c.attribute("value_floats"), c.attribute("value_int"), c.attribute("value_ints")) {
+        case (.tensor(let t)?, _, _, _, _): return try Value(t)
+        case (_, .float(let f)?, _, _, _): return Value([f], shape: [])
+        case (_, _, .floats(let f)?, _, _): return Value(f, shape: [f.count])
+        case (_, _, _, .int(let i)?, _): return Value([i], shape: [])
+        case (_, _, _, _, .ints(let i)?): return Value(i, shape: [i.count])
+        default: throw RuntimeError(.badGraph, "Constant has no value the executor reads (value, value_float(s), value_int(s))")
+        }
+    }
+
+    static func reshape(_ shape: [Int], to requested: [Int], allowZero: Bool) throws -> [Int] {
+        let count = shape.reduce(1, *)
+        var out = requested.enumerated().map { k, d in d == 0 && !allowZero && k < shape.count ? shape[k] : d }
+        if let unknown = out.firstIndex(of: -1) {
+            let known = out.enumerated().filter { $0.offset != unknown }.map(\.element).reduce(1, *)
+            guard known > 0, count % known == 0 else { throw RuntimeError(.badShape, "cannot reshape \(shape) to \(requested)") }
+            out[unknown] = count / known
+        }
+        guard out.allSatisfy({ $0 >= 0 }), out.reduce(1, *) == count else {
+            throw RuntimeError(.badShape, "cannot reshape \(shape) (\(count) elements) to \(requested)")
+        }
+        return out
+    }
+
+    static func transpose(_ x: Value, _ perm: [Int]) -> Value {
+        let shape = perm.map { x.shape[$0] }
+        let inStrides = Broadcast.strides(x.shape)
+        let strides = perm.map { inStrides[$0] }
+        return x.picking(walk(shape, strides: strides, base: 0), shape: shape)
+    }
+
+    /// Flat source indices of a strided walk over `shape` (row-major), starting at `base`.
+    static func walk(_ shape: [Int], strides: [Int], base: Int) -> [Int] {
+        let count = shape.reduce(1, *)
+        var out = [Int](repeating: 0, count: count)
+        guard count > 0 else { return out }
+        var position = [Int](repeating: 0, count: shape.count)
+        var offset = base
+        for i in 0 ..< count {
+            out[i] = offset
+            var axis = shape.count - 1
+            while axis >= 0 {
+                position[axis] += 1
+                offset += strides[axis]
+                if position[axis] < shape[axis] { break }
+                offset -= strides[axis] * shape[axis]
+                position[axis] = 0
+                axis -= 1
+            }
+        }
+        return out
+    }
+
+    /// numpy-style slicing: starts and ends clamped per axis, negative steps walk backwards.
+    static func slice(_ x: Value, starts: [Int], ends: [Int], axes: [Int], steps: [Int]) -> Value {
+        var shape = x.shape
+        let inStrides = Broadcast.strides(x.shape)
+        var strides = inStrides
+        var base = 0
+        for (k, axis) in axes.enumerated() {
+            let n = x.shape[axis], step = steps[k]
+            func clamp(_ v: Int, _ low: Int, _ high: Int) -> Int { min(max(v < 0 ? v + n : v, low), high) }
+            let start = step > 0 ? clamp(starts[k], 0, n) : clamp(starts[k], -1, n - 1)
+            let end = step > 0 ? clamp(ends[k], 0, n) : clamp(ends[k], -1, n - 1)
+            let length = step > 0 ? max(0, (end - start + step - 1) / step) : max(0, (start - end - step - 1) / -step)
+            shape[axis] = length
+            strides[axis] = inStrides[axis] * step
+            if length > 0 { base += start * inStrides[axis] }
+        }
+        return x.picking(walk(shape, strides: strides, base: base), shape: shape)
+    }
+
+    static func pad(_ c: NodeContext) throws -> Value {
+        let x = try c.input(0)
+        let rank = x.shape.count
+        var pads = (c.opset < 11 ? c.ints("pads") ?? c.ints("paddings") : try c.input(1).asInts.map { Int($0) }) ?? []
+        if c.opset >= 18, let axesValue = c.optionalInput(3) {
+            var full = [Int](repeating: 0, count: 2 * rank)
+            let axes = try axesValue.asInts.map { try normalizedAxis(Int($0), rank: rank) }
+            for (k, a) in axes.enumerated() { full[a] = pads[k]; full[a + rank] = pads[k + axes.count] }
+            pads = full
+        }
+        guard pads.count == 2 * rank else { throw RuntimeError(.badShape, "pads \(pads) do not fit rank \(rank)") }
+        let mode = c.string("mode", "constant")
+        let fill: Float = c.opset < 11 ? c.float("value", 0) : (c.optionalInput(2)?.asFloats.first ?? 0)
+        let shape = (0 ..< rank).map { x.shape[$0] + pads[$0] + pads[$0 + rank] }
+        guard shape.allSatisfy({ $0 >= 0 }) else { throw RuntimeError(.badShape, "pads \(pads) remove more than shape \(x.shape) holds") }
+        let outStrides = Broadcast.strides(shape), inStrides = Broadcast.strides(x.shape)
+        // Source index per output element, or -1 for the constant fill.
+        let sources: [Int] = (0 ..< shape.reduce(1, *)).map { i in
+            var source = 0
+            for a in 0 ..< rank {
+                var p = i / outStrides[a] % shape[a] - pads[a]
+                let n = x.shape[a]
+                if p < 0 || p >= n {
+                    switch mode {
+                    case "edge": p = min(max(p, 0), n - 1)
+                    case "reflect" where n > 1:
+                        let period = 2 * (n - 1)
+                        p = ((p % period) + period) % period
+                        if p >= n { p = period - p }
+                    case "reflect": p = 0
+                    default: return -1
+                    }
+                }
+                source += p * inStrides[a]
+            }
+            return source
+        }
+        guard mode == "constant" || mode == "edge" || mode == "reflect" else { throw RuntimeError(.unsupportedAttribute, "Pad mode '\(mode)'") }
+        switch x.elements {
+        case .float(let v): return Value(sources.map { $0 < 0 ? fill : v[$0] }, shape: shape, type: x.type)
+        case .int(let v): return Value(sources.map { $0 < 0 ? Int64(fill) : v[$0] }, shape: shape, type: x.type)
+        case .bool(let v): return Value(sources.map { $0 < 0 ? fill != 0 : v[$0] }, shape: shape)
+        }
+    }
+}

@@ -1,0 +1,149 @@
+import Tessera
+
+/// A tensor flowing through the executor. Elements live in one of three Swift arrays: float
+/// types compute in `Float`, integer types in `Int64`, booleans as `Bool`; `type` keeps the
+/// ONNX element type so that outputs and `Cast` keep their declared types.
+public struct Value: Sendable {
+    public enum Elements: Sendable {
+        case float([Float])
+        case int([Int64])
+        case bool([Bool])
+    }
+
+    public var type: DataType
+    public var shape: [Int]
+    public var elements: Elements
+
+    public init(_ floats: [Float], shape: [Int], type: DataType = .float) {
+        self.type = type; self.shape = shape; elements = .float(floats)
+    }
+
+    public init(_ ints: [Int64], shape: [Int], type: DataType = .int64) {
+        self.type = type; self.shape = shape; elements = .int(ints)
+    }
+
+    public init(_ bools: [Bool], shape: [Int]) {
+        type = .bool; self.shape = shape; elements = .bool(bools)
+    }
+
+    public var count: Int { shape.reduce(1, *) }
+
+    /// The element types the executor computes with (complex, 4- and 8-bit floats are refused).
+    public static func isSupported(_ type: DataType) -> Bool {
+        switch type {
+        case .float, .float16, .bfloat16, .double, .bool, .int8, .uint8, .int16, .uint16, .int32, .uint32, .int64, .uint64: return true
+        default: return false
+        }
+    }
+
+    /// A stored tensor as a value: quantized and sparse tensors are decoded to dense elements.
+    public init(_ tensor: Tensor) throws {
+        guard Self.isSupported(tensor.dataType) else {
+            throw RuntimeError(.unsupportedType, "is \(tensor.dataType), which the executor does not compute with", tensor: tensor.name)
+        }
+        if tensor.dataType.isFloatingPoint {
+            self.init(try tensor.densify(), shape: tensor.shape, type: tensor.dataType)
+            return
+        }
+        let count = try TensorGeometry(shape: tensor.shape).elementCount
+        let dense = try tensor.encoded(as: .dense)
+        guard case .dense(let bytes) = dense.storage else { preconditionFailure("encoded(as: .dense) is dense") }
+        let type = tensor.dataType
+        let ints: [Int64] = bytes.withUnsafeBytes { raw in
+            func load<T: FixedWidthInteger>(_: T.Type) -> [Int64] {
+                (0 ..< count).map { Int64(truncatingIfNeeded: T(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * MemoryLayout<T>.size, as: T.self))) }
+            }
+            switch type {
+            case .int8: return load(Int8.self)
+            case .uint8, .bool: return load(UInt8.self)
+            case .int16: return load(Int16.self)
+            case .uint16: return load(UInt16.self)
+            case .int32: return load(Int32.self)
+            case .uint32: return load(UInt32.self)
+            default: return load(Int64.self)
+            }
+        }
+        if type == .bool {
+            self.init(ints.map { $0 != 0 }, shape: tensor.shape)
+        } else {
+            self.init(ints, shape: tensor.shape, type: type)
+        }
+    }
+
+    // MARK: - Element access
+
+    var floats: [Float]? { if case .float(let v) = elements { return v } else { return nil } }
+    var ints: [Int64]? { if case .int(let v) = elements { return v } else { return nil } }
+    var bools: [Bool]? { if case .bool(let v) = elements { return v } else { return nil } }
+
+    /// Elements as Float whatever the storage (for statistics and comparisons).
+    public var asFloats: [Float] {
+        switch elements {
+        case .float(let v): return v
+        case .int(let v): return v.map { Float($0) }
+        case .bool(let v): return v.map { $0 ? 1 : 0 }
+        }
+    }
+
+    /// Elements as Int64 (shape arithmetic reads integer tensors this way).
+    var asInts: [Int64] {
+        switch elements {
+        case .float(let v): return v.map { Int64($0) }
+        case .int(let v): return v
+        case .bool(let v): return v.map { $0 ? 1 : 0 }
+        }
+    }
+
+    /// The elements at `indices` (flat source positions), with `shape`: every layout op is this.
+    func picking(_ indices: [Int], shape: [Int]) -> Value {
+        var out = self
+        out.shape = shape
+        switch elements {
+        case .float(let v): out.elements = .float(indices.map { v[$0] })
+        case .int(let v): out.elements = .int(indices.map { v[$0] })
+        case .bool(let v): out.elements = .bool(indices.map { v[$0] })
+        }
+        return out
+    }
+
+    /// The same elements with another shape.
+    func reshaped(_ shape: [Int]) -> Value {
+        var out = self
+        out.shape = shape
+        return out
+    }
+
+    /// This value converted to `type` (ONNX Cast: float to integer truncates toward zero).
+    func cast(to type: DataType) throws -> Value {
+        guard Self.isSupported(type) else {
+            throw RuntimeError(.unsupportedType, "cannot cast to \(type)")
+        }
+        if type == .bool { return Value(asFloats.map { $0 != 0 }, shape: shape) }
+        if type.isFloatingPoint {
+            var values = asFloats
+            if type == .float16 { values = values.map { Float(Float16($0)) } }
+            if type == .bfloat16 { values = values.map { Float(bitPattern: $0.bitPattern & 0xFFFF_0000) } }
+            return Value(values, shape: shape, type: type)
+        }
+        let ints: [Int64]
+        switch elements {
+        case .float(let v): ints = v.map { $0.isFinite ? Int64(max(min($0, 9.2e18), -9.2e18)) : 0 }
+        case .int(let v): ints = v
+        case .bool(let v): ints = v.map { $0 ? 1 : 0 }
+        }
+        return Value(ints.map { Self.wrap($0, to: type) }, shape: shape, type: type)
+    }
+
+    /// Two's-complement wrap of an integer into a narrower ONNX integer type.
+    static func wrap(_ v: Int64, to type: DataType) -> Int64 {
+        switch type {
+        case .int8: return Int64(Int8(truncatingIfNeeded: v))
+        case .uint8: return Int64(UInt8(truncatingIfNeeded: v))
+        case .int16: return Int64(Int16(truncatingIfNeeded: v))
+        case .uint16: return Int64(UInt16(truncatingIfNeeded: v))
+        case .int32: return Int64(Int32(truncatingIfNeeded: v))
+        case .uint32: return Int64(UInt32(truncatingIfNeeded: v))
+        default: return v
+        }
+    }
+}

@@ -1,0 +1,70 @@
+import ArgumentParser
+import Foundation
+import Tessera
+import TesseraONNX
+import TesseraRuntime
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run a converted model (or an ONNX model) on inputs with Tessera's graph executor.",
+        discussion: """
+        GEMM weights run through the kernel for their stored layout and quantization. Inputs are \
+        .npy arrays or ONNX TensorProto .pb files; outputs go to an uncompressed .npz, one array per \
+        graph output.
+        """)
+
+    @Argument(help: "A .tess file with a graph section, or an .onnx model.")
+    var file: String
+
+    @Option(name: .customLong("input"), help: "NAME=PATH for each graph input (PATH alone when the graph has one input).")
+    var inputs: [String] = []
+
+    @Option(name: .shortAndLong, help: "Write the outputs to this .npz file.")
+    var output: String?
+
+    @Flag(help: "Replace the output file if it exists.")
+    var force = false
+
+    @Option(help: "Threads for the GEMM kernels.")
+    var threads = ProcessInfo.processInfo.activeProcessorCount
+
+    func validate() throws {
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        if let output, !output.hasSuffix(".npz") { throw ValidationError("--output must name a .npz file") }
+    }
+
+    func run() throws {
+        try reportingErrors {
+            if let output, !force, FileManager.default.fileExists(atPath: output) {
+                throw RuntimeError(.badInput, "\(output) exists; pass --force to replace it")
+            }
+            let graph = try ONNXGraph.open(file)
+            let executor = try GraphExecutor(graph, threads: threads)
+            var values: [String: Value] = [:]
+            for spec in inputs {
+                let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
+                let (name, path): (String, String)
+                if parts.count == 2 {
+                    (name, path) = (parts[0], parts[1])
+                } else if graph.inputs.count == 1 {
+                    (name, path) = (graph.inputs[0].name, spec)
+                } else {
+                    throw RuntimeError(.badInput, "--input \(spec): write NAME=PATH; the graph has inputs \(graph.inputs.map(\.name).joined(separator: ", "))")
+                }
+                guard values[name] == nil else { throw RuntimeError(.badInput, "input '\(name)' is given twice") }
+                values[name] = try InputFiles.read(path)
+            }
+            let start = Date()
+            let outputs = try executor.run(values)
+            let seconds = Date().timeIntervalSince(start)
+            var rows = [["output", "type", "shape"]]
+            for (name, value) in outputs { rows.append([name, "\(value.type)", "\(value.shape)"]) }
+            print("\(file): ran \(graph.nodes.count) nodes in \(String(format: "%.3f", seconds)) s, \(threads) thread(s)")
+            print(TextTable.lines(rows).joined(separator: "\n"))
+            if let output {
+                try NumpyFiles.writeArchive(outputs, to: output, replaceExisting: force)
+                print("wrote \(output)")
+            }
+        }
+    }
+}
