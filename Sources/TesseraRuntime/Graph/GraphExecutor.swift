@@ -65,8 +65,7 @@ public final class GraphExecutor {
         self.lastUse = lastUse
     }
 
-    /// The operator for a node's stored GEMM weight, when its layout and reduction axis fit the
-    /// use. A dense float weight of a grouped Conv is left to the op (it slices the groups).
+    /// The operator for a node's stored GEMM weight, when its layout and reduction axis fit the use.
     private static func storedWeight(_ node: ONNXGraph.Node, _ initializers: [String: Tensor]) throws -> LinearOperator? {
         guard node.domain.isEmpty, node.inputs.count > 1, var tensor = initializers[node.inputs[1]],
               tensor.dataType.isFloatingPoint else { return nil }
@@ -77,7 +76,8 @@ public final class GraphExecutor {
         case "Gemm":
             if case .int(let t)? = node.attributes["transB"], t != 0 { expected = rank == 2 ? 1 : nil } else { expected = rank == 2 ? 0 : nil }
         case "Conv":
-            if case .int(let g)? = node.attributes["group"], g > 1, tensor.storage.kind == .dense, tensor.quantization == nil { return nil }
+            // Dense float Conv weights go through im2col with the weight as a plain matrix.
+            if tensor.storage.kind == .dense, tensor.quantization == nil { return nil }
             expected = rank >= 3 ? 1 : nil
         default: expected = nil
         }

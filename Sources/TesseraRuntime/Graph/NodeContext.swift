@@ -65,3 +65,12 @@ func normalizedAxis(_ axis: Int, rank: Int) throws -> Int {
     }
     return a
 }
+
+/// A split point in [-rank, rank] (Flatten, old Softmax) made non-negative.
+func splitAxis(_ axis: Int, rank: Int) throws -> Int {
+    let a = axis < 0 ? axis + rank : axis
+    guard a >= 0, a <= rank else {
+        throw RuntimeError(.badShape, "axis \(axis) is out of range for rank \(rank)")
+    }
+    return a
+}

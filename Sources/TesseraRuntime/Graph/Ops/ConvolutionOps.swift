@@ -2,10 +2,8 @@ import Tessera
 
 /// Conv and the pools over `[N, C, spatial...]` with any number of spatial dims.
 ///
-/// Conv is kn2row: the weight's operator view (spec §7.3, reduction over input channels) turns
-/// each input pixel's channels into every (output channel, tap) product at once; each output
-/// pixel then sums, over the taps, the product computed at the input pixel that tap reads.
-/// So a stored sparse or quantized weight runs through its own kernel, never densified.
+/// Conv multiplies through `LinearOperator`s: im2col for dense float weights, kn2row for weights
+/// stored sparse or quantized, so that those run through their own kernel, never densified.
 enum ConvolutionOps {
     static var table: [String: OpKernel] {
         var t: [String: OpKernel] = [:]
@@ -100,54 +98,97 @@ enum ConvolutionOps {
         let window = try Window(c, input: Array(x.shape.dropFirst(2)), kernel: c.ints("kernel_shape") ?? Array(weightShape.dropFirst(2)))
         guard window.kernel == Array(weightShape.dropFirst(2)) else { throw RuntimeError(.badShape, "kernel_shape disagrees with weight \(weightShape)") }
         let groupIn = channels / groups, groupOut = outChannels / groups
-        let taps = window.taps, pixels = x.shape.dropFirst(2).reduce(1, *), outPixels = window.outputCount
-
-        // One operator for all groups (the stored weight), or one per group (a dense weight,
-        // whose groups are contiguous slices of output channels).
-        let operators: [LinearOperator]
-        if let op = c.weight {
-            operators = [op]
-        } else {
-            let w = try c.floats(1)
-            let per = groupOut * groupIn * taps
-            operators = try (0 ..< groups).map { g in
-                try LinearOperator.dense(Array(w[g * per ..< (g + 1) * per]), shape: [groupOut] + Array(weightShape.dropFirst()),
-                                         reductionAxis: 1, name: c.node.outputs.first ?? "")
+        let (sources, _) = window.sources()
+        var y = [Float](repeating: 0, count: batch * outChannels * window.outputCount)
+        let bias = c.optionalInput(2)?.asFloats
+        for channel in 0 ..< outChannels {
+            let b = bias?[channel] ?? 0
+            for n in 0 ..< batch {
+                let base = (n * outChannels + channel) * window.outputCount
+                for o in 0 ..< window.outputCount { y[base + o] = b }
             }
         }
-        let bias = c.optionalInput(2)?.asFloats
-        let (sources, _) = window.sources()
-        var y = [Float](repeating: 0, count: batch * outChannels * outPixels)
-        var pixelsChannels = [Float](repeating: 0, count: pixels * groupIn)
-        for n in 0 ..< batch {
-            for g in 0 ..< groups {
-                // Channel-last activations of this image and group: [pixels, groupIn].
-                for ci in 0 ..< groupIn {
-                    let plane = ((n * channels) + g * groupIn + ci) * pixels
-                    for p in 0 ..< pixels { pixelsChannels[p * groupIn + ci] = input[plane + p] }
+        let shape = Geometry(batch: batch, channels: channels, outChannels: outChannels, groups: groups,
+                             pixels: x.shape.dropFirst(2).reduce(1, *), taps: window.taps, outPixels: window.outputCount)
+        if let op = c.weight {
+            try kn2row(input, op, shape, sources, into: &y, threads: c.threads)
+        } else {
+            // A dense float weight [Cout, Cin/g, k...] is, per group, a contiguous [Cout/g, Cin/g · taps] matrix.
+            let w = try c.floats(1)
+            let depth = groupIn * window.taps
+            let operators = try (0 ..< groups).map { g in
+                try LinearOperator.dense(Array(w[g * groupOut * depth ..< (g + 1) * groupOut * depth]), shape: [groupOut, depth],
+                                         reductionAxis: 1, name: c.node.outputs.first ?? "")
+            }
+            try im2col(input, operators, shape, sources, into: &y, threads: c.threads)
+        }
+        return Value(y, shape: [batch, outChannels] + window.output, type: x.type)
+    }
+
+    struct Geometry {
+        let batch, channels, outChannels, groups, pixels, taps, outPixels: Int
+        var groupIn: Int { channels / groups }
+        var groupOut: Int { outChannels / groups }
+    }
+
+    /// Dense weights: gather each output pixel's receptive field ([outPixels, Cin/g · taps],
+    /// zeros in the padding) and multiply once per group; no product is wasted.
+    static func im2col(_ input: [Float], _ operators: [LinearOperator], _ s: Geometry, _ sources: [Int32],
+                       into y: inout [Float], threads: Int) throws {
+        let depth = s.groupIn * s.taps
+        var columns = [Float](repeating: 0, count: s.outPixels * depth)
+        for n in 0 ..< s.batch {
+            for g in 0 ..< s.groups {
+                for ci in 0 ..< s.groupIn {
+                    let plane = (n * s.channels + g * s.groupIn + ci) * s.pixels
+                    for t in 0 ..< s.taps {
+                        let column = ci * s.taps + t
+                        for o in 0 ..< s.outPixels {
+                            let source = Int(sources[t * s.outPixels + o])
+                            columns[o * depth + column] = source >= 0 ? input[plane + source] : 0
+                        }
+                    }
                 }
-                let op = operators.count == 1 ? operators[0] : operators[g]
-                let products = try op.apply(pixelsChannels, batch: pixels, threads: c.threads)   // [pixels, op.rows]
-                let firstChannel = operators.count == 1 ? g * groupOut : 0
-                products.withUnsafeBufferPointer { prod in
-                    for co in 0 ..< groupOut {
-                        let outChannel = g * groupOut + co
-                        let base = (n * outChannels + outChannel) * outPixels
-                        let row0 = (firstChannel + co) * taps
-                        let b = bias?[outChannel] ?? 0
-                        for o in 0 ..< outPixels { y[base + o] = b }
-                        for t in 0 ..< taps {
-                            let column = row0 + t
-                            for o in 0 ..< outPixels {
-                                let s = Int(sources[t * outPixels + o])
-                                if s >= 0 { y[base + o] += prod[s * op.rows + column] }
+                let products = try operators[g].apply(columns, batch: s.outPixels, threads: threads)   // [outPixels, groupOut]
+                for co in 0 ..< s.groupOut {
+                    let base = (n * s.outChannels + g * s.groupOut + co) * s.outPixels
+                    for o in 0 ..< s.outPixels { y[base + o] += products[o * s.groupOut + co] }
+                }
+            }
+        }
+    }
+
+    /// Stored (sparse or quantized) weights: the operator's per-tap view turns each input pixel's
+    /// channels into every (output channel, tap) product; each output pixel sums, over the taps,
+    /// the product at the pixel that tap reads. Input pixels go in blocks to bound the memory.
+    /// With groups, the one operator computes every group's channels and each group keeps its own.
+    static func kn2row(_ input: [Float], _ op: LinearOperator, _ s: Geometry, _ sources: [Int32],
+                       into y: inout [Float], threads: Int) throws {
+        let block = max(1, min(s.pixels, (1 << 22) / max(op.rows, 1)))
+        var pixelsChannels = [Float](repeating: 0, count: block * s.groupIn)
+        for n in 0 ..< s.batch {
+            for g in 0 ..< s.groups {
+                for first in stride(from: 0, to: s.pixels, by: block) {
+                    let count = min(block, s.pixels - first)
+                    for ci in 0 ..< s.groupIn {
+                        let plane = (n * s.channels + g * s.groupIn + ci) * s.pixels + first
+                        for p in 0 ..< count { pixelsChannels[p * s.groupIn + ci] = input[plane + p] }
+                    }
+                    let products = try op.apply(Array(pixelsChannels[0 ..< count * s.groupIn]), batch: count, threads: threads)
+                    for co in 0 ..< s.groupOut {
+                        let channel = g * s.groupOut + co
+                        let base = (n * s.outChannels + channel) * s.outPixels
+                        for t in 0 ..< s.taps {
+                            let column = channel * s.taps + t
+                            for o in 0 ..< s.outPixels {
+                                let source = Int(sources[t * s.outPixels + o]) - first
+                                if source >= 0 && source < count { y[base + o] += products[source * op.rows + column] }
                             }
                         }
                     }
                 }
             }
         }
-        return Value(y, shape: [batch, outChannels] + window.output, type: x.type)
     }
 
     static func pool(_ c: NodeContext, average: Bool) throws -> Value {

@@ -87,7 +87,12 @@ enum ElementwiseOps {
             return [Value(y, shape: shape, type: base.type)]
         }
         t["PRelu"] = { c in
-            let x = try c.input(0), slope = try c.input(1)
+            let x = try c.input(0)
+            var slope = try c.input(1)
+            // Before opset 7 a 1-D slope holds one value per channel (axis 1).
+            if c.opset < 7, slope.shape.count == 1, x.shape.count > 2, slope.count == x.shape[1] {
+                slope = slope.reshaped([slope.count] + [Int](repeating: 1, count: x.shape.count - 2))
+            }
             let (y, shape) = try Broadcast.apply(x.asFloats, x.shape, slope.asFloats, slope.shape) { $0 < 0 ? $0 * $1 : $0 }
             return [Value(y, shape: shape, type: x.type)]
         }

@@ -79,7 +79,7 @@ enum ReductionOps {
         let outer: Int, n: Int, inner: Int
         if c.opset < 13 {
             // Before opset 13 the input is flattened to 2-D at `axis` (default 1).
-            let axis = try normalizedAxis(c.int("axis", 1), rank: rank + 1)
+            let axis = try splitAxis(c.int("axis", 1), rank: rank)
             (outer, n, inner) = (x.shape.prefix(axis).reduce(1, *), x.shape.dropFirst(axis).reduce(1, *), 1)
         } else {
             (outer, n, inner) = split(x.shape, try normalizedAxis(c.int("axis", -1), rank: rank))

@@ -33,7 +33,7 @@ enum ShapeOps {
         }
         t["Flatten"] = { c in
             let x = try c.input(0)
-            let axis = try normalizedAxis(c.int("axis", 1), rank: x.shape.count + 1)
+            let axis = try splitAxis(c.int("axis", 1), rank: x.shape.count)
             let outer = x.shape.prefix(axis).reduce(1, *)
             return [x.reshaped([outer, x.shape.dropFirst(axis).reduce(1, *)])]
         }
