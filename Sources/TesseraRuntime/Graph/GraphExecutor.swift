@@ -92,6 +92,9 @@ public final class GraphExecutor {
 
     /// Runs the graph on `inputs` (every graph input by name) and returns its outputs in order.
     public func run(_ inputs: [String: Value]) throws -> [(name: String, value: Value)] {
+        for name in inputs.keys where !graph.inputs.contains(where: { $0.name == name }) {
+            throw RuntimeError(.badInput, "'\(name)' is not an input of the graph (inputs: \(graph.inputs.map(\.name).joined(separator: ", ")))")
+        }
         var values: [String: Value] = [:]
         for info in graph.inputs {
             guard let value = inputs[info.name] else {
@@ -99,9 +102,6 @@ public final class GraphExecutor {
             }
             try check(value, against: info)
             values[info.name] = value
-        }
-        for name in inputs.keys where !graph.inputs.contains(where: { $0.name == name }) {
-            throw RuntimeError(.badInput, "'\(name)' is not an input of the graph (inputs: \(graph.inputs.map(\.name).joined(separator: ", ")))")
         }
         let opset = graph.defaultOpset
         for (index, node) in graph.nodes.enumerated() {

@@ -1,0 +1,227 @@
+"""The graph executor (`tessera run`) against onnxruntime and the onnx wheel's stored outputs."""
+import glob
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import ROOT, tessera
+from make_fixtures import digits_split
+from test_onnx_roundtrip import minilm_path
+
+DIGITS = os.path.join(ROOT, "fixtures", "onnx", "digits_mlp.onnx")
+WHEEL_DATA = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data")
+
+# Ops of the wheel's model tests that the executor does not implement (sequences, strings,
+# training, transposed convolution): those models must be refused, naming them.
+NOT_IMPLEMENTED = {"ConvTranspose", "StringNormalizer", "ai.onnx.preview.training:Gradient", "SequenceAt",
+                   "SequenceConstruct", "SequenceEmpty", "SequenceErase", "SequenceInsert", "SequenceLength",
+                   "SplitToSequence", "ConcatFromSequence"}
+# These feed float64 inputs holding uninitialised memory (values up to 1e223): the executor
+# computes float64 in float32, where they overflow.
+FLOAT64_OVERFLOW = {"test_operator_add_broadcast", "test_operator_add_size1_right_broadcast",
+                    "test_operator_add_size1_singleton_broadcast", "test_operator_addconstant"}
+
+
+def ort_run(model, feeds):
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
+
+
+def tessera_run(model, feeds, work, *extra):
+    args = []
+    for name, value in feeds.items():
+        path = work / f"in_{len(args)}.npy"
+        np.save(path, value)
+        args += ["--input", f"{name}={path}"]
+    out = work / "out.npz"
+    tessera("run", model, *args, "-o", out, "--force", *extra)
+    with np.load(out) as archive:
+        return {k: archive[k] for k in archive.files}
+
+
+def cosines(a, b):
+    a, b = a.reshape(len(a), -1).astype(np.float64), b.reshape(len(b), -1).astype(np.float64)
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def minilm_feeds(batch=2, tokens=16, seed=0):
+    rng = np.random.default_rng(seed)
+    ids = rng.integers(1000, 30000, size=(batch, tokens)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1:, tokens // 2:] = 0   # padded rows exercise the attention mask's Where/Equal path
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def test_digits_mlp_reproduces_onnxruntime(work):
+    x = digits_split()[1]
+    expected = ort_run(DIGITS, {"X": x})
+    tess = work / "digits.tess"
+    tessera("convert", DIGITS, "-o", tess, "--quiet")
+    for model in (DIGITS, tess):
+        got = tessera_run(model, {"X": x}, work)
+        assert got["label"].dtype == np.int64 and np.array_equal(got["label"], expected["label"])
+        np.testing.assert_allclose(got["probabilities"], expected["probabilities"], atol=1e-6)
+
+
+def test_minilm_embedding_matches_onnxruntime_in_fp32(work):
+    feeds = minilm_feeds()
+    expected = ort_run(minilm_path(), feeds)["461"]
+    tess = work / "minilm.tess"
+    tessera("convert", minilm_path(), "-o", tess, "--quiet")
+    got = tessera_run(tess, feeds, work)["461"]
+    assert got.shape == expected.shape
+    assert cosines(got, expected).min() >= 0.99999
+    assert np.abs(got - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("flags", [["--quantize", "int8"], ["--prune", "2:4"], ["--prune", "2:4", "--quantize", "int8"],
+                                   ["--quantize", "int4:group=32"]], ids=["int8", "2:4", "2:4+int8", "int4"])
+def test_converted_digits_agree_with_onnxruntime_on_the_export(flags, work):
+    """The executor runs the stored layouts through their kernels; onnxruntime runs the
+    densified export. Both compute the same function, so they must agree."""
+    x = digits_split()[1]
+    tess, exported = work / "d.tess", work / "d.onnx"
+    tessera("convert", DIGITS, "-o", tess, "--quiet", *flags)
+    tessera("export", tess, "-o", exported)
+    expected = ort_run(str(exported), {"X": x})
+    got = tessera_run(tess, {"X": x}, work)
+    np.testing.assert_allclose(got["probabilities"], expected["probabilities"], atol=1e-5)
+    assert (got["label"] == expected["label"]).mean() >= 0.995   # ties within float rounding may flip
+
+
+def test_converted_minilm_agrees_with_onnxruntime_on_the_export(work):
+    feeds = minilm_feeds()
+    tess, exported = work / "m.tess", work / "m.onnx"
+    tessera("convert", minilm_path(), "-o", tess, "--quiet", "--prune", "2:4", "--quantize", "int8")
+    tessera("export", tess, "-o", exported)
+    expected = ort_run(str(exported), feeds)["461"]
+    got = tessera_run(tess, feeds, work)["461"]
+    assert cosines(got, expected).min() >= 0.99999
+
+
+def small_cnn(path, rng):
+    """Conv (groups, strides, pads, dilations), BatchNorm, pools, Flatten, Gemm, Softmax."""
+    def init(name, shape):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32) * 0.3, name)
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], strides=[2, 1], pads=[1, 2, 1, 0], dilations=[1, 2]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], group=2, pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c2", "bn_s", "bn_b", "bn_m", "bn_v"], ["n2"]),
+        helper.make_node("MaxPool", ["n2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+        helper.make_node("AveragePool", ["p2"], ["a2"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=0),
+        helper.make_node("GlobalAveragePool", ["a2"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc", "fc_b"], ["logits"], transB=1),
+        helper.make_node("Softmax", ["logits"], ["y"]),
+    ]
+    inits = [init("w1", (16, 4, 3, 3)), init("b1", (16,)), init("w2", (32, 8, 3, 3)),
+             init("bn_s", (32,)), init("bn_b", (32,)), init("bn_m", (32,)),
+             numpy_helper.from_array(rng.uniform(0.5, 2, 32).astype(np.float32), "bn_v"),
+             init("fc", (10, 32)), init("fc_b", (10,))]
+    graph = helper.make_graph(nodes, "cnn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 15, 13])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+@pytest.mark.parametrize("flags", [[], ["--prune", "2:4", "--minimum-elements", "1"],
+                                   ["--prune", "2:4", "--quantize", "int8", "--minimum-elements", "1"],
+                                   ["--prune", "magnitude:0.9", "--layout", "csr", "--minimum-elements", "1"]],
+                         ids=["lossless", "2:4", "2:4+int8", "csr"])
+def test_small_cnn_with_stored_conv_weights_matches_onnxruntime(flags, work):
+    rng = np.random.default_rng(1)
+    source, tess, exported = work / "cnn.onnx", work / "cnn.tess", work / "cnn_export.onnx"
+    small_cnn(str(source), rng)
+    tessera("convert", source, "-o", tess, "--quiet", *flags)
+    tessera("export", tess, "-o", exported)
+    x = rng.standard_normal((3, 4, 15, 13)).astype(np.float32)
+    expected = ort_run(str(exported), {"x": x})["y"]
+    got = tessera_run(tess, {"x": x}, work, "--threads", "2")["y"]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+    if flags:   # the weights really are stored sparse, not densified by the converter
+        inspect = tessera("inspect", tess).stdout
+        assert ("sparse24" if "2:4" in flags else "csr") in inspect
+
+
+def wheel_models():
+    return sorted(glob.glob(os.path.join(WHEEL_DATA, "*", "*", "model.onnx")))
+
+
+def model_id(path):
+    return os.path.relpath(os.path.dirname(path), WHEEL_DATA)
+
+
+@pytest.mark.parametrize("model", wheel_models(), ids=model_id)
+def test_onnx_wheel_model_tests(model, work):
+    """Every model test of the onnx wheel: converted losslessly, run, and compared with its
+    stored outputs (the tolerance onnx's own backend tests use); or refused, naming every op
+    the executor lacks."""
+    name = os.path.basename(os.path.dirname(model))
+    if name in FLOAT64_OVERFLOW:
+        pytest.xfail("float64 inputs of uninitialised memory overflow float32")
+    proto = onnx.load(model)
+    ops = {(f"{n.domain}:" if n.domain not in ("", "ai.onnx") else "") + n.op_type for n in proto.graph.node}
+    missing = ops & NOT_IMPLEMENTED
+    tess = work / "m.tess"
+    tessera("convert", model, "-o", tess, "--quiet")
+    data = os.path.join(os.path.dirname(model), "test_data_set_0")
+    inputs = sorted(glob.glob(os.path.join(data, "input_*.pb")), key=lambda p: int(p.rsplit("_", 1)[1][:-3]))
+    initializers = {t.name for t in proto.graph.initializer}
+    names = [i.name for i in proto.graph.input if i.name not in initializers]
+    out = work / "out.npz"
+    result = tessera("run", tess, *sum([["--input", f"{n}={p}"] for n, p in zip(names, inputs)], []), "-o", out, check=False)
+    if missing:
+        assert result.returncode == 1 and not out.exists()
+        assert all(op in result.stderr for op in missing), result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    with np.load(out) as got:
+        for k, output in enumerate(proto.graph.output):
+            ref = TensorProto()
+            with open(os.path.join(data, f"output_{k}.pb"), "rb") as f:
+                ref.ParseFromString(f.read())
+            expected = numpy_helper.to_array(ref)
+            actual = got[output.name]
+            assert actual.shape == expected.shape and actual.dtype == expected.dtype
+            np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-7, equal_nan=True)
+
+
+def test_missing_ops_are_all_named_before_running(work):
+    nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("Hardmax", ["a"], ["b"]),
+             helper.make_node("Det", ["b"], ["c"]), helper.make_node("Hardmax", ["c"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 2])])
+    model = work / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    np.save(work / "x.npy", np.ones((2, 2), np.float32))
+    result = tessera("run", model, "--input", f"x={work / 'x.npy'}", "-o", work / "o.npz", check=False)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "lacks 2 op(s)" in result.stderr and "Hardmax (2 nodes)" in result.stderr and "Det" in result.stderr
+    assert not (work / "o.npz").exists()
+
+
+def test_bad_inputs_are_refused_with_their_name(work):
+    tess = work / "digits.tess"
+    tessera("convert", DIGITS, "-o", tess, "--quiet")
+    np.save(work / "wrong.npy", np.ones((5, 63), np.float32))
+    np.save(work / "ints.npy", np.ones((5, 64), np.int64))
+    (work / "junk.npy").write_bytes(b"not numpy")
+    out = work / "o.npz"
+    cases = [(["--input", f"X={work / 'wrong.npy'}"], "input 'X' has shape [5, 63]; the graph declares [?, 64]"),
+             (["--input", f"X={work / 'ints.npy'}"], "input 'X' is int64; the graph declares float32"),
+             (["--input", f"X={work / 'junk.npy'}"], "not a readable .npy array"),
+             (["--input", f"Y={work / 'wrong.npy'}"], "'Y' is not an input of the graph"),
+             ([], "graph input 'X' is not given"),
+             (["--input", f"X={work / 'missing.npy'}"], "cannot read the file")]
+    for args, message in cases:
+        result = tessera("run", tess, *args, "-o", out, check=False)
+        assert result.returncode == 1 and message in result.stderr, (args, result.stderr)
+        assert not out.exists()
+    out.write_bytes(b"keep")
+    np.save(work / "ok.npy", np.ones((5, 64), np.float32))
+    result = tessera("run", tess, "--input", f"X={work / 'ok.npy'}", "-o", out, check=False)
+    assert result.returncode == 1 and "--force" in result.stderr and out.read_bytes() == b"keep"
