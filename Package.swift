@@ -34,8 +34,9 @@ let package = Package(
         // graph executor that runs an ONNX graph on them.
         .target(name: "TesseraRuntime", dependencies: ["Tessera", "TesseraONNX"]),
 
-        // `verify` levels 2 and 3: a file against its source, tensor by tensor and kernel by kernel.
-        .target(name: "TesseraVerify", dependencies: ["Tessera", "TesseraRuntime", "TesseraConvert"]),
+        // `verify` levels 2 to 4: a file against its source, tensor by tensor, kernel by kernel
+        // and output by output.
+        .target(name: "TesseraVerify", dependencies: ["Tessera", "TesseraONNX", "TesseraRuntime", "TesseraConvert"]),
 
         // ONNX import and export: the only module that sees CONNXProto.
         .target(name: "TesseraONNX", dependencies: ["Tessera", "CONNXProto"]),

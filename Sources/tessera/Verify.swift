@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Tessera
 import TesseraONNX
+import TesseraRuntime
 import TesseraVerify
 
 struct Verify: ParsableCommand {
@@ -13,7 +14,11 @@ struct Verify: ParsableCommand {
         relative Frobenius error, SNR and cosine.
         Level 3 (--source): each GEMM weight runs through the kernel for its stored layout on seeded \
         activations and is compared with a dense float GEMM on the source weights.
-        --max-rel-error and --min-cosine turn the numbers into the exit status.
+        Level 4 (--source): the source model and the file run through the graph executor on the same \
+        inputs (--input files, else the model's test_data_set_* folders, else generated from the input \
+        signature with --seed); per output: max abs error, lowest cosine and top-1 agreement.
+        --max-rel-error and --min-cosine (levels 2-3), --min-output-cosine, --max-output-error and \
+        --min-top1 (level 4) turn the numbers into the exit status.
         """)
 
     @Argument(help: "A .tess file.")
@@ -31,8 +36,26 @@ struct Verify: ParsableCommand {
     @Option(help: "Fail when a tensor or kernel output that is not bit-exact has a lower cosine similarity.")
     var minCosine: Double?
 
-    @Option(help: "Seed of the activations for the kernel checks.")
+    @Option(help: "Seed of the activations for the kernel checks and of generated model inputs.")
     var seed: UInt64 = 0
+
+    @Option(name: .customLong("input"), help: "NAME=PATH (.npy or .pb): a model input for level 4 (repeatable).")
+    var inputs: [String] = []
+
+    @Option(name: .customLong("dim"), help: "NAME=N: the size of a symbolic input dim for generated inputs (repeatable).")
+    var dims: [String] = []
+
+    @Option(help: "Fail when an output's lowest per-sample cosine similarity is below this.")
+    var minOutputCosine: Double?
+
+    @Option(help: "Fail when an output's largest absolute difference is above this.")
+    var maxOutputError: Double?
+
+    @Option(help: "Fail when the fraction of samples whose top-1 class agrees is below this.")
+    var minTop1: Double?
+
+    @Flag(help: "Skip level 4 (running both models).")
+    var noRun = false
 
     @Option(help: "Activation rows per kernel check.")
     var batch = 8
@@ -43,8 +66,12 @@ struct Verify: ParsableCommand {
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
-        if (maxRelError != nil || minCosine != nil) && source == nil {
-            throw ValidationError("--max-rel-error and --min-cosine need --source")
+        if (maxRelError != nil || minCosine != nil || hasRunThresholds || !inputs.isEmpty || !dims.isEmpty) && source == nil {
+            throw ValidationError("--max-rel-error, --min-cosine, --min-output-cosine, --max-output-error, --min-top1, --input and --dim need --source")
+        }
+        _ = try pairs(inputs, "--input")
+        for (name, value) in try pairs(dims, "--dim") where Int(value).map({ $0 < 0 }) ?? true {
+            throw ValidationError("--dim \(name)=\(value): the size must be a non-negative integer")
         }
     }
 
@@ -67,19 +94,27 @@ struct Verify: ParsableCommand {
             try ONNXImporter.scan(model: source) { tensors[$0.name] = $0 }
             let options = SourceVerifier.Options(maxRelativeError: maxRelError, minCosine: minCosine, seed: seed, batch: batch, threads: threads)
             let report = try SourceVerifier.compare(tess, source: tensors, options: options)
+            let (endToEnd, skipped) = try runBoth(tess, source: source)
+            let problems = report.problemCount + (endToEnd?.problemCount ?? 0) + (skipped != nil && hasRunThresholds ? 1 : 0)
             if json {
                 let encoder = JSONEncoder()
                 encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
                 let sourceJSON = try JSONSerialization.jsonObject(with: encoder.encode(report))
-                print(try jsonText(["file": file, "source": source, "passed": report.problemCount == 0,
-                                    "integrity": ["ok": true, "tensors": tess.tensors.count, "decoded_bytes": checked],
-                                    "comparison": sourceJSON]))
+                var document: [String: Any] = ["file": file, "source": source, "passed": problems == 0,
+                                               "integrity": ["ok": true, "tensors": tess.tensors.count, "decoded_bytes": checked],
+                                               "comparison": sourceJSON]
+                if let endToEnd { document["end_to_end"] = try JSONSerialization.jsonObject(with: encoder.encode(endToEnd)) }
+                if let skipped { document["end_to_end_skipped"] = skipped }
+                print(try jsonText(document))
             } else {
                 print(integrity)
                 print(Self.table(report, source: source))
+                if let endToEnd { print(Self.table(endToEnd)) }
+                if let skipped { print("level 4 skipped: \(skipped)") }
+                print(problems == 0 ? "verdict: OK" : "verdict: FAILED (\(problems) problems)")
             }
-            if report.problemCount > 0 {
-                FileHandle.standardError.write(Data("tessera: error: \(file): \(report.problemCount) problem(s) against \(source)\n".utf8))
+            if problems > 0 {
+                FileHandle.standardError.write(Data("tessera: error: \(file): \(problems) problem(s) against \(source)\n".utf8))
                 Foundation.exit(1)
             }
         }
@@ -104,7 +139,45 @@ struct Verify: ParsableCommand {
         for name in report.missing { lines.append("FAIL: source tensor '\(name)' is not in the file") }
         for name in report.unexpected { lines.append("FAIL: tensor '\(name)' is not in the source") }
         for t in report.tensors { for p in t.problems { lines.append("FAIL: tensor '\(t.name)': \(p)") } }
-        lines.append(report.problemCount == 0 ? "verdict: OK" : "verdict: FAILED (\(report.problemCount) problems)")
+        return lines.joined(separator: "\n")
+    }
+
+    private var hasRunThresholds: Bool { minOutputCosine != nil || maxOutputError != nil || minTop1 != nil }
+
+    /// NAME=VALUE options as pairs.
+    private func pairs(_ options: [String], _ flag: String) throws -> [(String, String)] {
+        try options.map { option in
+            let parts = option.split(separator: "=", maxSplits: 1).map(String.init)
+            guard parts.count == 2, !parts[0].isEmpty else { throw ValidationError("\(flag) \(option): write NAME=VALUE") }
+            return (parts[0], parts[1])
+        }
+    }
+
+    /// Level 4, or why it could not run (a graph needing ops the executor lacks).
+    private func runBoth(_ tess: TessFile, source: String) throws -> (EndToEndReport?, String?) {
+        guard !noRun else { return (nil, "--no-run") }
+        let sourceGraph = try ONNXGraph(model: source)
+        let missing = GraphExecutor.missingOps(sourceGraph)
+        guard missing.isEmpty else {
+            return (nil, "the executor lacks \(missing.map(\.op).joined(separator: ", "))")
+        }
+        let converted = try ONNXGraph(file: tess)
+        let sizes = Dictionary(try pairs(dims, "--dim").map { ($0.0, Int($0.1)!) }) { $1 }
+        let samples = try EndToEndVerifier.samples(for: sourceGraph, source: source, given: Dictionary(try pairs(inputs, "--input")) { $1 },
+                                                   dims: sizes, seed: seed)
+        let options = EndToEndVerifier.Options(minCosine: minOutputCosine, maxAbsError: maxOutputError, minTop1: minTop1, threads: threads)
+        return (try EndToEndVerifier.compare(source: sourceGraph, converted: converted, samples: samples, options: options), nil)
+    }
+
+    static func table(_ report: EndToEndReport) -> String {
+        var lines = ["level 4: source and file run on \(report.samples.count) sample(s): \(report.samples.joined(separator: ", "))"]
+        var rows = [["output", "shape", "max abs err", "min cosine", "top-1 agree"]]
+        for o in report.outputs {
+            rows.append([o.name, "\(o.shape)", String(format: "%.3g", o.maxAbsError), o.minCosine.map { String(format: "%.6f", $0) } ?? "-",
+                         o.top1Agreement.map { String(format: "%.4f", $0) } ?? "-"])
+        }
+        lines += TextTable.lines(rows)
+        for o in report.outputs { for p in o.problems { lines.append("FAIL: output '\(o.name)': \(p)") } }
         return lines.joined(separator: "\n")
     }
 }

@@ -225,3 +225,38 @@ def test_bad_inputs_are_refused_with_their_name(work):
     np.save(work / "ok.npy", np.ones((5, 64), np.float32))
     result = tessera("run", tess, "--input", f"X={work / 'ok.npy'}", "-o", out, check=False)
     assert result.returncode == 1 and "--force" in result.stderr and out.read_bytes() == b"keep"
+
+
+def test_verify_level_4_runs_both_models_and_applies_thresholds(work):
+    x = digits_split()[1]
+    np.save(work / "x.npy", x)
+    tess = work / "d.tess"
+    tessera("convert", DIGITS, "-o", tess, "--quiet")
+    ok = tessera("verify", tess, "--source", DIGITS, "--input", f"X={work / 'x.npy'}",
+                 "--min-output-cosine", "0.99999", "--min-top1", "1", "--max-output-error", "1e-5")
+    assert "level 4: source and file run on 1 sample(s): given files" in ok.stdout and "verdict: OK" in ok.stdout
+
+    lossy = work / "lossy.tess"
+    tessera("convert", minilm_path(), "-o", lossy, "--quiet", "--prune", "2:4")
+    import json
+    result = tessera("verify", lossy, "--source", minilm_path(), "--dim", "sequence_length=5", "--json",
+                     "--min-output-cosine", "0.99", check=False)
+    assert result.returncode == 1 and "problem(s)" in result.stderr
+    report = json.loads(result.stdout)
+    assert not report["passed"] and report["end_to_end"]["samples"] == ["generated (seed 0)"]
+    embedding = next(o for o in report["end_to_end"]["outputs"] if o["name"] == "461")
+    assert embedding["shape"] == [2, 384] and embedding["min_cosine"] < 0.99 and embedding["problems"]
+
+
+def test_verify_level_4_uses_test_data_sets_and_reports_missing_ops(work):
+    conv = os.path.join(WHEEL_DATA, "pytorch-converted", "test_Conv2d_strided", "model.onnx")
+    tess = work / "c.tess"
+    tessera("convert", conv, "-o", tess, "--quiet")
+    result = tessera("verify", tess, "--source", conv, "--min-output-cosine", "0.999999")
+    assert "run on 1 sample(s): test_data_set_0" in result.stdout and "verdict: OK" in result.stdout
+
+    transposed = os.path.join(WHEEL_DATA, "pytorch-converted", "test_ConvTranspose2d", "model.onnx")
+    tessera("convert", transposed, "-o", tess, "--quiet", "--force")
+    assert "level 4 skipped: the executor lacks ConvTranspose" in tessera("verify", tess, "--source", transposed).stdout
+    strict = tessera("verify", tess, "--source", transposed, "--min-output-cosine", "0.9", check=False)
+    assert strict.returncode == 1

@@ -114,7 +114,7 @@ public struct Value: Sendable {
     }
 
     /// This value converted to `type` (ONNX Cast: float to integer truncates toward zero).
-    func cast(to type: DataType) throws -> Value {
+    public func cast(to type: DataType) throws -> Value {
         guard Self.isSupported(type) else {
             throw RuntimeError(.unsupportedType, "cannot cast to \(type)")
         }

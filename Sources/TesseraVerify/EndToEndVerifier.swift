@@ -1,0 +1,188 @@
+import Foundation
+import Tessera
+import TesseraConvert
+import TesseraONNX
+import TesseraRuntime
+
+/// `verify` level 4: the source model and the converted file both run through the graph
+/// executor on the same sample inputs, and their outputs are compared.
+public enum EndToEndVerifier {
+    public struct Options: Sendable {
+        /// An output fails when the lowest per-sample cosine similarity is below this...
+        public var minCosine: Double?
+        /// ... or its largest absolute difference above this...
+        public var maxAbsError: Double?
+        /// ... or the fraction of samples whose top-1 class agrees is below this.
+        public var minTop1: Double?
+        public var threads: Int
+
+        public init(minCosine: Double? = nil, maxAbsError: Double? = nil, minTop1: Double? = nil, threads: Int = 1) {
+            self.minCosine = minCosine
+            self.maxAbsError = maxAbsError
+            self.minTop1 = minTop1
+            self.threads = threads
+        }
+    }
+
+    /// One set of graph inputs and where it came from.
+    public struct Sample: Sendable {
+        public var origin: String
+        public var inputs: [String: Value]
+    }
+
+    /// The inputs to run: files given by name, else the source's `test_data_set_*` folders
+    /// (`input_K.pb` feeds the K-th graph input), else inputs generated from the signature.
+    public static func samples(for graph: ONNXGraph, source: String, given: [String: String], dims: [String: Int],
+                               seed: UInt64) throws -> [Sample] {
+        if !given.isEmpty {
+            return [Sample(origin: "given files", inputs: try given.mapValues { try InputFiles.read($0) })]
+        }
+        let folder = URL(fileURLWithPath: source).deletingLastPathComponent()
+        let sets = ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [])
+            .filter { $0.hasPrefix("test_data_set_") }.sorted()
+        let fromSets = try sets.compactMap { set -> Sample? in
+            var inputs: [String: Value] = [:]
+            for (k, info) in graph.inputs.enumerated() {
+                let path = folder.appendingPathComponent(set).appendingPathComponent("input_\(k).pb").path
+                guard FileManager.default.fileExists(atPath: path) else { return nil }
+                inputs[info.name] = try InputFiles.read(path)
+            }
+            return Sample(origin: set, inputs: inputs)
+        }
+        if !fromSets.isEmpty { return fromSets }
+        return [Sample(origin: "generated (seed \(seed))", inputs: try generated(graph, dims: dims, seed: seed))]
+    }
+
+    /// Inputs from the declared types and dims. Unnamed or symbolic dims take `dims[name]`, else
+    /// 2 on the first axis and 8 elsewhere. Floats are uniform in [-1, 1); integers that index a
+    /// Gather over an initializer are uniform over its axis (token ids), other integers are 1
+    /// (masks); booleans are true.
+    static func generated(_ graph: ONNXGraph, dims: [String: Int], seed: UInt64) throws -> [String: Value] {
+        var inputs: [String: Value] = [:]
+        for (k, info) in graph.inputs.enumerated() {
+            guard let declared = info.dims, let type = DataType(rawValue: UInt32(info.elementType)) else {
+                throw RuntimeError(.badInput, "input '\(info.name)' declares no type or shape; give it with --input \(info.name)=PATH")
+            }
+            let shape = try declared.enumerated().map { axis, d -> Int in
+                switch d {
+                case .fixed(let n): return n
+                case .symbolic(let name): return dims[name] ?? (axis == 0 ? 2 : 8)
+                case .unknown: return axis == 0 ? 2 : 8
+                }
+            }
+            let count = try TensorGeometry(shape: shape).elementCount
+            let uniform = SourceVerifier.activations(count: count, seed: seed &+ UInt64(k))
+            if type == .bool {
+                inputs[info.name] = Value([Bool](repeating: true, count: count), shape: shape)
+            } else if type.isFloatingPoint {
+                inputs[info.name] = type == .float ? Value(uniform, shape: shape) : try Value(uniform, shape: shape).cast(to: type)
+            } else if let range = gatherRange(of: info.name, in: graph) {
+                inputs[info.name] = Value(uniform.map { Int64(Float(range) * ($0 + 1) / 2) % Int64(range) }, shape: shape, type: type)
+            } else {
+                inputs[info.name] = Value([Int64](repeating: 1, count: count), shape: shape, type: type)
+            }
+        }
+        return inputs
+    }
+
+    /// The length of the axis that `name` indexes when it is the indices of a Gather over an initializer.
+    private static func gatherRange(of name: String, in graph: ONNXGraph) -> Int? {
+        for node in graph.nodes where node.opType == "Gather" && node.inputs.count > 1 && node.inputs[1] == name {
+            guard let data = graph.initializers[node.inputs[0]] else { continue }
+            var axis = 0
+            if case .int(let a)? = node.attributes["axis"] { axis = Int(a) < 0 ? Int(a) + data.shape.count : Int(a) }
+            if axis >= 0, axis < data.shape.count, data.shape[axis] > 0 { return data.shape[axis] }
+        }
+        return nil
+    }
+
+    public static func compare(source: ONNXGraph, converted: ONNXGraph, samples: [Sample], options: Options) throws -> EndToEndReport {
+        let sourceRun = try GraphExecutor(source, threads: options.threads)
+        let convertedRun = try GraphExecutor(converted, threads: options.threads)
+        var outputs: [String: (expected: [Value], actual: [Value])] = [:]
+        var order: [String] = []
+        for sample in samples {
+            let expected = try sourceRun.run(sample.inputs), actual = try convertedRun.run(sample.inputs)
+            for ((name, e), (_, a)) in zip(expected, actual) {
+                if outputs[name] == nil { order.append(name) }
+                outputs[name, default: ([], [])].expected.append(e)
+                outputs[name, default: ([], [])].actual.append(a)
+            }
+        }
+        let reports = order.map { name in
+            output(name, expected: outputs[name]!.expected, actual: outputs[name]!.actual, options: options)
+        }
+        return EndToEndReport(samples: samples.map(\.origin), outputs: reports)
+    }
+
+    static func output(_ name: String, expected: [Value], actual: [Value], options: Options) -> OutputReport {
+        var report = OutputReport(name: name, shape: expected.first?.shape ?? [], maxAbsError: 0, minCosine: nil, top1Agreement: nil, problems: [])
+        var agree = 0, compared = 0, cosines: [Double] = []
+        for (e, a) in zip(expected, actual) {
+            guard e.shape == a.shape else {
+                report.problems.append("shape \(a.shape) in the converted model, \(e.shape) in the source")
+                return report
+            }
+            let x = e.asFloats, y = a.asFloats
+            for i in x.indices { report.maxAbsError = max(report.maxAbsError, Double(abs(x[i] - y[i]))) }
+            if x.contains(where: { $0.isNaN }) != y.contains(where: { $0.isNaN }) { report.maxAbsError = .nan }
+            // Rows: the first axis is the batch. Integer outputs are labels: top-1 is equality.
+            let rows = e.shape.first ?? 1, width = rows > 0 ? x.count / rows : 0
+            guard width > 0 else { continue }
+            for r in 0 ..< rows {
+                let xs = x[r * width ..< (r + 1) * width], ys = y[r * width ..< (r + 1) * width]
+                if case .float = e.elements {
+                    cosines.append(Fidelity(source: Array(xs), converted: Array(ys)).cosine)
+                    if width > 1 && e.shape.count == 2 {
+                        compared += 1
+                        if argmax(xs) == argmax(ys) { agree += 1 }
+                    }
+                } else {
+                    compared += 1
+                    if xs.elementsEqual(ys) { agree += 1 }
+                }
+            }
+        }
+        report.minCosine = cosines.min()
+        report.top1Agreement = compared > 0 ? Double(agree) / Double(compared) : nil
+        if let limit = options.minCosine, let c = report.minCosine, !(c >= limit) {
+            report.problems.append(String(format: "cosine %.6f is below --min-output-cosine %.6f", c, limit))
+        }
+        if let limit = options.maxAbsError, !(report.maxAbsError <= limit) {
+            report.problems.append(String(format: "max abs error %.3g exceeds --max-output-error %.3g", report.maxAbsError, limit))
+        }
+        if let limit = options.minTop1, let t = report.top1Agreement, !(t >= limit) {
+            report.problems.append(String(format: "top-1 agreement %.4f is below --min-top1 %.4f", t, limit))
+        }
+        return report
+    }
+
+    private static func argmax(_ v: ArraySlice<Float>) -> Int {
+        var best = v.startIndex
+        for i in v.indices where v[i] > v[best] { best = i }
+        return best - v.startIndex
+    }
+}
+
+public struct OutputReport: Codable, Sendable {
+    public var name: String
+    public var shape: [Int]
+    public var maxAbsError: Double
+    /// Lowest cosine similarity over the samples' rows (float outputs).
+    public var minCosine: Double?
+    /// Fraction of rows whose arg-max (float [batch, classes] outputs) or value (integer
+    /// outputs, e.g. labels) agree.
+    public var top1Agreement: Double?
+    public var problems: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case name, shape, problems
+        case maxAbsError = "max_abs_error", minCosine = "min_cosine", top1Agreement = "top1_agreement"
+    }
+}
+
+public struct EndToEndReport: Codable, Sendable {
+    public var samples: [String]
+    public var outputs: [OutputReport]
+    public var problemCount: Int { outputs.reduce(0) { $0 + $1.problems.count } }
+}
