@@ -3,7 +3,8 @@
 #   make demo    build, convert the committed digits model, inspect, verify, export, compare
 #   make test    every test: Swift (format, CLI) and Python oracles (onnx, onnxruntime)
 #   make sanitize the tests under AddressSanitizer (with leak checks) and ThreadSanitizer
-#   make bench   the benchmark harness: format, ONNX import and kernels next to their peers, one run
+#   make bench   the benchmark harness: format, ONNX import, kernels, and end-to-end accuracy and
+#                MiniLM latency next to their peers, one run
 #   make results docs/COMPRESSION.md: every recipe's size and fidelity next to quantize_dynamic
 #   make fuzz    libFuzzer on the .tess reader and the ONNX importer (FUZZ_SECONDS each)
 #
@@ -69,6 +70,8 @@ demo: build venv
 	$(RELEASE)/tessera convert fixtures/onnx/digits_mlp.onnx -o $(DEMO)/digits.tess --force
 	$(RELEASE)/tessera inspect $(DEMO)/digits.tess
 	$(RELEASE)/tessera verify $(DEMO)/digits.tess --source fixtures/onnx/digits_mlp.onnx
+	$(VENV)/bin/python -c 'import sys; sys.path.insert(0, "fixtures"); import numpy as np; from make_fixtures import digits_split; np.save("$(DEMO)/digits_test.npy", digits_split()[1])'
+	$(RELEASE)/tessera run $(DEMO)/digits.tess --input X=$(DEMO)/digits_test.npy -o $(DEMO)/digits_outputs.npz --force
 	$(RELEASE)/tessera export $(DEMO)/digits.tess -o $(DEMO)/digits.onnx --force
 	$(VENV)/bin/python fixtures/show_roundtrip.py fixtures/onnx/digits_mlp.onnx $(DEMO)/digits.onnx
 
@@ -78,6 +81,7 @@ bench: build venv
 	$(RELEASE)/tessera-bench format
 	$(RELEASE)/tessera-bench onnx --model $(MINILM) --python $(VENV)/bin/python
 	$(RELEASE)/tessera-bench kernels --python $(VENV)/bin/python
+	$(VENV)/bin/python Benchmarks/end_to_end.py --tessera $(RELEASE)/tessera
 
 results: build venv
 	TESSERA=$(RELEASE)/tessera $(VENV)/bin/python Benchmarks/compression_results.py > /dev/null

@@ -28,8 +28,12 @@ struct Run: ParsableCommand {
     @Option(help: "Threads for the GEMM kernels.")
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
+    @Option(name: .customLong("repeat"), help: "Run this many times and report the best and median time (a latency measurement).")
+    var repeats = 1
+
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard repeats >= 1 else { throw ValidationError("--repeat must be at least 1") }
         if let output, !output.hasSuffix(".npz") { throw ValidationError("--output must name a .npz file") }
     }
 
@@ -54,12 +58,19 @@ struct Run: ParsableCommand {
                 guard values[name] == nil else { throw RuntimeError(.badInput, "input '\(name)' is given twice") }
                 values[name] = try InputFiles.read(path)
             }
-            let start = Date()
-            let outputs = try executor.run(values)
-            let seconds = Date().timeIntervalSince(start)
+            var outputs: [(name: String, value: Value)] = []
+            var times: [Double] = []
+            for _ in 0 ..< repeats {
+                let start = Date()
+                outputs = try executor.run(values)
+                times.append(Date().timeIntervalSince(start))
+            }
+            times.sort()
             var rows = [["output", "type", "shape"]]
             for (name, value) in outputs { rows.append([name, "\(value.type)", "\(value.shape)"]) }
-            print("\(file): ran \(graph.nodes.count) nodes in \(String(format: "%.3f", seconds)) s, \(threads) thread(s)")
+            let timing = repeats == 1 ? String(format: "in %.3f s", times[0])
+                : String(format: "%d times: best %.2f ms, median %.2f ms", repeats, times[0] * 1000, times[repeats / 2] * 1000)
+            print("\(file): ran \(graph.nodes.count) nodes \(timing), \(threads) thread(s)")
             print(TextTable.lines(rows).joined(separator: "\n"))
             if let output {
                 try NumpyFiles.writeArchive(outputs, to: output, replaceExisting: force)

@@ -1,0 +1,134 @@
+"""End to end: every recipe's accuracy by Tessera's executor and by onnxruntime on the exported
+ONNX, side by side (digits MLP and paraphrase-MiniLM-L3), then MiniLM latency against
+onnxruntime fp32 and int8 (quantize_dynamic). One run; run by `make bench`.
+
+    python Benchmarks/end_to_end.py --tessera .build/release/tessera
+"""
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.quantization import QuantType, quantize_dynamic
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "fixtures"))
+sys.path.insert(0, os.path.join(ROOT, "Tests", "python"))
+from make_fixtures import digits_split  # noqa: E402
+from test_onnx_roundtrip import minilm_path  # noqa: E402
+
+RECIPES = {"lossless": [], "int8": ["--quantize", "int8"], "2:4": ["--prune", "2:4"],
+           "2:4+int8": ["--prune", "2:4", "--quantize", "int8"], "int4": ["--quantize", "int4:group=32"]}
+
+
+def run(*args):
+    result = subprocess.run([*map(str, args)], capture_output=True, text=True)
+    if result.returncode:
+        sys.exit(f"{' '.join(map(str, args))} failed: {result.stderr}")
+    return result.stdout
+
+
+def session(path, threads=1):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def tessera_outputs(tessera, model, feeds, work, threads=1, repeat=1):
+    args = []
+    for k, (name, value) in enumerate(feeds.items()):
+        np.save(os.path.join(work, f"in{k}.npy"), value)
+        args += ["--input", f"{name}={os.path.join(work, f'in{k}.npy')}"]
+    out = os.path.join(work, "out.npz")
+    text = run(tessera, "run", model, *args, "-o", out, "--force", "--threads", threads, "--repeat", repeat)
+    with np.load(out) as archive:
+        outputs = {k: archive[k] for k in archive.files}
+    best = re.search(r"best ([0-9.]+) ms", text)
+    return outputs, float(best.group(1)) if best else None
+
+
+def cosine(a, b):
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(((a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)).mean())
+
+
+def minilm_feeds(batch, tokens, seed=0):
+    ids = np.random.default_rng(seed).integers(1000, 30000, size=(batch, tokens)).astype(np.int64)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+
+
+def accuracy_tables(tessera, work):
+    source = os.path.join(ROOT, "fixtures", "onnx", "digits_mlp.onnx")
+    _, x, _, y = digits_split()
+    print("## End to end: every recipe, Tessera's executor next to onnxruntime on the exported ONNX\n")
+    print("digits MLP, held-out accuracy (450 samples):\n")
+    print("| recipe | file bytes | Tessera executor | onnxruntime (export) | label agreement |")
+    print("|---|---:|---:|---:|---:|")
+    for name, flags in RECIPES.items():
+        tess, exported = os.path.join(work, "d.tess"), os.path.join(work, "d.onnx")
+        run(tessera, "convert", source, "-o", tess, "--force", "--quiet", *flags)
+        run(tessera, "export", tess, "-o", exported, "--force")
+        ours = tessera_outputs(tessera, tess, {"X": x}, work)[0]["label"]
+        theirs = session(exported).run(["label"], {"X": x})[0]
+        print(f"| {name} | {os.path.getsize(tess)} | {(ours == y).mean():.4f} | {(theirs == y).mean():.4f} | {(ours == theirs).mean():.4f} |")
+
+    feeds = minilm_feeds(8, 128)
+    reference = session(minilm_path()).run(["461"], feeds)[0]
+    print("\nparaphrase-MiniLM-L3, mean embedding cosine against onnxruntime fp32 on the source (8 x 128 tokens):\n")
+    print("| recipe | file bytes | Tessera executor | onnxruntime (export) | executor vs export |")
+    print("|---|---:|---:|---:|---:|")
+    for name, flags in RECIPES.items():
+        tess, exported = os.path.join(work, "m.tess"), os.path.join(work, "m.onnx")
+        run(tessera, "convert", minilm_path(), "-o", tess, "--force", "--quiet", *flags)
+        run(tessera, "export", tess, "-o", exported, "--force")
+        ours = tessera_outputs(tessera, tess, feeds, work)[0]["461"]
+        theirs = session(exported).run(["461"], feeds)[0]
+        print(f"| {name} | {os.path.getsize(tess)} | {cosine(ours, reference):.6f} | {cosine(theirs, reference):.6f} | {cosine(ours, theirs):.7f} |")
+
+
+def ort_latency(path, feeds, threads, budget=2.0):
+    s = session(path, threads)
+    s.run(None, feeds)
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < budget or len(times) < 5:
+        t = time.perf_counter()
+        s.run(None, feeds)
+        times.append(time.perf_counter() - t)
+    return min(times) * 1000
+
+
+def latency_table(tessera, work, repeat):
+    dense, sparse = os.path.join(work, "dense.tess"), os.path.join(work, "sparse.tess")
+    run(tessera, "convert", minilm_path(), "-o", dense, "--force", "--quiet", "--compress", "none")
+    run(tessera, "convert", minilm_path(), "-o", sparse, "--force", "--quiet", "--compress", "none", "--prune", "2:4", "--quantize", "int8")
+    int8 = os.path.join(work, "minilm_int8.onnx")
+    quantize_dynamic(minilm_path(), int8, weight_type=QuantType.QInt8)
+    print("\n## MiniLM latency, best of runs (ms; `tessera run --repeat` and onnxruntime's own session)\n")
+    print("| input | threads | Tessera dense | Tessera 2:4+int8 | onnxruntime fp32 | onnxruntime int8 |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for batch, tokens in [(1, 128), (8, 128)]:
+        feeds = minilm_feeds(batch, tokens)
+        for threads in (1, 2):
+            ours = [tessera_outputs(tessera, m, feeds, work, threads, repeat)[1] for m in (dense, sparse)]
+            theirs = [ort_latency(m, feeds, threads) for m in (minilm_path(), int8)]
+            print(f"| {batch} x {tokens} | {threads} | {ours[0]:.1f} | {ours[1]:.1f} | {theirs[0]:.1f} | {theirs[1]:.1f} |")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tessera", default=os.path.join(ROOT, ".build", "release", "tessera"))
+    parser.add_argument("--repeat", type=int, default=10)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as work:
+        accuracy_tables(args.tessera, work)
+        latency_table(args.tessera, work, args.repeat)
+
+
+if __name__ == "__main__":
+    main()
