@@ -56,7 +56,7 @@ let package = Package(
 
         .testTarget(name: "TesseraTests", dependencies: ["Tessera"]),
         .testTarget(name: "TesseraConvertTests", dependencies: ["TesseraConvert"]),
-        .testTarget(name: "TesseraRuntimeTests", dependencies: ["TesseraRuntime", "TesseraConvert"]),
+        .testTarget(name: "TesseraRuntimeTests", dependencies: ["TesseraRuntime", "TesseraConvert", "TesseraONNX"]),
         // Runs the built `tessera` binary, as a user would.
         .testTarget(name: "TesseraCLITests", dependencies: ["Tessera", "tessera"]),
     ]

@@ -28,6 +28,10 @@ public struct ONNXGraph: Sendable {
         public var elementType: Int32
         /// nil when the model declares no shape.
         public var dims: [Dimension]?
+
+        public init(name: String, elementType: Int32 = 0, dims: [Dimension]? = nil) {
+            self.name = name; self.elementType = elementType; self.dims = dims
+        }
     }
 
     public enum Attribute: Sendable {
@@ -52,6 +56,12 @@ public struct ONNXGraph: Sendable {
         public var outputs: [String]
         public var attributes: [String: Attribute]
 
+        public init(name: String = "", opType: String, domain: String = "", inputs: [String], outputs: [String],
+                    attributes: [String: Attribute] = [:]) {
+            self.name = name; self.opType = opType; self.domain = domain
+            self.inputs = inputs; self.outputs = outputs; self.attributes = attributes
+        }
+
         /// "name (OpType)", or the op type alone for an unnamed node.
         public var label: String { name.isEmpty ? opType : "\(name) (\(opType))" }
     }
@@ -67,6 +77,13 @@ public struct ONNXGraph: Sendable {
     public var nodes: [Node]
 
     public var defaultOpset: Int64 { opsets[""] ?? 0 }
+
+    /// A graph built in code (tests, or models assembled without ONNX).
+    public init(nodes: [Node], inputs: [ValueInfo], outputs: [ValueInfo], initializers: [String: Tensor] = [:],
+                opsets: [String: Int64] = ["": 17], path: String = "<in memory>") {
+        self.nodes = nodes; self.inputs = inputs; self.outputs = outputs
+        self.initializers = initializers; self.opsets = opsets; self.path = path
+    }
 
     /// The graph of the ONNX model at `path`, with its own tensors (external data included).
     public init(model path: String) throws {

@@ -1,0 +1,101 @@
+import Testing
+import Tessera
+import TesseraONNX
+@testable import TesseraRuntime
+
+/// Op semantics against results worked out by hand (numpy's, for the same calls).
+@Suite struct GraphExecutorTests {
+    /// Runs one node on `inputs` (named a, b, c, ...) and returns its first output.
+    func run(_ op: String, _ inputs: [Value], attributes: [String: ONNXGraph.Attribute] = [:], opset: Int64 = 17) throws -> Value {
+        let names = inputs.indices.map { String(UnicodeScalar(UInt8(97 + $0))) }
+        let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: op, inputs: names, outputs: ["y"], attributes: attributes)],
+                              inputs: names.map { ONNXGraph.ValueInfo(name: $0) }, outputs: [ONNXGraph.ValueInfo(name: "y")],
+                              opsets: ["": opset])
+        return try GraphExecutor(graph).run(Dictionary(uniqueKeysWithValues: zip(names, inputs)))[0].value
+    }
+
+    func iota(_ shape: [Int]) -> Value { Value((0 ..< shape.reduce(1, *)).map(Float.init), shape: shape) }
+    func ints(_ v: [Int64]) -> Value { Value(v, shape: [v.count]) }
+    func floats(_ v: [Float], _ shape: [Int]) -> Value { Value(v, shape: shape) }
+
+    @Test func broadcastingAddsAlongEveryStretchedAxis() throws {
+        let y = try run("Add", [iota([2, 1, 3]), floats([10, 20], [2, 1])])
+        #expect(y.shape == [2, 2, 3])
+        #expect(y.asFloats == [10, 11, 12, 20, 21, 22, 13, 14, 15, 23, 24, 25])
+    }
+
+    @Test func sliceWithNegativeStepsAndClampedEnds() throws {
+        // x[::-2, 1:100] for x = arange(12).reshape(4, 3)
+        let y = try run("Slice", [iota([4, 3]), ints([-1, 1]), ints([Int64.min, 100]), ints([0, 1]), ints([-2, 1])])
+        #expect(y.shape == [2, 2])
+        #expect(y.asFloats == [10, 11, 4, 5])
+    }
+
+    @Test func reshapeCopiesZerosAndInfersMinusOne() throws {
+        let y = try run("Reshape", [iota([2, 3, 4]), ints([0, -1])])
+        #expect(y.shape == [2, 12])
+        #expect(throws: RuntimeError.self) { try run("Reshape", [iota([2, 3, 4]), ints([5, -1])]) }
+    }
+
+    @Test func gatherTakesNegativeIndicesAlongAnAxis() throws {
+        let y = try run("Gather", [iota([2, 3]), Value([Int64(-1), 0], shape: [2])], attributes: ["axis": .int(1)])
+        #expect(y.shape == [2, 2])
+        #expect(y.asFloats == [2, 0, 5, 3])
+        #expect(throws: RuntimeError.self) { try run("Gather", [iota([2, 3]), ints([3])], attributes: ["axis": .int(1)]) }
+    }
+
+    @Test func padReflectsAndReplicatesEdges() throws {
+        let x = iota([1, 3])
+        #expect(try run("Pad", [x, ints([0, 2, 0, 1])], attributes: ["mode": .string("reflect")]).asFloats == [2, 1, 0, 1, 2, 1])
+        #expect(try run("Pad", [x, ints([0, 1, 0, 2])], attributes: ["mode": .string("edge")]).asFloats == [0, 0, 1, 2, 2, 2])
+    }
+
+    @Test func whereBroadcastsItsCondition() throws {
+        let y = try run("Where", [Value([true, false], shape: [2]), iota([2, 2]), floats([-1], [1])])
+        #expect(y.asFloats == [0, -1, 2, -1])
+    }
+
+    @Test func softmaxBeforeOpset13FlattensAtTheAxis() throws {
+        let x = floats([0, 0, 0, 0], [1, 2, 2])
+        #expect(try run("Softmax", [x], opset: 11).asFloats == [0.25, 0.25, 0.25, 0.25])
+        #expect(try run("Softmax", [x], opset: 13).asFloats == [0.5, 0.5, 0.5, 0.5])
+    }
+
+    @Test func integerDivisionTruncatesAndCastWraps() throws {
+        let quotient = try run("Div", [ints([7, -7]), ints([2, 2])])
+        #expect(quotient.asInts == [3, -3])
+        let int8 = Int64(DataType.int8.rawValue)
+        let wrapped = try run("Cast", [ints([300, -129])], attributes: ["to": .int(int8)])
+        #expect(wrapped.type == .int8)
+        #expect(wrapped.asInts == [44, 127])
+    }
+
+    @Test func missingOpsAreNamedBeforeRunning() throws {
+        let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: "Hardmax", inputs: ["x"], outputs: ["a"]),
+                                      ONNXGraph.Node(opType: "Det", inputs: ["a"], outputs: ["y"])],
+                              inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")])
+        #expect(GraphExecutor.missingOps(graph).map(\.op) == ["Hardmax", "Det"])
+        #expect(throws: RuntimeError.self) { try GraphExecutor(graph) }
+    }
+
+    /// A Conv weight stored as CSR (kn2row through its operator) and the same weight dense
+    /// (im2col) give the same output, with groups, strides, pads and dilations.
+    @Test func convThroughAStoredSparseWeightMatchesTheDenseWeight() throws {
+        let weights: [Float] = (0 ..< 192).map { (i: Int) -> Float in i % 3 == 0 ? 0 : Float((i * 7) % 11) - 5 }
+        let dense = Tensor(name: "w", dataType: .float, shape: [8, 4, 3, 2], role: .convWeight, reductionAxis: 1,
+                           storage: .dense(values: TensorBytes(float32: weights)))
+        let pixels: [Float] = (0 ..< 480).map { (i: Int) -> Float in Float((i * 13) % 17) / 4 - 2 }
+        let x = Value(pixels, shape: [2, 8, 5, 6])
+        let attributes: [String: ONNXGraph.Attribute] = ["group": .int(2), "strides": .ints([2, 1]),
+                                                         "pads": .ints([1, 0, 1, 1]), "dilations": .ints([1, 2])]
+        func conv(_ w: Tensor) throws -> Value {
+            let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: "Conv", inputs: ["x", "w"], outputs: ["y"], attributes: attributes)],
+                                  inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")], initializers: ["w": w])
+            return try GraphExecutor(graph).run(["x": x])[0].value
+        }
+        let expected = try conv(dense)
+        let sparse = try conv(try dense.encoded(as: LayoutKind.csr))
+        #expect(expected.shape == [2, 8, 3, 5])   // H: (5 + 2 - 3) / 2 + 1; W: (6 + 1 - 3) + 1
+        #expect(zip(expected.asFloats, sparse.asFloats).allSatisfy { abs($0 - $1) < 1e-4 })
+    }
+}
