@@ -29,31 +29,34 @@ enum Broadcast {
 
     /// For each flat index of `out`, the flat index into an operand of shape `s` broadcast to it.
     static func sourceIndices(of s: [Int], in out: [Int]) -> [Int] {
-        let count = out.reduce(1, *)
         let pad = out.count - s.count
         let sourceStrides = strides(s)
         // Stride along each output axis: 0 where the operand stretches.
         let step = out.indices.map { axis in axis < pad || s[axis - pad] == 1 ? 0 : sourceStrides[axis - pad] }
-        var indices = [Int](repeating: 0, count: count)
-        guard count > 0 else { return indices }
-        let inner = out.last ?? 1, innerStep = step.last ?? 0
-        var position = [Int](repeating: 0, count: out.count)
-        var base = 0, i = 0
-        while i < count {
-            for k in 0 ..< inner { indices[i + k] = base + k * innerStep }
-            i += inner
-            // Advance the odometer over every axis but the last.
-            var axis = out.count - 2
+        return walk(out, strides: step, base: 0)
+    }
+
+    /// Flat source indices of a strided walk over `shape` (row-major), starting at `base`:
+    /// broadcasting (zero strides), Transpose (permuted strides) and Slice (scaled strides).
+    static func walk(_ shape: [Int], strides: [Int], base: Int) -> [Int] {
+        let count = shape.reduce(1, *)
+        var out = [Int](repeating: 0, count: count)
+        guard count > 0 else { return out }
+        var position = [Int](repeating: 0, count: shape.count)
+        var offset = base
+        for i in 0 ..< count {
+            out[i] = offset
+            var axis = shape.count - 1
             while axis >= 0 {
                 position[axis] += 1
-                base += step[axis]
-                if position[axis] < out[axis] { break }
-                base -= step[axis] * out[axis]
+                offset += strides[axis]
+                if position[axis] < shape[axis] { break }
+                offset -= strides[axis] * shape[axis]
                 position[axis] = 0
                 axis -= 1
             }
         }
-        return indices
+        return out
     }
 
     /// `f` on every pair of broadcast elements.

@@ -215,29 +215,7 @@ enum ShapeOps {
         let shape = perm.map { x.shape[$0] }
         let inStrides = Broadcast.strides(x.shape)
         let strides = perm.map { inStrides[$0] }
-        return x.picking(walk(shape, strides: strides, base: 0), shape: shape)
-    }
-
-    /// Flat source indices of a strided walk over `shape` (row-major), starting at `base`.
-    static func walk(_ shape: [Int], strides: [Int], base: Int) -> [Int] {
-        let count = shape.reduce(1, *)
-        var out = [Int](repeating: 0, count: count)
-        guard count > 0 else { return out }
-        var position = [Int](repeating: 0, count: shape.count)
-        var offset = base
-        for i in 0 ..< count {
-            out[i] = offset
-            var axis = shape.count - 1
-            while axis >= 0 {
-                position[axis] += 1
-                offset += strides[axis]
-                if position[axis] < shape[axis] { break }
-                offset -= strides[axis] * shape[axis]
-                position[axis] = 0
-                axis -= 1
-            }
-        }
-        return out
+        return x.picking(Broadcast.walk(shape, strides: strides, base: 0), shape: shape)
     }
 
     /// numpy-style slicing: starts and ends clamped per axis, negative steps walk backwards.
@@ -256,7 +234,7 @@ enum ShapeOps {
             strides[axis] = inStrides[axis] * step
             if length > 0 { base += start * inStrides[axis] }
         }
-        return x.picking(walk(shape, strides: strides, base: base), shape: shape)
+        return x.picking(Broadcast.walk(shape, strides: strides, base: base), shape: shape)
     }
 
     static func pad(_ c: NodeContext) throws -> Value {
