@@ -63,8 +63,7 @@ public enum NumpyFiles {
 
     /// The `.npy` encoding of `value`, in its declared element type.
     public static func encode(_ value: Value) -> [UInt8] {
-        let code = descriptors.first { $0.1 == value.type }?.0 ?? "f4"
-        let type = descriptors.first { $0.1 == value.type }?.1 ?? .float
+        let (code, type) = descriptors.first { $0.1 == value.type } ?? ("f4", .float)
         let shape = value.shape.count == 1 ? "(\(value.shape[0]),)" : "(\(value.shape.map(String.init).joined(separator: ", ")))"
         var header = "{'descr': '\(code.hasSuffix("1") ? "|" : "<")\(code)', 'fortran_order': False, 'shape': \(shape), }"
         let unpadded = 10 + header.utf8.count + 1

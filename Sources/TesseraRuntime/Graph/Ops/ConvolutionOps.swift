@@ -60,7 +60,7 @@ enum ConvolutionOps {
         var outputCount: Int { output.reduce(1, *) }
 
         /// For tap t and output pixel o: the input pixel read (flat), or -1 in the padding;
-        /// `[taps][outputs]`. `inPadding` marks taps inside the declared pads (AveragePool).
+        /// `[taps][outputs]`. `insidePads` (with `countPadding`) marks taps inside the declared pads, for AveragePool's count_include_pad.
         func sources(countPadding: Bool = false) -> (index: [Int32], insidePads: [Bool]) {
             let r = input.count
             var index = [Int32](repeating: -1, count: taps * outputCount)
