@@ -20,7 +20,9 @@ VENV := .venv
 RELEASE := .build/release
 # The kernels use explicit 16-float SIMD; on the baseline x86-64 target every fused multiply-add
 # becomes a library call. Build for this machine's CPU; `make ARCH_FLAGS=` builds a portable binary.
-ARCH_FLAGS ?= -Xswiftc -target-cpu -Xswiftc native
+# On a CPU with AVX-512 the 2:4 kernels also use its two-source permute (TESSERA_AVX512).
+AVX512 := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo -Xswiftc -DTESSERA_AVX512)
+ARCH_FLAGS ?= -Xswiftc -target-cpu -Xswiftc native $(AVX512)
 DEMO := .build/demo
 
 FUZZ_SECONDS ?= 600

@@ -1,4 +1,7 @@
 import Dispatch
+#if TESSERA_AVX512
+import _Builtin_intrinsics.intel
+#endif
 
 /// The kernels' vector: 16 floats (one AVX-512 register; two AVX2 or four NEON registers).
 typealias Vec = SIMD16<Float>
@@ -13,6 +16,47 @@ let vecWidth = 16
 }
 
 @inline(__always) func roundUp(_ n: Int, _ multiple: Int) -> Int { (n + multiple - 1) / multiple * multiple }
+
+/// 16 int8 codes as floats. (The lane loop compiles to one widening load and one conversion;
+/// `SIMD16<Int32>(truncatingIfNeeded:)` calls a generic per-lane routine instead.)
+@inline(__always) func loadFloats(_ codes: UnsafePointer<Int8>) -> Vec {
+    let c = UnsafeRawPointer(codes).loadUnaligned(as: SIMD16<Int8>.self)
+    var v = Vec()
+    for l in 0 ..< 16 { v[l] = Float(c[l]) }
+    return v
+}
+
+/// Depth index, within eight groups, of each of their 16 kept values: lane `l` (group `l / 2`)
+/// is `4·(l / 2) + position`, the position being bits `2l ..< 2l+2` of `positions` (eight
+/// metadata nibbles in stored order, spec §7.3).
+@inline(__always) func keptDepths(_ positions: UInt32) -> SIMD16<UInt32> {
+    // Local literals become constants; globals would be lazily initialised on every call.
+    let shifts = SIMD16<UInt32>(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+    let groupBases = SIMD16<UInt32>(0, 0, 4, 4, 8, 8, 12, 12, 16, 16, 20, 20, 24, 24, 28, 28)
+#if TESSERA_AVX512
+    // The intrinsic keeps this at broadcast, shift, ternary logic: LLVM splits the generic
+    // shift by constant amounts into pieces.
+    let shifted = _mm512_srlv_epi32(_mm512_set1_epi32(Int32(bitPattern: positions)), unsafeBitCast(shifts, to: __m512i.self))
+    return unsafeBitCast(_mm512_or_epi32(_mm512_and_epi32(shifted, _mm512_set1_epi32(3)), unsafeBitCast(groupBases, to: __m512i.self)),
+                         to: SIMD16<UInt32>.self)
+#else
+    return (SIMD16<UInt32>(repeating: positions) &>> shifts) & 3 | groupBases
+#endif
+}
+
+/// The activations that 16 kept values of eight groups multiply: `x[keptDepths(positions)]`,
+/// `x` pointing at the groups' first depth index (32 floats are read).
+@inline(__always) func pickActivations(_ x: UnsafePointer<Float>, _ positions: UInt32) -> Vec {
+    let depths = keptDepths(positions)
+#if TESSERA_AVX512
+    // One two-source permute over the 32 activations (vpermt2ps).
+    return _mm512_permutex2var_ps(load(x), unsafeBitCast(depths, to: __m512i.self), load(x + 16))
+#else
+    var picked = Vec()
+    for l in 0 ..< 16 { picked[l] = x[Int(depths[l])] }
+    return picked
+#endif
+}
 
 /// Sum of the lanes (the compiler does not reorder float additions itself).
 @inline(__always) func horizontalSum(_ v: Vec) -> Float { v.sum() }

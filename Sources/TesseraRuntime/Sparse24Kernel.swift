@@ -96,92 +96,77 @@ struct Sparse24Kernel: WeightKernel {
     // MARK: Single activation row
 
     private func gemv<R: WeightReader>(_ w: R) {
-        let op = problem.op, map = op.scaleMap, depth = op.depth, x = problem.x, y = problem.y
-        let groupsPerRow = depth / 4
-        // xs[p][2g + s] = x[4g + p]: the activation at position p of group g, for both slots, so
-        // that 16 kept values pick their activations with three blends instead of a gather.
-        var spread = [Float](repeating: 0, count: 4 * 2 * groupsPerRow)
-        for g in 0 ..< groupsPerRow {
-            for p in 0 ..< 4 {
-                spread[p * 2 * groupsPerRow + 2 * g] = x[4 * g + p]
-                spread[p * 2 * groupsPerRow + 2 * g + 1] = x[4 * g + p]
-            }
-        }
-        let codes = (w as? DequantizingReader<Int8Codes>)
-        let vectorised = (w.float32Values != nil || codes != nil) && op.scaleMap.isPerRow
+        let op = problem.op, map = op.scaleMap, groupsPerRow = op.depth / 4, x = problem.x, y = problem.y
+        let int8 = w as? DequantizingReader<Int8Codes>
+        let vectorised = (w.float32Values != nil || int8 != nil) && map.isPerRow
         withMetadata { metadata in
-            spread.withUnsafeBufferPointer { spreadBuffer in
-                let xs = spreadBuffer.baseAddress!
-                let metadataBytes = (op.rows * groupsPerRow + 1) / 2
-                Threads.split(op.rows, threads: problem.threads, granularity: 4) { range in
-                    for r in range {
-                        var g = 0
-                        var sum: Float = 0
-                        if vectorised {
-                            sum = vectorRow(w, codes, metadata, metadataBytes, xs, row: r, groupsDone: &g)
-                        }
-                        // Remaining groups (and every group of other value types), one at a time.
-                        while g < groupsPerRow {
-                            let n = r &* groupsPerRow &+ g
-                            let (i0, i1) = positions(metadata, n)
-                            sum += value(w, map, row: r, group: g, slot: 0, position: i0) * x[4 &* g &+ i0]
-                            sum += value(w, map, row: r, group: g, slot: 1, position: i1) * x[4 &* g &+ i1]
-                            g &+= 1
-                        }
-                        y[r] = sum
+            Threads.split(op.rows, threads: problem.threads, granularity: 4) { range in
+                for r in range {
+                    @inline(__always) func group(_ g: Int) -> Float {
+                        let (i0, i1) = positions(metadata, r &* groupsPerRow &+ g)
+                        return value(w, map, row: r, group: g, slot: 0, position: i0) * x[4 &* g &+ i0]
+                            + value(w, map, row: r, group: g, slot: 1, position: i1) * x[4 &* g &+ i1]
                     }
+                    var g = 0
+                    var sum: Float = 0
+                    if vectorised {
+                        // A row starting mid-byte takes its first group alone.
+                        if (r &* groupsPerRow) & 1 != 0, groupsPerRow > 0 { sum = group(0); g = 1 }
+                        sum += vectorRow(w, int8, metadata, row: r, from: &g)
+                    }
+                    // Remaining groups (and every group of other value types), one at a time.
+                    while g < groupsPerRow {
+                        sum += group(g)
+                        g &+= 1
+                    }
+                    y[r] = sum
                 }
             }
         }
     }
 
-    /// Eight groups per step for float32 values and int8 codes with one scale per row: returns
-    /// the row's partial sum and sets `groupsDone`.
+    /// Eight groups per step for float32 values and int8 codes with one scale per row: 16 kept
+    /// values against the 16 activations their metadata picks. Starts at `g` (chosen so the
+    /// metadata nibble is the first of a byte), returns the row's partial sum and advances `g`.
     @inline(__always)
-    private func vectorRow<R: WeightReader>(_ w: R, _ codes: DequantizingReader<Int8Codes>?, _ metadata: UnsafePointer<UInt8>,
-                                            _ metadataBytes: Int, _ xs: UnsafePointer<Float>, row r: Int,
-                                            groupsDone g: inout Int) -> Float {
-        let groupsPerRow = problem.op.depth / 4, half = 2 * groupsPerRow
-        let shifts = SIMD16<UInt32>(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
-        let firstNibble = r &* groupsPerRow
-        let firstValue = firstNibble &* 2
-        let raw = UnsafeRawPointer(metadata)
-        var acc = Vec()
-        var zeroPoint = Vec(), scale: Float = 1
-        if let codes, !problem.op.scaleMap.rowBase.isEmpty {
+    private func vectorRow<R: WeightReader>(_ w: R, _ int8: DequantizingReader<Int8Codes>?, _ metadata: UnsafePointer<UInt8>,
+                                            row r: Int, from g: inout Int) -> Float {
+        let groupsPerRow = problem.op.depth / 4, x = problem.x
+        let firstNibble = r &* groupsPerRow, firstValue = firstNibble &* 2
+        let words = UnsafeRawPointer(metadata)
+        var scale: Float = 1, zeroPoint: Float = 0
+        if let int8, !problem.op.scaleMap.rowBase.isEmpty {
             let s = problem.op.scaleMap.rowBase[r]
-            zeroPoint = Vec(repeating: codes.zeroPoints[s])
-            scale = codes.scales[s]
+            (scale, zeroPoint) = (int8.scales[s], int8.zeroPoints[s])
         }
-        while g &+ 8 <= groupsPerRow {
-            let n = firstNibble &+ g
-            guard (n >> 1) &+ 8 <= metadataBytes else { break }
-            // Nibbles g ..< g+8 as one word: bits 2l ..< 2l+2 hold value l's position.
-            let word = UInt32(truncatingIfNeeded: raw.loadUnaligned(fromByteOffset: n >> 1, as: UInt64.self) >> UInt64((n & 1) << 2))
-            // Bit selects (SIMD comparisons compile to per-lane loops): bit 0 of the position
-            // picks within {0, 1} and {2, 3}, bit 1 between the two.
-            let position = SIMD16<UInt32>(repeating: word) &>> shifts
-            let bit0 = SIMD16<UInt32>.zero &- (position & 1), bit1 = SIMD16<UInt32>.zero &- ((position &>> 1) & 1)
-            let at = 2 &* g
-            let x0 = bits(load(xs + at)), x1 = bits(load(xs + half + at))
-            let x2 = bits(load(xs + 2 * half + at)), x3 = bits(load(xs + 3 * half + at))
-            let low = (x0 & ~bit0) | (x1 & bit0), high = (x2 & ~bit0) | (x3 & bit0)
-            let selected = unsafeBitCast((low & ~bit1) | (high & bit1), to: Vec.self)
-            let values: Vec
-            if let f = w.float32Values {
-                values = load(f + firstValue + at)
-            } else {
-                let c = UnsafeRawPointer(codes!.codes.bytes + firstValue + at).loadUnaligned(as: SIMD16<Int8>.self)
-                values = Vec(SIMD16<Int32>(truncatingIfNeeded: c)) - zeroPoint
+        // Σ (c − z)·x = Σ c·x − z·Σ x: the zero point costs one extra sum, and nothing when 0
+        // (each case gets its own loop).
+        @inline(__always) func sum(sumPicked: Bool) -> Float {
+            var acc0 = Vec(), acc1 = Vec(), pickedSum = Vec()
+            @inline(__always) func step(_ acc: inout Vec, _ g: Int) {
+                let picked = pickActivations(x + 4 &* g, words.loadUnaligned(fromByteOffset: (firstNibble &+ g) >> 1, as: UInt32.self))
+                if let f = w.float32Values {
+                    acc.addProduct(load(f + firstValue + 2 &* g), picked)
+                } else {
+                    acc.addProduct(loadFloats(int8!.codes.bytes + firstValue + 2 &* g), picked)
+                    if sumPicked { pickedSum += picked }
+                }
             }
-            acc.addProduct(values, selected)
-            g &+= 8
+            // Two accumulators: consecutive steps do not wait on each other's sums.
+            while g &+ 16 <= groupsPerRow {
+                step(&acc0, g)
+                step(&acc1, g &+ 8)
+                g &+= 16
+            }
+            if g &+ 8 <= groupsPerRow {
+                step(&acc0, g)
+                g &+= 8
+            }
+            return (acc0 + acc1).sum() - zeroPoint * pickedSum.sum()
         }
-        return acc.sum() * scale
+        return (zeroPoint == 0 ? sum(sumPicked: false) : sum(sumPicked: true)) * scale
     }
 }
-
-@inline(__always) private func bits(_ v: Vec) -> SIMD16<UInt32> { unsafeBitCast(v, to: SIMD16<UInt32>.self) }
 
 /// 8 rows x 32 batch columns of `yᵀ` from a decoded 2:4 panel: each kept value multiplies the
 /// activation vectors at its offset (only stored values are multiplied).

@@ -5,13 +5,16 @@ import TesseraRuntime
 /// Every layout x value type x orientation against a naive float64 GEMM over `densify()`.
 @Suite struct KernelTests {
     /// Shapes with their reduction axis: MatMul B [K, N], Gemm B with transB [N, K], single
-    /// outputs, a Conv weight and a rank-3 weight. No depth is a multiple of 16.
+    /// outputs, a Conv weight and a rank-3 weight. No depth is a multiple of 16; depth 76 (19 2:4
+    /// groups) runs the unrolled vector loops, and odd group counts start rows mid-byte.
     static let weights: [(shape: [Int], axis: Int)] = [
         ([36, 21], 0), ([9, 20], 1), ([44, 1], 0), ([1, 28], 1), ([6, 8, 3, 3], 1), ([2, 12, 5], 1), ([4, 52], 1),
+        ([76, 5], 0), ([3, 76], 1),
     ]
 
     enum Values: String, CaseIterable, CustomTestStringConvertible {
-        case float32, float16, int8PerTensor, int8PerOutput, int8PerDepth, uint8GroupsOf3, int4GroupsOf8, uint4GroupsAcrossOutputs
+        case float32, float16, int8PerTensor, int8PerOutput, int8AsymmetricPerOutput, int8PerDepth, uint8GroupsOf3, int4GroupsOf8,
+             uint4GroupsAcrossOutputs
         var testDescription: String { rawValue }
     }
 
@@ -121,6 +124,7 @@ import TesseraRuntime
         case .float16: return make(.float16, TensorBytes(littleEndian: real.map { Float16($0).bitPattern }))
         case .int8PerTensor: return try quantized(real, kept, shape, axis, .int8, .perTensor, asymmetric: false)
         case .int8PerOutput: return try quantized(real, kept, shape, axis, .int8, .perAxis(axis: outputAxis), asymmetric: false)
+        case .int8AsymmetricPerOutput: return try quantized(real, kept, shape, axis, .int8, .perAxis(axis: outputAxis), asymmetric: true)
         case .int8PerDepth: return try quantized(real, kept, shape, axis, .int8, .perAxis(axis: axis), asymmetric: false)
         case .uint8GroupsOf3: return try quantized(real, kept, shape, axis, .uint8, .perGroup(axis: axis, blockSize: 3), asymmetric: true)
         case .int4GroupsOf8: return try quantized(real, kept, shape, axis, .int4, .perGroup(axis: axis, blockSize: 8), asymmetric: false)
