@@ -14,7 +14,7 @@ struct DenseKernel: WeightKernel {
         let xt = TransposedActivations(problem.x, batch: batch, depth: depth)
         let yt = TransposedOutputs(rows: rows, batch: batch)
         defer { yt.deallocate() }
-        let ld = xt.ld
+        let ld = xt.ld, columns = xt.columns
         // Float32 rows of a [K, N]-like weight (nothing before the reduction axis) sit next to
         // each other, so 8 rows at one depth are 8 adjacent floats: no panel needed.
         let inPlace = op.view.outer == 1 ? w.float32Values : nil
@@ -38,11 +38,11 @@ struct DenseKernel: WeightKernel {
                         }
                         let out = yt.pointer + r0 * ld
                         var b = 0
-                        while b + 32 <= ld {
+                        while b + 32 <= columns {
                             tile8x32(wp, ks, kn, xtp + k0 * ld + b, ld, out + b, ld)
                             b += 32
                         }
-                        if b < ld { tile8x16(wp, ks, kn, xtp + k0 * ld + b, ld, out + b, ld) }
+                        if b < columns { tile8x16(wp, ks, kn, xtp + k0 * ld + b, ld, out + b, ld) }
                     }
                 }
             }

@@ -58,6 +58,13 @@ let vecWidth = 16
 #endif
 }
 
+/// Eight metadata nibbles from nibble `n` on, as one word (nibble `n` in the low bits).
+@inline(__always) func metadataWord(_ metadata: UnsafePointer<UInt8>, nibble n: Int) -> UInt32 {
+    let byte = n >> 1
+    let word = UnsafeRawPointer(metadata).loadUnaligned(fromByteOffset: byte, as: UInt32.self)
+    return n & 1 == 0 ? word : word >> 4 | UInt32(metadata[byte &+ 4]) << 28
+}
+
 /// Sum of the lanes (the compiler does not reorder float additions itself).
 @inline(__always) func horizontalSum(_ v: Vec) -> Float { v.sum() }
 
@@ -79,14 +86,21 @@ enum Threads {
     }
 }
 
-/// Activations for the batched kernels: `xᵀ` (`[depth][ld]`, `ld` = batch rounded up to a
+/// Row stride of the transposed operands for `columns` batch columns. A stride that is a multiple
+/// of 64 floats would put every row's column `b` in the same few L1 sets, so the kernels' reads
+/// of scattered depth rows (2:4, CSR) would evict each other; one vector of padding spreads them.
+func transposedStride(columns: Int) -> Int { columns % 64 == 0 ? columns + vecWidth : columns }
+
+/// Activations for the batched kernels: `xᵀ` (`[depth][ld]`; `columns` = batch rounded up to a
 /// whole vector, zero padded) so that a vector load reads 16 batch rows of one depth index.
 struct TransposedActivations {
+    let columns: Int
     let ld: Int
     var storage: [Float]
 
     init(_ x: UnsafePointer<Float>, batch: Int, depth: Int) {
-        ld = roundUp(batch, vecWidth)
+        columns = roundUp(batch, vecWidth)
+        ld = transposedStride(columns: columns)
         storage = [Float](repeating: 0, count: depth * ld)
         let ld = ld
         storage.withUnsafeMutableBufferPointer { xt in
@@ -103,14 +117,15 @@ struct TransposedActivations {
     }
 }
 
-/// Outputs of the batched kernels, `yᵀ` (`[rows rounded up to 8][ld]`), copied to `y[b, r]`.
+/// Outputs of the batched kernels, `yᵀ` (`[rows rounded up to 8][ld]`, with the activations'
+/// stride), copied to `y[b, r]`.
 struct TransposedOutputs: @unchecked Sendable {
     let ld: Int
     let rows: Int
     let pointer: UnsafeMutablePointer<Float>
 
     init(rows: Int, batch: Int) {
-        ld = roundUp(batch, vecWidth)
+        ld = transposedStride(columns: roundUp(batch, vecWidth))
         self.rows = roundUp(rows, 8)
         pointer = .allocate(capacity: self.rows * ld)
         pointer.initialize(repeating: 0, count: self.rows * ld)

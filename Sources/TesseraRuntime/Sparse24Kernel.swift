@@ -3,7 +3,8 @@
 /// the multiplications, reading values and metadata as stored.
 struct Sparse24Kernel: WeightKernel {
     let problem: Problem
-    /// Groups per panel (256 depth): the panel and its activation block stay in L1.
+    /// Groups per panel (256 depth): a decoded panel holds `sparsePanelStride` = 2 · 64 kept
+    /// values per row.
     static let groupBlock = 64
 
     func run<R: WeightReader>(_ reader: R) {
@@ -17,13 +18,13 @@ struct Sparse24Kernel: WeightKernel {
         let xt = TransposedActivations(problem.x, batch: batch, depth: depth)
         let yt = TransposedOutputs(rows: rows, batch: batch)
         defer { yt.deallocate() }
-        let ld = xt.ld, groups = depth / 4
+        let ld = xt.ld, columns = xt.columns, groups = depth / 4
         withMetadata { metadata in
             xt.storage.withUnsafeBufferPointer { xtBuffer in
                 let xtp = xtBuffer.baseAddress!
                 Threads.split((rows + 7) / 8, threads: problem.threads) { panels in
-                    // Panel entry j·8 + i: row i's j-th kept value and the offset of its activations.
-                    let capacity = 8 * 2 * Self.groupBlock
+                    assert(sparsePanelStride == 2 * Self.groupBlock)
+                    let capacity = 8 * sparsePanelStride
                     let values = UnsafeMutablePointer<Float>.allocate(capacity: capacity)
                     let offsets = UnsafeMutablePointer<Int32>.allocate(capacity: capacity)
                     defer { values.deallocate(); offsets.deallocate() }
@@ -35,11 +36,11 @@ struct Sparse24Kernel: WeightKernel {
                             decodePanel(w, metadata, firstRow: r0, g0: g0, count: gn, ld: ld, values: values, offsets: offsets)
                             let out = yt.pointer + r0 * ld
                             var b = 0
-                            while b + 32 <= ld {
+                            while b + 32 <= columns {
                                 sparseTile8x32(values, offsets, 2 * gn, xBlock + b, out + b, ld)
                                 b += 32
                             }
-                            if b < ld { sparseTile8x16(values, offsets, 2 * gn, xBlock + b, out + b, ld) }
+                            if b < columns { sparseTile8x16(values, offsets, 2 * gn, xBlock + b, out + b, ld) }
                         }
                     }
                 }
@@ -48,25 +49,55 @@ struct Sparse24Kernel: WeightKernel {
         yt.copy(to: problem.y, rows: rows, batch: batch)
     }
 
-    /// Values and activation offsets of groups `g0 ..< g0+count` of rows `r0 ..< r0+8`.
+    /// Groups `g0 ..< g0+count` of rows `r0 ..< r0+8` as a panel: row i's kept value j at
+    /// `values[i·sparsePanelStride + j]`, and at the same place in `offsets` the offset, in the
+    /// activation block, of the activations it multiplies. Rows past the end are zero.
     private func decodePanel<R: WeightReader>(_ w: R, _ metadata: UnsafePointer<UInt8>, firstRow r0: Int, g0: Int, count gn: Int,
                                               ld: Int, values: UnsafeMutablePointer<Float>, offsets: UnsafeMutablePointer<Int32>) {
         let op = problem.op, map = op.scaleMap, groupsPerRow = op.depth / 4
+        let int8 = map.isPerRow ? w as? DequantizingReader<Int8Codes> : nil
+        let rowStride = SIMD16<UInt32>(repeating: UInt32(ld))
         for i in 0 ..< 8 {
-            let r = r0 + i
+            let r = r0 + i, v = values + i * sparsePanelStride, o = offsets + i * sparsePanelStride
             guard r < op.rows else {
-                for j in 0 ..< 2 * gn { values[j &* 8 &+ i] = 0; offsets[j &* 8 &+ i] = 0 }
+                v.initialize(repeating: 0, count: 2 * gn)
+                o.initialize(repeating: 0, count: 2 * gn)
                 continue
             }
-            let firstGroup = r &* groupsPerRow &+ g0
-            for g in 0 ..< gn {
-                let n = firstGroup &+ g
-                let (i0, i1) = positions(metadata, n)
-                let j = (g &* 2) &* 8 &+ i
-                values[j] = value(w, map, row: r, group: g0 &+ g, slot: 0, position: i0)
-                values[j &+ 8] = value(w, map, row: r, group: g0 &+ g, slot: 1, position: i1)
-                offsets[j] = Int32((4 &* g &+ i0) &* ld)
-                offsets[j &+ 8] = Int32((4 &* g &+ i1) &* ld)
+            let firstNibble = r &* groupsPerRow &+ g0, firstValue = 2 &* firstNibble
+            // Offsets: eight groups at a time from their metadata word.
+            var g = 0
+            while g &+ 8 <= gn {
+                let depths = keptDepths(metadataWord(metadata, nibble: firstNibble &+ g)) &+ UInt32(4 &* g)
+                UnsafeMutableRawPointer(o + 2 &* g).storeBytes(of: depths &* rowStride, as: SIMD16<UInt32>.self)
+                g &+= 8
+            }
+            while g < gn {
+                let (i0, i1) = positions(metadata, firstNibble &+ g)
+                o[2 &* g] = Int32((4 &* g &+ i0) &* ld)
+                o[2 &* g &+ 1] = Int32((4 &* g &+ i1) &* ld)
+                g &+= 1
+            }
+            // Values: float32 as stored; int8 with one scale per row sixteen at a time.
+            if let f = w.float32Values {
+                v.update(from: f + firstValue, count: 2 * gn)
+            } else if let int8, !map.rowBase.isEmpty {
+                let s = map.rowBase[r], scale = int8.scales[s], zeroPoint = int8.zeroPoints[s]
+                var j = 0
+                while j &+ 16 <= 2 &* gn {
+                    store((loadFloats(int8.codes.bytes + firstValue + j) - zeroPoint) * scale, v + j)
+                    j &+= 16
+                }
+                while j < 2 &* gn {
+                    v[j] = scale * (Float(int8.codes.code(firstValue &+ j)) - zeroPoint)
+                    j &+= 1
+                }
+            } else {
+                for g in 0 ..< gn {
+                    let (i0, i1) = positions(metadata, firstNibble &+ g)
+                    v[2 &* g] = value(w, map, row: r, group: g0 &+ g, slot: 0, position: i0)
+                    v[2 &* g &+ 1] = value(w, map, row: r, group: g0 &+ g, slot: 1, position: i1)
+                }
             }
         }
     }
@@ -168,6 +199,10 @@ struct Sparse24Kernel: WeightKernel {
     }
 }
 
+/// Row stride of a decoded 2:4 panel: two kept values for each of `groupBlock` groups. A literal,
+/// so the tiles address each row's entries with a fixed displacement.
+let sparsePanelStride = 128
+
 /// 8 rows x 32 batch columns of `yᵀ` from a decoded 2:4 panel: each kept value multiplies the
 /// activation vectors at its offset (only stored values are multiplied).
 @inline(never)
@@ -178,18 +213,16 @@ func sparseTile8x32(_ v: UnsafePointer<Float>, _ off: UnsafePointer<Int32>, _ co
     var c20 = load(o2), c21 = load(o2 + 16), c30 = load(o3), c31 = load(o3 + 16)
     var c40 = load(o4), c41 = load(o4 + 16), c50 = load(o5), c51 = load(o5 + 16)
     var c60 = load(o6), c61 = load(o6 + 16), c70 = load(o7), c71 = load(o7 + 16)
-    var vp = v, op = off
-    for _ in 0 ..< count {
-        var p = xt + Int(op[0]), b = Vec(repeating: vp[0]); c00.addProduct(load(p), b); c01.addProduct(load(p + 16), b)
-        p = xt + Int(op[1]); b = Vec(repeating: vp[1]); c10.addProduct(load(p), b); c11.addProduct(load(p + 16), b)
-        p = xt + Int(op[2]); b = Vec(repeating: vp[2]); c20.addProduct(load(p), b); c21.addProduct(load(p + 16), b)
-        p = xt + Int(op[3]); b = Vec(repeating: vp[3]); c30.addProduct(load(p), b); c31.addProduct(load(p + 16), b)
-        p = xt + Int(op[4]); b = Vec(repeating: vp[4]); c40.addProduct(load(p), b); c41.addProduct(load(p + 16), b)
-        p = xt + Int(op[5]); b = Vec(repeating: vp[5]); c50.addProduct(load(p), b); c51.addProduct(load(p + 16), b)
-        p = xt + Int(op[6]); b = Vec(repeating: vp[6]); c60.addProduct(load(p), b); c61.addProduct(load(p + 16), b)
-        p = xt + Int(op[7]); b = Vec(repeating: vp[7]); c70.addProduct(load(p), b); c71.addProduct(load(p + 16), b)
-        vp += 8
-        op += 8
+    let s = sparsePanelStride
+    for j in 0 ..< count {
+        var p = xt + Int(off[j]), b = Vec(repeating: v[j]); c00.addProduct(load(p), b); c01.addProduct(load(p + 16), b)
+        p = xt + Int(off[j &+ s]); b = Vec(repeating: v[j &+ s]); c10.addProduct(load(p), b); c11.addProduct(load(p + 16), b)
+        p = xt + Int(off[j &+ 2 &* s]); b = Vec(repeating: v[j &+ 2 &* s]); c20.addProduct(load(p), b); c21.addProduct(load(p + 16), b)
+        p = xt + Int(off[j &+ 3 &* s]); b = Vec(repeating: v[j &+ 3 &* s]); c30.addProduct(load(p), b); c31.addProduct(load(p + 16), b)
+        p = xt + Int(off[j &+ 4 &* s]); b = Vec(repeating: v[j &+ 4 &* s]); c40.addProduct(load(p), b); c41.addProduct(load(p + 16), b)
+        p = xt + Int(off[j &+ 5 &* s]); b = Vec(repeating: v[j &+ 5 &* s]); c50.addProduct(load(p), b); c51.addProduct(load(p + 16), b)
+        p = xt + Int(off[j &+ 6 &* s]); b = Vec(repeating: v[j &+ 6 &* s]); c60.addProduct(load(p), b); c61.addProduct(load(p + 16), b)
+        p = xt + Int(off[j &+ 7 &* s]); b = Vec(repeating: v[j &+ 7 &* s]); c70.addProduct(load(p), b); c71.addProduct(load(p + 16), b)
     }
     store(c00, o0); store(c01, o0 + 16); store(c10, o1); store(c11, o1 + 16)
     store(c20, o2); store(c21, o2 + 16); store(c30, o3); store(c31, o3 + 16)
@@ -203,14 +236,16 @@ func sparseTile8x16(_ v: UnsafePointer<Float>, _ off: UnsafePointer<Int32>, _ co
     let o0 = out, o1 = out + ldo, o2 = o1 + ldo, o3 = o2 + ldo, o4 = o3 + ldo, o5 = o4 + ldo, o6 = o5 + ldo, o7 = o6 + ldo
     var c0 = load(o0), c1 = load(o1), c2 = load(o2), c3 = load(o3)
     var c4 = load(o4), c5 = load(o5), c6 = load(o6), c7 = load(o7)
-    var vp = v, op = off
-    for _ in 0 ..< count {
-        c0.addProduct(load(xt + Int(op[0])), Vec(repeating: vp[0])); c1.addProduct(load(xt + Int(op[1])), Vec(repeating: vp[1]))
-        c2.addProduct(load(xt + Int(op[2])), Vec(repeating: vp[2])); c3.addProduct(load(xt + Int(op[3])), Vec(repeating: vp[3]))
-        c4.addProduct(load(xt + Int(op[4])), Vec(repeating: vp[4])); c5.addProduct(load(xt + Int(op[5])), Vec(repeating: vp[5]))
-        c6.addProduct(load(xt + Int(op[6])), Vec(repeating: vp[6])); c7.addProduct(load(xt + Int(op[7])), Vec(repeating: vp[7]))
-        vp += 8
-        op += 8
+    let s = sparsePanelStride
+    for j in 0 ..< count {
+        c0.addProduct(load(xt + Int(off[j])), Vec(repeating: v[j]))
+        c1.addProduct(load(xt + Int(off[j &+ s])), Vec(repeating: v[j &+ s]))
+        c2.addProduct(load(xt + Int(off[j &+ 2 &* s])), Vec(repeating: v[j &+ 2 &* s]))
+        c3.addProduct(load(xt + Int(off[j &+ 3 &* s])), Vec(repeating: v[j &+ 3 &* s]))
+        c4.addProduct(load(xt + Int(off[j &+ 4 &* s])), Vec(repeating: v[j &+ 4 &* s]))
+        c5.addProduct(load(xt + Int(off[j &+ 5 &* s])), Vec(repeating: v[j &+ 5 &* s]))
+        c6.addProduct(load(xt + Int(off[j &+ 6 &* s])), Vec(repeating: v[j &+ 6 &* s]))
+        c7.addProduct(load(xt + Int(off[j &+ 7 &* s])), Vec(repeating: v[j &+ 7 &* s]))
     }
     store(c0, o0); store(c1, o1); store(c2, o2); store(c3, o3)
     store(c4, o4); store(c5, o5); store(c6, o6); store(c7, o7)

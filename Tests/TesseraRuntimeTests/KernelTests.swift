@@ -25,7 +25,7 @@ import TesseraRuntime
             let stored = try tensor.encoded(as: layout)
             let op = try LinearOperator(stored)
             let dense = try tensor.densify()
-            for batch in [1, 2, 17, 40] {
+            for batch in [1, 2, 17, 40, 64] {   // 64: a padded activation stride
                 let x = Self.random(count: batch * op.depth, seed: UInt64(batch * 31 + index))
                 let expected = Self.naive(dense, shape: weight.shape, axis: weight.axis, x: x, batch: batch)
                 for threads in [1, 2] {
