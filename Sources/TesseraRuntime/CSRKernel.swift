@@ -9,118 +9,107 @@ struct CSRKernel: WeightKernel {
     let problem: Problem
 
     func run<R: WeightReader>(_ reader: R) {
-        guard case .csr(let rowPointerType, let rowPointerBytes, let columnType, let columnBytes, _, _) = problem.op.tensor.storage else {
-            preconditionFailure("not a CSR tensor")
-        }
-        let geometry = try! TensorGeometry(shape: problem.op.tensor.shape)   // validated by LinearOperator
-        let rowPointers = rowPointerBytes.withUnsafeBytes { raw in
-            (0 ... geometry.csrRows).map { Int(rowPointerType.load(raw, $0)) }
-        }
-        columnBytes.withUnsafeBytes { raw in
-            let base = raw.baseAddress ?? UnsafeRawPointer(bitPattern: 64)!
-            switch columnType {
-            case .uint8: run(reader, rowPointers, base.assumingMemoryBound(to: UInt8.self), columns: geometry.csrColumns)
-            case .uint16: run(reader, rowPointers, base.assumingMemoryBound(to: UInt16.self), columns: geometry.csrColumns)
-            case .uint32: run(reader, rowPointers, base.assumingMemoryBound(to: UInt32.self), columns: geometry.csrColumns)
-            case .uint64: run(reader, rowPointers, base.assumingMemoryBound(to: UInt64.self), columns: geometry.csrColumns)
-            }
-        }
+        problem.op.visitCSR(Visit(kernel: self, reader: reader))
     }
 
-    private enum Orientation { case outputRows, depthRows, general }
-
-    private var orientation: Orientation {
-        let t = problem.op.tensor
-        if t.shape.count == 2 && t.reductionAxis == 1 { return .outputRows }
-        if t.reductionAxis == 0 { return .depthRows }
-        return .general
+    private struct Visit<R: WeightReader>: CSRVisitor {
+        let kernel: CSRKernel
+        let reader: R
+        func visit<C: FixedWidthInteger & UnsignedInteger>(_ csr: Entries<C>) { kernel.run(reader, csr) }
     }
 
-    private func run<R: WeightReader, C: FixedWidthInteger & UnsignedInteger>(
-        _ w: R, _ rowPointers: [Int], _ columnIndices: UnsafePointer<C>, columns: Int
-    ) {
-        let csr = Entries(rowPointers: rowPointers, columnIndices: columnIndices, columns: columns, view: problem.op.view)
-        let op = problem.op, map = op.scaleMap
+    private func run<R: WeightReader, C: FixedWidthInteger & UnsignedInteger>(_ w: R, _ csr: Entries<C>) {
+        let op = problem.op, map = op.scaleMap, rowPointers = csr.rowPointers, columnIndices = csr.columnIndices
         @inline(__always) func weight(_ j: Int, _ r: Int, _ k: Int) -> Float {
             map.rowBase.isEmpty ? w.weight(j, 0) : w.weight(j, map.kStride == 0 ? map.rowBase[r] : map.index(row: r, k: k))
         }
-        if problem.batch == 1 {
-            let x = problem.x, y = problem.y
-            if orientation == .outputRows {
-                Threads.split(op.rows, threads: problem.threads, granularity: 16) { range in
-                    for r in range {
-                        var sum: Float = 0
-                        for j in rowPointers[r] ..< rowPointers[r + 1] {
-                            let k = Int(columnIndices[j])
-                            sum += weight(j, r, k) * x[k]
+        if problem.batch > 1 {
+            // Each output row gathers its entries: stored rows when they are the outputs, else
+            // the operator's regrouped index. (Raw pointers throughout: an array read from both
+            // threads would have its reference count bumped atomically on every access.)
+            map.rowBase.withUnsafeBufferPointer { rowBase in
+                if let index = op.csrOutputRows {
+                    index.rowStart.withUnsafeBufferPointer { s in index.depth.withUnsafeBufferPointer { d in
+                        index.values.withUnsafeBufferPointer { v in
+                            gather(Regrouped(rowStart: s.baseAddress!, depth: d.baseAddress!), Float32Reader(values: v.baseAddress!))
                         }
-                        y[r] = sum
-                    }
-                }
-            } else {
-                // Each thread scatters a share of the stored rows into its own sums.
-                let parts = max(1, min(problem.threads, rowPointers.count - 1))
-                var partial = [Float](repeating: 0, count: parts * op.rows)
-                partial.withUnsafeMutableBufferPointer { sums in
-                    let sums = sums.baseAddress!
-                    Threads.split(parts, threads: parts) { range in
-                        for part in range {
-                            let out = sums + part * op.rows
-                            let rows = csr.storedRows, lo = rows * part / parts, hi = rows * (part + 1) / parts
-                            csr.forEach(storedRows: lo ..< hi) { j, r, k in out[r] += weight(j, r, k) * x[k] }
-                        }
-                    }
-                    for r in 0 ..< op.rows {
-                        var s: Float = 0
-                        for part in 0 ..< parts { s += sums[part * op.rows + r] }
-                        y[r] = s
+                    } }
+                } else {
+                    rowPointers.withUnsafeBufferPointer { p in
+                        gather(StoredRows(rowPointers: p.baseAddress!, columnIndices: columnIndices), Weights(reader: w, map: map, rowBase: rowBase.baseAddress))
                     }
                 }
             }
             return
         }
+        let x = problem.x, y = problem.y
+        if op.csrOutputRows == nil {
+            Threads.split(op.rows, threads: problem.threads, granularity: 16) { range in
+                for r in range {
+                    var sum: Float = 0
+                    for j in rowPointers[r] ..< rowPointers[r + 1] {
+                        let k = Int(columnIndices[j])
+                        sum += weight(j, r, k) * x[k]
+                    }
+                    y[r] = sum
+                }
+            }
+            return
+        }
+        // One activation row: each stored entry scatters into its output, each thread over a
+        // share of the stored rows into its own sums (reads the entries in stored order).
+        let parts = max(1, min(problem.threads, rowPointers.count - 1))
+        var partial = [Float](repeating: 0, count: parts * op.rows)
+        partial.withUnsafeMutableBufferPointer { sums in
+            let sums = sums.baseAddress!
+            Threads.split(parts, threads: parts) { range in
+                for part in range {
+                    let out = sums + part * op.rows
+                    let rows = csr.storedRows, lo = rows * part / parts, hi = rows * (part + 1) / parts
+                    csr.forEach(storedRows: lo ..< hi) { j, r, k in out[r] += weight(j, r, k) * x[k] }
+                }
+            }
+            for r in 0 ..< op.rows {
+                var s: Float = 0
+                for part in 0 ..< parts { s += sums[part * op.rows + r] }
+                y[r] = s
+            }
+        }
+    }
 
+    /// The batched product, each output row accumulating 64 batch columns at a time in
+    /// registers, so each entry's weight is read once per 64 columns.
+    private func gather<E: OutputRowEntries, V: EntryValues>(_ entries: E, _ weights: V) {
+        let op = problem.op
         let xt = TransposedActivations(problem.x, batch: problem.batch, depth: op.depth)
         let yt = TransposedOutputs(rows: op.rows, batch: problem.batch)
         defer { yt.deallocate() }
-        let ld = xt.ld
+        let ld = xt.ld, columns = xt.columns
         xt.storage.withUnsafeBufferPointer { xtBuffer in
-            let xt = xtBuffer.baseAddress!, out = yt.pointer
-            if orientation == .outputRows {
-                // Each output row accumulates 32 batch columns in registers.
-                Threads.split(op.rows, threads: problem.threads) { range in
-                    for r in range {
-                        let lo = rowPointers[r], hi = rowPointers[r + 1]
-                        var b = 0
-                        while b < ld {
-                            let wide = b + 32 <= ld
-                            var a0 = Vec(), a1 = Vec()
-                            for j in lo ..< hi {
-                                let k = Int(columnIndices[j])
-                                let v = Vec(repeating: weight(j, r, k)), p = xt + (k &* ld &+ b)
-                                a0.addProduct(load(p), v)
-                                if wide { a1.addProduct(load(p + 16), v) }
-                            }
-                            store(a0, out + r * ld + b)
-                            if wide { store(a1, out + r * ld + b + 16) }
-                            b += wide ? 32 : 16
+            let xt = xtBuffer.baseAddress!
+            Threads.split(op.rows, threads: problem.threads) { range in
+                for r in range {
+                    let bounds = entries.bounds(r), out = yt.pointer + r * ld
+                    var b = 0
+                    while b + 64 <= columns {
+                        var a0 = Vec(), a1 = Vec(), a2 = Vec(), a3 = Vec()
+                        for i in bounds {
+                            let (j, k) = entries.entry(i)
+                            let v = Vec(repeating: weights.value(j, r, k)), p = xt + (k &* ld &+ b)
+                            a0.addProduct(load(p), v); a1.addProduct(load(p + 16), v)
+                            a2.addProduct(load(p + 32), v); a3.addProduct(load(p + 48), v)
                         }
+                        store(a0, out + b); store(a1, out + b + 16); store(a2, out + b + 32); store(a3, out + b + 48)
+                        b += 64
                     }
-                }
-            } else {
-                // Each stored entry scatters into its output row; threads own batch columns,
-                // and 32 columns at a time keep the touched outputs in cache.
-                Threads.split(ld, threads: problem.threads, granularity: vecWidth) { columnsRange in
-                    var b = columnsRange.lowerBound
-                    while b < columnsRange.upperBound {
-                        let wide = b + 32 <= columnsRange.upperBound
-                        csr.forEach(storedRows: 0 ..< csr.storedRows) { j, r, k in
-                            let v = Vec(repeating: weight(j, r, k))
-                            let source = xt + (k &* ld &+ b), target = out + (r &* ld &+ b)
-                            store(load(target).addingProduct(load(source), v), target)
-                            if wide { store(load(target + 16).addingProduct(load(source + 16), v), target + 16) }
+                    while b < columns {
+                        var a0 = Vec()
+                        for i in bounds {
+                            let (j, k) = entries.entry(i)
+                            a0.addProduct(load(xt + (k &* ld &+ b)), Vec(repeating: weights.value(j, r, k)))
                         }
-                        b += wide ? 32 : 16
+                        store(a0, out + b)
+                        b += 16
                     }
                 }
             }
@@ -129,8 +118,138 @@ struct CSRKernel: WeightKernel {
     }
 }
 
+/// The value of entry `j` at view element (r, k).
+private protocol EntryValues {
+    func value(_ j: Int, _ r: Int, _ k: Int) -> Float
+}
+
+/// Regrouped entries' values, decoded in their order.
+extension Float32Reader: EntryValues {
+    @inline(__always) func value(_ j: Int, _ r: Int, _ k: Int) -> Float { values[j] }
+}
+
+/// Stored value `j` at view element (r, k), dequantized with its scale.
+private struct Weights<R: WeightReader>: EntryValues {
+    let reader: R
+    let map: ScaleMap
+    let rowBase: UnsafePointer<Int>?   // nil when unquantized
+
+    @inline(__always) func value(_ j: Int, _ r: Int, _ k: Int) -> Float {
+        guard let rowBase else { return reader.weight(j, 0) }
+        return reader.weight(j, map.kStride == 0 ? rowBase[r] : rowBase[r] &+ (k / map.kBlock) &* map.kStride)
+    }
+}
+
+/// Where output row `r`'s entries are, and each one's stored index `j` and depth `k`.
+private protocol OutputRowEntries {
+    func bounds(_ r: Int) -> Range<Int>
+    func entry(_ i: Int) -> (j: Int, k: Int)
+}
+
+/// Stored rows that are the outputs: entry `i` is stored entry `i`, its column the depth.
+private struct StoredRows<C: FixedWidthInteger & UnsignedInteger>: OutputRowEntries {
+    let rowPointers: UnsafePointer<Int>
+    let columnIndices: UnsafePointer<C>
+    @inline(__always) func bounds(_ r: Int) -> Range<Int> { rowPointers[r] ..< rowPointers[r &+ 1] }
+    @inline(__always) func entry(_ i: Int) -> (j: Int, k: Int) { (i, Int(columnIndices[i])) }
+}
+
+/// Entries regrouped by output (`CSROutputRows`): entry `i` is the `i`-th decoded value.
+private struct Regrouped: OutputRowEntries {
+    let rowStart: UnsafePointer<Int>
+    let depth: UnsafePointer<UInt32>
+    @inline(__always) func bounds(_ r: Int) -> Range<Int> { rowStart[r] ..< rowStart[r &+ 1] }
+    @inline(__always) func entry(_ i: Int) -> (j: Int, k: Int) { (i, Int(depth[i])) }
+}
+
+/// A CSR weight's entries regrouped by output row, for weights whose stored rows are not the
+/// outputs (a MatMul B stored `[K, N]` has depth rows): the batched kernel then accumulates each
+/// output in registers instead of scattering into memory. Built once per operator from the
+/// stored entries: each entry's depth and its decoded value, 8 bytes per stored entry.
+struct CSROutputRows: Sendable {
+    /// Output row `r`'s entries are `rowStart[r] ..< rowStart[r+1]`.
+    let rowStart: [Int]
+    let depth: [UInt32]
+    let values: [Float]
+
+    /// Nil when the stored rows already are the outputs.
+    init?(_ op: LinearOperator) throws {
+        let t = op.tensor
+        guard case .csr = t.storage, !(t.shape.count == 2 && t.reductionAxis == 1) else { return nil }
+        guard op.depth <= Int(UInt32.max) else {
+            throw RuntimeError(.unsupportedType, "has depth \(op.depth); the CSR kernels index depths up to \(UInt32.max)", tensor: t.name)
+        }
+        self = op.withReader(Regroup(op: op))
+    }
+
+    private init(rowStart: [Int], depth: [UInt32], values: [Float]) {
+        self.rowStart = rowStart
+        self.depth = depth
+        self.values = values
+    }
+
+    private struct Regroup: WeightKernel {
+        let op: LinearOperator
+        func run<R: WeightReader>(_ reader: R) -> CSROutputRows {
+            op.scaleMap.rowBase.withUnsafeBufferPointer { rowBase in
+                op.visitCSR(Visit(op: op, weights: Weights(reader: reader, map: op.scaleMap, rowBase: rowBase.baseAddress)))
+            }
+        }
+    }
+
+    private struct Visit<R: WeightReader>: CSRVisitor {
+        let op: LinearOperator
+        let weights: Weights<R>
+        func visit<C: FixedWidthInteger & UnsignedInteger>(_ csr: Entries<C>) -> CSROutputRows {
+            // Count each output's entries, then place them in stored order.
+            var rowStart = [Int](repeating: 0, count: op.rows + 1)
+            csr.forEach(storedRows: 0 ..< csr.storedRows) { _, r, _ in rowStart[r + 1] += 1 }
+            for r in 0 ..< op.rows { rowStart[r + 1] += rowStart[r] }
+            var depth = [UInt32](repeating: 0, count: rowStart[op.rows])
+            var values = [Float](repeating: 0, count: rowStart[op.rows])
+            var next = rowStart
+            csr.forEach(storedRows: 0 ..< csr.storedRows) { j, r, k in
+                depth[next[r]] = UInt32(k)
+                values[next[r]] = weights.value(j, r, k)
+                next[r] += 1
+            }
+            return CSROutputRows(rowStart: rowStart, depth: depth, values: values)
+        }
+    }
+}
+
+/// A computation over a CSR weight's entries, run once per column index width.
+protocol CSRVisitor {
+    associatedtype Result
+    func visit<C: FixedWidthInteger & UnsignedInteger>(_ csr: Entries<C>) -> Result
+}
+
+extension LinearOperator {
+    func visitCSR<V: CSRVisitor>(_ visitor: V) -> V.Result {
+        guard case .csr(let rowPointerType, let rowPointerBytes, let columnType, let columnBytes, _, _) = tensor.storage else {
+            preconditionFailure("not a CSR tensor")
+        }
+        let geometry = try! TensorGeometry(shape: tensor.shape)   // validated by init
+        let rowPointers = rowPointerBytes.withUnsafeBytes { raw in
+            (0 ... geometry.csrRows).map { Int(rowPointerType.load(raw, $0)) }
+        }
+        return columnBytes.withUnsafeBytes { raw in
+            let base = raw.baseAddress ?? UnsafeRawPointer(bitPattern: 64)!
+            func visit<C: FixedWidthInteger & UnsignedInteger>(_ type: C.Type) -> V.Result {
+                visitor.visit(Entries(rowPointers: rowPointers, columnIndices: base.assumingMemoryBound(to: C.self), columns: geometry.csrColumns, view: view))
+            }
+            switch columnType {
+            case .uint8: return visit(UInt8.self)
+            case .uint16: return visit(UInt16.self)
+            case .uint32: return visit(UInt32.self)
+            case .uint64: return visit(UInt64.self)
+            }
+        }
+    }
+}
+
 /// Walks stored CSR entries as view coordinates.
-private struct Entries<C: FixedWidthInteger & UnsignedInteger> {
+struct Entries<C: FixedWidthInteger & UnsignedInteger> {
     let rowPointers: [Int]
     let columnIndices: UnsafePointer<C>
     let columns: Int

@@ -15,6 +15,8 @@ public struct LinearOperator: @unchecked Sendable {
     public let depth: Int
     let view: Sparse24Geometry
     let scaleMap: ScaleMap
+    /// A CSR weight's entries by output row, when its stored rows are not the outputs.
+    private(set) var csrOutputRows: CSROutputRows?
 
     public var name: String { tensor.name }
     public var layout: LayoutKind { tensor.storage.kind }
@@ -41,6 +43,7 @@ public struct LinearOperator: @unchecked Sendable {
         } else {
             scaleMap = .unquantized
         }
+        csrOutputRows = try CSROutputRows(self)
     }
 
     /// `y[b, r] = Σ_k x[b, k] · W[r, k]` for `batch` rows of `x` (`[batch, depth]`, row-major);
