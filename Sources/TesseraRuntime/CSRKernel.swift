@@ -82,11 +82,11 @@ struct CSRKernel: WeightKernel {
     private func gather<E: OutputRowEntries, V: EntryValues>(_ entries: E, _ weights: V) {
         let op = problem.op
         let xt = TransposedActivations(problem.x, batch: problem.batch, depth: op.depth)
+        defer { xt.deallocate() }
         let yt = TransposedOutputs(rows: op.rows, batch: problem.batch)
         defer { yt.deallocate() }
         let ld = xt.ld, columns = xt.columns
-        xt.storage.withUnsafeBufferPointer { xtBuffer in
-            let xt = xtBuffer.baseAddress!
+        xt.withPointer { xt in
             Threads.split(op.rows, threads: problem.threads) { range in
                 for r in range {
                     let bounds = entries.bounds(r), out = yt.pointer + r * ld

@@ -12,14 +12,14 @@ struct DenseKernel: WeightKernel {
     private func gemm<R: WeightReader>(_ w: R) {
         let op = problem.op, rows = op.rows, depth = op.depth, batch = problem.batch
         let xt = TransposedActivations(problem.x, batch: batch, depth: depth)
+        defer { xt.deallocate() }
         let yt = TransposedOutputs(rows: rows, batch: batch)
         defer { yt.deallocate() }
         let ld = xt.ld, columns = xt.columns
         // Float32 rows of a [K, N]-like weight (nothing before the reduction axis) sit next to
         // each other, so 8 rows at one depth are 8 adjacent floats: no panel needed.
         let inPlace = op.view.outer == 1 ? w.float32Values : nil
-        xt.storage.withUnsafeBufferPointer { xtBuffer in
-            let xtp = xtBuffer.baseAddress!
+        xt.withPointer { xtp in
             Threads.split((rows + 7) / 8, threads: problem.threads) { panels in
                 let panel = UnsafeMutablePointer<Float>.allocate(capacity: 8 * Self.depthBlock)
                 defer { panel.deallocate() }

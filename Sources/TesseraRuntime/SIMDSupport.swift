@@ -93,28 +93,37 @@ func transposedStride(columns: Int) -> Int { columns % 64 == 0 ? columns + vecWi
 
 /// Activations for the batched kernels: `xᵀ` (`[depth][ld]`; `columns` = batch rounded up to a
 /// whole vector, zero padded) so that a vector load reads 16 batch rows of one depth index.
+/// Cache-line aligned: a row starting mid-line would split every vector load in two.
 struct TransposedActivations {
     let columns: Int
     let ld: Int
-    var storage: [Float]
+    private let pointer: UnsafeMutablePointer<Float>
 
     init(_ x: UnsafePointer<Float>, batch: Int, depth: Int) {
         columns = roundUp(batch, vecWidth)
         ld = transposedStride(columns: columns)
-        storage = [Float](repeating: 0, count: depth * ld)
-        let ld = ld
-        storage.withUnsafeMutableBufferPointer { xt in
-            let xt = xt.baseAddress!
-            // Blocks of 16 depth indices keep the writes within a few cache lines.
-            for k0 in stride(from: 0, to: depth, by: 16) {
-                let k1 = min(depth, k0 + 16)
-                for b in 0 ..< batch {
-                    let row = x + b * depth
-                    for k in k0 ..< k1 { xt[k &* ld &+ b] = row[k] }
-                }
+        pointer = alignedFloats(depth * ld)
+        let ld = ld, xt = pointer
+        // Blocks of 16 depth indices keep the writes within a few cache lines.
+        for k0 in stride(from: 0, to: depth, by: 16) {
+            let k1 = min(depth, k0 + 16)
+            for b in 0 ..< batch {
+                let row = x + b * depth
+                for k in k0 ..< k1 { xt[k &* ld &+ b] = row[k] }
             }
         }
     }
+
+    func withPointer<T>(_ body: (UnsafePointer<Float>) -> T) -> T { body(pointer) }
+
+    func deallocate() { pointer.deallocate() }
+}
+
+/// `count` zeroed floats starting on a cache line.
+func alignedFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
+    let floats = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64).bindMemory(to: Float.self, capacity: count)
+    floats.initialize(repeating: 0, count: count)
+    return floats
 }
 
 /// Outputs of the batched kernels, `yᵀ` (`[rows rounded up to 8][ld]`, with the activations'
@@ -127,8 +136,7 @@ struct TransposedOutputs: @unchecked Sendable {
     init(rows: Int, batch: Int) {
         ld = transposedStride(columns: roundUp(batch, vecWidth))
         self.rows = roundUp(rows, 8)
-        pointer = .allocate(capacity: self.rows * ld)
-        pointer.initialize(repeating: 0, count: self.rows * ld)
+        pointer = alignedFloats(self.rows * ld)
     }
 
     func copy(to y: UnsafeMutablePointer<Float>, rows: Int, batch: Int) {

@@ -16,12 +16,12 @@ struct Sparse24Kernel: WeightKernel {
     private func gemm<R: WeightReader>(_ w: R) {
         let op = problem.op, rows = op.rows, depth = op.depth, batch = problem.batch
         let xt = TransposedActivations(problem.x, batch: batch, depth: depth)
+        defer { xt.deallocate() }
         let yt = TransposedOutputs(rows: rows, batch: batch)
         defer { yt.deallocate() }
         let ld = xt.ld, columns = xt.columns, groups = depth / 4
         withMetadata { metadata in
-            xt.storage.withUnsafeBufferPointer { xtBuffer in
-                let xtp = xtBuffer.baseAddress!
+            xt.withPointer { xtp in
                 Threads.split((rows + 7) / 8, threads: problem.threads) { panels in
                     assert(sparsePanelStride == 2 * Self.groupBlock)
                     let capacity = 8 * sparsePanelStride
