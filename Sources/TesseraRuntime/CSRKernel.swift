@@ -2,9 +2,10 @@ import Tessera
 
 /// CSR weights. The CSR view is `dims[0] x rest` (spec §7.2), so a stored entry (row, column)
 /// is view element (r, k) in one of three ways: for a 2-D weight reduced along axis 1 the
-/// stored rows are the outputs (each output gathers its activations); reduced along axis 0
-/// they are depth indices (each entry scatters into an output); anything else goes through
-/// the logical index.
+/// stored rows are the outputs; reduced along axis 0 they are depth indices; anything else goes
+/// through the logical index. Batched, every output gathers its entries (through the operator's
+/// `CSROutputRows` unless stored rows are outputs); one activation row is computed in stored
+/// order, gathering per output or scattering into outputs.
 struct CSRKernel: WeightKernel {
     let problem: Problem
 
@@ -19,25 +20,25 @@ struct CSRKernel: WeightKernel {
     }
 
     private func run<R: WeightReader, C: FixedWidthInteger & UnsignedInteger>(_ w: R, _ csr: Entries<C>) {
-        let op = problem.op, map = op.scaleMap, rowPointers = csr.rowPointers, columnIndices = csr.columnIndices
-        @inline(__always) func weight(_ j: Int, _ r: Int, _ k: Int) -> Float {
-            map.rowBase.isEmpty ? w.weight(j, 0) : w.weight(j, map.kStride == 0 ? map.rowBase[r] : map.index(row: r, k: k))
+        // Raw pointers throughout: an array read from both threads would have its reference
+        // count bumped atomically on every access.
+        problem.op.scaleMap.rowBase.withUnsafeBufferPointer { rowBase in
+            run(Weights(reader: w, map: problem.op.scaleMap, rowBase: rowBase.baseAddress), csr)
         }
+    }
+
+    private func run<R: WeightReader, C: FixedWidthInteger & UnsignedInteger>(_ weights: Weights<R>, _ csr: Entries<C>) {
+        let op = problem.op, rowPointers = csr.rowPointers, columnIndices = csr.columnIndices
         if problem.batch > 1 {
-            // Each output row gathers its entries: stored rows when they are the outputs, else
-            // the operator's regrouped index. (Raw pointers throughout: an array read from both
-            // threads would have its reference count bumped atomically on every access.)
-            map.rowBase.withUnsafeBufferPointer { rowBase in
-                if let index = op.csrOutputRows {
-                    index.rowStart.withUnsafeBufferPointer { s in index.depth.withUnsafeBufferPointer { d in
-                        index.values.withUnsafeBufferPointer { v in
-                            gather(Regrouped(rowStart: s.baseAddress!, depth: d.baseAddress!), Float32Reader(values: v.baseAddress!))
-                        }
-                    } }
-                } else {
-                    rowPointers.withUnsafeBufferPointer { p in
-                        gather(StoredRows(rowPointers: p.baseAddress!, columnIndices: columnIndices), Weights(reader: w, map: map, rowBase: rowBase.baseAddress))
+            if let index = op.csrOutputRows {
+                index.rowStart.withUnsafeBufferPointer { s in index.depth.withUnsafeBufferPointer { d in
+                    index.values.withUnsafeBufferPointer { v in
+                        gather(Regrouped(rowStart: s.baseAddress!, depth: d.baseAddress!), Float32Reader(values: v.baseAddress!))
                     }
+                } }
+            } else {
+                rowPointers.withUnsafeBufferPointer { p in
+                    gather(StoredRows(rowPointers: p.baseAddress!, columnIndices: columnIndices), weights)
                 }
             }
             return
@@ -49,7 +50,7 @@ struct CSRKernel: WeightKernel {
                     var sum: Float = 0
                     for j in rowPointers[r] ..< rowPointers[r + 1] {
                         let k = Int(columnIndices[j])
-                        sum += weight(j, r, k) * x[k]
+                        sum += weights.value(j, r, k) * x[k]
                     }
                     y[r] = sum
                 }
@@ -66,7 +67,7 @@ struct CSRKernel: WeightKernel {
                 for part in range {
                     let out = sums + part * op.rows
                     let rows = csr.storedRows, lo = rows * part / parts, hi = rows * (part + 1) / parts
-                    csr.forEach(storedRows: lo ..< hi) { j, r, k in out[r] += weight(j, r, k) * x[k] }
+                    csr.forEach(storedRows: lo ..< hi) { j, r, k in out[r] += weights.value(j, r, k) * x[k] }
                 }
             }
             for r in 0 ..< op.rows {
