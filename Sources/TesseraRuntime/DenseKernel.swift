@@ -10,16 +10,12 @@ struct DenseKernel: WeightKernel {
     }
 
     private func gemm<R: WeightReader>(_ w: R) {
-        let op = problem.op, rows = op.rows, depth = op.depth, batch = problem.batch
-        let xt = TransposedActivations(problem.x, batch: batch, depth: depth)
-        defer { xt.deallocate() }
-        let yt = TransposedOutputs(rows: rows, batch: batch)
-        defer { yt.deallocate() }
-        let ld = xt.ld, columns = xt.columns
+        let op = problem.op, rows = op.rows, depth = op.depth
         // Float32 rows of a [K, N]-like weight (nothing before the reduction axis) sit next to
         // each other, so 8 rows at one depth are 8 adjacent floats: no panel needed.
         let inPlace = op.view.outer == 1 ? w.float32Values : nil
-        xt.withPointer { xtp in
+        problem.withTransposedOperands(accumulating: true) { t in
+            let ld = t.ld
             Threads.split((rows + 7) / 8, threads: problem.threads) { panels in
                 let panel = UnsafeMutablePointer<Float>.allocate(capacity: 8 * Self.depthBlock)
                 defer { panel.deallocate() }
@@ -36,18 +32,17 @@ struct DenseKernel: WeightKernel {
                             wp = UnsafePointer(panel)
                             ks = 8
                         }
-                        let out = yt.pointer + r0 * ld
+                        let out = t.yt + r0 * ld, xBlock = t.xt + k0 * ld
                         var b = 0
-                        while b + 32 <= columns {
-                            tile8x32(wp, ks, kn, xtp + k0 * ld + b, ld, out + b, ld)
+                        while b + 32 <= t.columns {
+                            tile8x32(wp, ks, kn, xBlock + b, ld, out + b, ld)
                             b += 32
                         }
-                        if b < columns { tile8x16(wp, ks, kn, xtp + k0 * ld + b, ld, out + b, ld) }
+                        if b < t.columns { tile8x16(wp, ks, kn, xBlock + b, ld, out + b, ld) }
                     }
                 }
             }
         }
-        yt.copy(to: problem.y, rows: rows, batch: batch)
     }
 
     /// `panel[k·8 + i]` = weight (firstRow + i, k0 + k); rows past the end are zero.

@@ -15,8 +15,8 @@ public struct LinearOperator: @unchecked Sendable {
     public let depth: Int
     let view: Sparse24Geometry
     let scaleMap: ScaleMap
-    /// A CSR weight's entries by output row, when its stored rows are not the outputs.
-    private(set) var csrOutputRows: CSROutputRows?
+    /// A CSR weight's entries regrouped for the batched kernel.
+    private(set) var csrGatherIndex: CSRGatherIndex?
 
     public var name: String { tensor.name }
     public var layout: LayoutKind { tensor.storage.kind }
@@ -43,7 +43,7 @@ public struct LinearOperator: @unchecked Sendable {
         } else {
             scaleMap = .unquantized
         }
-        csrOutputRows = try CSROutputRows(self)
+        csrGatherIndex = CSRGatherIndex(self)
     }
 
     /// `y[b, r] = Σ_k x[b, k] · W[r, k]` for `batch` rows of `x` (`[batch, depth]`, row-major);

@@ -65,6 +65,51 @@ let vecWidth = 16
     return n & 1 == 0 ? word : word >> 4 | UInt32(metadata[byte &+ 4]) << 28
 }
 
+/// Writes the transpose of the 16 x 16 block at `src` (rows `srcStride` floats apart) to `dst`
+/// (rows `dstStride` apart): `dst[j][i] = src[i][j]`.
+@inline(__always)
+func transpose16x16(_ src: UnsafePointer<Float>, _ srcStride: Int, _ dst: UnsafeMutablePointer<Float>, _ dstStride: Int) {
+#if TESSERA_AVX512
+    // Element (i, j) moves to (j, i): four rounds each swap one bit of i with the same bit of j.
+    // In the round for bit h, rows i and i + h (h clear in i) trade the lanes whose index has h
+    // set, with one two-source permute each (vpermt2ps). Spelled out so that all 16 rows stay
+    // in registers and the indices are constants.
+    @inline(__always) func trade(_ a: inout Vec, _ b: inout Vec, _ low: SIMD16<Int32>, _ high: SIMD16<Int32>) {
+        let (a0, b0) = (a, b)
+        a = _mm512_permutex2var_ps(a0, unsafeBitCast(low, to: __m512i.self), b0)
+        b = _mm512_permutex2var_ps(a0, unsafeBitCast(high, to: __m512i.self), b0)
+    }
+    var r0 = load(src), r1 = load(src + srcStride), r2 = load(src + 2 * srcStride), r3 = load(src + 3 * srcStride)
+    var r4 = load(src + 4 * srcStride), r5 = load(src + 5 * srcStride), r6 = load(src + 6 * srcStride), r7 = load(src + 7 * srcStride)
+    var r8 = load(src + 8 * srcStride), r9 = load(src + 9 * srcStride), r10 = load(src + 10 * srcStride), r11 = load(src + 11 * srcStride)
+    var r12 = load(src + 12 * srcStride), r13 = load(src + 13 * srcStride), r14 = load(src + 14 * srcStride), r15 = load(src + 15 * srcStride)
+    var low = SIMD16<Int32>(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30)
+    var high = SIMD16<Int32>(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31)
+    trade(&r0, &r1, low, high); trade(&r2, &r3, low, high); trade(&r4, &r5, low, high); trade(&r6, &r7, low, high)
+    trade(&r8, &r9, low, high); trade(&r10, &r11, low, high); trade(&r12, &r13, low, high); trade(&r14, &r15, low, high)
+    low = SIMD16<Int32>(0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29)
+    high = SIMD16<Int32>(2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31)
+    trade(&r0, &r2, low, high); trade(&r1, &r3, low, high); trade(&r4, &r6, low, high); trade(&r5, &r7, low, high)
+    trade(&r8, &r10, low, high); trade(&r9, &r11, low, high); trade(&r12, &r14, low, high); trade(&r13, &r15, low, high)
+    low = SIMD16<Int32>(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27)
+    high = SIMD16<Int32>(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31)
+    trade(&r0, &r4, low, high); trade(&r1, &r5, low, high); trade(&r2, &r6, low, high); trade(&r3, &r7, low, high)
+    trade(&r8, &r12, low, high); trade(&r9, &r13, low, high); trade(&r10, &r14, low, high); trade(&r11, &r15, low, high)
+    low = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23)
+    high = SIMD16<Int32>(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31)
+    trade(&r0, &r8, low, high); trade(&r1, &r9, low, high); trade(&r2, &r10, low, high); trade(&r3, &r11, low, high)
+    trade(&r4, &r12, low, high); trade(&r5, &r13, low, high); trade(&r6, &r14, low, high); trade(&r7, &r15, low, high)
+    store(r0, dst); store(r1, dst + dstStride); store(r2, dst + 2 * dstStride); store(r3, dst + 3 * dstStride)
+    store(r4, dst + 4 * dstStride); store(r5, dst + 5 * dstStride); store(r6, dst + 6 * dstStride); store(r7, dst + 7 * dstStride)
+    store(r8, dst + 8 * dstStride); store(r9, dst + 9 * dstStride); store(r10, dst + 10 * dstStride); store(r11, dst + 11 * dstStride)
+    store(r12, dst + 12 * dstStride); store(r13, dst + 13 * dstStride); store(r14, dst + 14 * dstStride); store(r15, dst + 15 * dstStride)
+#else
+    for i in 0 ..< 16 {
+        for j in 0 ..< 16 { dst[j &* dstStride &+ i] = src[i &* srcStride &+ j] }
+    }
+#endif
+}
+
 /// Sum of the lanes (the compiler does not reorder float additions itself).
 @inline(__always) func horizontalSum(_ v: Vec) -> Float { v.sum() }
 
@@ -84,70 +129,4 @@ enum Threads {
             }
         }
     }
-}
-
-/// Row stride of the transposed operands for `columns` batch columns. A stride that is a multiple
-/// of 64 floats would put every row's column `b` in the same few L1 sets, so the kernels' reads
-/// of scattered depth rows (2:4, CSR) would evict each other; one vector of padding spreads them.
-func transposedStride(columns: Int) -> Int { columns % 64 == 0 ? columns + vecWidth : columns }
-
-/// Activations for the batched kernels: `xᵀ` (`[depth][ld]`; `columns` = batch rounded up to a
-/// whole vector, zero padded) so that a vector load reads 16 batch rows of one depth index.
-/// Cache-line aligned: a row starting mid-line would split every vector load in two.
-struct TransposedActivations {
-    let columns: Int
-    let ld: Int
-    private let pointer: UnsafeMutablePointer<Float>
-
-    init(_ x: UnsafePointer<Float>, batch: Int, depth: Int) {
-        columns = roundUp(batch, vecWidth)
-        ld = transposedStride(columns: columns)
-        pointer = alignedFloats(depth * ld)
-        let ld = ld, xt = pointer
-        // Blocks of 16 depth indices keep the writes within a few cache lines.
-        for k0 in stride(from: 0, to: depth, by: 16) {
-            let k1 = min(depth, k0 + 16)
-            for b in 0 ..< batch {
-                let row = x + b * depth
-                for k in k0 ..< k1 { xt[k &* ld &+ b] = row[k] }
-            }
-        }
-    }
-
-    func withPointer<T>(_ body: (UnsafePointer<Float>) -> T) -> T { body(pointer) }
-
-    func deallocate() { pointer.deallocate() }
-}
-
-/// `count` zeroed floats starting on a cache line.
-func alignedFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
-    let floats = UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64).bindMemory(to: Float.self, capacity: count)
-    floats.initialize(repeating: 0, count: count)
-    return floats
-}
-
-/// Outputs of the batched kernels, `yᵀ` (`[rows rounded up to 8][ld]`, with the activations'
-/// stride), copied to `y[b, r]`.
-struct TransposedOutputs: @unchecked Sendable {
-    let ld: Int
-    let rows: Int
-    let pointer: UnsafeMutablePointer<Float>
-
-    init(rows: Int, batch: Int) {
-        ld = transposedStride(columns: roundUp(batch, vecWidth))
-        self.rows = roundUp(rows, 8)
-        pointer = alignedFloats(self.rows * ld)
-    }
-
-    func copy(to y: UnsafeMutablePointer<Float>, rows: Int, batch: Int) {
-        for r0 in stride(from: 0, to: rows, by: 16) {
-            let r1 = min(rows, r0 + 16)
-            for b in 0 ..< batch {
-                let out = y + b * rows
-                for r in r0 ..< r1 { out[r] = pointer[r &* ld &+ b] }
-            }
-        }
-    }
-
-    func deallocate() { pointer.deallocate() }
 }

@@ -14,14 +14,10 @@ struct Sparse24Kernel: WeightKernel {
     // MARK: Batched
 
     private func gemm<R: WeightReader>(_ w: R) {
-        let op = problem.op, rows = op.rows, depth = op.depth, batch = problem.batch
-        let xt = TransposedActivations(problem.x, batch: batch, depth: depth)
-        defer { xt.deallocate() }
-        let yt = TransposedOutputs(rows: rows, batch: batch)
-        defer { yt.deallocate() }
-        let ld = xt.ld, columns = xt.columns, groups = depth / 4
+        let op = problem.op, rows = op.rows, groups = op.depth / 4
         withMetadata { metadata in
-            xt.withPointer { xtp in
+            problem.withTransposedOperands(accumulating: true) { t in
+                let ld = t.ld
                 Threads.split((rows + 7) / 8, threads: problem.threads) { panels in
                     assert(sparsePanelStride == 2 * Self.groupBlock)
                     let capacity = 8 * sparsePanelStride
@@ -30,23 +26,22 @@ struct Sparse24Kernel: WeightKernel {
                     defer { values.deallocate(); offsets.deallocate() }
                     for g0 in stride(from: 0, to: groups, by: Self.groupBlock) {
                         let gn = min(Self.groupBlock, groups - g0)
-                        let xBlock = xtp + 4 * g0 * ld
+                        let xBlock = t.xt + 4 * g0 * ld
                         for p in panels {
                             let r0 = p * 8
                             decodePanel(w, metadata, firstRow: r0, g0: g0, count: gn, ld: ld, values: values, offsets: offsets)
-                            let out = yt.pointer + r0 * ld
+                            let out = t.yt + r0 * ld
                             var b = 0
-                            while b + 32 <= columns {
+                            while b + 32 <= t.columns {
                                 sparseTile8x32(values, offsets, 2 * gn, xBlock + b, out + b, ld)
                                 b += 32
                             }
-                            if b < columns { sparseTile8x16(values, offsets, 2 * gn, xBlock + b, out + b, ld) }
+                            if b < t.columns { sparseTile8x16(values, offsets, 2 * gn, xBlock + b, out + b, ld) }
                         }
                     }
                 }
             }
         }
-        yt.copy(to: problem.y, rows: rows, batch: batch)
     }
 
     /// Groups `g0 ..< g0+count` of rows `r0 ..< r0+8` as a panel: row i's kept value j at
