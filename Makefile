@@ -20,9 +20,11 @@ VENV := .venv
 RELEASE := .build/release
 # The kernels use explicit 16-float SIMD; on the baseline x86-64 target every fused multiply-add
 # becomes a library call. Build for this machine's CPU; `make ARCH_FLAGS=` builds a portable binary.
-# On a CPU with AVX-512 the 2:4 kernels also use its two-source permute (TESSERA_AVX512).
+# On a CPU with AVX-512 the 2:4 kernels also use its two-source permute (TESSERA_AVX512), and
+# with VBMI and VNNI its byte permutes and int8 dot products (TESSERA_AVX512_VNNI).
 AVX512 := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo -Xswiftc -DTESSERA_AVX512)
-ARCH_FLAGS ?= -Xswiftc -target-cpu -Xswiftc native $(AVX512)
+VNNI := $(shell grep -qw avx512vbmi /proc/cpuinfo 2>/dev/null && grep -qw avx512_vnni /proc/cpuinfo && echo -Xswiftc -DTESSERA_AVX512_VNNI)
+ARCH_FLAGS ?= -Xswiftc -target-cpu -Xswiftc native $(AVX512) $(VNNI)
 DEMO := .build/demo
 
 FUZZ_SECONDS ?= 600

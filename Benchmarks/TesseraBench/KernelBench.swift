@@ -33,16 +33,20 @@ struct KernelBench: ParsableCommand {
             print("  kernel                  threads   time ms   GFLOP/s   vs numpy dense   vs its peer")
             var model = SyntheticModel(seed: UInt64(m * 31 + k))
             let x = model.normal(n * k, std: 1)
-            var variants: [(name: String, tensor: Tensor, peer: String)] = []
+            // `w8a8`: the activations quantized to uint8 too (applyQuantizingActivations), as
+            // MatMulInteger's are; every other kernel keeps float activations.
+            var variants: [(name: String, tensor: Tensor, peer: String, w8a8: Bool)] = []
             let dense = model.normal(k * m)
-            variants.append(("dense f32", SyntheticModel.dense("w", dense, [k, m], role: .matmulB, axis: 0), "ort_fp32"))
-            variants.append(("dense int8", SyntheticModel.int8PerChannel("w", dense, k: k, n: m), "ort_int8"))
+            variants.append(("dense f32", SyntheticModel.dense("w", dense, [k, m], role: .matmulB, axis: 0), "ort_fp32", false))
+            variants.append(("dense int8", SyntheticModel.int8PerChannel("w", dense, k: k, n: m), "ort_int8", false))
             let pruned = model.pruned24(k, m)
-            variants.append(("2:4 f32", try SyntheticModel.dense("w", pruned, [k, m], role: .matmulB, axis: 0).encoded(as: .sparse24), "numpy"))
-            variants.append(("2:4 int8", try SyntheticModel.int8PerChannel("w", pruned, k: k, n: m).encoded(as: .sparse24), "ort_int8"))
+            variants.append(("2:4 f32", try SyntheticModel.dense("w", pruned, [k, m], role: .matmulB, axis: 0).encoded(as: .sparse24), "numpy", false))
+            let int8Sparse = try SyntheticModel.int8PerChannel("w", pruned, k: k, n: m).encoded(as: .sparse24)
+            variants.append(("2:4 int8", int8Sparse, "ort_int8", false))
+            variants.append(("2:4 int8 W8A8", int8Sparse, "ort_int8", true))
             for level in csrLevels {
                 let w = model.prunedUnstructured(k * m, sparsity: level)
-                variants.append(("csr \(Int(level * 100))%", try SyntheticModel.dense("w", w, [k, m], role: .matmulB, axis: 0).encoded(as: .csr), "scipy_csr_\(level)"))
+                variants.append(("csr \(Int(level * 100))%", try SyntheticModel.dense("w", w, [k, m], role: .matmulB, axis: 0).encoded(as: .csr), "scipy_csr_\(level)", false))
             }
             for variant in variants {
                 let op = try LinearOperator(variant.tensor)
@@ -50,7 +54,13 @@ struct KernelBench: ParsableCommand {
                 for threads in [1, 2] {
                     let seconds = x.withUnsafeBufferPointer { xp in
                         y.withUnsafeMutableBufferPointer { yp in
-                            Timing.best(budget: budget, maxRuns: 500) { op.apply(xp.baseAddress!, batch: n, into: yp.baseAddress!, threads: threads) }
+                            Timing.best(budget: budget, maxRuns: 500) {
+                                if variant.w8a8 {
+                                    op.applyQuantizingActivations(xp.baseAddress!, batch: n, into: yp.baseAddress!, threads: threads)
+                                } else {
+                                    op.apply(xp.baseAddress!, batch: n, into: yp.baseAddress!, threads: threads)
+                                }
+                            }
                         }
                     }
                     let numpy = peer["numpy"]?[String(threads)]
@@ -85,7 +95,9 @@ struct KernelBench: ParsableCommand {
         case ("2:4 f32", "768x768x128"): return [String(format: "2:4 f32 GEMM %@: %.2fx numpy dense (target >= 1.0x)", at, vsNumpy)]
         case ("csr 90%", "768x768x128"):
             return [String(format: "CSR 90%% %@: %.2fx scipy CSR (target >= 3x), %.2fx numpy dense (target >= 1.5x)", at, vsPeer, vsNumpy)]
-        case ("2:4 int8", "4096x4096x1"): return [String(format: "2:4 int8 GEMV %@: %.2fx onnxruntime MatMulInteger (target >= 1.0x)", at, vsPeer)]
+        case ("2:4 int8", "4096x4096x1"): return [String(format: "2:4 int8 GEMV %@, float activations: %.2fx onnxruntime MatMulInteger", at, vsPeer)]
+        case ("2:4 int8 W8A8", "4096x4096x1"):
+            return [String(format: "2:4 int8 GEMV %@, uint8 activations like MatMulInteger's (quantized in the timed call): %.2fx onnxruntime MatMulInteger (target >= 1.0x)", at, vsPeer)]
         default: return []
         }
     }

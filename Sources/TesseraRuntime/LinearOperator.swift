@@ -49,15 +49,18 @@ public struct LinearOperator: @unchecked Sendable {
     /// `y[b, r] = Σ_k x[b, k] · W[r, k]` for `batch` rows of `x` (`[batch, depth]`, row-major);
     /// returns `[batch, rows]`, row-major.
     public func apply(_ x: [Float], batch: Int, threads: Int = 1) throws -> [Float] {
+        try checked(x, batch: batch) { apply($0, batch: batch, into: $1, threads: max(1, threads)) }
+    }
+
+    /// Checks the activation count, then runs an unchecked form on `x` and a zeroed `[batch, rows]`.
+    func checked(_ x: [Float], batch: Int, _ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) throws -> [Float] {
         guard batch >= 0, x.count == batch * depth else {
             throw RuntimeError(.badActivations, "activations hold \(x.count) floats; \(batch) rows of depth \(depth) need \(batch * depth)", tensor: name)
         }
         var y = [Float](repeating: 0, count: batch * rows)
         guard batch > 0, rows > 0 else { return y }
         x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { yp in
-                apply(xp.baseAddress!, batch: batch, into: yp.baseAddress!, threads: max(1, threads))
-            }
+            y.withUnsafeMutableBufferPointer { yp in body(xp.baseAddress!, yp.baseAddress!) }
         }
         return y
     }

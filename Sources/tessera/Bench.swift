@@ -6,7 +6,12 @@ import TesseraVerify
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Time each GEMM weight's kernel against the dense float32 kernel on the same shape.")
+        abstract: "Time each GEMM weight's kernel against the dense float32 kernel on the same shape.",
+        discussion: """
+            For 2:4 weights with symmetric int8 codes and one scale per output, batch 1 is also timed \
+            with the activations quantized to uint8 and integer sums (the "uint8 x ms" column; \
+            LinearOperator.applyQuantizingActivations), the arithmetic of onnxruntime's MatMulInteger.
+            """)
 
     @Argument(help: "A .tess file.")
     var file: String
@@ -30,7 +35,7 @@ struct Bench: ParsableCommand {
         try reportingErrors {
             let tess = try TessFile.open(file)
             print("\(file): kernel against dense float32 on the same shape, \(threads) thread(s), best of \(budget) s")
-            var rows = [["tensor", "layout", "quant", "rows x depth", "batch", "kernel ms", "dense ms", "speedup"]]
+            var rows = [["tensor", "layout", "quant", "rows x depth", "batch", "kernel ms", "dense ms", "speedup", "uint8 x ms"]]
             for index in tess.tensors.indices {
                 let stored = try tess.tensor(index)
                 guard stored.reductionAxis != nil, let op = try? LinearOperator(stored) else { continue }
@@ -40,9 +45,11 @@ struct Bench: ParsableCommand {
                 for n in Set([1, batch]).sorted() {
                     let x = SourceVerifier.activations(count: n * op.depth, seed: 1)
                     let kernel = time(op, x, n), reference = time(dense, x, n)
+                    let integer = n == 1 && op.runsQuantizedActivations ? time(op, x, n, quantizingActivations: true) : nil
                     rows.append([stored.name, stored.storage.kind.description, stored.quantization.map { "\($0.codeType)" } ?? "-",
                                  "\(op.rows) x \(op.depth)", "\(n)", String(format: "%.4f", kernel * 1e3),
-                                 String(format: "%.4f", reference * 1e3), String(format: "%.2fx", reference / kernel)])
+                                 String(format: "%.4f", reference * 1e3), String(format: "%.2fx", reference / kernel),
+                                 integer.map { String(format: "%.4f", $0 * 1e3) } ?? "-"])
                 }
             }
             guard rows.count > 1 else {
@@ -54,12 +61,18 @@ struct Bench: ParsableCommand {
     }
 
     /// Best seconds per call of `op` on `x` over the budget (after one warm-up call).
-    private func time(_ op: LinearOperator, _ x: [Float], _ n: Int) -> Double {
+    private func time(_ op: LinearOperator, _ x: [Float], _ n: Int, quantizingActivations: Bool = false) -> Double {
         var y = [Float](repeating: 0, count: n * op.rows)
         return x.withUnsafeBufferPointer { xp in
             y.withUnsafeMutableBufferPointer { yp in
                 let xBase = xp.baseAddress!, yBase = yp.baseAddress!
-                return Timing.best(budget: budget) { op.apply(xBase, batch: n, into: yBase, threads: threads) }
+                return Timing.best(budget: budget) {
+                    if quantizingActivations {
+                        op.applyQuantizingActivations(xBase, batch: n, into: yBase, threads: threads)
+                    } else {
+                        op.apply(xBase, batch: n, into: yBase, threads: threads)
+                    }
+                }
             }
         }
     }

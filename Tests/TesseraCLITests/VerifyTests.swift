@@ -123,5 +123,12 @@ import Tessera
         for name in ["coefficient ", "coefficient1 ", "coefficient2 "] { #expect(r.stdout.contains(name)) }
         #expect(r.stdout.contains("sparse24"))
         #expect(try tessera("bench", file, "--batch", "0").status != 0)
+        // Float 2:4 weights have no integer path; int8 ones are timed with uint8 activations too.
+        #expect(r.stdout.split(separator: "\n").filter { $0.contains("sparse24") }.allSatisfy { $0.hasSuffix(" -") }, "\(r.stdout)")
+        let int8 = try convert(ws, "q.tess", "--prune", "2:4", "--quantize", "int8")
+        let q = try tessera("bench", int8, "--batch", "4", "--budget", "0.01")
+        #expect(q.status == 0, "\(q.stderr)")
+        let batchOne = q.stdout.split(separator: "\n").filter { $0.contains("sparse24") && $0.split(separator: " ", omittingEmptySubsequences: true)[6] == "1" }
+        #expect(!batchOne.isEmpty && batchOne.allSatisfy { Double($0.split(separator: " ").last!) != nil }, "\(q.stdout)")
     }
 }

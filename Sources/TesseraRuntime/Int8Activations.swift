@@ -1,0 +1,180 @@
+#if TESSERA_AVX512_VNNI
+import _Builtin_intrinsics.intel
+#endif
+
+/// Integer execution ("W8A8") of 2:4 weights with int8 codes: each activation row is quantized
+/// to uint8 as ONNX's DynamicQuantizeLinear does, every kept weight code multiplies the code of
+/// the activation its metadata picks, in int32, and each output is scaled back once. This is the
+/// arithmetic of onnxruntime's DynamicQuantizeLinear + MatMulInteger, not the reference one:
+/// outputs differ from `apply` by the activations' rounding, at most `scale_x · Σ_k |W[r, k]|`.
+extension LinearOperator {
+    /// Whether `applyQuantizingActivations` runs this weight: 2:4 with int8 codes, no zero points,
+    /// one scale per output row, and a depth whose int32 sums cannot overflow.
+    public var runsQuantizedActivations: Bool {
+        guard case .sparse24 = tensor.storage, let q = tensor.quantization, q.codeType == .int8,
+              scaleMap.isPerRow, !scaleMap.rowBase.isEmpty, scaleMap.zeroPoints.allSatisfy({ $0 == 0 }) else { return false }
+        return depth <= Self.maximumQuantizedDepth
+    }
+
+    /// Each int32 lane sums `depth / 32` products of at most 255 · 128 in magnitude.
+    static let maximumQuantizedDepth = 1 << 20
+
+    /// `apply` with integer arithmetic (see above); one activation row at a time.
+    public func applyQuantizingActivations(_ x: [Float], batch: Int, threads: Int = 1) throws -> [Float] {
+        guard runsQuantizedActivations else {
+            throw RuntimeError(.unsupportedType, "cannot run with quantized activations: that needs a 2:4 weight with symmetric int8 codes, one scale per output and depth at most \(Self.maximumQuantizedDepth)", tensor: name)
+        }
+        if let i = x.firstIndex(where: { !$0.isFinite }) {
+            throw RuntimeError(.badActivations, "activation \(i) is \(x[i]); quantized activations must be finite", tensor: name)
+        }
+        return try checked(x, batch: batch) { applyQuantizingActivations($0, batch: batch, into: $1, threads: max(1, threads)) }
+    }
+
+    /// The unchecked form: `runsQuantizedActivations`, finite `x` of `batch * depth` floats, and
+    /// room for `batch * rows` in `y`.
+    public func applyQuantizingActivations(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int) {
+        guard case .sparse24(let values, let metadata) = tensor.storage else { preconditionFailure("not a 2:4 tensor") }
+        let codes = UInt8Activations(count: depth)
+        defer { codes.deallocate() }
+        values.withUnsafeBytes { v in metadata.withUnsafeBytes { m in
+            scaleMap.scales.withUnsafeBufferPointer { scales in scaleMap.rowBase.withUnsafeBufferPointer { rowBase in
+                let kernel = Sparse24Int8GEMV(
+                    codes: (v.baseAddress ?? UnsafeRawPointer(bitPattern: 64)!).assumingMemoryBound(to: Int8.self),
+                    metadata: (m.baseAddress ?? UnsafeRawPointer(bitPattern: 64)!).assumingMemoryBound(to: UInt8.self),
+                    scales: scales.baseAddress!, rowBase: rowBase.baseAddress!, groupsPerRow: depth / 4)
+                for b in 0 ..< batch {
+                    codes.quantize(x + b * depth)
+                    let out = y + b * rows
+                    Threads.split(rows, threads: threads, granularity: 4) { range in
+                        for r in range { out[r] = kernel.row(r, codes) }
+                    }
+                }
+            } }
+        } }
+    }
+}
+
+/// One activation row as uint8 codes, `x ≈ scale · (code − zeroPoint)`, by ONNX
+/// DynamicQuantizeLinear: the range is [min(0, min x), max(0, max x)] over 255 steps, rounding
+/// half to even.
+final class UInt8Activations: @unchecked Sendable {
+    let count: Int
+    let codes: UnsafeMutablePointer<UInt8>
+    private(set) var scale: Float = 0
+    private(set) var zeroPoint: Int32 = 0
+
+    init(count: Int) {
+        self.count = count
+        codes = .allocate(capacity: max(1, count))
+    }
+
+    func deallocate() { codes.deallocate() }
+
+    /// Quantizes `x[0 ..< count]` (finite).
+    func quantize(_ x: UnsafePointer<Float>) {
+        var lo = Vec(), hi = Vec(), i = 0
+        while i &+ 16 <= count {
+            let v = load(x + i)
+            lo = pointwiseMin(lo, v)
+            hi = pointwiseMax(hi, v)
+            i &+= 16
+        }
+        var low = lo.min(), high = hi.max()
+        for j in i ..< count { low = min(low, x[j]); high = max(high, x[j]) }
+        scale = (high - low) / 255
+        guard scale > 0 else {
+            zeroPoint = 0
+            codes.initialize(repeating: 0, count: count)
+            return
+        }
+        zeroPoint = Int32(min(max((-low / scale).rounded(.toNearestOrEven), 0), 255))
+        let s = Vec(repeating: scale), z = Vec(repeating: Float(zeroPoint))
+        i = 0
+        while i &+ 16 <= count {
+            let q = pointwiseMin(pointwiseMax((load(x + i) / s).rounded(.toNearestOrEven) + z, Vec()), Vec(repeating: 255))
+            for l in 0 ..< 16 { codes[i &+ l] = UInt8(q[l]) }
+            i &+= 16
+        }
+        for j in i ..< count {
+            codes[j] = UInt8(min(max((x[j] / scale).rounded(.toNearestOrEven) + Float(zeroPoint), 0), 255))
+        }
+    }
+}
+
+/// One output of a 2:4 int8 weight against uint8 activation codes: Σ code_w · (code_x − z_x) in
+/// int32, times the two scales.
+struct Sparse24Int8GEMV: @unchecked Sendable {
+    let codes: UnsafePointer<Int8>
+    let metadata: UnsafePointer<UInt8>
+    let scales: UnsafePointer<Float>
+    let rowBase: UnsafePointer<Int>
+    let groupsPerRow: Int
+    /// The vector steps' byte constants (see `chunks`).
+    private var spreadIndex = SIMD64<UInt8>(), shifts = SIMD64<UInt8>(), groupBase = SIMD64<UInt8>()
+
+    init(codes: UnsafePointer<Int8>, metadata: UnsafePointer<UInt8>, scales: UnsafePointer<Float>, rowBase: UnsafePointer<Int>, groupsPerRow: Int) {
+        (self.codes, self.metadata, self.scales, self.rowBase, self.groupsPerRow) = (codes, metadata, scales, rowBase, groupsPerRow)
+        for p in 0 ..< 64 {
+            spreadIndex[p] = UInt8(2 * (p / 8) + p % 8)        // 64-bit lane q takes bytes 2q ...
+            shifts[p] = UInt8(2 * (p % 8))                     // ... kept code p % 8 of them at bit 2·(p % 8)
+            groupBase[p] = UInt8(4 * (p / 2))                  // kept code p is in group p / 2
+        }
+    }
+
+    @inline(__always) func row(_ r: Int, _ x: UInt8Activations) -> Float {
+        let firstNibble = r &* groupsPerRow, w = codes + 2 &* firstNibble, qx = x.codes
+        var g = 0, dot = 0, weightSum = 0
+#if TESSERA_AVX512_VNNI
+        (dot, weightSum) = chunks(firstNibble, w, qx, &g)
+#endif
+        while g < groupsPerRow {
+            let n = firstNibble &+ g, nibble = Int(metadata[n >> 1] >> UInt8((n & 1) << 2))
+            let c0 = Int(w[2 &* g]), c1 = Int(w[2 &* g &+ 1])
+            dot &+= c0 &* Int(qx[4 &* g &+ nibble & 3]) &+ c1 &* Int(qx[4 &* g &+ (nibble >> 2) & 3])
+            weightSum &+= c0 &+ c1
+            g &+= 1
+        }
+        return scales[rowBase[r]] * x.scale * Float(dot &- Int(x.zeroPoint) &* weightSum)
+    }
+
+#if TESSERA_AVX512_VNNI
+    /// 32 groups (64 kept codes, 16 metadata bytes) per step, from `g` on:
+    /// - the metadata bytes are spread two per 64-bit lane (vpermb), and each kept code's 2-bit
+    ///   position is cut out of them by a per-byte bit offset (vpmultishiftqb);
+    /// - position plus its group's base indexes the step's 128 activation codes (vpermt2b);
+    /// - vpdpbusd multiplies the 64 picked codes by the 64 weight codes, four products per int32
+    ///   lane, and a second one sums the weight codes (for the zero point).
+    /// Returns both sums, having advanced `g` past the whole steps.
+    @inline(__always)
+    private func chunks(_ firstNibble: Int, _ w: UnsafePointer<Int8>, _ qx: UnsafePointer<UInt8>, _ g: inout Int) -> (Int, Int) {
+        // A row starting mid-byte reads one more byte and cuts four bits further on.
+        let odd = firstNibble & 1 != 0
+        let shifts = odd ? self.shifts &+ 4 : self.shifts
+        let spread = unsafeBitCast(spreadIndex, to: __m512i.self), control = unsafeBitCast(shifts, to: __m512i.self)
+        let bases = unsafeBitCast(groupBase, to: __m512i.self), three = _mm512_set1_epi8(3), ones = _mm512_set1_epi8(1)
+        let mask: __mmask32 = odd ? 0x1FFFF : 0xFFFF
+        @inline(__always) func step(_ dot: inout __m512i, _ sum: inout __m512i, _ g: Int) {
+            let bytes = _mm512_castsi256_si512(_mm256_maskz_loadu_epi8(mask, metadata + (firstNibble &+ g) >> 1))
+            let positions = _mm512_and_si512(_mm512_multishift_epi64_epi8(control, _mm512_permutexvar_epi8(spread, bytes)), three)
+            let x = UnsafeRawPointer(qx + 4 &* g)
+            let picked = _mm512_permutex2var_epi8(x.loadUnaligned(as: __m512i.self), _mm512_or_si512(positions, bases),
+                                                  x.loadUnaligned(fromByteOffset: 64, as: __m512i.self))
+            let weights = UnsafeRawPointer(w + 2 &* g).loadUnaligned(as: __m512i.self)
+            dot = _mm512_dpbusd_epi32(dot, picked, weights)
+            sum = _mm512_dpbusd_epi32(sum, ones, weights)
+        }
+        // Two sets of sums: consecutive steps do not wait on each other.
+        var d0 = _mm512_setzero_si512(), d1 = d0, s0 = d0, s1 = d0
+        while g &+ 64 <= groupsPerRow {
+            step(&d0, &s0, g)
+            step(&d1, &s1, g &+ 32)
+            g &+= 64
+        }
+        if g &+ 32 <= groupsPerRow {
+            step(&d0, &s0, g)
+            g &+= 32
+        }
+        return (Int(_mm512_reduce_add_epi32(_mm512_add_epi32(d0, d1))), Int(_mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1))))
+    }
+#endif
+}

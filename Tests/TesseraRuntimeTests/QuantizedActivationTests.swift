@@ -1,0 +1,67 @@
+import Testing
+import Tessera
+import TesseraRuntime
+
+/// `applyQuantizingActivations` (2:4 int8 weights x uint8 activations, integer sums) against an
+/// oracle that quantizes the activations by ONNX DynamicQuantizeLinear's definition and
+/// multiplies in float64, and against the float product within the documented bound.
+@Suite struct QuantizedActivationTests {
+    /// Groups per row: 19 (scalar only; odd rows start mid-byte), 37 and 65 (one and two
+    /// 32-group vector steps plus a remainder), 129 with rows starting mid-byte, and 512.
+    static let weights: [(shape: [Int], axis: Int)] = [([76, 5], 0), ([3, 148], 1), ([260, 9], 0), ([5, 516], 1), ([2048, 3], 0)]
+
+    @Test func integerSumsMatchTheQuantizedOracle() throws {
+        for (index, weight) in Self.weights.enumerated() {
+            let tensor = try KernelTests.tensor(shape: weight.shape, axis: weight.axis, values: .int8PerOutput, seed: UInt64(index + 3))
+            let op = try LinearOperator(try tensor.encoded(as: .sparse24))
+            try #require(op.runsQuantizedActivations)
+            let dense = try tensor.densify()
+            for batch in [1, 3] {
+                var x = KernelTests.random(count: batch * op.depth, seed: UInt64(batch * 7 + index))
+                if batch == 3 { x.replaceSubrange(op.depth ..< 2 * op.depth, with: repeatElement(0, count: op.depth)) }   // an all-zero row
+                for threads in [1, 2] {
+                    let y = try op.applyQuantizingActivations(x, batch: batch, threads: threads)
+                    let exact = KernelTests.naive(dense, shape: weight.shape, axis: weight.axis, x: x, batch: batch)
+                    for b in 0 ..< batch {
+                        let row = Array(x[b * op.depth ..< (b + 1) * op.depth])
+                        let (dequantized, scale) = Self.dynamicQuantizeLinear(row)
+                        let expected = KernelTests.naive(dense, shape: weight.shape, axis: weight.axis, x: dequantized, batch: 1)
+                        let weightSums = KernelTests.naive(dense.map { abs($0) }, shape: weight.shape, axis: weight.axis,
+                                                           x: [Float](repeating: 1, count: op.depth), batch: 1)
+                        for r in 0 ..< op.rows {
+                            let got = Double(y[b * op.rows + r])
+                            #expect(abs(got - expected[r].value) <= 1e-5 * expected[r].magnitude + 1e-6,
+                                    "\(weight.shape), batch row \(b), output \(r): \(got) vs quantized \(expected[r].value)")
+                            #expect(abs(got - exact[b * op.rows + r].value) <= Double(scale) * weightSums[r].value + 1e-6,
+                                    "\(weight.shape), batch row \(b), output \(r): \(got) vs float \(exact[b * op.rows + r].value)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func otherWeightsAndBadActivationsAreRefused() throws {
+        let shape = [8, 6], x = KernelTests.random(count: 8, seed: 5)
+        for (values, layout) in [(KernelTests.Values.float32, LayoutKind.sparse24), (.int8PerOutput, .csr), (.int8PerOutput, .dense),
+                                 (.int8AsymmetricPerOutput, .sparse24), (.int8PerDepth, .sparse24)] {
+            let op = try LinearOperator(try KernelTests.tensor(shape: shape, axis: 0, values: values, seed: 2).encoded(as: layout))
+            #expect(!op.runsQuantizedActivations, "\(values) \(layout)")
+            #expect(throws: RuntimeError.self, "\(values) \(layout)") { try op.applyQuantizingActivations(x, batch: 1) }
+        }
+        let op = try LinearOperator(try KernelTests.tensor(shape: shape, axis: 0, values: .int8PerOutput, seed: 2).encoded(as: .sparse24))
+        for bad in [[Float](repeating: 1, count: 7), x.enumerated().map { $0.offset == 3 ? .nan : $0.element },
+                    x.enumerated().map { $0.offset == 0 ? .infinity : $0.element }] {
+            #expect { try op.applyQuantizingActivations(bad, batch: 1) } throws: { ($0 as? RuntimeError)?.code == .badActivations }
+        }
+    }
+
+    /// ONNX DynamicQuantizeLinear (uint8) and back: `scale · (q − zeroPoint)` for each element.
+    static func dynamicQuantizeLinear(_ x: [Float]) -> ([Float], Float) {
+        let low = min(0, x.min()!), high = max(0, x.max()!)
+        let scale = (high - low) / 255
+        guard scale > 0 else { return ([Float](repeating: 0, count: x.count), 0) }
+        let zeroPoint = min(max((-low / scale).rounded(.toNearestOrEven), 0), 255)
+        return (x.map { scale * (min(max(($0 / scale).rounded(.toNearestOrEven) + zeroPoint, 0), 255) - zeroPoint) }, scale)
+    }
+}
