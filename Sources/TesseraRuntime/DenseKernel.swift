@@ -71,11 +71,16 @@ struct DenseKernel: WeightKernel {
         let x = problem.x, y = problem.y
         if op.view.outer == 1 {
             // Outputs adjacent in storage: y[n0 ..< n0+128] += x[k] · W[k, n0 ..< n0+128].
-            Threads.split(rows, threads: problem.threads, granularity: 128) { range in
-                if let f = w.float32Values {
-                    columnsFloat32(f, range)
-                } else {
-                    columnsDecoded(w, range)
+            let int8 = op.scaleMap.isPerRow && !op.scaleMap.rowBase.isEmpty ? w as? DequantizingReader<Int8Codes> : nil
+            op.scaleMap.rowBase.withUnsafeBufferPointer { rowBase in
+                Threads.split(rows, threads: problem.threads, granularity: 128) { range in
+                    if let f = w.float32Values {
+                        columnsFloat32(f, range)
+                    } else if let int8 {
+                        columnsInt8(int8, rowBase.baseAddress!, range)
+                    } else {
+                        columnsDecoded(w, range)
+                    }
                 }
             }
         } else {
@@ -101,25 +106,46 @@ struct DenseKernel: WeightKernel {
     /// `y[range] = Σ_k x[k] · W[k, range]`, one stored row at a time: the weights stream in
     /// order and the outputs stay in L1.
     private func columnsFloat32(_ f: UnsafePointer<Float>, _ range: Range<Int>) {
+        accumulateColumns(range, f, load) { $0 }
+    }
+
+    /// `columnsFloat32` for int8 codes with one scale per output: the codes are widened sixteen
+    /// at a time and the scale and zero point applied once per output,
+    /// `y[n] = s[n] · (Σ_k x[k]·c[k, n] − z[n] · Σ_k x[k])`.
+    private func columnsInt8(_ w: DequantizingReader<Int8Codes>, _ rowBase: UnsafePointer<Int>, _ range: Range<Int>) {
+        accumulateColumns(range, w.codes.bytes, loadFloats) { Float($0) }
+        var xSum: Float = 0
+        for k in 0 ..< problem.op.depth { xSum += problem.x[k] }
+        let out = problem.y + range.lowerBound
+        for i in 0 ..< range.count {
+            let s = rowBase[range.lowerBound &+ i]
+            out[i] = w.scales[s] * (out[i] - w.zeroPoints[s] * xSum)
+        }
+    }
+
+    /// `y[range] = Σ_k x[k] · values[k, range]` over stored `[depth, rows]` values, 64 at a step.
+    @inline(__always)
+    private func accumulateColumns<T>(_ range: Range<Int>, _ values: UnsafePointer<T>, _ vector: (UnsafePointer<T>) -> Vec,
+                                      _ scalar: (T) -> Float) {
         let rows = problem.op.rows, depth = problem.op.depth, x = problem.x
         let out = problem.y + range.lowerBound, width = range.count
         out.initialize(repeating: 0, count: width)
         for k in 0 ..< depth {
-            let s = Vec(repeating: x[k]), row = f + (k &* rows &+ range.lowerBound)
+            let s = Vec(repeating: x[k]), row = values + (k &* rows &+ range.lowerBound)
             var i = 0
             while i &+ 64 <= width {
-                store(load(out + i).addingProduct(load(row + i), s), out + i)
-                store(load(out + i + 16).addingProduct(load(row + i + 16), s), out + i + 16)
-                store(load(out + i + 32).addingProduct(load(row + i + 32), s), out + i + 32)
-                store(load(out + i + 48).addingProduct(load(row + i + 48), s), out + i + 48)
+                store(load(out + i).addingProduct(vector(row + i), s), out + i)
+                store(load(out + i + 16).addingProduct(vector(row + i + 16), s), out + i + 16)
+                store(load(out + i + 32).addingProduct(vector(row + i + 32), s), out + i + 32)
+                store(load(out + i + 48).addingProduct(vector(row + i + 48), s), out + i + 48)
                 i &+= 64
             }
             while i &+ 16 <= width {
-                store(load(out + i).addingProduct(load(row + i), s), out + i)
+                store(load(out + i).addingProduct(vector(row + i), s), out + i)
                 i &+= 16
             }
             while i < width {
-                out[i] += x[k] * row[i]
+                out[i] += x[k] * scalar(row[i])
                 i &+= 1
             }
         }
