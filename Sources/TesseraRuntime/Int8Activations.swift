@@ -123,18 +123,18 @@ struct Sparse24Int8GEMV: @unchecked Sendable {
 
     @inline(__always) func row(_ r: Int, _ x: UInt8Activations) -> Float {
         let firstNibble = r &* groupsPerRow, w = codes + 2 &* firstNibble, qx = x.codes
-        var g = 0, dot = 0, weightSum = 0
+        var g = 0, sum = 0
 #if TESSERA_AVX512_VNNI
-        (dot, weightSum) = chunks(firstNibble, w, qx, &g)
+        sum = chunks(firstNibble, w, qx, x.zeroPoint, &g)
 #endif
+        let zeroPoint = Int(x.zeroPoint)
         while g < groupsPerRow {
             let n = firstNibble &+ g, nibble = Int(metadata[n >> 1] >> UInt8((n & 1) << 2))
-            let c0 = Int(w[2 &* g]), c1 = Int(w[2 &* g &+ 1])
-            dot &+= c0 &* Int(qx[4 &* g &+ nibble & 3]) &+ c1 &* Int(qx[4 &* g &+ (nibble >> 2) & 3])
-            weightSum &+= c0 &+ c1
+            sum &+= Int(w[2 &* g]) &* (Int(qx[4 &* g &+ nibble & 3]) &- zeroPoint)
+                &+ Int(w[2 &* g &+ 1]) &* (Int(qx[4 &* g &+ (nibble >> 2) & 3]) &- zeroPoint)
             g &+= 1
         }
-        return scales[rowBase[r]] * x.scale * Float(dot &- Int(x.zeroPoint) &* weightSum)
+        return scales[rowBase[r]] * x.scale * Float(sum)
     }
 
 #if TESSERA_AVX512_VNNI
@@ -144,9 +144,9 @@ struct Sparse24Int8GEMV: @unchecked Sendable {
     /// - position plus its group's base indexes the step's 128 activation codes (vpermt2b);
     /// - vpdpbusd multiplies the 64 picked codes by the 64 weight codes, four products per int32
     ///   lane, and a second one sums the weight codes (for the zero point).
-    /// Returns both sums, having advanced `g` past the whole steps.
+    /// Returns Σ code_w · (code_x − zeroPoint) over them, having advanced `g` past the whole steps.
     @inline(__always)
-    private func chunks(_ firstNibble: Int, _ w: UnsafePointer<Int8>, _ qx: UnsafePointer<UInt8>, _ g: inout Int) -> (Int, Int) {
+    private func chunks(_ firstNibble: Int, _ w: UnsafePointer<Int8>, _ qx: UnsafePointer<UInt8>, _ zeroPoint: Int32, _ g: inout Int) -> Int {
         // A row starting mid-byte reads one more byte and cuts four bits further on.
         let odd = firstNibble & 1 != 0
         let shifts = odd ? self.shifts &+ 4 : self.shifts
@@ -174,7 +174,9 @@ struct Sparse24Int8GEMV: @unchecked Sendable {
             step(&d0, &s0, g)
             g &+= 32
         }
-        return (Int(_mm512_reduce_add_epi32(_mm512_add_epi32(d0, d1))), Int(_mm512_reduce_add_epi32(_mm512_add_epi32(s0, s1))))
+        // One horizontal sum: the zero point's term is subtracted lane by lane first.
+        let weightSums = _mm512_add_epi32(s0, s1)
+        return Int(_mm512_reduce_add_epi32(_mm512_sub_epi32(_mm512_add_epi32(d0, d1), _mm512_mullo_epi32(weightSums, _mm512_set1_epi32(zeroPoint)))))
     }
 #endif
 }
