@@ -16,7 +16,8 @@ extension LinearOperator {
         return depth <= Self.maximumQuantizedDepth
     }
 
-    /// Each int32 lane sums `depth / 32` products of at most 255 · 128 in magnitude.
+    /// Each int32 lane sums `depth / 32` terms code_w · (code_x − z) of at most 128 · 255 in
+    /// magnitude: 1020 · depth, under 2³¹ up to this depth.
     static let maximumQuantizedDepth = 1 << 20
 
     /// `apply` with integer arithmetic (see above); one activation row at a time.
