@@ -257,8 +257,7 @@ extension LinearOperator {
         let rowPointers = rowPointerBytes.withUnsafeBytes { raw in
             (0 ... geometry.csrRows).map { Int(rowPointerType.load(raw, $0)) }
         }
-        return columnBytes.withUnsafeBytes { raw in
-            let base = raw.baseAddress ?? UnsafeRawPointer(bitPattern: 64)!
+        return columnBytes.withBaseAddress { base in
             func visit<C: FixedWidthInteger & UnsignedInteger>(_ type: C.Type) -> V.Result {
                 visitor.visit(Entries(rowPointers: rowPointers, columnIndices: base.assumingMemoryBound(to: C.self), columns: geometry.csrColumns,
                                       view: view, storedRows: storedRows))

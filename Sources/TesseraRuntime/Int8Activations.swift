@@ -34,15 +34,13 @@ extension LinearOperator {
     /// The unchecked form: `runsQuantizedActivations`, finite `x` of `batch * depth` floats, and
     /// room for `batch * rows` in `y`.
     public func applyQuantizingActivations(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int) {
-        guard case .sparse24(let values, let metadata) = tensor.storage else { preconditionFailure("not a 2:4 tensor") }
+        guard case .sparse24(let values, _) = tensor.storage else { preconditionFailure("not a 2:4 tensor") }
         let codes = UInt8Activations(count: depth)
         defer { codes.deallocate() }
-        values.withUnsafeBytes { v in metadata.withUnsafeBytes { m in
+        values.withBaseAddress { v in withSparse24Metadata { metadata in
             scaleMap.scales.withUnsafeBufferPointer { scales in scaleMap.rowBase.withUnsafeBufferPointer { rowBase in
-                let kernel = Sparse24Int8GEMV(
-                    codes: (v.baseAddress ?? UnsafeRawPointer(bitPattern: 64)!).assumingMemoryBound(to: Int8.self),
-                    metadata: (m.baseAddress ?? UnsafeRawPointer(bitPattern: 64)!).assumingMemoryBound(to: UInt8.self),
-                    scales: scales.baseAddress!, rowBase: rowBase.baseAddress!, groupsPerRow: depth / 4)
+                let kernel = Sparse24Int8GEMV(codes: v.assumingMemoryBound(to: Int8.self), metadata: metadata,
+                                              scales: scales.baseAddress!, rowBase: rowBase.baseAddress!, groupsPerRow: depth / 4)
                 for b in 0 ..< batch {
                     codes.quantize(x + b * depth)
                     let out = y + b * rows
@@ -130,9 +128,8 @@ struct Sparse24Int8GEMV: @unchecked Sendable {
 #endif
         let zeroPoint = Int(x.zeroPoint)
         while g < groupsPerRow {
-            let n = firstNibble &+ g, nibble = Int(metadata[n >> 1] >> UInt8((n & 1) << 2))
-            sum &+= Int(w[2 &* g]) &* (Int(qx[4 &* g &+ nibble & 3]) &- zeroPoint)
-                &+ Int(w[2 &* g &+ 1]) &* (Int(qx[4 &* g &+ (nibble >> 2) & 3]) &- zeroPoint)
+            let (i0, i1) = keptPositions(metadata, firstNibble &+ g)
+            sum &+= Int(w[2 &* g]) &* (Int(qx[4 &* g &+ i0]) &- zeroPoint) &+ Int(w[2 &* g &+ 1]) &* (Int(qx[4 &* g &+ i1]) &- zeroPoint)
             g &+= 1
         }
         return scales[rowBase[r]] * x.scale * Float(sum)

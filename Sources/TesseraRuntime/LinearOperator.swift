@@ -88,8 +88,7 @@ public struct LinearOperator: @unchecked Sendable {
         case .csr(_, _, _, _, _, let v): values = v
         case .sparse24(let v, _): values = v
         }
-        return values.withUnsafeBytes { raw in
-            let base = raw.baseAddress ?? UnsafeRawPointer(bitPattern: 64)!   // empty buffers are never read
+        return values.withBaseAddress { base in
             guard let q = tensor.quantization else {
                 switch tensor.dataType {
                 case .float16: return kernel.run(Float16Reader(values: base.assumingMemoryBound(to: UInt16.self)))
@@ -116,6 +115,21 @@ public struct LinearOperator: @unchecked Sendable {
     @inline(__always) func denseOffset(row r: Int) -> Int {
         let o = r / view.inner, i = r &- o &* view.inner
         return o &* view.reduction &* view.inner &+ i
+    }
+}
+
+extension LinearOperator {
+    /// A 2:4 weight's metadata bytes.
+    func withSparse24Metadata<T>(_ body: (UnsafePointer<UInt8>) -> T) -> T {
+        guard case .sparse24(_, let metadata) = tensor.storage else { preconditionFailure("not a 2:4 tensor") }
+        return metadata.withBaseAddress { body($0.assumingMemoryBound(to: UInt8.self)) }
+    }
+}
+
+extension TensorBytes {
+    /// The first byte's address; for an empty buffer, which is never read, a placeholder.
+    func withBaseAddress<T>(_ body: (UnsafeRawPointer) -> T) -> T {
+        withUnsafeBytes { body($0.baseAddress ?? UnsafeRawPointer(bitPattern: 64)!) }
     }
 }
 

@@ -58,6 +58,13 @@ let vecWidth = 16
 #endif
 }
 
+/// Positions of the two kept values of 2:4 group `n` (counted over the whole tensor): its
+/// metadata nibble is `i0 | i1 << 2`.
+@inline(__always) func keptPositions(_ metadata: UnsafePointer<UInt8>, _ n: Int) -> (Int, Int) {
+    let nibble = Int(metadata[n >> 1] >> UInt8((n & 1) << 2)) & 0xF
+    return (nibble & 3, nibble >> 2)
+}
+
 /// Eight metadata nibbles from nibble `n` on, as one word (nibble `n` in the low bits).
 @inline(__always) func metadataWord(_ metadata: UnsafePointer<UInt8>, nibble n: Int) -> UInt32 {
     let byte = n >> 1
@@ -109,9 +116,6 @@ func transpose16x16(_ src: UnsafePointer<Float>, _ srcStride: Int, _ dst: Unsafe
     }
 #endif
 }
-
-/// Sum of the lanes (the compiler does not reorder float additions itself).
-@inline(__always) func horizontalSum(_ v: Vec) -> Float { v.sum() }
 
 enum Threads {
     /// Splits `0..<count` into at most `threads` contiguous ranges whose bounds are multiples of

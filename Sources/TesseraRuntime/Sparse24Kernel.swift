@@ -15,7 +15,7 @@ struct Sparse24Kernel: WeightKernel {
 
     private func gemm<R: WeightReader>(_ w: R) {
         let op = problem.op, rows = op.rows, groups = op.depth / 4
-        withMetadata { metadata in
+        problem.op.withSparse24Metadata { metadata in
             problem.withTransposedOperands(accumulating: true) { t in
                 let ld = t.ld
                 Threads.split((rows + 7) / 8, threads: problem.threads) { panels in
@@ -68,7 +68,7 @@ struct Sparse24Kernel: WeightKernel {
                 g &+= 8
             }
             while g < gn {
-                let (i0, i1) = positions(metadata, firstNibble &+ g)
+                let (i0, i1) = keptPositions(metadata, firstNibble &+ g)
                 o[2 &* g] = Int32((4 &* g &+ i0) &* ld)
                 o[2 &* g &+ 1] = Int32((4 &* g &+ i1) &* ld)
                 g &+= 1
@@ -89,7 +89,7 @@ struct Sparse24Kernel: WeightKernel {
                 }
             } else {
                 for g in 0 ..< gn {
-                    let (i0, i1) = positions(metadata, firstNibble &+ g)
+                    let (i0, i1) = keptPositions(metadata, firstNibble &+ g)
                     v[2 &* g] = value(w, map, row: r, group: g0 &+ g, slot: 0, position: i0)
                     v[2 &* g &+ 1] = value(w, map, row: r, group: g0 &+ g, slot: 1, position: i1)
                 }
@@ -105,31 +105,17 @@ struct Sparse24Kernel: WeightKernel {
         return w.weight(j, map.index(row: row, k: 4 &* group &+ position))
     }
 
-    /// Positions of the two kept values of group `n` (counted over the whole tensor).
-    @inline(__always)
-    private func positions(_ metadata: UnsafePointer<UInt8>, _ n: Int) -> (Int, Int) {
-        let nibble = Int(metadata[n >> 1] >> UInt8((n & 1) << 2)) & 0xF
-        return (nibble & 3, nibble >> 2)
-    }
-
-    private func withMetadata<T>(_ body: (UnsafePointer<UInt8>) -> T) -> T {
-        guard case .sparse24(_, let metadata) = problem.op.tensor.storage else { preconditionFailure("not a 2:4 tensor") }
-        return metadata.withUnsafeBytes { raw in
-            body((raw.baseAddress ?? UnsafeRawPointer(bitPattern: 64)!).assumingMemoryBound(to: UInt8.self))
-        }
-    }
-
     // MARK: Single activation row
 
     private func gemv<R: WeightReader>(_ w: R) {
         let op = problem.op, map = op.scaleMap, groupsPerRow = op.depth / 4, x = problem.x, y = problem.y
         let int8 = w as? DequantizingReader<Int8Codes>
         let vectorised = (w.float32Values != nil || int8 != nil) && map.isPerRow
-        withMetadata { metadata in
+        problem.op.withSparse24Metadata { metadata in
             Threads.split(op.rows, threads: problem.threads, granularity: 4) { range in
                 for r in range {
                     @inline(__always) func group(_ g: Int) -> Float {
-                        let (i0, i1) = positions(metadata, r &* groupsPerRow &+ g)
+                        let (i0, i1) = keptPositions(metadata, r &* groupsPerRow &+ g)
                         return value(w, map, row: r, group: g, slot: 0, position: i0) * x[4 &* g &+ i0]
                             + value(w, map, row: r, group: g, slot: 1, position: i1) * x[4 &* g &+ i1]
                     }
