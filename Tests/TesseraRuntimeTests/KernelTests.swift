@@ -7,11 +7,12 @@ import TesseraRuntime
     /// Shapes with their reduction axis: MatMul B [K, N], Gemm B with transB [N, K], single
     /// outputs, Conv weights (one with a single output channel: only one CSR row, yet its
     /// stored rows are not depths) and a rank-3 weight. No depth is a multiple of 16; depth 76 (19 2:4
-    /// groups) runs the unrolled vector loops, and odd group counts start rows mid-byte; depth 260
-    /// spans three of the CSR gather's depth blocks.
+    /// groups) runs the unrolled vector loops, and odd group counts start rows mid-byte; even
+    /// group counts (72, 40, 136) take the 2:4 GEMV's four-rows-at-a-time loop, with rows left
+    /// over and groups past the last eight; depth 260 spans three of the CSR gather's depth blocks.
     static let weights: [(shape: [Int], axis: Int)] = [
         ([36, 21], 0), ([9, 20], 1), ([44, 1], 0), ([1, 28], 1), ([6, 8, 3, 3], 1), ([1, 8, 3, 3], 1), ([2, 12, 5], 1), ([4, 52], 1),
-        ([76, 5], 0), ([3, 76], 1), ([260, 9], 0),
+        ([76, 5], 0), ([3, 76], 1), ([260, 9], 0), ([7, 40], 1), ([136, 11], 0),
     ]
 
     enum Values: String, CaseIterable, CustomTestStringConvertible {
