@@ -43,6 +43,28 @@ import TesseraRuntime
         }
     }
 
+    @Test(arguments: [Values.float32, .int8AsymmetricPerOutput])
+    func denseDepthsNotAMultipleOfFour(values: Values) throws {
+        // The dense GEMV over [K, N] takes four depths at a time; 2:4 weights (all the shapes
+        // above) have depths divisible by four, so the depths left over are tested here.
+        for (k, n) in [(7, 70), (37, 33), (2, 16)] {
+            let real = Self.random(count: k * n, seed: UInt64(k))
+            let all = [Bool](repeating: true, count: k * n)
+            let tensor = values == .float32
+                ? Tensor(name: "w", dataType: .float, shape: [k, n], reductionAxis: 0, storage: .dense(values: TensorBytes(float32: real)))
+                : try Self.quantized(real, all, [k, n], 0, .int8, .perAxis(axis: 1), asymmetric: true)
+            let w = try tensor.densify()
+            let op = try LinearOperator(tensor)
+            let x = Self.random(count: k, seed: 3)
+            let y = try op.apply(x, batch: 1)
+            for j in 0 ..< n {
+                let terms = (0 ..< k).map { Double(x[$0]) * Double(w[$0 * n + j]) }
+                let expected = terms.reduce(0, +), magnitude = terms.reduce(0) { $0 + abs($1) }
+                #expect(abs(Double(y[j]) - expected) <= 1e-5 * magnitude + 1e-6, "[\(k), \(n)] output \(j): \(y[j]), expected \(expected)")
+            }
+        }
+    }
+
     @Test func emptyRowsAndNearlyEmptyGroupsAreHandled() throws {
         // A [K, N] weight whose first stored rows are all zero and whose 2:4 groups hold 0 or 1 values.
         let k = 16, n = 40
