@@ -20,7 +20,8 @@ extension LinearOperator {
     /// magnitude: 1020 · depth, under 2³¹ up to this depth.
     static let maximumQuantizedDepth = 1 << 20
 
-    /// `apply` with integer arithmetic (see above); one activation row at a time.
+    /// `apply` with integer arithmetic (see above); one activation row at a time, the threads
+    /// sharing a single row's outputs or, batched, taking whole rows each.
     public func applyQuantizingActivations(_ x: [Float], batch: Int, threads: Int = 1) throws -> [Float] {
         guard runsQuantizedActivations else {
             throw RuntimeError(.unsupportedType, "cannot run with quantized activations: that needs a 2:4 weight with symmetric int8 codes, one scale per output and depth at most \(Self.maximumQuantizedDepth)", tensor: name)
@@ -35,17 +36,29 @@ extension LinearOperator {
     /// room for `batch * rows` in `y`.
     public func applyQuantizingActivations(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int) {
         guard case .sparse24(let values, _) = tensor.storage else { preconditionFailure("not a 2:4 tensor") }
-        let codes = UInt8Activations(count: depth)
-        defer { codes.deallocate() }
+        let (rows, depth) = (rows, depth)
         values.withBaseAddress { v in withSparse24Metadata { metadata in
             scaleMap.scales.withUnsafeBufferPointer { scales in scaleMap.rowBase.withUnsafeBufferPointer { rowBase in
                 let kernel = Sparse24Int8GEMV(codes: v.assumingMemoryBound(to: Int8.self), metadata: metadata,
                                               scales: scales.baseAddress!, rowBase: rowBase.baseAddress!, groupsPerRow: depth / 4)
-                for b in 0 ..< batch {
-                    codes.quantize(x + b * depth)
-                    let out = y + b * rows
+                if batch == 1 {
+                    let codes = UInt8Activations(count: depth)
+                    defer { codes.deallocate() }
+                    codes.quantize(x)
                     Threads.split(rows, threads: threads, granularity: 4) { range in
-                        for r in range { out[r] = kernel.row(r, codes) }
+                        for r in range { y[r] = kernel.row(r, codes) }
+                    }
+                    return
+                }
+                // Splitting each row's outputs instead cost a dispatch per row: two threads
+                // were slower than one at 768 x 768 x 128.
+                Threads.split(batch, threads: threads) { batchRows in
+                    let codes = UInt8Activations(count: depth)
+                    defer { codes.deallocate() }
+                    for b in batchRows {
+                        codes.quantize(x + b * depth)
+                        let out = y + b * rows
+                        for r in 0 ..< rows { out[r] = kernel.row(r, codes) }
                     }
                 }
             } }
