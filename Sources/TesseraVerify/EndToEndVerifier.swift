@@ -63,7 +63,7 @@ public enum EndToEndVerifier {
             guard let declared = info.dims, let type = DataType(rawValue: UInt32(info.elementType)) else {
                 throw RuntimeError(.badInput, "input '\(info.name)' declares no type or shape; give it with --input \(info.name)=PATH")
             }
-            let shape = try declared.enumerated().map { axis, d -> Int in
+            let shape = declared.enumerated().map { axis, d -> Int in
                 switch d {
                 case .fixed(let n): return n
                 case .symbolic(let name): return dims[name] ?? (axis == 0 ? 2 : 8)

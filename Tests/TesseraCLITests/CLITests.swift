@@ -116,26 +116,26 @@ final class Workspace: Sendable {
         }
         expectUserError(try tessera("pack", missing, "-o", ws.file("out.tess")), mentioning: "missing.tess", ws, leaves: [])
 
-        FileManager.default.createFile(atPath: ws.file("notes.txt"), contents: Data("hello".utf8))
+        try #require(FileManager.default.createFile(atPath: ws.file("notes.txt"), contents: Data("hello".utf8)))
         expectUserError(try tessera("inspect", ws.file("notes.txt")), mentioning: "not a .tess file", ws, leaves: ["notes.txt"])
 
         _ = try ws.model()
         var corrupt = ws.bytes("model.tess")
         corrupt[100] ^= 0xFF
-        FileManager.default.createFile(atPath: ws.file("corrupt.tess"), contents: corrupt)
+        try #require(FileManager.default.createFile(atPath: ws.file("corrupt.tess"), contents: corrupt))
         let files: Set = ["notes.txt", "model.tess", "corrupt.tess"]
         expectUserError(try tessera("verify", ws.file("corrupt.tess")), mentioning: "corrupt", ws, leaves: files)
         expectUserError(try tessera("unpack", ws.file("corrupt.tess"), "-o", ws.file("x.tess")), mentioning: "corrupt.tess", ws, leaves: files)
 
         let truncated = ws.bytes("model.tess").prefix(300)
-        FileManager.default.createFile(atPath: ws.file("short.tess"), contents: Data(truncated))
+        try #require(FileManager.default.createFile(atPath: ws.file("short.tess"), contents: Data(truncated)))
         expectUserError(try tessera("inspect", ws.file("short.tess")), mentioning: "truncated", ws, leaves: files.union(["short.tess"]))
     }
 
     @Test func anExistingOutputNeedsForce() throws {
         let ws = Workspace()
         let model = try ws.model()
-        FileManager.default.createFile(atPath: ws.file("out.tess"), contents: Data("keep me".utf8))
+        try #require(FileManager.default.createFile(atPath: ws.file("out.tess"), contents: Data("keep me".utf8)))
         expectUserError(try tessera("pack", model, "-o", ws.file("out.tess")), mentioning: "--force", ws, leaves: ["model.tess", "out.tess"])
         #expect(ws.bytes("out.tess") == Data("keep me".utf8))
         #expect(try tessera("pack", model, "-o", ws.file("out.tess"), "--force").status == 0)
