@@ -124,8 +124,8 @@ struct DenseKernel: WeightKernel {
     }
 
     /// `y[range] = Σ_k x[k] · values[k, range]` over stored `[depth, rows]` values: four depths
-    /// at a time, so each 64 outputs are loaded and stored once per four weight rows (read and
-    /// written once per row, the outputs, not the weights, bounded the int8 loop).
+    /// at a time, so each 64 outputs are loaded and stored once per four weight rows (once per
+    /// row, loading and storing the outputs bounded the int8 loop).
     @inline(__always)
     private func accumulateColumns<T>(_ range: Range<Int>, _ values: UnsafePointer<T>, _ vector: (UnsafePointer<T>) -> Vec,
                                       _ scalar: (T) -> Float) {
