@@ -50,6 +50,36 @@ import TesseraONNX
         #expect(try run("Pad", [x, ints([0, 1, 0, 2])], attributes: ["mode": .string("edge")]).asFloats == [0, 0, 1, 2, 2, 2])
     }
 
+    @Test func binaryOpsBroadcastEveryWay() throws {
+        // Scalars, trailing rows, one value per row, masks over the last axis, an operand
+        // stretched on both sides and two partial operands, against a multi-index walk.
+        let pairs: [([Int], [Int])] = [
+            ([2, 3, 4], [4]), ([2, 3, 4], [3, 1]), ([2, 3, 4], [1, 3, 1]), ([2, 3, 4], [2, 1, 4]), ([1, 1, 4], [2, 3, 4]),
+            ([2, 3, 4], []), ([], [2, 3]), ([2, 1, 4], [3, 1]), ([2, 3, 4], [1, 1, 1]), ([2, 3, 4], [2, 3, 1]), ([0, 3], [3]),
+        ]
+        for (aShape, bShape) in pairs {
+            let a = (0 ..< aShape.reduce(1, *)).map { Float($0) }, b = (0 ..< bShape.reduce(1, *)).map { Float($0 * 100) }
+            let (y, shape) = try Broadcast.apply(a, aShape, b, bShape) { $0 + 1000 * $1 }
+            let rank = max(aShape.count, bShape.count)
+            let padA = [Int](repeating: 1, count: rank - aShape.count) + aShape, padB = [Int](repeating: 1, count: rank - bShape.count) + bShape
+            #expect(shape == zip(padA, padB).map { max($0, $1) == 0 || min($0, $1) == 0 ? 0 : max($0, $1) }, "\(aShape) with \(bShape)")
+            var expected: [Float] = []
+            for flat in 0 ..< shape.reduce(1, *) {
+                var rest = flat, ia = 0, ib = 0, strideA = 1, strideB = 1
+                for axis in (0 ..< rank).reversed() {
+                    let position = rest % shape[axis]
+                    rest /= shape[axis]
+                    ia += (padA[axis] == 1 ? 0 : position) * strideA
+                    ib += (padB[axis] == 1 ? 0 : position) * strideB
+                    strideA *= padA[axis]
+                    strideB *= padB[axis]
+                }
+                expected.append(a[ia] + 1000 * b[ib])
+            }
+            #expect(y == expected, "\(aShape) with \(bShape)")
+        }
+    }
+
     @Test func whereBroadcastsItsCondition() throws {
         let y = try run("Where", [Value([true, false], shape: [2]), iota([2, 2]), floats([-1], [1])])
         #expect(y.asFloats == [0, -1, 2, -1])

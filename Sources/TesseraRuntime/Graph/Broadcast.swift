@@ -63,14 +63,50 @@ enum Broadcast {
     static func apply<A, B, R>(_ a: [A], _ aShape: [Int], _ b: [B], _ bShape: [Int], _ f: (A, B) -> R) throws -> ([R], [Int]) {
         if aShape == bShape { return (zip(a, b).map(f), aShape) }
         let out = try shape([aShape, bShape])
-        if b.count == 1, out == aShape { let y = b[0]; return (a.map { f($0, y) }, out) }
-        if a.count == 1, out == bShape { let x = a[0]; return (b.map { f(x, $0) }, out) }
-        if out == aShape, bShape.count <= out.count, Array(out.suffix(bShape.count)) == bShape {
-            let n = b.count
-            return (a.indices.map { f(a[$0], b[$0 % n]) }, out)
-        }
+        if out == aShape, let blocks = Blocks(bShape, in: out) { return (blocks.combine(a, b, f), out) }
+        if out == bShape, let blocks = Blocks(aShape, in: out) { return (blocks.combine(b, a) { f($1, $0) }, out) }
         let ai = aShape == out ? Array(a.indices) : sourceIndices(of: aShape, in: out)
         let bi = bShape == out ? Array(b.indices) : sourceIndices(of: bShape, in: out)
         return ((0 ..< ai.count).map { f(a[ai[$0]], b[bi[$0]]) }, out)
+    }
+
+    /// An operand that varies along one run of adjacent output axes only (a scalar, a row of
+    /// the last axes, one value per row, a mask over the last axis): output element
+    /// `(o·middle + m)·inner + j` pairs with its element `m`. Saves the general path's index
+    /// arrays, which cost more than the arithmetic.
+    private struct Blocks {
+        let outer: Int, middle: Int, inner: Int
+
+        init?(_ s: [Int], in out: [Int]) {
+            let pad = out.count - s.count
+            let varying = s.indices.filter { s[$0] != 1 }.map { $0 + pad }
+            guard let first = varying.first, let last = varying.last else {
+                (outer, middle, inner) = (1, 1, out.reduce(1, *))
+                return
+            }
+            guard (first ... last).allSatisfy({ s[$0 - pad] == out[$0] }) else { return nil }
+            outer = out[..<first].reduce(1, *)
+            middle = out[first ... last].reduce(1, *)
+            inner = out[(last + 1)...].reduce(1, *)
+        }
+
+        func combine<A, B, R>(_ full: [A], _ part: [B], _ f: (A, B) -> R) -> [R] {
+            let count = outer * middle * inner
+            return [R](unsafeUninitializedCapacity: count) { result, initialized in
+                full.withUnsafeBufferPointer { full in
+                    var i = 0
+                    for _ in 0 ..< outer {
+                        for m in 0 ..< middle {
+                            let p = part[m]
+                            for _ in 0 ..< inner {
+                                (result.baseAddress! + i).initialize(to: f(full[i], p))
+                                i += 1
+                            }
+                        }
+                    }
+                }
+                initialized = count
+            }
+        }
     }
 }

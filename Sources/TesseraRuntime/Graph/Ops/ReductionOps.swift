@@ -84,20 +84,22 @@ enum ReductionOps {
         } else {
             (outer, n, inner) = split(x.shape, try normalizedAxis(c.int("axis", -1), rank: rank))
         }
-        for o in 0 ..< outer {
-            for i in 0 ..< inner {
-                let base = o * n * inner + i
-                var m = -Float.infinity
-                for k in 0 ..< n { m = max(m, v[base + k * inner]) }
-                var sum: Float = 0
-                for k in 0 ..< n {
-                    let e = Foundation.exp(v[base + k * inner] - m)
-                    sum += e
-                    if !log { v[base + k * inner] = e }
-                }
-                let logSum = Foundation.log(sum)
-                for k in 0 ..< n {
-                    if log { v[base + k * inner] = v[base + k * inner] - m - logSum } else { v[base + k * inner] /= sum }
+        v.withUnsafeMutableBufferPointer { v in
+            for o in 0 ..< outer {
+                for i in 0 ..< inner {
+                    let base = o * n * inner + i
+                    var m = -Float.infinity
+                    for k in 0 ..< n { m = max(m, v[base + k * inner]) }
+                    var sum: Float = 0
+                    for k in 0 ..< n {
+                        let e = Foundation.exp(v[base + k * inner] - m)
+                        sum += e
+                        if !log { v[base + k * inner] = e }
+                    }
+                    let logSum = Foundation.log(sum)
+                    for k in 0 ..< n {
+                        if log { v[base + k * inner] = v[base + k * inner] - m - logSum } else { v[base + k * inner] /= sum }
+                    }
                 }
             }
         }
