@@ -80,6 +80,22 @@ import TesseraONNX
         }
     }
 
+    @Test func matMulOfTwoActivationsCoversEveryColumnBlock() throws {
+        // 83 columns: one block of 64, one of 16 and 3 alone; odd depths leave a depth over.
+        for (m, k, n) in [(3, 5, 83), (2, 8, 16), (1, 1, 70)] {
+            let a = (0 ..< 2 * m * k).map { Float(($0 * 7) % 11) - 5 }, b = (0 ..< k * n).map { Float(($0 * 5) % 13) - 6 }
+            let y = try run("MatMul", [floats(a, [2, m, k]), floats(b, [k, n])])
+            #expect(y.shape == [2, m, n])
+            var expected: [Float] = []
+            for batch in 0 ..< 2 {
+                for i in 0 ..< m {
+                    for j in 0 ..< n { expected.append((0 ..< k).reduce(0) { $0 + a[(batch * m + i) * k + $1] * b[$1 * n + j] }) }
+                }
+            }
+            #expect(y.floats == expected, "\(m) x \(k) x \(n)")
+        }
+    }
+
     @Test func whereBroadcastsItsCondition() throws {
         let y = try run("Where", [Value([true, false], shape: [2]), iota([2, 2]), floats([-1], [1])])
         #expect(y.asFloats == [0, -1, 2, -1])
