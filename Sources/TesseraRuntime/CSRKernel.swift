@@ -175,7 +175,7 @@ private struct Weights<R: WeightReader> {
 
     @inline(__always) func value(_ j: Int, _ r: Int, _ k: Int) -> Float {
         guard let rowBase else { return reader.weight(j, 0) }
-        return reader.weight(j, map.kStride == 0 ? rowBase[r] : rowBase[r] &+ (k / map.kBlock) &* map.kStride)
+        return reader.weight(j, map.index(rowBase: rowBase[r], k: k))
     }
 }
 

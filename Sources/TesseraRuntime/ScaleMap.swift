@@ -40,7 +40,10 @@ struct ScaleMap: Sendable {
     /// True when every element of a row shares one scale.
     var isPerRow: Bool { kStride == 0 }
 
-    @inline(__always) func index(row: Int, k: Int) -> Int { rowBase[row] &+ (k / kBlock) &* kStride }
+    @inline(__always) func index(row: Int, k: Int) -> Int { index(rowBase: rowBase[row], k: k) }
+
+    /// `index(row:k:)` given the row's `rowBase` entry (for callers holding it through a pointer).
+    @inline(__always) func index(rowBase base: Int, k: Int) -> Int { kStride == 0 ? base : base &+ (k / kBlock) &* kStride }
 }
 
 extension ScaleMap {
