@@ -38,18 +38,16 @@ enum ByteShuffle {
         }
     }
 
-    static func unshuffle(_ input: [UInt8], width: Int) -> [UInt8] {
-        guard !input.isEmpty else { return [] }
+    static func unshuffle(_ input: TensorBytes, width: Int) throws -> TensorBytes {
+        let out = try HeapBytes(count: input.count, what: "unshuffling \(input.count) bytes")
         let count = input.count / width
-        return [UInt8](unsafeUninitializedCapacity: input.count) { out, initialized in
-            input.withUnsafeBufferPointer { planes in
-                let source = planes.baseAddress!
-                let target = out.baseAddress!
-                for i in 0 ..< count {
-                    for j in 0 ..< width { target[i &* width &+ j] = source[j &* count &+ i] }
-                }
+        input.withUnsafeBytes { planes in
+            guard let source = planes.bindMemory(to: UInt8.self).baseAddress else { return }
+            let target = out.base.assumingMemoryBound(to: UInt8.self)
+            for i in 0 ..< count {
+                for j in 0 ..< width { target[i &* width &+ j] = source[j &* count &+ i] }
             }
-            initialized = input.count
         }
+        return TensorBytes(out)
     }
 }

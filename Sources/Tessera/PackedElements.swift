@@ -49,8 +49,10 @@ struct PackedBuilder {
         bytes.reserveCapacity(type.byteCount(capacity))
     }
 
-    /// `count` elements, every one set to `fill` (a code of at most 8 bits, or 0).
-    init(_ type: DataType, count: Int, fill: UInt8 = 0) {
+    /// `count` elements, every one set to `fill` (a code of at most 8 bits, or 0). The size is
+    /// checked against `MemoryBudget` first: counts come from shapes in files.
+    init(_ type: DataType, count: Int, fill: UInt8 = 0) throws {
+        try MemoryBudget.check(type.byteCount(count), "\(count) \(type) elements")
         bitWidth = type.bitWidth
         self.count = count
         if bitWidth == 4 {

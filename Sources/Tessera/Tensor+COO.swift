@@ -15,7 +15,7 @@ extension TensorRecord where Buffer == TensorBytes {
             }
             previous = index
         }
-        var out = PackedBuilder(dataType, count: geometry.elementCount)
+        var out = try PackedBuilder(dataType, count: geometry.elementCount)
         values.withUnsafeBytes { raw in
             let stored = PackedElements(raw, dataType)
             for (j, index) in linearIndices.enumerated() { out.set(index, from: stored, j) }
@@ -52,7 +52,7 @@ extension TensorRecord where Buffer == TensorBytes {
         var result = try encoded(as: .dense)
         guard case .dense(let dense) = result.storage else { preconditionFailure("dense") }
         let zeroPoints: TensorBytes? = quantization?.zeroPoints
-        var out = PackedBuilder(valueType, count: count)
+        var out = try PackedBuilder(valueType, count: count)
         let geometry = try TensorGeometry(shape: shape)
         let indexer = quantization.map { ScaleIndexer($0.granularity, geometry: geometry) }
         dense.withUnsafeBytes { raw in

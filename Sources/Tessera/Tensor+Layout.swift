@@ -48,6 +48,7 @@ extension TensorRecord where Buffer == TensorBytes {
     public func densify() throws -> [Float] {
         do {
             let geometry = try TensorGeometry(shape: shape)
+            try MemoryBudget.check(geometry.elementCount, width: 4, "\(geometry.elementCount) float32 elements")
             let values = try denseStorage()
             guard let q = quantization else {
                 return try ScalarDecoding.floats(values, type: dataType, count: geometry.elementCount)
@@ -140,9 +141,9 @@ extension TensorRecord where Buffer == TensorBytes {
     /// A dense values buffer in which every element is absent.
     private func absentFilled(_ geometry: TensorGeometry) throws -> PackedBuilder {
         guard let q = quantization, let zp = q.zeroPoints else {
-            return PackedBuilder(valueType, count: geometry.elementCount)
+            return try PackedBuilder(valueType, count: geometry.elementCount)
         }
-        var out = PackedBuilder(valueType, count: geometry.elementCount)
+        var out = try PackedBuilder(valueType, count: geometry.elementCount)
         let indexer = ScaleIndexer(q.granularity, geometry: geometry)
         zp.withUnsafeBytes { raw in
             let zeroPoints = PackedElements(raw, q.codeType)

@@ -1,8 +1,13 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The bytes of one buffer: owned, or a zero-copy view into a mapped file that it keeps alive.
 public struct TensorBytes: Sendable, Equatable, ExpressibleByArrayLiteral, CustomStringConvertible {
     // Unchecked because of the borrowed pointer: it is only read, and its owner keeps it valid.
     private enum Backing: @unchecked Sendable {
         case owned([UInt8])
+        case heap(HeapBytes)
         case mapped(MappedFile, offset: Int, count: Int)
         case borrowed(UnsafeRawBufferPointer, owner: AnyObject & Sendable)
     }
@@ -11,6 +16,7 @@ public struct TensorBytes: Sendable, Equatable, ExpressibleByArrayLiteral, Custo
 
     public init(_ bytes: [UInt8]) { backing = .owned(bytes) }
     public init(arrayLiteral elements: UInt8...) { backing = .owned(elements) }
+    init(_ heap: HeapBytes) { backing = .heap(heap) }
 
     /// A view of `count` bytes at `offset` in `file`; no copy is made. The range must lie
     /// within the file.
@@ -39,6 +45,7 @@ public struct TensorBytes: Sendable, Equatable, ExpressibleByArrayLiteral, Custo
     public var count: Int {
         switch backing {
         case .owned(let a): return a.count
+        case .heap(let h): return h.count
         case .mapped(_, _, let count): return count
         case .borrowed(let bytes, _): return bytes.count
         }
@@ -54,6 +61,8 @@ public struct TensorBytes: Sendable, Equatable, ExpressibleByArrayLiteral, Custo
         switch backing {
         case .owned(let a):
             return try a.withUnsafeBytes(body)
+        case .heap(let h):
+            return try withExtendedLifetime(h) { try body(UnsafeRawBufferPointer(start: h.base, count: h.count)) }
         case .mapped(let file, let offset, let count):
             return try body(UnsafeRawBufferPointer(rebasing: file.bytes[offset ..< offset + count]))
         case .borrowed(let bytes, let owner):
@@ -65,7 +74,7 @@ public struct TensorBytes: Sendable, Equatable, ExpressibleByArrayLiteral, Custo
     public var array: [UInt8] {
         switch backing {
         case .owned(let a): return a
-        case .mapped, .borrowed: return withUnsafeBytes { Array($0) }
+        case .heap, .mapped, .borrowed: return withUnsafeBytes { Array($0) }
         }
     }
 
@@ -75,4 +84,23 @@ public struct TensorBytes: Sendable, Equatable, ExpressibleByArrayLiteral, Custo
     }
 
     public var description: String { "\(count) bytes" }
+}
+
+/// Memory from malloc, never zero-filled, so that pages are touched only as they are written
+/// (a decoder that fails at its first block has used almost none of it). Failing to allocate is
+/// an error, not a crash.
+final class HeapBytes: @unchecked Sendable {
+    let base: UnsafeMutableRawPointer
+    let count: Int
+
+    init(count: Int, what: @autoclosure () -> String) throws {
+        try MemoryBudget.check(count, what())
+        guard let base = malloc(max(count, 1)) else {
+            throw TessError(.limitExceeded, "\(what()): cannot allocate \(count) bytes")
+        }
+        self.base = base
+        self.count = count
+    }
+
+    deinit { free(base) }
 }

@@ -96,11 +96,14 @@ public final class TessFile: @unchecked Sendable {
     }
 
     /// Copy every tensor and section into a new file written with `options` (used by pack and
-    /// unpack). Decoded bytes, and therefore checksums, are unchanged.
+    /// unpack). Decoded bytes, and therefore checksums, are unchanged. The destination may not
+    /// be this file.
     public func rewrite(to destination: String, options: WriteOptions) throws {
-        let writer = try TessWriter(path: destination, options: options)
+        let group = OutputGroup(inputs: [path])
+        let writer = try TessWriter(path: destination, options: options, group: group)
         for i in tensors.indices { try writer.append(try tensor(i)) }
         try writer.finish(sections: sections)
+        try group.commit()
     }
 
     // MARK: - Internals
@@ -115,7 +118,7 @@ public final class TessFile: @unchecked Sendable {
         case .zstd, .zstdShuffled:
             do {
                 let bytes = try stored.withUnsafeBytes { try Zstd.decompress($0, decodedLength: entry.decodedLength) }
-                decoded = TensorBytes(entry.codec == .zstd ? bytes : ByteShuffle.unshuffle(bytes, width: entry.codecParameter))
+                decoded = entry.codec == .zstd ? bytes : try ByteShuffle.unshuffle(bytes, width: entry.codecParameter)
             } catch var error as TessError {
                 error.message = "\(what): \(error.message)"
                 error.offset = entry.offset

@@ -26,18 +26,21 @@ public struct WriteOptions: Sendable, Equatable {
 ///
 /// Buffers go to a temporary file in the destination's folder as tensors are appended, so a
 /// model is never held twice; `finish` appends the index, patches the header, flushes and
-/// renames. Until then nothing exists under the final name, and a writer that is dropped or
-/// fails removes its temporary file. The same tensors, sections and options give the same bytes.
+/// links it into place (see `AtomicFile`). Until then nothing exists under the final name, and a
+/// writer that is dropped or fails leaves nothing behind. Written as part of an `OutputGroup`,
+/// the file is put in place by the group's `commit`, together with the command's other outputs.
+/// The same tensors, sections and options give the same bytes.
 public final class TessWriter {
     public let path: String
     public let options: WriteOptions
     private let file: AtomicFile
+    private let group: OutputGroup?
     private var index = FileIndex()
     private var names = Set<String>()
     /// Reused for byte-shuffled buffers.
     private var planes: [UInt8] = []
 
-    public init(path: String, options: WriteOptions = WriteOptions()) throws {
+    public init(path: String, options: WriteOptions = WriteOptions(), group: OutputGroup? = nil) throws {
         guard options.alignment.nonzeroBitCount == 1,
               (Limits.minAlignment ... Limits.maxAlignment).contains(options.alignment) else {
             throw TessError(.invalidArgument, "alignment \(options.alignment) is not a power of two in \(Limits.minAlignment)...\(Limits.maxAlignment)")
@@ -50,7 +53,9 @@ public final class TessWriter {
         }
         self.path = path
         self.options = options
-        file = try AtomicFile(path: path, replaceExisting: options.replaceExisting)
+        self.group = group
+        file = try group?.file(path, replaceExisting: options.replaceExisting)
+            ?? AtomicFile(path: path, replaceExisting: options.replaceExisting)
         try file.write([UInt8](repeating: 0, count: FileHeader.size))   // patched by finish()
     }
 
@@ -70,9 +75,10 @@ public final class TessWriter {
         }
     }
 
-    /// Write the index (with `sections`, sorted by kind) and the header, then flush and rename
-    /// onto the final path.
-    public func finish(sections: [Section] = []) throws {
+    /// Write the index (with `sections`, sorted by kind) and the header, then put the file in
+    /// place (unless its group does that). Returns the file's size.
+    @discardableResult
+    public func finish(sections: [Section] = []) throws -> Int {
         try requireOpen()
         do {
             index.sections = try Self.checkedSections(sections)
@@ -85,7 +91,8 @@ public final class TessWriter {
                                     indexChecksum: Checksum.xxh3(indexBytes))
             try file.write(indexBytes)
             try file.write(header.encode(), at: 0)
-            try file.commit()
+            if group == nil { try file.commit() }
+            return file.position
         } catch {
             file.discard()
             throw error

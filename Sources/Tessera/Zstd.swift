@@ -35,8 +35,11 @@ enum Zstd {
         return frame
     }
 
-    /// Decode one zstd frame that must produce exactly `decodedLength` bytes.
-    static func decompress(_ input: UnsafeRawBufferPointer, decodedLength: Int) throws -> [UInt8] {
+    /// Decode one zstd frame that must produce exactly `decodedLength` bytes, straight into
+    /// memory that is neither zero-filled nor touched ahead of the decoder: a frame that is
+    /// corrupt at its first block costs a block of memory, not its declared size. The size is
+    /// checked against `MemoryBudget` first.
+    static func decompress(_ input: UnsafeRawBufferPointer, decodedLength: Int) throws -> TensorBytes {
         let frameSize = ZSTD_findFrameCompressedSize(input.baseAddress, input.count)
         if ZSTD_isError(frameSize) != 0 || frameSize != input.count {
             throw TessError(.codec, "stored bytes are not exactly one zstd frame")
@@ -47,14 +50,12 @@ enum Zstd {
         if declared != UInt64(decodedLength) {
             throw TessError(.codec, "zstd frame declares \(declared == ZSTD_CONTENTSIZE_UNKNOWN ? "no" : String(declared)) content bytes, buffer table says \(decodedLength)")
         }
-        var output = [UInt8](repeating: 0, count: decodedLength)
-        let produced = try output.withUnsafeMutableBytes { out in
-            try check(ZSTD_decompress(out.baseAddress, decodedLength, input.baseAddress, input.count), "decompress")
-        }
+        let output = try HeapBytes(count: decodedLength, what: "decoding \(decodedLength) bytes")
+        let produced = try check(ZSTD_decompress(output.base, decodedLength, input.baseAddress, input.count), "decompress")
         guard produced == decodedLength else {
             throw TessError(.codec, "zstd frame decoded to \(produced) bytes, buffer table says \(decodedLength)")
         }
-        return output
+        return TensorBytes(output)
     }
 
     static var versionString: String { String(cString: ZSTD_versionString()) }

@@ -31,7 +31,10 @@ public struct ExportSummary: Sendable {
 public enum ONNXExporter {
     /// Rebuild the ONNX model of a converted .tess file: the graph section with every tensor's
     /// data restored. Sparse layouts are densified; quantized tensors are dequantized to their
-    /// logical float type. Output is written atomically.
+    /// logical float type. Output is written atomically. External data goes to
+    /// `OUT.<digest>.data`, a name unique to what is exported: it is put in place before the
+    /// model, so a model under its final name always reads its own data, even after a crash
+    /// between the two. Data files of earlier exports to the same name are removed afterwards.
     @discardableResult
     public static func export(_ file: TessFile, to output: String, options: ExportOptions = ExportOptions()) throws -> ExportSummary {
         guard let graph = file.graph else {
@@ -48,9 +51,11 @@ public enum ONNXExporter {
             total += entry.dataType.byteCount(try TensorGeometry(shape: entry.shape).elementCount)
         }
         let external = total > options.externalDataThreshold
-        let dataPath = output + ".data"
-        let dataFile = external ? try AtomicFile(path: dataPath, replaceExisting: options.replaceExisting) : nil
-        let dataName = URL(fileURLWithPath: dataPath).lastPathComponent
+        let outputs = OutputGroup(inputs: [file.path])
+        let dataName = "\(URL(fileURLWithPath: output).lastPathComponent).\(dataDigest(file, options)).data"
+        let dataPath = URL(fileURLWithPath: output).deletingLastPathComponent().appendingPathComponent(dataName).path
+        let dataFile = external ? try outputs.file(dataPath, replaceExisting: true) : nil
+        let modelFile = try outputs.file(output, replaceExisting: options.replaceExisting)
 
         var count = 0
         for site in sites {
@@ -105,16 +110,31 @@ public enum ONNXExporter {
         }
 
         let bytes = model.serialized()
-        let modelFile = try AtomicFile(path: output, replaceExisting: options.replaceExisting)
         try modelFile.write(bytes)
-        if let dataFile {
-            let size = dataFile.position
-            try dataFile.commit()
-            try modelFile.commit()
-            return ExportSummary(tensors: count, modelBytes: bytes.count, externalData: (dataPath, size))
+        try outputs.commit()   // the data file first, then the model
+        removeEarlierDataFiles(of: output, keeping: dataName)
+        return ExportSummary(tensors: count, modelBytes: bytes.count, externalData: dataFile.map { (dataPath, $0.position) })
+    }
+
+    /// 16 hex digits naming the exported data: the file's index checksum (which covers every
+    /// buffer's checksum, name and shape), its graph, and the options that change the bytes.
+    private static func dataDigest(_ file: TessFile, _ options: ExportOptions) -> String {
+        let graph = file.graph.map { Checksum.xxh3($0) } ?? 0
+        let key = TensorBytes(littleEndian: [file.header.indexChecksum, graph, UInt64(options.keepQuantized ? 1 : 0),
+                                             UInt64(options.externalMinimumBytes)])
+        return key.withUnsafeBytes { Checksum.hex(Checksum.xxh3($0)) }
+    }
+
+    /// Delete `OUT.<16 hex digits>.data` files other than `keeping`: the data of models this
+    /// export replaced, or of one interrupted before its model was put in place.
+    private static func removeEarlierDataFiles(of output: String, keeping: String) {
+        let folder = URL(fileURLWithPath: output).deletingLastPathComponent().path
+        let prefix = URL(fileURLWithPath: output).lastPathComponent + "."
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
+        for name in names where name != keeping && name.hasPrefix(prefix) && name.hasSuffix(".data") {
+            let digest = name.dropFirst(prefix.count).dropLast(".data".count)
+            if digest.count == 16, digest.allSatisfy(\.isHexDigit) { try? FileManager.default.removeItem(atPath: folder + "/" + name) }
         }
-        try modelFile.commit()
-        return ExportSummary(tensors: count, modelBytes: bytes.count, externalData: nil)
     }
 
     /// Replace initializer `t` by its integer codes, scales and zero points, and produce its

@@ -72,6 +72,9 @@ public struct ONNXGraph: Sendable {
     public var opsets: [String: Int64]
     /// Graph inputs that are not initializers.
     public var inputs: [ValueInfo]
+    /// Graph inputs that are also initializers: the initializer is a default a caller may
+    /// override (ONNX IR 4 and later).
+    public var overridableInputs: [ValueInfo] = []
     public var outputs: [ValueInfo]
     public var initializers: [String: Tensor]
     public var nodes: [Node]
@@ -129,7 +132,9 @@ public struct ONNXGraph: Sendable {
             if let tensor = tensors[.sparse(s)], let name = s.pointee.values?.name { initializers[name] = tensor }
         }
         self.initializers = initializers
-        inputs = elements(g.input, g.n_input).map(Self.valueInfo).filter { initializers[$0.name] == nil }
+        let declared = elements(g.input, g.n_input).map(Self.valueInfo)
+        inputs = declared.filter { initializers[$0.name] == nil }
+        overridableInputs = declared.filter { initializers[$0.name] != nil }
         outputs = elements(g.output, g.n_output).map(Self.valueInfo)
         nodes = elements(g.node, g.n_node).map { node in
             let p = node.pointee
@@ -206,9 +211,12 @@ public enum ONNXTensorFile {
 extension ONNXGraph {
     /// The graph of a `.tess` file (told apart by its magic) or of an ONNX model.
     public static func open(_ path: String) throws -> ONNXGraph {
-        let head = FileHandle(forReadingAtPath: path).map { handle in
-            defer { try? handle.close() }
-            return [UInt8]((try? handle.read(upToCount: FileHeader.magic.count)) ?? Data())
+        // Opened as every input is: regular files only, never blocking (a FIFO is refused).
+        let head: [UInt8]
+        do {
+            head = Array(try MappedFile(path: path).bytes.prefix(FileHeader.magic.count))
+        } catch let error as TessError {
+            throw ONNXError(.io, error.message, model: path)
         }
         if head == FileHeader.magic { return try ONNXGraph(file: try TessFile.open(path)) }
         return try ONNXGraph(model: path)

@@ -6,6 +6,24 @@ import Tessera
 /// removed; each stripped `TensorProto` is marked external with one entry naming its .tess tensor.
 public enum GraphSection {
     public static let tensorKey = "tessera.tensor"
+
+    /// Verify level 1 for the graph section: it parses as an ONNX model under the importer's
+    /// checks (message depth, wire format, no NUL bytes in names) and every tensor it refers to
+    /// is in the file. Returns the number of references, or nil when the file has no graph.
+    @discardableResult
+    public static func validate(_ file: TessFile) throws -> Int? {
+        guard let bytes = file.graph else { return nil }
+        let model = try bytes.withUnsafeBytes { try ProtoModel(bytes: $0, path: file.path) }
+        var references = 0
+        for site in payloadSites(of: model) {
+            guard let name = site.storedTensorName else { continue }
+            guard file.index(of: name) != nil else {
+                throw ONNXError(.missingTensor, "the graph section refers to tensor '\(name)', which the file does not hold", model: file.path, tensor: name)
+            }
+            references += 1
+        }
+        return references
+    }
 }
 
 /// What a conversion read and wrote. Per-tensor detail is the converter's report.
@@ -13,6 +31,8 @@ public struct ImportSummary: Sendable {
     public var tensorCount: Int
     public var sourceFileBytes: Int
     public var graphBytes: Int
+    /// Size of the written .tess file.
+    public var fileBytes: Int
 }
 
 public enum ONNXImporter {
@@ -21,18 +41,28 @@ public enum ONNXImporter {
     /// `transform`, written, and freed before the next. With the identity transform the
     /// conversion is lossless. `metadata` is called once every tensor is written; its keys go
     /// into the file's metadata next to `producer` and `source`. `progress` hears (done, total).
+    /// The file is part of `outputs` (which the caller commits), or put in place at once when
+    /// that is nil; either way neither the model nor its external data can be the output.
     @discardableResult
     public static func convert(model modelPath: String, to output: String, options: WriteOptions,
+                               outputs: OutputGroup? = nil,
                                transform: (Tensor) throws -> Tensor = { $0 },
                                metadata: () throws -> [String: Any] = { ["conversion": ["mode": "lossless"]] },
                                progress: ((Int, Int) -> Void)? = nil) throws -> ImportSummary {
+        let group = outputs ?? OutputGroup()
+        group.addInput(modelPath)
         // Parse, then let the source mapping go: the parsed model holds copies of everything.
         let (model, sourceFileBytes, digest) = try parse(modelPath)
         try GraphAnalysis.checkReferences(model, path: modelPath)
-        let writer = try TessWriter(path: output, options: options)
+        let writer: TessWriter
+        do {
+            writer = try TessWriter(path: output, options: options, group: group)
+        } catch let error as TessError {
+            throw ONNXError(.io, error.message, model: error.path ?? output)
+        }
         var written = 0
         do {
-            try forEachTensor(model, path: modelPath) { site, tensor, total in
+            try forEachTensor(model, path: modelPath, outputs: group) { site, tensor, total in
                 try writer.append(try transform(tensor))
                 strip(site, name: tensor.name)
                 written += 1
@@ -42,8 +72,9 @@ public enum ONNXImporter {
             var document = try metadata()
             document["producer"] = "tessera"
             document["source"] = ["file": URL(fileURLWithPath: modelPath).lastPathComponent, "bytes": sourceFileBytes, "xxh3": digest]
-            try writer.finish(sections: [Section(.graph, payload: graph), try Section.metadata(document)])
-            return ImportSummary(tensorCount: written, sourceFileBytes: sourceFileBytes, graphBytes: graph.count)
+            let fileBytes = try writer.finish(sections: [Section(.graph, payload: graph), try Section.metadata(document)])
+            if outputs == nil { try group.commit() }
+            return ImportSummary(tensorCount: written, sourceFileBytes: sourceFileBytes, graphBytes: graph.count, fileBytes: fileBytes)
         } catch {
             writer.abort()
             if let error = error as? ONNXError { throw error.inModel(modelPath) }
@@ -61,11 +92,11 @@ public enum ONNXImporter {
 
     /// Every payload site's tensor, named, with its role and reduction axis, in site order
     /// (and the number of sites).
-    static func forEachTensor(_ model: ProtoModel, path: String,
-                                      _ body: (PayloadSite, Tensor, Int) throws -> Void) throws {
+    static func forEachTensor(_ model: ProtoModel, path: String, outputs: OutputGroup? = nil,
+                              _ body: (PayloadSite, Tensor, Int) throws -> Void) throws {
         let uses = GraphAnalysis.weightUses(model)
         let location = ModelLocation(path: path)
-        let externalFiles = ExternalFiles()
+        let externalFiles = ExternalFiles(outputs: outputs)
         var namer = TensorNamer()
         let sites = payloadSites(of: model)
         for site in sites {
@@ -126,10 +157,11 @@ public enum ONNXImporter {
         }
         let type = try DataType.onnx(valuesProto.dataType, model: model, tensor: name)
         let shape = try shape((0 ..< s.pointee.n_dims).map { s.pointee.dims[$0] }, name: name, model: model)
-        let nnz = valuesProto.dims.first.map { Int($0) } ?? 0
-        guard valuesProto.dims.count == 1, nnz >= 0 else {
+        guard valuesProto.dims.count == 1 else {
             throw ONNXError(.badTensorData, "sparse values must be 1-D, got dims \(valuesProto.dims)", model: model, tensor: name)
         }
+        // Counts from the file go through the same checked geometry as dense dims.
+        let nnz = try Self.shape(valuesProto.dims, name: name, model: model)[0]
         let values = try tensorData(valuesProto, type: type, count: nnz, name: name, location: location, externalFiles: externalFiles, owner: owner)
         guard indicesProto.dataType == Int32(DataType.int64.rawValue) else {
             throw ONNXError(.badTensorData, "sparse indices must be int64", model: model, tensor: name)
@@ -139,7 +171,7 @@ public enum ONNXImporter {
         guard linearForm || indicesProto.dims == [Int64(nnz), Int64(rank)] else {
             throw ONNXError(.badTensorData, "sparse indices dims \(indicesProto.dims) must be [\(nnz)] or [\(nnz), \(rank)]", model: model, tensor: name)
         }
-        let indexCount = linearForm ? nnz : nnz * rank
+        let indexCount = try Self.shape(indicesProto.dims, name: name, model: model).reduce(1, *)
         let indexBytes = try tensorData(indicesProto, type: .int64, count: indexCount, name: name, location: location, externalFiles: externalFiles, owner: owner)
         let raw: [Int64] = indexBytes.withUnsafeBytes { p in (0 ..< indexCount).map { Int64(littleEndian: p.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) } }
         var linear: [Int] = []

@@ -15,7 +15,9 @@ final class ProtoModel: @unchecked Sendable {
     static let maxMessageDepth = 100
 
     init(bytes: UnsafeRawBufferPointer, path: String) throws {
-        try Self.checkNesting(bytes, path: path)
+        var empty = Onnx__ModelProto()   // the real address of the descriptor, as an initialised message holds it
+        onnx__model_proto__init(&empty)
+        try Self.checkWireFormat(bytes, descriptor: empty.base.descriptor, path: path)
         guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
               let proto = onnx__model_proto__unpack(nil, bytes.count, base) else {
             throw ONNXError(.parse, "not a valid ONNX model: the protobuf is truncated or corrupt", model: path)
@@ -28,50 +30,67 @@ final class ProtoModel: @unchecked Sendable {
 
     deinit { onnx__model_proto__free_unpacked(proto, nil) }
 
-    /// Walks the wire format iteratively, following message-typed fields through protobuf-c's
-    /// descriptors, and refuses nesting deeper than `maxMessageDepth`. Malformed bytes are left
-    /// for unpack to reject.
-    private static func checkNesting(_ bytes: UnsafeRawBufferPointer, path: String) throws {
-        // The real address of the model descriptor, as held by an initialised message.
-        var empty = Onnx__ModelProto()
-        onnx__model_proto__init(&empty)
+    /// Walks every message of the wire format iteratively (following message-typed fields
+    /// through protobuf-c's descriptors) before protobuf-c, which unpacks recursively, sees a
+    /// byte. It refuses:
+    /// - nesting deeper than `maxMessageDepth`, in every message, wherever malformed bytes are;
+    /// - malformed bytes anywhere (which unpack would reject too, but only after recursing);
+    /// - a NUL byte in a string field: protobuf-c hands strings out NUL-terminated, so names
+    ///   that differ only after a NUL would silently become one name.
+    static func checkWireFormat(_ bytes: UnsafeRawBufferPointer, descriptor: UnsafePointer<ProtobufCMessageDescriptor>,
+                                path: String) throws {
+        func corrupt(_ offset: Int) -> ONNXError {
+            ONNXError(.parse, "not a valid ONNX model: the protobuf is truncated or corrupt at byte \(offset)", model: path)
+        }
         var pending: [(start: Int, end: Int, descriptor: UnsafePointer<ProtobufCMessageDescriptor>, depth: Int)] =
-            [(0, bytes.count, empty.base.descriptor, 1)]
-        func varint(_ position: inout Int, _ end: Int) -> UInt64? {
+            [(0, bytes.count, descriptor, 1)]
+        func varint(_ position: inout Int, _ end: Int) throws -> UInt64 {
             var value: UInt64 = 0
             for shift in stride(from: 0, to: 64, by: 7) {
-                guard position < end else { return nil }
+                guard position < end else { throw corrupt(position) }
                 let byte = bytes[position]
                 position += 1
                 value |= UInt64(byte & 0x7F) << UInt64(shift)
                 if byte & 0x80 == 0 { return value }
             }
-            return nil
+            throw corrupt(position)
         }
         while let frame = pending.popLast() {
             var position = frame.start
             while position < frame.end {
-                guard let key = varint(&position, frame.end) else { return }
+                let keyOffset = position
+                let key = try varint(&position, frame.end)
+                let fixedSize: Int
                 switch key & 7 {
-                case 0: guard varint(&position, frame.end) != nil else { return }
-                case 1: position += 8
-                case 5: position += 4
+                case 0: _ = try varint(&position, frame.end); continue
+                case 1: fixedSize = 8
+                case 5: fixedSize = 4
                 case 2:
-                    guard let length = varint(&position, frame.end), length <= UInt64(frame.end - position) else { return }
+                    let length = try varint(&position, frame.end)
+                    guard length <= UInt64(frame.end - position) else { throw corrupt(position) }
                     let end = position + Int(length)
                     if key >> 3 <= UInt64(UInt32.max),
-                       let field = protobuf_c_message_descriptor_get_field(frame.descriptor, UInt32(key >> 3)),
-                       field.pointee.type == PROTOBUF_C_TYPE_MESSAGE,
-                       let sub = field.pointee.descriptor?.assumingMemoryBound(to: ProtobufCMessageDescriptor.self) {
-                        guard frame.depth < maxMessageDepth else {
-                            throw ONNXError(.parse, "messages are nested more than \(maxMessageDepth) deep; refusing a model that would exhaust the stack", model: path)
+                       let field = protobuf_c_message_descriptor_get_field(frame.descriptor, UInt32(key >> 3)) {
+                        if field.pointee.type == PROTOBUF_C_TYPE_MESSAGE,
+                           let sub = field.pointee.descriptor?.assumingMemoryBound(to: ProtobufCMessageDescriptor.self) {
+                            guard frame.depth < maxMessageDepth else {
+                                throw ONNXError(.parse, "messages are nested more than \(maxMessageDepth) deep; refusing a model that would exhaust the stack", model: path)
+                            }
+                            pending.append((position, end, sub, frame.depth + 1))
+                        } else if field.pointee.type == PROTOBUF_C_TYPE_STRING,
+                                  let zero = bytes[position ..< end].firstIndex(of: 0) {
+                            let fieldName = String(cString: field.pointee.name)
+                            let message = String(cString: frame.descriptor.pointee.short_name)
+                            throw ONNXError(.parse, "\(message).\(fieldName) at byte \(keyOffset) holds a NUL byte (at byte \(zero)); names and strings with NUL bytes are refused, since they could not be told apart", model: path)
                         }
-                        pending.append((position, end, sub, frame.depth + 1))
                     }
                     position = end
+                    continue
                 default:
-                    return   // groups or invalid wire types: unpack rejects them
+                    throw corrupt(keyOffset)   // groups (wire types 3, 4) and invalid wire types
                 }
+                guard fixedSize <= frame.end - position else { throw corrupt(position) }
+                position += fixedSize
             }
         }
     }
@@ -296,6 +315,9 @@ final class ProtoTensor: @unchecked Sendable {
     let tensor: UnsafeMutablePointer<Onnx__TensorProto>
 
     init(bytes: UnsafeRawBufferPointer, path: String) throws {
+        var empty = Onnx__TensorProto()
+        onnx__tensor_proto__init(&empty)
+        try ProtoModel.checkWireFormat(bytes, descriptor: empty.base.descriptor, path: path)
         guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
               let tensor = onnx__tensor_proto__unpack(nil, bytes.count, base) else {
             throw ONNXError(.parse, "not a valid ONNX TensorProto: the protobuf is truncated or corrupt", model: path)

@@ -30,15 +30,20 @@ struct ModelLocation {
     }
 }
 
-/// Maps external data files once each, however many tensors they hold.
+/// Maps external data files once each, however many tensors they hold, and records each as
+/// an input of `outputs` (so that no output of the command can replace one).
 final class ExternalFiles {
     private var maps: [String: MappedFile] = [:]
+    private let outputs: OutputGroup?
+
+    init(outputs: OutputGroup? = nil) { self.outputs = outputs }
 
     func map(_ path: String, model: String, tensor: String) throws -> MappedFile {
         if let m = maps[path] { return m }
         do {
             let m = try MappedFile(path: path)
             maps[path] = m
+            outputs?.addInput(path)
             return m
         } catch let error as TessError {
             throw ONNXError(.externalData, "cannot read external data file \(path): \(error.message)", model: model, tensor: tensor)

@@ -25,6 +25,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Seconds spent timing each kernel (the best run is reported).")
     var budget = 0.2
 
+    @OptionGroup var resources: ResourceOptions
+
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
@@ -33,8 +35,9 @@ struct Bench: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            resources.apply()
             let tess = try TessFile.open(file)
-            print("\(file): kernel against dense float32 on the same shape, \(threads) thread(s), best of \(budget) s")
+            print("\(file.terminalSafe): kernel against dense float32 on the same shape, \(threads) thread(s), best of \(budget) s")
             var rows = [["tensor", "layout", "quant", "rows x depth", "batch", "kernel ms", "dense ms", "speedup", "uint8 x ms"]]
             for index in tess.tensors.indices {
                 let stored = try tess.tensor(index)

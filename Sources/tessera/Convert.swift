@@ -46,6 +46,8 @@ struct Convert: ParsableCommand {
     @Flag(help: "Print only the totals, not the per-tensor table.")
     var quiet = false
 
+    @OptionGroup var resources: ResourceOptions
+
     func validate() throws {
         _ = try codec()
         if asymmetric && quantize == nil && recipe == nil { throw ValidationError("--asymmetric needs --quantize") }
@@ -84,21 +86,26 @@ struct Convert: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            resources.apply()
             let (codec, level) = try codec()
+            // The .tess file and the report appear together or not at all; neither may replace
+            // the model, its external data or the recipe.
+            let outputs = OutputGroup(inputs: [model] + (recipe.map { [$0] } ?? []))
+            let reportFile = try report.map { try outputs.file($0, replaceExisting: out.force) }
             let converter = try Converter(recipe: try resolvedRecipe())
             if converter.needsFirstPass { try ONNXImporter.scan(model: model, visit: converter.observe) }
             let progress = ProgressLine(label: "converting")
             let summary = try ONNXImporter.convert(
                 model: model, to: out.output, options: WriteOptions(codec: codec, zstdLevel: level, replaceExisting: out.force),
+                outputs: outputs,
                 transform: converter.convert,
                 metadata: { ["conversion": try ReportFormatter.jsonObject(converter.report)] },
                 progress: progress.update)
             progress.finish()
-            converter.finish(sourceFileBytes: summary.sourceFileBytes, fileBytes: try TessFile.open(out.output).fileSize)
+            converter.finish(sourceFileBytes: summary.sourceFileBytes, fileBytes: summary.fileBytes)
+            try reportFile?.write(Array(try ReportFormatter.json(converter.report)))
+            try outputs.commit()
             print(ReportFormatter.table(converter.report, source: model, output: out.output, quiet: quiet))
-            if let report {
-                try Data(ReportFormatter.json(converter.report)).write(to: URL(fileURLWithPath: report))
-            }
         }
     }
 }
@@ -117,14 +124,17 @@ struct Export: ParsableCommand {
     @Flag(help: "Write quantized weights as integer initializers plus DequantizeLinear nodes instead of dequantizing them.")
     var keepQuantized = false
 
+    @OptionGroup var resources: ResourceOptions
+
     func run() throws {
         try reportingErrors {
+            resources.apply()
             let options = ExportOptions(replaceExisting: out.force, externalDataThreshold: externalDataThreshold,
                                         keepQuantized: keepQuantized)
             let summary = try ONNXExporter.export(try TessFile.open(input), to: out.output, options: options)
             var line = "\(input) -> \(out.output): \(summary.tensors) tensors, \(summary.modelBytes) bytes"
             if let external = summary.externalData { line += " + \(external.bytes) bytes of external data in \(external.path)" }
-            print(line)
+            print(line.terminalSafe)
         }
     }
 }

@@ -11,8 +11,11 @@ struct Inspect: ParsableCommand {
     @Flag(help: "Print JSON instead of a table.")
     var json = false
 
+    @OptionGroup var resources: ResourceOptions
+
     func run() throws {
         try reportingErrors {
+            resources.apply()
             let tess = try TessFile.open(file)
             let rows = try tess.tensors.indices.map { try tess.summary(of: $0) }
             if json {

@@ -10,6 +10,8 @@ struct Pack: ParsableCommand {
 
     @OptionGroup var out: OutputOptions
 
+    @OptionGroup var resources: ResourceOptions
+
     @Option(help: "zstd level (\(Limits.zstdLevels.lowerBound)-\(Limits.zstdLevels.upperBound)).")
     var level = 3
 
@@ -21,6 +23,7 @@ struct Pack: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            resources.apply()
             let tess = try TessFile.open(input)
             try tess.rewrite(to: out.output, options: WriteOptions(alignment: tess.header.alignment, codec: .zstd,
                                                                    zstdLevel: level, replaceExisting: out.force))
@@ -37,8 +40,11 @@ struct Unpack: ParsableCommand {
 
     @OptionGroup var out: OutputOptions
 
+    @OptionGroup var resources: ResourceOptions
+
     func run() throws {
         try reportingErrors {
+            resources.apply()
             let tess = try TessFile.open(input)
             try tess.rewrite(to: out.output, options: WriteOptions(alignment: tess.header.alignment, codec: .none,
                                                                    replaceExisting: out.force))

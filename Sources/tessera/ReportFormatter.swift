@@ -32,7 +32,7 @@ enum ReportFormatter {
             lines += TextTable.lines([header] + rows, rightAligned: [4, 5, 6, 7, 8, 9])
         }
         let lossy = report.tensors.filter { !$0.fidelity.bitExact }.count
-        lines.append("\(source) -> \(output): \(report.tensors.count) tensors, \(lossy == 0 ? "lossless" : "\(lossy) changed"); " +
+        lines.append("\(source.terminalSafe) -> \(output.terminalSafe): \(report.tensors.count) tensors, \(lossy == 0 ? "lossless" : "\(lossy) changed"); " +
                      "tensor data \(mb(report.bytesBefore)) -> \(mb(report.bytesAfter)); " +
                      "file \(mb(report.sourceFileBytes)) -> \(mb(report.fileBytes)) " +
                      String(format: "(%.3fx the source)", Double(report.fileBytes) / Double(max(report.sourceFileBytes, 1))))

@@ -25,6 +25,8 @@ struct Run: ParsableCommand {
     @Flag(help: "Replace the output file if it exists.")
     var force = false
 
+    @OptionGroup var resources: ResourceOptions
+
     @Option(help: "Threads for the GEMM kernels.")
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
@@ -39,9 +41,10 @@ struct Run: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            if let output, !force, FileManager.default.fileExists(atPath: output) {
-                throw RuntimeError(.badInput, "\(output) exists; pass --force to replace it")
-            }
+            resources.apply()
+            // The .npz may replace neither the model nor an input file; checked before running.
+            let written = OutputGroup(inputs: [file] + inputs.map { String($0.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).last ?? "") })
+            let outputFile = try output.map { try written.file($0, replaceExisting: force) }
             let graph = try ONNXGraph.open(file)
             let executor = try GraphExecutor(graph, threads: threads)
             var values: [String: Value] = [:]
@@ -70,11 +73,12 @@ struct Run: ParsableCommand {
             for (name, value) in outputs { rows.append([name, "\(value.type)", "\(value.shape)"]) }
             let timing = repeats == 1 ? String(format: "in %.3f s", times[0])
                 : String(format: "%d times: best %.2f ms, median %.2f ms", repeats, times[0] * 1000, times[repeats / 2] * 1000)
-            print("\(file): ran \(graph.nodes.count) nodes \(timing), \(threads) thread(s)")
+            print("\(file.terminalSafe): ran \(graph.nodes.count) nodes \(timing), \(threads) thread(s)")
             print(TextTable.lines(rows).joined(separator: "\n"))
-            if let output {
-                try NumpyFiles.writeArchive(outputs, to: output, replaceExisting: force)
-                print("wrote \(output)")
+            if let outputFile {
+                try NumpyFiles.writeArchive(outputs, to: outputFile)
+                try written.commit()
+                print("wrote \(outputFile.path.terminalSafe)")
             }
         }
     }

@@ -29,9 +29,27 @@ func reportingErrors(_ body: () throws -> Void) throws {
     }
 }
 
-private func fail(_ message: String) -> Never {
-    FileHandle.standardError.write(Data("tessera: error: \(message)\n".utf8))
+/// One line on stderr, control characters escaped, and exit status 1.
+func fail(_ message: String) -> Never {
+    FileHandle.standardError.write(Data("tessera: error: \(message.terminalSafe)\n".utf8))
     Foundation.exit(1)
+}
+
+/// Options shared by commands that read files: the memory budget (`MemoryBudget`).
+struct ResourceOptions: ParsableArguments {
+    @Option(name: .customLong("max-memory"),
+            help: "Refuse to allocate more than SIZE for one decoded buffer, tensor or value (e.g. 512M, 8G; default: half of the memory this process may use).")
+    var maxMemory: String?
+
+    func validate() throws {
+        if let maxMemory, MemoryBudget.parse(maxMemory) == nil {
+            throw ValidationError("--max-memory must be a size such as 512M or 8G, got '\(maxMemory)'")
+        }
+    }
+
+    func apply() {
+        if let bytes = maxMemory.flatMap(MemoryBudget.parse) { MemoryBudget.bytes = bytes }
+    }
 }
 
 /// Options shared by commands that write a file.

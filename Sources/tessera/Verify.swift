@@ -63,6 +63,8 @@ struct Verify: ParsableCommand {
     @Option(help: "Threads for the kernel checks.")
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
+    @OptionGroup var resources: ResourceOptions
+
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
@@ -77,16 +79,19 @@ struct Verify: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            resources.apply()
             let start = Date()
             let tess = try TessFile.open(file)
             let checked = try tess.verifyIntegrity()
+            let graphReferences = try GraphSection.validate(tess)
             let integritySeconds = Date().timeIntervalSince(start)
-            let integrity = "\(file): integrity OK: \(tess.tensors.count) tensors, \(tess.buffers.count) buffers, \(checked) decoded bytes checked in \(String(format: "%.3f", integritySeconds)) s"
+            let graph = graphReferences.map { ", graph section parsed (\($0) tensor references)" } ?? ""
+            let integrity = "\(file): integrity OK: \(tess.tensors.count) tensors, \(tess.buffers.count) buffers, \(checked) decoded bytes checked\(graph) in \(String(format: "%.3f", integritySeconds)) s"
             guard let source else {
                 if json {
                     print(try jsonText(["file": file, "integrity": ["ok": true, "tensors": tess.tensors.count, "decoded_bytes": checked]]))
                 } else {
-                    print(integrity)
+                    print(integrity.terminalSafe)
                 }
                 return
             }
@@ -107,15 +112,14 @@ struct Verify: ParsableCommand {
                 if let skipped { document["end_to_end_skipped"] = skipped }
                 print(try jsonText(document))
             } else {
-                print(integrity)
+                print(integrity.terminalSafe)
                 print(Self.table(report, source: source))
                 if let endToEnd { print(Self.table(endToEnd)) }
-                if let skipped { print("level 4 skipped: \(skipped)") }
+                if let skipped { print("level 4 skipped: \(skipped.terminalSafe)") }
                 print(problems == 0 ? "verdict: OK" : "verdict: FAILED (\(problems) problems)")
             }
             if problems > 0 {
-                FileHandle.standardError.write(Data("tessera: error: \(file): \(problems) problem(s) against \(source)\n".utf8))
-                Foundation.exit(1)
+                fail("\(file): \(problems) problem(s) against \(source)")
             }
         }
     }
@@ -126,7 +130,7 @@ struct Verify: ParsableCommand {
 
     static func table(_ report: SourceReport, source: String) -> String {
         func number(_ v: Double?, _ format: String) -> String { v.map { String(format: format, $0) } ?? "-" }
-        var lines = ["against \(source): \(report.tensors.count) tensors compared, \(report.kernelChecks) GEMM weights run through their kernels"]
+        var lines = ["against \(source.terminalSafe): \(report.tensors.count) tensors compared, \(report.kernelChecks) GEMM weights run through their kernels"]
         let header = ["tensor", "layout", "quant", "exact", "max abs err", "rel err", "SNR dB", "cosine", "kernel rel err", "kernel cosine"]
         var rows = [header]
         for t in report.tensors {
@@ -136,9 +140,9 @@ struct Verify: ParsableCommand {
                          number(f?.cosine, "%.6f"), number(t.kernel?.relativeError, "%.3g"), number(t.kernel?.cosine, "%.6f")])
         }
         lines += TextTable.lines(rows)
-        for name in report.missing { lines.append("FAIL: source tensor '\(name)' is not in the file") }
-        for name in report.unexpected { lines.append("FAIL: tensor '\(name)' is not in the source") }
-        for t in report.tensors { for p in t.problems { lines.append("FAIL: tensor '\(t.name)': \(p)") } }
+        for name in report.missing { lines.append("FAIL: source tensor '\(name.terminalSafe)' is not in the file") }
+        for name in report.unexpected { lines.append("FAIL: tensor '\(name.terminalSafe)' is not in the source") }
+        for t in report.tensors { for p in t.problems { lines.append("FAIL: tensor '\(t.name.terminalSafe)': \(p.terminalSafe)") } }
         return lines.joined(separator: "\n")
     }
 
@@ -170,14 +174,14 @@ struct Verify: ParsableCommand {
     }
 
     static func table(_ report: EndToEndReport) -> String {
-        var lines = ["level 4: source and file run on \(report.samples.count) sample(s): \(report.samples.joined(separator: ", "))"]
+        var lines = ["level 4: source and file run on \(report.samples.count) sample(s): \(report.samples.joined(separator: ", ").terminalSafe)"]
         var rows = [["output", "shape", "max abs err", "min cosine", "top-1 agree"]]
         for o in report.outputs {
             rows.append([o.name, "\(o.shape)", String(format: "%.3g", o.maxAbsError), o.minCosine.map { String(format: "%.6f", $0) } ?? "-",
                          o.top1Agreement.map { String(format: "%.4f", $0) } ?? "-"])
         }
         lines += TextTable.lines(rows)
-        for o in report.outputs { for p in o.problems { lines.append("FAIL: output '\(o.name)': \(p)") } }
+        for o in report.outputs { for p in o.problems { lines.append("FAIL: output '\(o.name.terminalSafe)': \(p.terminalSafe)") } }
         return lines.joined(separator: "\n")
     }
 }

@@ -27,7 +27,7 @@ final class TemporaryFolder: Sendable {
 }
 
 func readBytes(_ path: String) -> [UInt8] { Array(FileManager.default.contents(atPath: path)!) }
-func writeBytes(_ bytes: [UInt8], _ path: String) { FileManager.default.createFile(atPath: path, contents: Data(bytes)) }
+func writeBytes(_ bytes: [UInt8], _ path: String) { precondition(FileManager.default.createFile(atPath: path, contents: Data(bytes))) }
 
 /// Builds random dense tensors whose absent elements (see `Tensor+Layout`) follow a mask, so
 /// that any layout can store them.
@@ -70,7 +70,7 @@ struct TensorFactory {
                         reductionAxis: Int? = nil, sparse24Compatible: Bool = false) -> Tensor {
         let absent = absentMask(shape: shape, zeroFraction: zeroFraction,
                                 sparse24Axis: sparse24Compatible ? reductionAxis : nil)
-        var values = PackedBuilder(type, count: absent.count)
+        var values = try! PackedBuilder(type, count: absent.count)
         for (i, isAbsent) in absent.enumerated() where !isAbsent {
             let e = nonZeroElement(type)
             e.withUnsafeBytes { values.set(i, from: PackedElements($0, type), 0) }
@@ -87,7 +87,7 @@ struct TensorFactory {
         let scaleCount = geometry.scaleCount(granularity)
         let codeBits = codeType.bitWidth
         let codeRange: ClosedRange<UInt8> = codeBits == 4 ? 0 ... 15 : 0 ... 255
-        var zp = PackedBuilder(codeType, count: scaleCount)
+        var zp = try! PackedBuilder(codeType, count: scaleCount)
         var zpCodes = [UInt8](repeating: 0, count: scaleCount)
         if zeroPoints {
             for s in 0 ..< scaleCount {
@@ -104,7 +104,7 @@ struct TensorFactory {
         let absent = absentMask(shape: shape, zeroFraction: zeroFraction,
                                 sparse24Axis: sparse24Compatible ? reductionAxis : nil)
         let indexer = ScaleIndexer(granularity, geometry: geometry)
-        var codes = PackedBuilder(codeType, count: absent.count)
+        var codes = try! PackedBuilder(codeType, count: absent.count)
         for (i, isAbsent) in absent.enumerated() {
             let z = zpCodes[indexer.index(i)]
             var code = z

@@ -1,6 +1,7 @@
 """ONNX -> .tess -> ONNX: lossless, exactly rebuilt, and computing the same outputs."""
 import glob
 import os
+import re
 
 import numpy as np
 import onnx
@@ -266,7 +267,9 @@ def test_export_switches_to_external_data_past_the_threshold(work):
     out = work / "out" / "m.onnx"
     out.parent.mkdir()
     tessera("export", tess, "-o", out, "--external-data-threshold", "1000")
-    assert (out.parent / "m.onnx.data").stat().st_size >= 40000
+    data_files = sorted(p.name for p in out.parent.iterdir() if p.name != "m.onnx")
+    assert len(data_files) == 1 and re.fullmatch(r"m\.onnx\.[0-9a-f]{16}\.data", data_files[0]), data_files
+    assert (out.parent / data_files[0]).stat().st_size >= 40000
     loaded = onnx.load(out)  # loads the external data
     assert normalized_bytes(loaded) == normalized_bytes(model)
     raw = onnx.load(out, load_external_data=False)

@@ -90,12 +90,18 @@ public final class GraphExecutor {
         return try LinearOperator(tensor)
     }
 
-    /// Runs the graph on `inputs` (every graph input by name) and returns its outputs in order.
+    /// Runs the graph on `inputs` (every graph input by name, and optionally values for graph
+    /// inputs that have an initializer as their default) and returns its outputs in order.
     public func run(_ inputs: [String: Value]) throws -> [(name: String, value: Value)] {
-        for name in inputs.keys where !graph.inputs.contains(where: { $0.name == name }) {
-            throw RuntimeError(.badInput, "'\(name)' is not an input of the graph (inputs: \(graph.inputs.map(\.name).joined(separator: ", ")))")
-        }
         var values: [String: Value] = [:]
+        for (name, value) in inputs where !graph.inputs.contains(where: { $0.name == name }) {
+            guard let info = graph.overridableInputs.first(where: { $0.name == name }) else {
+                let names = (graph.inputs + graph.overridableInputs).map(\.name).joined(separator: ", ")
+                throw RuntimeError(.badInput, "'\(name)' is not an input of the graph (inputs: \(names))")
+            }
+            try check(value, against: info)
+            values[name] = value   // read before the initializer it overrides
+        }
         for info in graph.inputs {
             guard let value = inputs[info.name] else {
                 throw RuntimeError(.badInput, "graph input '\(info.name)' is not given (inputs: \(graph.inputs.map(\.name).joined(separator: ", ")))")
@@ -106,7 +112,8 @@ public final class GraphExecutor {
         let opset = graph.defaultOpset
         for (index, node) in graph.nodes.enumerated() {
             do {
-                let weight = weights[index]
+                // A stored weight runs through its kernel unless the caller overrode it.
+                let weight = weights[index].flatMap { values[node.inputs[1]] == nil ? $0 : nil }
                 let operands: [Value?] = try node.inputs.enumerated().map { k, name in
                     if name.isEmpty || (k == 1 && weight != nil) { return nil }
                     return try value(name, in: values)

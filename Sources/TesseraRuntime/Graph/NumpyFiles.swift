@@ -14,12 +14,16 @@ public enum NumpyFiles {
 
     /// Reads a C-order little-endian `.npy` array.
     public static func read(_ path: String) throws -> Value {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw RuntimeError(.badInput, "\(path): cannot read the file")
+        let bytes: UnsafeRawBufferPointer
+        let file: MappedFile
+        do {
+            file = try MappedFile(path: path)   // regular files only, opened without blocking
+            bytes = file.bytes
+        } catch let error as TessError {
+            throw RuntimeError(.badInput, "\(path): \(error.message)")
         }
-        let bytes = [UInt8](data)
         func fail(_ why: String) -> RuntimeError { RuntimeError(.badInput, "\(path): not a readable .npy array: \(why)") }
-        guard bytes.count >= 10, bytes[0 ..< 6] == [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59] else { throw fail("bad magic") }
+        guard bytes.count >= 10, Array(bytes[0 ..< 6]) == [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59] else { throw fail("bad magic") }
         let version = bytes[6]
         let lengthBytes = version == 1 ? 2 : 4
         guard [1, 2, 3].contains(version), bytes.count >= 8 + lengthBytes else { throw fail("unknown version \(version)") }
@@ -45,7 +49,7 @@ public enum NumpyFiles {
         guard bytes.count - dataStart == byteCount else {
             throw fail("shape \(shape) of \(type) needs \(byteCount) data bytes, the file holds \(bytes.count - dataStart)")
         }
-        let tensor = Tensor(name: path, dataType: type, shape: shape, storage: .dense(values: TensorBytes(Array(bytes[dataStart...]))))
+        let tensor = Tensor(name: path, dataType: type, shape: shape, storage: .dense(values: TensorBytes(mapped: file, offset: dataStart, count: byteCount)))
         return try Value(tensor)
     }
 
@@ -89,8 +93,10 @@ public enum NumpyFiles {
         return out
     }
 
-    /// Writes `arrays` as an uncompressed `.npz` (`NAME.npy` members), atomically.
-    public static func writeArchive(_ arrays: [(name: String, value: Value)], to path: String, replaceExisting: Bool) throws {
+    /// Writes `arrays` as an uncompressed `.npz` (`NAME.npy` members) into `file`, which its
+    /// owner commits.
+    public static func writeArchive(_ arrays: [(name: String, value: Value)], to file: AtomicFile) throws {
+        let path = file.path
         var archive: [UInt8] = [], directory: [UInt8] = []
         func u16(_ v: Int, _ into: inout [UInt8]) { into += [UInt8(v & 0xFF), UInt8(v >> 8 & 0xFF)] }
         func u32(_ v: UInt32, _ into: inout [UInt8]) { for k in 0 ..< 4 { into.append(UInt8(v >> (8 * UInt32(k)) & 0xFF)) } }
@@ -115,9 +121,7 @@ public enum NumpyFiles {
         var end: [UInt8] = []
         u32(0x0605_4B50, &end); u16(0, &end); u16(0, &end); u16(arrays.count, &end); u16(arrays.count, &end)
         u32(UInt32(directory.count), &end); u32(UInt32(archive.count), &end); u16(0, &end)
-        let file = try AtomicFile(path: path, replaceExisting: replaceExisting)
         try file.write(archive + directory + end)
-        try file.commit()
     }
 }
 
