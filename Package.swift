@@ -6,6 +6,7 @@ let package = Package(
     products: [
         .library(name: "Tessera", targets: ["Tessera"]),
         .library(name: "TesseraONNX", targets: ["TesseraONNX"]),
+        .library(name: "TesseraRuntime", targets: ["TesseraRuntime"]),
         .executable(name: "tessera", targets: ["tessera"]),
     ],
     dependencies: [

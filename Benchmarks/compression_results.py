@@ -108,7 +108,7 @@ def digits_rows(source, recipes):
         meta = subprocess.run([TESSERA, "inspect", "--json", tess], check=True, capture_output=True, text=True).stdout
         import json
         doc = json.loads(meta)
-        before = sum(t["bytes_before"] for t in doc["metadata"]["conversion"]["tensors"])
+        before = doc["metadata"]["conversion"]["bytes_before"]
         after = sum(t["stored_bytes"] for t in doc["tensors"])
         accuracy = (session(exported).run(None, {"X": x_test})[0] == y_test).mean()
         lines.append(f"| {label} | {size(tess)} B | {size(tess)/src:.3f} | {before} -> {after} B ({before/after:.1f}x) | {accuracy:.4f} |")

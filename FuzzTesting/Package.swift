@@ -7,7 +7,10 @@ let package = Package(
     name: "TesseraFuzzTesting",
     dependencies: [.package(name: "Tessera", path: "..")],
     targets: [
-        .executableTarget(name: "FuzzReader", dependencies: [.product(name: "Tessera", package: "Tessera")]),
-        .executableTarget(name: "FuzzImporter", dependencies: [.product(name: "TesseraONNX", package: "Tessera")]),
+        .target(name: "FuzzSupport", dependencies: [.product(name: "TesseraONNX", package: "Tessera"),
+                                                    .product(name: "TesseraRuntime", package: "Tessera")]),
+        .executableTarget(name: "FuzzReader", dependencies: ["FuzzSupport"]),
+        .executableTarget(name: "FuzzImporter", dependencies: ["FuzzSupport"]),
+        .executableTarget(name: "FuzzGraph", dependencies: ["FuzzSupport"]),
     ]
 )

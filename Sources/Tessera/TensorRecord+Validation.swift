@@ -66,7 +66,7 @@ extension TensorRecord {
                     throw TessError(.badQuantization, "quantization axis \(axis) is outside rank \(rank)")
                 }
                 guard block >= 1, block <= Limits.maxElementCount else {
-                    throw TessError(.badQuantization, "group size \(block) must be at least 1")
+                    throw TessError(.badQuantization, "group size \(block) is outside 1...\(Limits.maxElementCount)")
                 }
             }
             let scaleCount = geometry.scaleCount(q.granularity)

@@ -43,6 +43,37 @@ public struct ConversionReport: Codable, Equatable, Sendable {
 
     public var bytesBefore: Int { tensors.reduce(0) { $0 + $1.bytesBefore } }
     public var bytesAfter: Int { tensors.reduce(0) { $0 + $1.bytesAfter } }
+
+    /// What a .tess file keeps of the report in its metadata (`--report` writes all of it).
+    public var embedded: EmbeddedReport {
+        let kept = tensors.filter { $0.role != WeightRole.unknown.description || !$0.fidelity.bitExact }
+        let listed = Array(kept.prefix(EmbeddedReport.maxTensors))
+        return EmbeddedReport(recipe: recipe, tensors: listed, tensorCount: tensors.count,
+                              changed: tensors.filter { !$0.fidelity.bitExact }.count,
+                              bytesBefore: bytesBefore, bytesAfter: bytesAfter, omitted: kept.count - listed.count)
+    }
+}
+
+/// The report as a file's metadata keeps it: the recipe, the totals, and the lines of the
+/// weights and of every tensor the conversion changed. Other tensors' lines say nothing that
+/// `inspect` cannot read from the file, and a model of many small tensors would otherwise carry
+/// a report larger than the model (and the metadata limit).
+public struct EmbeddedReport: Codable, Equatable, Sendable {
+    /// Lines kept at most; past it, `omitted` counts the rest.
+    public static let maxTensors = 10_000
+
+    public var recipe: Recipe
+    public var tensors: [TensorReport]
+    public var tensorCount: Int
+    public var changed: Int
+    public var bytesBefore: Int
+    public var bytesAfter: Int
+    public var omitted: Int
+
+    enum CodingKeys: String, CodingKey {
+        case recipe, tensors, changed, omitted
+        case tensorCount = "tensor_count", bytesBefore = "bytes_before", bytesAfter = "bytes_after"
+    }
 }
 
 /// Applies a recipe to tensors one at a time: prune, then quantize, then choose the layout,

@@ -28,8 +28,11 @@ public struct QuantizationSpec: Equatable, Sendable, CustomStringConvertible {
         var spec = QuantizationSpec(bits: bits, asymmetric: asymmetric)
         for option in parts.dropFirst() {
             let kv = option.split(separator: "=", maxSplits: 1)
-            guard kv.count == 2, kv[0] == "group", let n = Int(kv[1]), n >= 1 else {
-                throw ConvertError("unknown quantization option '\(option)' in '\(text)' (expected group=N with N >= 1)")
+            guard kv.count == 2, kv[0] == "group" else {
+                throw ConvertError("unknown quantization option '\(option)' in '\(text)' (expected group=N)")
+            }
+            guard let n = Int(kv[1]), (1 ... Limits.maxElementCount).contains(n) else {
+                throw ConvertError("group size '\(kv[1])' in '\(text)' must be a whole number in 1...\(Limits.maxElementCount)")
             }
             spec.groupSize = n
         }

@@ -214,7 +214,8 @@ extension ONNXGraph {
         // Opened as every input is: regular files only, never blocking (a FIFO is refused).
         let head: [UInt8]
         do {
-            head = Array(try MappedFile(path: path).bytes.prefix(FileHeader.magic.count))
+            let file = try MappedFile(path: path)
+            head = withExtendedLifetime(file) { Array(file.bytes.prefix(FileHeader.magic.count)) }
         } catch let error as TessError {
             throw ONNXError(.io, error.message, model: path)
         }

@@ -84,12 +84,15 @@ func payloadSites(of model: ProtoModel) -> [PayloadSite] {
 /// (the smallest k that is free) when it is empty or already taken.
 struct TensorNamer {
     private var taken = Set<String>()
+    /// Per base name, the suffix to try next: repeated names cost O(1) each, not a scan.
+    private var nextSuffix: [String: Int] = [:]
 
     mutating func name(for suggested: String) -> String {
         let base = suggested.isEmpty ? "tensor" : suggested
         if !suggested.isEmpty, taken.insert(base).inserted { return base }
-        var k = 1
+        var k = nextSuffix[base, default: 1]
         while !taken.insert("\(base)#\(k)").inserted { k += 1 }
+        nextSuffix[base] = k + 1
         return "\(base)#\(k)"
     }
 }

@@ -9,6 +9,7 @@ public struct RuntimeError: Error, CustomStringConvertible, Sendable, Equatable 
         case badGraph              // a node missing a required input, or out of topological order
         case badShape              // shapes that do not fit the op
         case badInput              // a graph input missing, unknown, or of the wrong type or shape
+        case tooLarge              // a value whose size overflows or exceeds the memory budget
     }
 
     public let code: Code

@@ -65,12 +65,14 @@ public enum EndToEndVerifier {
             }
             let shape = declared.enumerated().map { axis, d -> Int in
                 switch d {
-                case .fixed(let n): return n
+                case .fixed(let n) where n >= 0: return n
+                case .fixed: return axis == 0 ? 2 : 8   // -1: some exporters' mark of a dynamic dim
                 case .symbolic(let name): return dims[name] ?? (axis == 0 ? 2 : 8)
                 case .unknown: return axis == 0 ? 2 : 8
                 }
             }
             let count = try TensorGeometry(shape: shape).elementCount
+            try MemoryBudget.check(count, width: 8, "generated input '\(info.name)' of shape \(shape)")
             let uniform = SourceVerifier.activations(count: count, seed: seed &+ UInt64(k))
             if type == .bool {
                 inputs[info.name] = Value([Bool](repeating: true, count: count), shape: shape)

@@ -99,7 +99,7 @@ struct Convert: ParsableCommand {
                 model: model, to: out.output, options: WriteOptions(codec: codec, zstdLevel: level, replaceExisting: out.force),
                 outputs: outputs,
                 transform: converter.convert,
-                metadata: { ["conversion": try ReportFormatter.jsonObject(converter.report)] },
+                metadata: { ["conversion": try ReportFormatter.embeddedObject(converter.report)] },
                 progress: progress.update)
             progress.finish()
             converter.finish(sourceFileBytes: summary.sourceFileBytes, fileBytes: summary.fileBytes)

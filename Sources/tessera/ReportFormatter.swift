@@ -3,15 +3,16 @@ import TesseraConvert
 
 /// The conversion report as a table (stdout) or JSON (--report and the file's metadata).
 enum ReportFormatter {
-    static func json(_ report: ConversionReport) throws -> Data {
+    static func json<T: Encodable>(_ report: T) throws -> Data {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .prettyPrinted]
         encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
         return try encoder.encode(report)
     }
 
-    static func jsonObject(_ report: ConversionReport) throws -> Any {
-        try JSONSerialization.jsonObject(with: try json(report))
+    /// The part of the report a .tess file's metadata keeps, as a JSON object.
+    static func embeddedObject(_ report: ConversionReport) throws -> Any {
+        try JSONSerialization.jsonObject(with: try json(report.embedded))
     }
 
     static func table(_ report: ConversionReport, source: String, output: String, quiet: Bool) -> String {

@@ -104,7 +104,13 @@ def test_the_report_is_printed_written_and_embedded(work):
     assert "coefficient" in out and "int8 per-axis(1)" in out and "file " in out
     written = json.loads(report.read_text())
     embedded = json.loads(tessera("inspect", "--json", tess).stdout)["metadata"]["conversion"]
-    assert written["tensors"] == embedded["tensors"]
+    # The file keeps the weights' and the changed tensors' lines, and the totals.
+    kept = [t for t in written["tensors"] if t["role"] != "-" or not t["fidelity"]["bit_exact"]]
+    assert embedded["tensors"] == kept and "coefficient" in [t["name"] for t in kept]
+    assert "intercepts" not in [t["name"] for t in kept]   # a bias, stored exactly: its line says nothing new
+    changed = sum(not t["fidelity"]["bit_exact"] for t in written["tensors"])
+    assert embedded["tensor_count"] == len(written["tensors"]) and embedded["changed"] == changed > 0 and embedded["omitted"] == 0
+    assert embedded["bytes_before"] == sum(t["bytes_before"] for t in written["tensors"])
     rows = {t["name"]: t for t in written["tensors"]}
     w = rows["coefficient"]
     assert w["quantization"] == "int8 per-axis(1) f32" and 0.999 < w["fidelity"]["cosine"] <= 1

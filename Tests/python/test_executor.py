@@ -216,7 +216,7 @@ def test_bad_inputs_are_refused_with_their_name(work):
              (["--input", f"X={work / 'junk.npy'}"], "not a readable .npy array"),
              (["--input", f"Y={work / 'wrong.npy'}"], "'Y' is not an input of the graph"),
              ([], "graph input 'X' is not given"),
-             (["--input", f"X={work / 'missing.npy'}"], "cannot read the file")]
+             (["--input", f"X={work / 'missing.npy'}"], "missing.npy: cannot open: No such file or directory")]
     for args, message in cases:
         result = tessera("run", tess, *args, "-o", out, check=False)
         assert result.returncode == 1 and message in result.stderr, (args, result.stderr)

@@ -106,7 +106,8 @@ def test_hostile_files_are_rejected_in_small_bounded_memory(case, work):
 
 def kill_at_points(command, destination, previous, points=8):
     """Run `command` `points` times, SIGKILLing it at evenly spread moments of its run; after
-    each the destination must hold the previous file's bytes or a complete, valid new file."""
+    each the destination must hold the previous file's bytes or a complete, valid new file, and
+    nothing else may be left in its folder (the file being written has no name)."""
     start = time.monotonic()
     subprocess.run(command, check=True, capture_output=True)
     duration = time.monotonic() - start
@@ -124,8 +125,8 @@ def kill_at_points(command, destination, previous, points=8):
             verify = tessera("verify", destination, check=False) if destination.suffix == ".tess" else None
             assert verify is None or verify.returncode == 0, f"kill {k}: a corrupt file under the final name"
             outcomes.add("new")
-        for leftover in destination.parent.glob(f".{destination.name}.tmp-*"):
-            leftover.unlink()  # SIGKILL cannot clean up; the final name is what must stay whole
+        leftovers = [p.name for p in destination.parent.glob(f".{destination.name}.tmp-*")]
+        assert not leftovers, f"kill {k} left temporary files: {leftovers}"
     return outcomes
 
 

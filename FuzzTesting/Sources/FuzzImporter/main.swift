@@ -1,3 +1,4 @@
+import FuzzSupport
 import Foundation
 import Tessera
 import TesseraONNX
@@ -6,10 +7,8 @@ import TesseraONNX
 /// Errors are expected; a crash, hang or leak is a bug.
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
-    let folder = NSTemporaryDirectory() + "fuzz-importer-\(getpid())"
-    try? FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-    let model = folder + "/model.onnx", tess = folder + "/model.tess", back = folder + "/back.onnx"
-    FileManager.default.createFile(atPath: model, contents: Data(bytes: data, count: size))
+    let model = FuzzSupport.file("model.onnx", data, size)
+    let tess = model + ".tess", back = model + ".back.onnx"
     guard (try? ONNXImporter.convert(model: model, to: tess, options: WriteOptions(replaceExisting: true))) != nil,
           let file = try? TessFile.open(tess) else { return 0 }
     _ = try? ONNXExporter.export(file, to: back, options: ExportOptions(replaceExisting: true))

@@ -13,6 +13,7 @@ enum Broadcast {
                 }
             }
         }
+        _ = try elementCount(out)
         return out
     }
 

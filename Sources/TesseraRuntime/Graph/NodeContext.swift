@@ -74,3 +74,30 @@ func splitAxis(_ axis: Int, rank: Int) throws -> Int {
     }
     return a
 }
+
+/// The element count of an output shape an op is about to allocate, refused before any
+/// allocation when a dim is negative, the product overflows, or the value (with the index
+/// array most ops build beside it, 8 bytes an element) exceeds `MemoryBudget`. Every shape
+/// that comes from data, attributes or broadcasting goes through here.
+func elementCount(_ shape: [Int]) throws -> Int {
+    var count = 1
+    for d in shape {
+        guard d >= 0 else { throw RuntimeError(.badShape, "output shape \(shape) has a negative dim") }
+        let (product, overflow) = count.multipliedReportingOverflow(by: d)
+        guard !overflow else { throw RuntimeError(.tooLarge, "output shape \(shape) has more elements than an Int can count") }
+        count = product
+    }
+    do {
+        try MemoryBudget.check(count, width: 8, "output shape \(shape) (\(count) elements)")
+    } catch let error as TessError {
+        throw RuntimeError(.tooLarge, error.message)
+    }
+    return count
+}
+
+/// `a + b` for sizes from data, refused on overflow.
+func checkedSum(_ a: Int, _ b: Int) throws -> Int {
+    let (sum, overflow) = a.addingReportingOverflow(b)
+    guard !overflow else { throw RuntimeError(.tooLarge, "size \(a) + \(b) overflows") }
+    return sum
+}

@@ -35,8 +35,15 @@ enum ConvolutionOps {
             padEnd = Array(pads.suffix(r))
             output = []
             let autoPad = c.string("auto_pad", "NOTSET")
+            guard kernel.allSatisfy({ $0 >= 1 }), pads.allSatisfy({ $0 >= 0 }) else {
+                throw RuntimeError(.badShape, "kernel \(kernel) and pads \(pads) must be positive and non-negative")
+            }
             for d in 0 ..< r {
-                let span = (kernel[d] - 1) * dilations[d] + 1
+                let (extent, overflow) = (kernel[d] - 1).multipliedReportingOverflow(by: dilations[d])
+                guard !overflow, extent < Int.max / 4, input[d] < Int.max / 4, pads[d] < Int.max / 4, pads[d + r] < Int.max / 4 else {
+                    throw RuntimeError(.tooLarge, "kernel \(kernel), dilations \(dilations) and pads \(pads) overflow")
+                }
+                let span = extent + 1
                 switch autoPad {
                 case "SAME_UPPER", "SAME_LOWER":
                     let out = (input[d] + strides[d] - 1) / strides[d]
@@ -54,6 +61,7 @@ enum ConvolutionOps {
                 if ceilMode, (out - 1) * strides[d] >= input[d] + padBegin[d] { out -= 1 }
                 output.append(out)
             }
+            _ = try elementCount(kernel + output)   // the tap-by-pixel index table
         }
 
         var taps: Int { kernel.reduce(1, *) }
@@ -99,7 +107,7 @@ enum ConvolutionOps {
         guard window.kernel == Array(weightShape.dropFirst(2)) else { throw RuntimeError(.badShape, "kernel_shape disagrees with weight \(weightShape)") }
         let groupIn = channels / groups, groupOut = outChannels / groups
         let (sources, _) = window.sources()
-        var y = [Float](repeating: 0, count: batch * outChannels * window.outputCount)
+        var y = [Float](repeating: 0, count: try elementCount([batch, outChannels] + window.output))
         let bias = c.optionalInput(2)?.asFloats
         for channel in 0 ..< outChannels {
             let b = bias?[channel] ?? 0
@@ -199,7 +207,7 @@ enum ConvolutionOps {
         let includePad = average && c.int("count_include_pad", 0) != 0
         let (sources, inside) = window.sources(countPadding: includePad)
         let planes = x.shape[0] * x.shape[1], pixels = x.shape.dropFirst(2).reduce(1, *), outPixels = window.outputCount
-        var y = [Float](repeating: 0, count: planes * outPixels)
+        var y = [Float](repeating: 0, count: try elementCount([planes] + window.output))
         for plane in 0 ..< planes {
             let base = plane * pixels
             for o in 0 ..< outPixels {

@@ -14,6 +14,7 @@ enum LinearOps {
         if let op = c.weight {
             let k = a.shape.last!
             guard k == op.depth else { throw RuntimeError(.badShape, "A \(a.shape) does not fit B \(op.tensor.shape)") }
+            _ = try elementCount(a.shape.dropLast() + [op.rows])
             let y = try op.apply(x, batch: x.count / max(k, 1), threads: c.threads)
             return Value(y, shape: a.shape.dropLast() + [op.rows], type: a.type)
         }
@@ -29,7 +30,7 @@ enum LinearOps {
         let batchShape = try Broadcast.shape([Array(aShape.dropLast(2)), Array(bShape.dropLast(2))])
         let aBatches = Broadcast.sourceIndices(of: Array(aShape.dropLast(2)), in: batchShape)
         let bBatches = Broadcast.sourceIndices(of: Array(bShape.dropLast(2)), in: batchShape)
-        var y = [Float](repeating: 0, count: aBatches.count * m * n)
+        var y = [Float](repeating: 0, count: try elementCount(batchShape + [m, n]))
         x.withUnsafeBufferPointer { xp in
             w.withUnsafeBufferPointer { wp in
                 y.withUnsafeMutableBufferPointer { yp in
@@ -59,13 +60,14 @@ enum LinearOps {
         if let op = c.weight {
             guard op.depth == k else { throw RuntimeError(.badShape, "A's \(k) columns do not fit B \(op.tensor.shape)") }
             n = op.rows
+            _ = try elementCount([m, n])
             y = try op.apply(x, batch: m, threads: c.threads)
         } else {
             var b = try c.input(1)
             if c.int("transB", 0) != 0 { b = ShapeOps.transpose(b, [1, 0]) }
             guard b.shape.count == 2, b.shape[0] == k, let w = b.floats else { throw RuntimeError(.badShape, "B \(b.shape) does not fit A's \(k) columns") }
             n = b.shape[1]
-            y = [Float](repeating: 0, count: m * n)
+            y = [Float](repeating: 0, count: try elementCount([m, n]))
             x.withUnsafeBufferPointer { xp in
                 w.withUnsafeBufferPointer { wp in
                     y.withUnsafeMutableBufferPointer { denseProduct(xp.baseAddress!, wp.baseAddress!, $0.baseAddress!, m: m, k: k, n: n) }

@@ -23,8 +23,7 @@ enum ShapeOps {
             let shape = try dims(c.input(0))
             var fill = Value([Float(0)], shape: [1])
             if case .tensor(let tensor)? = c.attribute("value") { fill = try Value(tensor) }
-            let count = shape.reduce(1, *)
-            return [fill.picking([Int](repeating: 0, count: count), shape: shape)]
+            return [fill.picking([Int](repeating: 0, count: try elementCount(shape)), shape: shape)]
         }
         t["Reshape"] = { c in
             let x = try c.input(0)
@@ -129,12 +128,13 @@ enum ShapeOps {
                 guard k >= 0, k < n else { throw RuntimeError(.badShape, "Gather index \(i) is out of range for axis \(axis) of size \(n)") }
                 return k
             }
+            let shape = Array(data.shape.prefix(axis)) + indices.shape + Array(data.shape.dropFirst(axis + 1))
             var flat: [Int] = []
-            flat.reserveCapacity(outer * picks.count * inner)
+            flat.reserveCapacity(try elementCount(shape))
             for o in 0 ..< outer {
                 for k in picks { flat.append(contentsOf: (o * n + k) * inner ..< (o * n + k + 1) * inner) }
             }
-            return [data.picking(flat, shape: Array(data.shape.prefix(axis)) + indices.shape + Array(data.shape.dropFirst(axis + 1)))]
+            return [data.picking(flat, shape: shape)]
         }
         t["ai.onnx.ml:ArrayFeatureExtractor"] = { c in
             let data = try c.input(0), indices = try c.input(1).asInts.map { Int($0) }
@@ -153,9 +153,14 @@ enum ShapeOps {
         t["Tile"] = { c in
             let x = try c.input(0), repeats = try dims(c.input(1))
             guard repeats.count == x.shape.count else { throw RuntimeError(.badShape, "Tile repeats \(repeats) do not fit rank \(x.shape.count)") }
-            let shape = zip(x.shape, repeats).map(*)
+            let shape = try zip(x.shape, repeats).map { d, r in
+                let (n, overflow) = d.multipliedReportingOverflow(by: r)
+                guard !overflow else { throw RuntimeError(.tooLarge, "Tile of \(x.shape) by \(repeats) overflows") }
+                return n
+            }
+            let count = try elementCount(shape)
             let outStrides = Broadcast.strides(shape), inStrides = Broadcast.strides(x.shape)
-            let flat = (0 ..< shape.reduce(1, *)).map { i in
+            let flat = (0 ..< count).map { i in
                 x.shape.indices.reduce(0) { sum, a in sum + (i / outStrides[a] % shape[a]) % x.shape[a] * inStrides[a] }
             }
             return [x.picking(flat, shape: shape)]
@@ -165,16 +170,25 @@ enum ShapeOps {
             if case .int = start.elements {
                 let s = start.asInts[0], l = limit.asInts[0], d = delta.asInts[0]
                 guard d != 0 else { throw RuntimeError(.badShape, "Range delta is 0") }
-                let n = max(0, Int((Double(l - s) / Double(d)).rounded(.up)))
-                return [Value((0 ..< n).map { s + Int64($0) * d }, shape: [n], type: start.type)]
+                let n = try rangeCount(Double(l) - Double(s), Double(d))
+                return [Value((0 ..< n).map { s &+ Int64($0) &* d }, shape: [n], type: start.type)]
             }
             let s = start.asFloats[0], l = limit.asFloats[0], d = delta.asFloats[0]
             guard d != 0 else { throw RuntimeError(.badShape, "Range delta is 0") }
-            let n = max(0, Int(((l - s) / d).rounded(.up)))
+            let n = try rangeCount(Double(l) - Double(s), Double(d))
             return [Value((0 ..< n).map { s + Float($0) * d }, shape: [n], type: start.type)]
         }
         t["Pad"] = { c in [try pad(c)] }
         return t
+    }
+
+    /// Range's element count, max(ceil(span / delta), 0), refused before it is allocated.
+    static func rangeCount(_ span: Double, _ delta: Double) throws -> Int {
+        let n = (span / delta).rounded(.up)
+        guard n.isFinite, n < 0x1p62 else { throw RuntimeError(.tooLarge, "Range of \(span) in steps of \(delta) has too many elements") }
+        let count = max(0, Int(n))
+        _ = try elementCount([count])
+        return count
     }
 
     /// A shape tensor's entries; negative ones are refused unless `allowNegative` (Reshape's -1).
@@ -200,12 +214,16 @@ enum ShapeOps {
     static func reshape(_ shape: [Int], to requested: [Int], allowZero: Bool) throws -> [Int] {
         let count = shape.reduce(1, *)
         var out = requested.enumerated().map { k, d in d == 0 && !allowZero && k < shape.count ? shape[k] : d }
+        // Products of requested dims saturate: anything past the element count cannot match it.
+        func product(_ dims: [Int]) -> Int {
+            dims.reduce(1) { p, d in let (r, o) = p.multipliedReportingOverflow(by: d); return o ? Int.max : r }
+        }
         if let unknown = out.firstIndex(of: -1) {
-            let known = out.enumerated().filter { $0.offset != unknown }.map(\.element).reduce(1, *)
+            let known = product(out.enumerated().filter { $0.offset != unknown }.map(\.element))
             guard known > 0, count % known == 0 else { throw RuntimeError(.badShape, "cannot reshape \(shape) to \(requested)") }
             out[unknown] = count / known
         }
-        guard out.allSatisfy({ $0 >= 0 }), out.reduce(1, *) == count else {
+        guard out.allSatisfy({ $0 >= 0 }), product(out) == count else {
             throw RuntimeError(.badShape, "cannot reshape \(shape) (\(count) elements) to \(requested)")
         }
         return out
@@ -250,8 +268,9 @@ enum ShapeOps {
         guard pads.count == 2 * rank else { throw RuntimeError(.badShape, "pads \(pads) do not fit rank \(rank)") }
         let mode = c.string("mode", "constant")
         let fill: Float = c.opset < 11 ? c.float("value", 0) : (c.optionalInput(2)?.asFloats.first ?? 0)
-        let shape = (0 ..< rank).map { x.shape[$0] + pads[$0] + pads[$0 + rank] }
+        let shape = try (0 ..< rank).map { try checkedSum(checkedSum(x.shape[$0], pads[$0]), pads[$0 + rank]) }
         guard shape.allSatisfy({ $0 >= 0 }) else { throw RuntimeError(.badShape, "pads \(pads) remove more than shape \(x.shape) holds") }
+        _ = try elementCount(shape)
         let outStrides = Broadcast.strides(shape), inStrides = Broadcast.strides(x.shape)
         // Source index per output element, or -1 for the constant fill.
         let sources: [Int] = (0 ..< shape.reduce(1, *)).map { i in
