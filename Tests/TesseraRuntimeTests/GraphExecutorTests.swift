@@ -44,6 +44,24 @@ import TesseraONNX
         #expect(throws: RuntimeError.self) { try run("Gather", [iota([2, 3]), ints([3])], attributes: ["axis": .int(1)]) }
     }
 
+    /// What FuzzGraph found: shapes and values that trapped instead of being refused.
+    @Test func fuzzFindingsAreRefusedOrDefined() throws {
+        let scalar = Value([Float(1)], shape: [])
+        #expect { try run("Gather", [scalar, ints([0])]) } throws: { ($0 as? RuntimeError)?.code == .badShape }
+        #expect { try run("Concat", [scalar, scalar]) } throws: { ($0 as? RuntimeError)?.code == .badShape }
+        #expect { try run("Gemm", [iota([4, 8]), iota([8])], attributes: ["transB": .int(1)]) } throws: {
+            ($0 as? RuntimeError)?.message == "Gemm's B must be 2-D, got [8]"
+        }
+        #expect { try run("LayerNormalization", [iota([2, 3]), iota([4])]) } throws: {
+            ($0 as? RuntimeError)?.message == "shape [4] does not broadcast to [3]"
+        }
+        // Float indices and shapes saturate (NaN is 0) instead of trapping on conversion.
+        #expect { try run("Gather", [iota([3]), floats([.nan, 1e30], [2])]) } throws: { ($0 as? RuntimeError)?.code == .badShape }
+        #expect(try run("Neg", [ints([Int64.min, 5])]).asFloats == [Float(Int64.min), -5])
+        #expect(try run("Abs", [ints([Int64.min])]).asFloats == [Float(Int64.min)])
+        #expect(try run("Cast", [floats([.nan, 1e30, -1e30], [3])], attributes: ["to": .int(7)]).asFloats == [0, 9.2e18, -9.2e18])
+    }
+
     @Test func padReflectsAndReplicatesEdges() throws {
         let x = iota([1, 3])
         #expect(try run("Pad", [x, ints([0, 2, 0, 1])], attributes: ["mode": .string("reflect")]).asFloats == [2, 1, 0, 1, 2, 1])

@@ -28,9 +28,13 @@ enum Broadcast {
         return strides
     }
 
-    /// For each flat index of `out`, the flat index into an operand of shape `s` broadcast to it.
-    static func sourceIndices(of s: [Int], in out: [Int]) -> [Int] {
+    /// For each flat index of `out`, the flat index into an operand of shape `s` broadcast to it;
+    /// refused unless `s` broadcasts to `out`.
+    static func sourceIndices(of s: [Int], in out: [Int]) throws -> [Int] {
         let pad = out.count - s.count
+        guard pad >= 0, s.indices.allSatisfy({ s[$0] == 1 || s[$0] == out[$0 + pad] }) else {
+            throw RuntimeError(.badShape, "shape \(s) does not broadcast to \(out)")
+        }
         let sourceStrides = strides(s)
         // Stride along each output axis: 0 where the operand stretches.
         let step = out.indices.map { axis in axis < pad || s[axis - pad] == 1 ? 0 : sourceStrides[axis - pad] }
@@ -66,8 +70,8 @@ enum Broadcast {
         let out = try shape([aShape, bShape])
         if out == aShape, let blocks = Blocks(bShape, in: out) { return (blocks.combine(a, b, f), out) }
         if out == bShape, let blocks = Blocks(aShape, in: out) { return (blocks.combine(b, a) { f($1, $0) }, out) }
-        let ai = aShape == out ? Array(a.indices) : sourceIndices(of: aShape, in: out)
-        let bi = bShape == out ? Array(b.indices) : sourceIndices(of: bShape, in: out)
+        let ai = aShape == out ? Array(a.indices) : try sourceIndices(of: aShape, in: out)
+        let bi = bShape == out ? Array(b.indices) : try sourceIndices(of: bShape, in: out)
         return ((0 ..< ai.count).map { f(a[ai[$0]], b[bi[$0]]) }, out)
     }
 

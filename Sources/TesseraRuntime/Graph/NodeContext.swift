@@ -57,10 +57,11 @@ struct NodeContext {
     }
 }
 
-/// An axis attribute in [-rank, rank) made non-negative.
-func normalizedAxis(_ axis: Int, rank: Int) throws -> Int {
+/// An axis attribute in [-rank, rank) made non-negative. A scalar has no axis, except for ops
+/// that treat it as one element along axis 0 (`scalarAllowed`).
+func normalizedAxis(_ axis: Int, rank: Int, scalarAllowed: Bool = false) throws -> Int {
     let a = axis < 0 ? axis + rank : axis
-    guard a >= 0, a < max(rank, 1) else {
+    guard a >= 0, a < (scalarAllowed ? max(rank, 1) : rank) else {
         throw RuntimeError(.badShape, "axis \(axis) is out of range for rank \(rank)")
     }
     return a

@@ -85,10 +85,10 @@ public struct Value: Sendable {
         }
     }
 
-    /// Elements as Int64 (shape arithmetic reads integer tensors this way).
+    /// Elements as Int64 (shape arithmetic reads integer tensors this way); floats saturate.
     var asInts: [Int64] {
         switch elements {
-        case .float(let v): return v.map { Int64($0) }
+        case .float(let v): return v.map(Self.saturatingInt)
         case .int(let v): return v
         case .bool(let v): return v.map { $0 ? 1 : 0 }
         }
@@ -127,12 +127,16 @@ public struct Value: Sendable {
         }
         let ints: [Int64]
         switch elements {
-        case .float(let v): ints = v.map { $0.isFinite ? Int64(max(min($0, 9.2e18), -9.2e18)) : 0 }
+        case .float(let v): ints = v.map(Self.saturatingInt)
         case .int(let v): ints = v
         case .bool(let v): ints = v.map { $0 ? 1 : 0 }
         }
         return Value(ints.map { Self.wrap($0, to: type) }, shape: shape, type: type)
     }
+
+    /// A float toward zero, clamped to the Int64 range; NaN is 0 (values from files may be anything).
+    static func saturatingInt(_ x: Float) -> Int64 { saturatingInt(Double(x)) }
+    static func saturatingInt(_ x: Double) -> Int64 { x.isNaN ? 0 : Int64(max(min(x, 9.2e18), -9.2e18)) }
 
     /// Two's-complement wrap of an integer into a narrower ONNX integer type.
     static func wrap(_ v: Int64, to type: DataType) -> Int64 {

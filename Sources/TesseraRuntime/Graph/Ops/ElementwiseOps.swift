@@ -45,15 +45,15 @@ enum ElementwiseOps {
             let high = c.opset < 11 ? Double(c.float("max", .greatestFiniteMagnitude)) : c.optionalInput(2).map { Double($0.asFloats[0]) }
             switch x.elements {
             case .int(let v):
-                let lo = low.map { Int64($0) } ?? .min, hi = high.map { Int64($0) } ?? .max
+                let lo = low.map(Value.saturatingInt) ?? .min, hi = high.map(Value.saturatingInt) ?? .max
                 return [Value(v.map { min(max($0, lo), hi) }, shape: x.shape, type: x.type)]
             default:
                 let lo = Float(low ?? -.infinity), hi = Float(high ?? .infinity)
                 return [try floatMap(c) { min(max($0, lo), hi) }]
             }
         }
-        t["Neg"] = { c in try signed(c, { -$0 }, { -$0 }) }
-        t["Abs"] = { c in try signed(c, { abs($0) }, { abs($0) }) }
+        t["Neg"] = { c in try signed(c, { -$0 }, { 0 &- $0 }) }   // integers wrap, as two's complement does
+        t["Abs"] = { c in try signed(c, { abs($0) }, { $0 < 0 ? 0 &- $0 : $0 }) }
         t["Sign"] = { c in try signed(c, { $0 > 0 ? 1 : ($0 < 0 ? -1 : 0) }, { $0.signum() }) }
         t["Not"] = { c in
             let x = try c.input(0)
@@ -78,7 +78,7 @@ enum ElementwiseOps {
         t["Pow"] = { c in
             let base = try c.input(0), exponent = try c.input(1)
             if case .int(let b) = base.elements {
-                let (y, shape) = try Broadcast.apply(b, base.shape, exponent.asFloats, exponent.shape) { Int64(Foundation.pow(Double($0), Double($1))) }
+                let (y, shape) = try Broadcast.apply(b, base.shape, exponent.asFloats, exponent.shape) { Value.saturatingInt(Foundation.pow(Double($0), Double($1))) }
                 return [Value(y, shape: shape, type: base.type)]
             }
             let (y, shape) = try Broadcast.apply(base.asFloats, base.shape, exponent.asFloats, exponent.shape) { x, e in
@@ -117,8 +117,8 @@ enum ElementwiseOps {
             let condition = try c.input(0), x = try c.input(1), y = try c.input(2)
             guard let mask = condition.bools else { throw RuntimeError(.unsupportedType, "Where's condition must be bool") }
             let shape = try Broadcast.shape([condition.shape, x.shape, y.shape])
-            let m = Broadcast.sourceIndices(of: condition.shape, in: shape)
-            let xi = Broadcast.sourceIndices(of: x.shape, in: shape), yi = Broadcast.sourceIndices(of: y.shape, in: shape)
+            let m = try Broadcast.sourceIndices(of: condition.shape, in: shape)
+            let xi = try Broadcast.sourceIndices(of: x.shape, in: shape), yi = try Broadcast.sourceIndices(of: y.shape, in: shape)
             switch (x.elements, y.elements) {
             case (.float(let a), .float(let b)):
                 return [Value(m.indices.map { mask[m[$0]] ? a[xi[$0]] : b[yi[$0]] }, shape: shape, type: x.type)]

@@ -28,8 +28,8 @@ enum LinearOps {
         let (k2, n) = (bShape[bShape.count - 2], bShape.last!)
         guard k == k2 else { throw RuntimeError(.badShape, "MatMul of \(a.shape) and \(b.shape): inner dims differ") }
         let batchShape = try Broadcast.shape([Array(aShape.dropLast(2)), Array(bShape.dropLast(2))])
-        let aBatches = Broadcast.sourceIndices(of: Array(aShape.dropLast(2)), in: batchShape)
-        let bBatches = Broadcast.sourceIndices(of: Array(bShape.dropLast(2)), in: batchShape)
+        let aBatches = try Broadcast.sourceIndices(of: Array(aShape.dropLast(2)), in: batchShape)
+        let bBatches = try Broadcast.sourceIndices(of: Array(bShape.dropLast(2)), in: batchShape)
         var y = [Float](repeating: 0, count: try elementCount(batchShape + [m, n]))
         x.withUnsafeBufferPointer { xp in
             w.withUnsafeBufferPointer { wp in
@@ -64,8 +64,9 @@ enum LinearOps {
             y = try op.apply(x, batch: m, threads: c.threads)
         } else {
             var b = try c.input(1)
+            guard b.shape.count == 2 else { throw RuntimeError(.badShape, "Gemm's B must be 2-D, got \(b.shape)") }
             if c.int("transB", 0) != 0 { b = ShapeOps.transpose(b, [1, 0]) }
-            guard b.shape.count == 2, b.shape[0] == k, let w = b.floats else { throw RuntimeError(.badShape, "B \(b.shape) does not fit A's \(k) columns") }
+            guard b.shape[0] == k, let w = b.floats else { throw RuntimeError(.badShape, "B \(b.shape) does not fit A's \(k) columns") }
             n = b.shape[1]
             y = [Float](repeating: 0, count: try elementCount([m, n]))
             x.withUnsafeBufferPointer { xp in

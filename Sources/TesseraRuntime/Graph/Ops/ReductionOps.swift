@@ -42,13 +42,13 @@ enum ReductionOps {
         let results = (0 ..< outCount).map { o in Float(f(values[o * run ..< (o + 1) * run].map(Double.init))) }
         let keepDims = c.int("keepdims", 1) != 0
         let shape = keepDims ? x.shape.indices.map { reduced.contains($0) ? 1 : x.shape[$0] } : kept.map { x.shape[$0] }
-        if case .int = x.elements { return Value(results.map { Int64($0) }, shape: shape, type: x.type) }
+        if case .int = x.elements { return Value(results.map(Value.saturatingInt), shape: shape, type: x.type) }
         return Value(results, shape: shape, type: x.type)
     }
 
     static func argReduce(_ c: NodeContext, _ better: (Float, Float) -> Bool) throws -> Value {
         let x = try c.input(0)
-        let axis = try normalizedAxis(c.int("axis", 0), rank: x.shape.count)
+        let axis = try normalizedAxis(c.int("axis", 0), rank: x.shape.count, scalarAllowed: true)
         let (outer, n, inner) = split(x.shape, axis)
         let v = x.asFloats, last = c.int("select_last_index", 0) != 0
         var out = [Int64](repeating: 0, count: outer * inner)
@@ -82,7 +82,7 @@ enum ReductionOps {
             let axis = try splitAxis(c.int("axis", 1), rank: rank)
             (outer, n, inner) = (x.shape.prefix(axis).reduce(1, *), x.shape.dropFirst(axis).reduce(1, *), 1)
         } else {
-            (outer, n, inner) = split(x.shape, try normalizedAxis(c.int("axis", -1), rank: rank))
+            (outer, n, inner) = split(x.shape, try normalizedAxis(c.int("axis", -1), rank: rank, scalarAllowed: true))
         }
         v.withUnsafeMutableBufferPointer { v in
             for o in 0 ..< outer {
@@ -109,14 +109,14 @@ enum ReductionOps {
     static func layerNorm(_ c: NodeContext) throws -> [Value] {
         let x = try c.input(0)
         let v = try c.floats(0)
-        let axis = try normalizedAxis(c.int("axis", -1), rank: x.shape.count)
+        let axis = try normalizedAxis(c.int("axis", -1), rank: x.shape.count, scalarAllowed: true)
         let normShape = Array(x.shape[axis...])
         let n = normShape.reduce(1, *), outer = x.count / max(n, 1)
         let epsilon = Double(c.float("epsilon", 1e-5))
         let scale = try c.input(1), bias = c.optionalInput(2)
-        let scaleIndex = Broadcast.sourceIndices(of: scale.shape, in: normShape)
+        let scaleIndex = try Broadcast.sourceIndices(of: scale.shape, in: normShape)
         let gamma = scale.asFloats, beta = bias?.asFloats
-        let betaIndex = bias.map { Broadcast.sourceIndices(of: $0.shape, in: normShape) }
+        let betaIndex = try bias.map { try Broadcast.sourceIndices(of: $0.shape, in: normShape) }
         var y = [Float](repeating: 0, count: v.count)
         var means = [Float](repeating: 0, count: outer), inverse = [Float](repeating: 0, count: outer)
         for o in 0 ..< outer {

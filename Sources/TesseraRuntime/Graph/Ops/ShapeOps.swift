@@ -148,7 +148,7 @@ enum ShapeOps {
         t["Expand"] = { c in
             let x = try c.input(0)
             let shape = try Broadcast.shape([x.shape, try dims(c.input(1))])
-            return [x.picking(Broadcast.sourceIndices(of: x.shape, in: shape), shape: shape)]
+            return [x.picking(try Broadcast.sourceIndices(of: x.shape, in: shape), shape: shape)]
         }
         t["Tile"] = { c in
             let x = try c.input(0), repeats = try dims(c.input(1))
@@ -296,7 +296,7 @@ enum ShapeOps {
         guard mode == "constant" || mode == "edge" || mode == "reflect" else { throw RuntimeError(.unsupportedAttribute, "Pad mode '\(mode)'") }
         switch x.elements {
         case .float(let v): return Value(sources.map { $0 < 0 ? fill : v[$0] }, shape: shape, type: x.type)
-        case .int(let v): return Value(sources.map { $0 < 0 ? Int64(fill) : v[$0] }, shape: shape, type: x.type)
+        case .int(let v): return Value(sources.map { $0 < 0 ? Value.saturatingInt(fill) : v[$0] }, shape: shape, type: x.type)
         case .bool(let v): return Value(sources.map { $0 < 0 ? fill != 0 : v[$0] }, shape: shape)
         }
     }
