@@ -240,11 +240,13 @@ struct FileIndex {
             let qAxis = Int(try c.readI32())
             let block = try c.readLength("group size")
             let granularity: QuantizationGranularity
-            switch (kind, qAxis) {
-            case (0, -1): granularity = .perTensor
-            case (1, 0...): granularity = .perAxis(axis: qAxis)
-            case (2, 0...): granularity = .perGroup(axis: qAxis, blockSize: block)
-            default: throw TessError(.badQuantization, "granularity \(kind) with axis \(qAxis) is not valid", offset: at)
+            // Axis and group size are checked together, by the same rule for every granularity.
+            switch (kind, qAxis, block) {
+            case (0, -1, 0): granularity = .perTensor
+            case (1, 0..., 0): granularity = .perAxis(axis: qAxis)
+            case (2, 0..., 1...): granularity = .perGroup(axis: qAxis, blockSize: block)
+            default:
+                throw TessError(.badQuantization, "granularity \(kind) with axis \(qAxis) and group size \(block) is not valid (per-tensor: axis -1, group size 0; per-axis: axis >= 0, group size 0; per-group: axis >= 0, group size >= 1)", offset: at)
             }
             let scales = Int(try c.readU32())
             let zp = try c.readU32()

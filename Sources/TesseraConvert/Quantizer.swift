@@ -40,6 +40,11 @@ public enum Quantizer {
             granularity = .perTensor
         }
         let values = try tensor.densify()
+        // Codes have no NaN or infinity: quantizing would silently make them the zero point.
+        let nonFinite = values.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+        guard nonFinite == 0 else {
+            throw ConvertError("tensor '\(tensor.name)' holds \(nonFinite) NaN or infinite value(s), which quantized codes cannot represent; keep it exact with a recipe rule {\"match\": \"\(tensor.name)\", \"skip\": true}")
+        }
         let geometry = try TensorGeometry(shape: tensor.shape)
         let groups = ScaleIndexer(granularity, geometry: geometry)
         let scaleCount = geometry.scaleCount(granularity)

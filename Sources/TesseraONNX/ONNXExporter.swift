@@ -85,8 +85,21 @@ public enum ONNXExporter {
                     bytes.withUnsafeBytes { t.setRawData($0) }
                 }
             case .sparse(let s):
-                let (indices, values) = try tensor.coo()
                 guard let v = s.pointee.values, let ix = s.pointee.indices else { continue }
+                let nnz = Int(ix.dims.first ?? 0)
+                if nnz == 0 || ix.pointee.has_raw_data != 0 || ix.pointee.n_int64_data > 0 {
+                    // The source's indices, kept in the graph section: the values at them, in
+                    // their order, rebuild the source's sparse initializer exactly.
+                    let (linear, _) = try ONNXImporter.linearIndices(ix, nnz: nnz, shape: tensor.shape, name: name,
+                                                                     location: ModelLocation(path: file.path),
+                                                                     externalFiles: ExternalFiles(), owner: model)
+                    try tensor.values(atLinearIndices: linear).withUnsafeBytes { v.setRawData($0) }
+                    v.setDims([nnz])
+                    continue
+                }
+                // Files written before the graph section kept the indices: the non-absent
+                // elements in row-major order.
+                let (indices, values) = try tensor.coo()
                 values.withUnsafeBytes { v.setRawData($0) }
                 v.setDims([indices.count])
                 let rank = tensor.shape.count

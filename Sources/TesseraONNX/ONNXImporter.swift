@@ -163,43 +163,51 @@ public enum ONNXImporter {
         // Counts from the file go through the same checked geometry as dense dims.
         let nnz = try Self.shape(valuesProto.dims, name: name, model: model)[0]
         let values = try tensorData(valuesProto, type: type, count: nnz, name: name, location: location, externalFiles: externalFiles, owner: owner)
-        guard indicesProto.dataType == Int32(DataType.int64.rawValue) else {
-            throw ONNXError(.badTensorData, "sparse indices must be int64", model: model, tensor: name)
-        }
-        let rank = shape.count
-        let linearForm = indicesProto.dims == [Int64(nnz)]
-        guard linearForm || indicesProto.dims == [Int64(nnz), Int64(rank)] else {
-            throw ONNXError(.badTensorData, "sparse indices dims \(indicesProto.dims) must be [\(nnz)] or [\(nnz), \(rank)]", model: model, tensor: name)
-        }
-        let indexCount = try Self.shape(indicesProto.dims, name: name, model: model).reduce(1, *)
-        let indexBytes = try tensorData(indicesProto, type: .int64, count: indexCount, name: name, location: location, externalFiles: externalFiles, owner: owner)
-        let raw: [Int64] = indexBytes.withUnsafeBytes { p in (0 ..< indexCount).map { Int64(littleEndian: p.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) } }
-        var linear: [Int] = []
-        linear.reserveCapacity(nnz)
-        for j in 0 ..< nnz {
-            if linearForm {
-                linear.append(Int(raw[j]))
-            } else {
-                var index = 0
-                for axis in 0 ..< rank {
-                    let c = Int(raw[j * rank + axis])
-                    guard c >= 0, c < shape[axis] else {
-                        throw ONNXError(.badTensorData, "sparse index \(j) is out of range on axis \(axis)", model: model, tensor: name)
-                    }
-                    index = index * shape[axis] + c
-                }
-                linear.append(index)
-            }
-        }
-        // ONNX requires ascending indices without duplicates; fromCOO refuses anything else.
+        let (linear, indexBytes) = try linearIndices(indicesProto, nnz: nnz, shape: shape, name: name, location: location,
+                                                     externalFiles: externalFiles, owner: owner)
+        // The graph section keeps the indices (see strip); external ones move inline there.
+        if indicesProto.isExternal { indexBytes.withUnsafeBytes { indicesProto.setRawData($0) } }
+        // Any order is kept; duplicates are refused.
         let tensor: Tensor
         do {
-            let dense = try Tensor.fromCOO(name: name, dataType: type, shape: shape, linearIndices: linear, values: values)
-            tensor = rank == 2 ? try dense.encoded(as: .csr) : dense
+            let dense = try Tensor.fromCOO(name: name, dataType: type, shape: shape, linearIndices: linear, values: values, anyOrder: true)
+            tensor = shape.count == 2 ? try dense.encoded(as: .csr) : dense
         } catch let error as TessError {
             throw ONNXError(.badTensorData, "sparse initializer: \(error.message)", model: model, tensor: name)
         }
         return tensor
+    }
+
+    /// A sparse initializer's indices as row-major positions in `shape`, in their stored order:
+    /// from the linear form `[nnz]` or the coordinate form `[nnz, rank]` (each checked in range);
+    /// and their bytes.
+    static func linearIndices(_ indices: UnsafeMutablePointer<Onnx__TensorProto>, nnz: Int, shape: [Int], name: String,
+                              location: ModelLocation, externalFiles: ExternalFiles,
+                              owner: AnyObject & Sendable) throws -> ([Int], TensorBytes) {
+        let model = location.path
+        guard indices.dataType == Int32(DataType.int64.rawValue) else {
+            throw ONNXError(.badTensorData, "sparse indices must be int64", model: model, tensor: name)
+        }
+        let rank = shape.count
+        let linearForm = indices.dims == [Int64(nnz)]
+        guard linearForm || indices.dims == [Int64(nnz), Int64(rank)] else {
+            throw ONNXError(.badTensorData, "sparse indices dims \(indices.dims) must be [\(nnz)] or [\(nnz), \(rank)]", model: model, tensor: name)
+        }
+        let count = try Self.shape(indices.dims, name: name, model: model).reduce(1, *)
+        let bytes = try tensorData(indices, type: .int64, count: count, name: name, location: location, externalFiles: externalFiles, owner: owner)
+        let raw: [Int64] = bytes.withUnsafeBytes { p in (0 ..< count).map { Int64(littleEndian: p.loadUnaligned(fromByteOffset: $0 * 8, as: Int64.self)) } }
+        if linearForm { return (raw.map { Int($0) }, bytes) }
+        return (try (0 ..< nnz).map { j in
+            var index = 0
+            for axis in 0 ..< rank {
+                let c = Int(raw[j * rank + axis])
+                guard c >= 0, c < shape[axis] else {
+                    throw ONNXError(.badTensorData, "sparse index \(j) is out of range on axis \(axis)", model: model, tensor: name)
+                }
+                index = index * shape[axis] + c
+            }
+            return index
+        }, bytes)
     }
 
     /// Remove the payload from the model and point it at the .tess tensor `name`.
@@ -209,9 +217,10 @@ public enum ONNXImporter {
             t.clearData()
             t.setExternalData([(GraphSection.tensorKey, name)])
         case .sparse(let s):
+            // The indices stay, so that export rebuilds the source's values and indices exactly
+            // (explicit zeros and index order included) by reading the tensor at them.
             s.pointee.values?.clearData()
             s.pointee.values?.setExternalData([(GraphSection.tensorKey, name)])
-            s.pointee.indices?.clearData()   // its dims keep the index form ([nnz] or [nnz, rank])
         }
     }
 }

@@ -1,0 +1,93 @@
+"""Issue 19: what an outsider found, written from the spec or as a first-time user would try."""
+import os
+import struct
+
+import numpy as np
+import onnx
+import pytest
+import xxhash
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import ROOT, tessera
+from test_hardening import craft
+
+
+def quantized_entry(granularity, axis, group_size, scales_buffer, values_buffer, dims=(4,)):
+    """A float tensor with int8 codes (spec 5.2's QuantizationParams written field by field)."""
+    name = b"w"
+    return (struct.pack("<I", len(name)) + name + struct.pack("<IIIiI", 1, 0, 0, -1, len(dims))
+            + b"".join(struct.pack("<Q", d) for d in dims)
+            + struct.pack("<IIIIiQII", 1, 3, 1, granularity, axis, group_size, scales_buffer, 0xFFFFFFFF)
+            + struct.pack("<I", values_buffer))
+
+
+def buffer(data):
+    return (data, 0, len(data), xxhash.xxh3_64_intdigest(data))
+
+
+@pytest.mark.parametrize("granularity, axis, group_size, scales, valid", [
+    (0, -1, 0, 1, True), (1, 0, 0, 4, True), (2, 0, 2, 2, True),
+    (1, 0, 2, 4, False),    # per-axis with a group size
+    (0, -1, 2, 1, False),   # per-tensor with a group size
+    (0, 0, 0, 1, False),    # per-tensor with an axis
+    (2, 0, 0, 4, False),    # per-group without a group size
+])
+def test_granularity_axis_and_group_size_follow_one_rule(granularity, axis, group_size, scales, valid, work):
+    path = work / "q.tess"
+    path.write_bytes(craft([buffer(bytes([1, 2, 3, 4])), buffer(struct.pack(f"<{scales}f", *[0.5] * scales))],
+                           [quantized_entry(granularity, axis, group_size, 1, 0)]))
+    result = tessera("verify", path, check=False)
+    if valid:
+        assert result.returncode == 0, result.stderr
+    else:
+        assert result.returncode == 1 and f"granularity {granularity} with axis {axis} and group size {group_size} is not valid" in result.stderr, result.stderr
+
+
+def test_nan_and_inf_in_a_weight_are_never_quantized_silently(work):
+    w = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32)
+    w[3, 4], w[10, 1], w[0, 0] = np.nan, np.inf, -np.inf
+    graph = helper.make_graph([helper.make_node("MatMul", ["X", "W"], ["y"])], "g",
+                              [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32])], [numpy_helper.from_array(w, "W")])
+    model = work / "nan.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    for spec in ("int8", "int4:group=32"):
+        result = tessera("convert", model, "-o", work / "q.tess", "--quantize", spec, "--minimum-elements", "1", check=False)
+        assert result.returncode == 1, result.stderr
+        assert "tensor 'W' holds 3 NaN or infinite value(s)" in result.stderr and '"skip": true' in result.stderr
+        assert not (work / "q.tess").exists()
+    tessera("convert", model, "-o", work / "lossless.tess")   # stored exactly, NaN and all
+
+
+@pytest.mark.parametrize("linear", [False, True], ids=["coordinate_indices", "linear_indices"])
+def test_sparse_initializers_round_trip_exactly_with_explicit_zeros_in_any_order(linear, work):
+    from conftest import normalized_bytes
+    import json
+    positions = [[63, 63], [0, 1], [5, 5], [2, 0]]   # unsorted, as ONNX's checker tolerates
+    values = np.array([3.0, 1.5, 0.0, -0.0], np.float32)   # two explicit zeros
+    if linear:
+        indices = numpy_helper.from_array(np.ravel_multi_index(np.array(positions).T, [64, 64]).astype(np.int64), "m_indices")
+    else:
+        indices = numpy_helper.from_array(np.array(positions, np.int64), "m_indices")
+    sparse = helper.make_sparse_tensor(numpy_helper.from_array(values, "m"), indices, [64, 64])
+    graph = helper.make_graph([], "g", [], [helper.make_tensor_value_info("m", TensorProto.FLOAT, None)], sparse_initializer=[sparse])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    source, tess, back = work / "s.onnx", work / "s.tess", work / "back.onnx"
+    onnx.save(model, source)
+    tessera("convert", source, "-o", tess, "--report", work / "r.json")
+    assert json.loads((work / "r.json").read_text())["tensors"][0]["fidelity"]["bit_exact"]
+    tessera("export", tess, "-o", back)
+    assert normalized_bytes(onnx.load(back)) == normalized_bytes(model)   # values, indices and their order
+    exported = onnx.load(back).graph.sparse_initializer[0]
+    assert numpy_helper.to_array(exported.values).tobytes() == values.tobytes()   # -0.0 keeps its sign bit
+    result = tessera("verify", tess, "--source", source)
+    assert "verdict: OK" in result.stdout
+
+
+def test_repeated_sparse_indices_are_refused(work):
+    indices = numpy_helper.from_array(np.array([3, 1, 3], np.int64), "m_indices")
+    sparse = helper.make_sparse_tensor(numpy_helper.from_array(np.ones(3, np.float32), "m"), indices, [8])
+    graph = helper.make_graph([], "g", [], [helper.make_tensor_value_info("m", TensorProto.FLOAT, None)], sparse_initializer=[sparse])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), work / "s.onnx")
+    result = tessera("convert", work / "s.onnx", "-o", work / "s.tess", check=False)
+    assert result.returncode == 1 and "COO index 3 is out of range, repeated or not increasing" in result.stderr
