@@ -91,3 +91,11 @@ def test_repeated_sparse_indices_are_refused(work):
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), work / "s.onnx")
     result = tessera("convert", work / "s.onnx", "-o", work / "s.tess", check=False)
     assert result.returncode == 1 and "COO index 3 is out of range, repeated or not increasing" in result.stderr
+
+
+def test_a_negative_zero_scale_is_valid_and_zeroes_its_group(work):
+    path = work / "z.tess"
+    path.write_bytes(craft([buffer(bytes([1, 2, 3, 4])), buffer(struct.pack("<f", -0.0))], [quantized_entry(0, -1, 0, 1, 0)]))
+    assert tessera("verify", path).returncode == 0
+    exported = tessera("export", path, "-o", work / "z.onnx", check=False)
+    assert exported.returncode == 1 and "no ONNX graph section" in exported.stderr   # a bare file: nothing to export
