@@ -1,6 +1,13 @@
 /// Logical element types. The numbers are ONNX's `TensorProto.DataType` numbers, so a value
 /// means the same thing in both formats; a number is never reused for another type.
 public enum DataType: UInt32, Sendable, CaseIterable, CustomStringConvertible {
+    /// The type numbered `number` (an ONNX or .tess number read from a file: any integer, so
+    /// that a negative or oversized one is simply unknown), or nil.
+    public init?<T: BinaryInteger>(number: T) {
+        guard let raw = UInt32(exactly: number) else { return nil }
+        self.init(rawValue: raw)
+    }
+
     case float = 1
     case uint8 = 2
     case int8 = 3

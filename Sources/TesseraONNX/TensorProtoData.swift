@@ -57,7 +57,7 @@ extension DataType {
         if raw == 8 {
             throw ONNXError(.unsupportedDataType, "string tensors cannot be stored in a .tess file", model: model, tensor: tensor)
         }
-        guard raw > 0, let type = DataType(rawValue: UInt32(raw)) else {
+        guard raw > 0, let type = DataType(number: raw) else {
             throw ONNXError(.unsupportedDataType, "ONNX data type \(raw) is not supported (.tess v1 stores types 1-23 except string)", model: model, tensor: tensor)
         }
         return type

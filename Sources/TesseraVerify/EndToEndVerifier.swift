@@ -14,14 +14,40 @@ public enum EndToEndVerifier {
         public var maxAbsError: Double?
         /// ... or the fraction of samples whose top-1 class agrees is below this.
         public var minTop1: Double?
+        /// Outputs to treat as class scores besides those the graph shows to be (see
+        /// `classScoreOutputs`).
+        public var classOutputs: Set<String>
         public var threads: Int
 
-        public init(minCosine: Double? = nil, maxAbsError: Double? = nil, minTop1: Double? = nil, threads: Int = 1) {
+        public init(minCosine: Double? = nil, maxAbsError: Double? = nil, minTop1: Double? = nil,
+                    classOutputs: Set<String> = [], threads: Int = 1) {
             self.minCosine = minCosine
             self.maxAbsError = maxAbsError
             self.minTop1 = minTop1
+            self.classOutputs = classOutputs
             self.threads = threads
         }
+    }
+
+    /// The outputs whose arg-max is a class: those made by Softmax, LogSoftmax or Sigmoid
+    /// (through ops that keep values, such as Identity, Reshape or Cast), or read by ArgMax or
+    /// TopK. Other float outputs (an embedding, a regression, logits the graph does not mark) have
+    /// no top-1 unless named; integer outputs are labels, compared for equality.
+    public static func classScoreOutputs(_ graph: ONNXGraph) -> Set<String> {
+        let producer = Dictionary(graph.nodes.flatMap { node in node.outputs.map { ($0, node) } }) { first, _ in first }
+        let readByArgMax = Set(graph.nodes.filter { ["ArgMax", "TopK"].contains($0.opType) }.compactMap(\.inputs.first))
+        let passThrough: Set<String> = ["Identity", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Cast"]
+        return Set(graph.outputs.map(\.name).filter { name in
+            var current = name
+            for _ in 0 ..< graph.nodes.count + 1 {
+                if readByArgMax.contains(current) { return true }
+                guard let node = producer[current] else { return false }
+                if ["Softmax", "LogSoftmax", "Sigmoid"].contains(node.opType) { return true }
+                guard passThrough.contains(node.opType), let input = node.inputs.first else { return false }
+                current = input
+            }
+            return false
+        })
     }
 
     /// One set of graph inputs and where it came from.
@@ -60,7 +86,7 @@ public enum EndToEndVerifier {
     static func generated(_ graph: ONNXGraph, dims: [String: Int], seed: UInt64) throws -> [String: Value] {
         var inputs: [String: Value] = [:]
         for (k, info) in graph.inputs.enumerated() {
-            guard let declared = info.dims, let type = DataType(rawValue: UInt32(info.elementType)) else {
+            guard let declared = info.dims, let type = DataType(number: info.elementType) else {
                 throw RuntimeError(.badInput, "input '\(info.name)' declares no type or shape; give it with --input \(info.name)=PATH")
             }
             let shape = declared.enumerated().map { axis, d -> Int in
@@ -111,14 +137,17 @@ public enum EndToEndVerifier {
                 outputs[name, default: ([], [])].actual.append(a)
             }
         }
+        let classScores = classScoreOutputs(source).union(options.classOutputs)
         let reports = order.map { name in
-            output(name, expected: outputs[name]!.expected, actual: outputs[name]!.actual, options: options)
+            output(name, expected: outputs[name]!.expected, actual: outputs[name]!.actual, classScores: classScores.contains(name),
+                   options: options)
         }
         return EndToEndReport(samples: samples.map(\.origin), outputs: reports)
     }
 
-    static func output(_ name: String, expected: [Value], actual: [Value], options: Options) -> OutputReport {
-        var report = OutputReport(name: name, shape: expected.first?.shape ?? [], maxAbsError: 0, minCosine: nil, top1Agreement: nil, problems: [])
+    static func output(_ name: String, expected: [Value], actual: [Value], classScores: Bool, options: Options) -> OutputReport {
+        var report = OutputReport(name: name, shape: expected.first?.shape ?? [], maxAbsError: 0, minCosine: nil, top1Agreement: nil,
+                                  classScores: classScores, problems: [])
         var agree = 0, compared = 0, cosines: [Double] = []
         for (e, a) in zip(expected, actual) {
             guard e.shape == a.shape else {
@@ -135,7 +164,7 @@ public enum EndToEndVerifier {
                 let xs = x[r * width ..< (r + 1) * width], ys = y[r * width ..< (r + 1) * width]
                 if case .float = e.elements {
                     cosines.append(Fidelity(source: Array(xs), converted: Array(ys)).cosine)
-                    if width > 1 && e.shape.count == 2 {
+                    if classScores && width > 1 && e.shape.count == 2 {
                         compared += 1
                         if argmax(xs) == argmax(ys) { agree += 1 }
                     }
@@ -172,14 +201,17 @@ public struct OutputReport: Codable, Sendable {
     public var maxAbsError: Double
     /// Lowest cosine similarity over the samples' rows (float outputs).
     public var minCosine: Double?
-    /// Fraction of rows whose arg-max (float [batch, classes] outputs) or value (integer
-    /// outputs, e.g. labels) agree.
+    /// Fraction of rows whose arg-max (float [batch, classes] class scores) or value (integer
+    /// outputs, e.g. labels) agree; nil for other outputs.
     public var top1Agreement: Double?
+    /// Whether the output was taken as class scores (`EndToEndVerifier.classScoreOutputs`).
+    public var classScores: Bool
     public var problems: [String]
 
     enum CodingKeys: String, CodingKey {
         case name, shape, problems
         case maxAbsError = "max_abs_error", minCosine = "min_cosine", top1Agreement = "top1_agreement"
+        case classScores = "class_scores"
     }
 }
 

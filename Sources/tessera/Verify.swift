@@ -16,7 +16,9 @@ struct Verify: ParsableCommand {
         activations and is compared with a dense float GEMM on the source weights.
         Level 4 (--source): the source model and the file run through the graph executor on the same \
         inputs (--input files, else the model's test_data_set_* folders, else generated from the input \
-        signature with --seed); per output: max abs error, lowest cosine and top-1 agreement.
+        signature with --seed); per output: max abs error, lowest cosine, and top-1 agreement for class \
+        scores (outputs made by Softmax, LogSoftmax or Sigmoid, read by ArgMax or TopK, or named with \
+        --class-output) and integer labels.
         --max-rel-error and --min-cosine (levels 2-3), --min-output-cosine, --max-output-error and \
         --min-top1 (level 4) turn the numbers into the exit status.
         """)
@@ -54,6 +56,9 @@ struct Verify: ParsableCommand {
     @Option(help: "Fail when the fraction of samples whose top-1 class agrees is below this.")
     var minTop1: Double?
 
+    @Option(name: .customLong("class-output"), help: "NAME: an output that holds class scores, besides those made by Softmax, LogSoftmax or Sigmoid or read by ArgMax (repeatable).")
+    var classOutputs: [String] = []
+
     @Flag(help: "Skip level 4 (running both models).")
     var noRun = false
 
@@ -68,8 +73,8 @@ struct Verify: ParsableCommand {
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be at least 1") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
-        if (maxRelError != nil || minCosine != nil || hasRunThresholds || !inputs.isEmpty || !dims.isEmpty) && source == nil {
-            throw ValidationError("--max-rel-error, --min-cosine, --min-output-cosine, --max-output-error, --min-top1, --input and --dim need --source")
+        if (maxRelError != nil || minCosine != nil || hasRunThresholds || !inputs.isEmpty || !dims.isEmpty || !classOutputs.isEmpty) && source == nil {
+            throw ValidationError("--max-rel-error, --min-cosine, --min-output-cosine, --max-output-error, --min-top1, --input, --dim and --class-output need --source")
         }
         _ = try pairs(inputs, "--input")
         for (name, value) in try pairs(dims, "--dim") where Int(value).map({ $0 < 0 }) ?? true {
@@ -169,8 +174,16 @@ struct Verify: ParsableCommand {
         let sizes = Dictionary(try pairs(dims, "--dim").map { ($0.0, Int($0.1)!) }) { $1 }
         let samples = try EndToEndVerifier.samples(for: sourceGraph, source: source, given: Dictionary(try pairs(inputs, "--input")) { $1 },
                                                    dims: sizes, seed: seed)
-        let options = EndToEndVerifier.Options(minCosine: minOutputCosine, maxAbsError: maxOutputError, minTop1: minTop1, threads: threads)
-        return (try EndToEndVerifier.compare(source: sourceGraph, converted: converted, samples: samples, options: options), nil)
+        for name in classOutputs where !sourceGraph.outputs.contains(where: { $0.name == name }) {
+            throw RuntimeError(.badInput, "--class-output \(name): not an output of the graph (outputs: \(sourceGraph.outputs.map(\.name).joined(separator: ", ")))")
+        }
+        let options = EndToEndVerifier.Options(minCosine: minOutputCosine, maxAbsError: maxOutputError, minTop1: minTop1,
+                                               classOutputs: Set(classOutputs), threads: threads)
+        let report = try EndToEndVerifier.compare(source: sourceGraph, converted: converted, samples: samples, options: options)
+        if minTop1 != nil, report.outputs.allSatisfy({ $0.top1Agreement == nil }) {
+            throw RuntimeError(.badInput, "--min-top1: no output holds class scores or labels (outputs: \(report.outputs.map(\.name).joined(separator: ", "))); name one with --class-output")
+        }
+        return (report, nil)
     }
 
     static func table(_ report: EndToEndReport) -> String {

@@ -60,6 +60,10 @@ import TesseraONNX
         #expect(try run("Neg", [ints([Int64.min, 5])]).asFloats == [Float(Int64.min), -5])
         #expect(try run("Abs", [ints([Int64.min])]).asFloats == [Float(Int64.min)])
         #expect(try run("Cast", [floats([.nan, 1e30, -1e30], [3])], attributes: ["to": .int(7)]).asFloats == [0, 9.2e18, -9.2e18])
+        #expect { try run("Cast", [iota([2])], attributes: ["to": .int(-3)]) } throws: { ($0 as? RuntimeError)?.code == .unsupportedType }
+        let declared = ONNXGraph(nodes: [ONNXGraph.Node(opType: "Identity", inputs: ["x"], outputs: ["y"])],
+                                 inputs: [ONNXGraph.ValueInfo(name: "x", elementType: -5)], outputs: [ONNXGraph.ValueInfo(name: "y")])
+        #expect { try GraphExecutor(declared).run(["x": iota([2])]) } throws: { ($0 as? RuntimeError)?.message.contains("type -5") == true }
     }
 
     @Test func padReflectsAndReplicatesEdges() throws {

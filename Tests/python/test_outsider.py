@@ -99,3 +99,31 @@ def test_a_negative_zero_scale_is_valid_and_zeroes_its_group(work):
     assert tessera("verify", path).returncode == 0
     exported = tessera("export", path, "-o", work / "z.onnx", check=False)
     assert exported.returncode == 1 and "no ONNX graph section" in exported.stderr   # a bare file: nothing to export
+
+
+def test_top1_is_reported_only_for_class_scores_and_labels(work):
+    import json
+    w = np.random.default_rng(3).normal(size=(8, 4)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["X", "W"], ["embedding"]), helper.make_node("Softmax", ["embedding"], ["probabilities"]),
+             helper.make_node("ArgMax", ["embedding"], ["label"], axis=1, keepdims=0)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, ["N", 8])],
+                              [helper.make_tensor_value_info(n, t, None) for n, t in
+                               (("embedding", TensorProto.FLOAT), ("probabilities", TensorProto.FLOAT), ("label", TensorProto.INT64))],
+                              [numpy_helper.from_array(w, "W")])
+    # A second copy whose embedding is read by nothing that marks it: a plain vector output.
+    plain = helper.make_graph(nodes[:1], "g", graph.input, [graph.output[0]], [numpy_helper.from_array(w, "W")])
+    for g, name in ((graph, "classes"), (plain, "plain")):
+        onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), work / f"{name}.onnx")
+        tessera("convert", work / f"{name}.onnx", "-o", work / f"{name}.tess", "--quantize", "int8", "--minimum-elements", "1")
+    report = json.loads(tessera("verify", work / "classes.tess", "--source", work / "classes.onnx", "--json").stdout)
+    outputs = {o["name"]: o for o in report["end_to_end"]["outputs"]}
+    assert outputs["probabilities"]["class_scores"] and outputs["probabilities"]["top1_agreement"] is not None
+    assert outputs["embedding"]["class_scores"]   # read by ArgMax
+    assert outputs["label"]["top1_agreement"] is not None and not outputs["label"]["class_scores"]   # labels: equality
+    plain_run = tessera("verify", work / "plain.tess", "--source", work / "plain.onnx", "--min-top1", "0.5", check=False)
+    assert plain_run.returncode == 1 and "--min-top1: no output holds class scores or labels" in plain_run.stderr
+    table = tessera("verify", work / "plain.tess", "--source", work / "plain.onnx").stdout
+    assert [line.split()[-1] for line in table.splitlines() if line.startswith("embedding")] == ["-"]
+    named = json.loads(tessera("verify", work / "plain.tess", "--source", work / "plain.onnx", "--class-output", "embedding",
+                               "--min-top1", "0.5", "--json").stdout)
+    assert named["end_to_end"]["outputs"][0]["top1_agreement"] is not None

@@ -149,7 +149,7 @@ public final class GraphExecutor {
 
     private func check(_ value: Value, against info: ONNXGraph.ValueInfo) throws {
         if info.elementType != 0, info.elementType != Int32(value.type.rawValue) {
-            let declared = DataType(rawValue: UInt32(info.elementType)).map { "\($0)" } ?? "type \(info.elementType)"
+            let declared = DataType(number: info.elementType).map { "\($0)" } ?? "type \(info.elementType)"
             throw RuntimeError(.badInput, "input '\(info.name)' is \(value.type); the graph declares \(declared)")
         }
         guard let dims = info.dims else { return }

@@ -15,7 +15,7 @@ enum ShapeOps {
         }
         t["Size"] = { c in [Value([Int64(try c.input(0).count)], shape: [])] }
         t["Cast"] = { c in
-            guard let type = DataType(rawValue: UInt32(c.int("to", 0))) else { throw RuntimeError(.unsupportedType, "Cast to type \(c.int("to", 0))") }
+            guard let type = DataType(number: c.int("to", 0)) else { throw RuntimeError(.unsupportedType, "Cast to type \(c.int("to", 0))") }
             return [try c.input(0).cast(to: type)]
         }
         t["Constant"] = { c in [try constant(c)] }
