@@ -127,3 +127,13 @@ def test_top1_is_reported_only_for_class_scores_and_labels(work):
     named = json.loads(tessera("verify", work / "plain.tess", "--source", work / "plain.onnx", "--class-output", "embedding",
                                "--min-top1", "0.5", "--json").stdout)
     assert named["end_to_end"]["outputs"][0]["top1_agreement"] is not None
+
+
+def test_metadata_holds_no_sizes_that_are_always_zero(work):
+    import json
+    source = os.path.join(ROOT, "fixtures", "onnx", "digits_mlp.onnx")
+    tessera("convert", source, "-o", work / "d.tess")
+    metadata = json.loads(tessera("inspect", work / "d.tess", "--json").stdout)["metadata"]
+    assert "file_bytes" not in metadata["conversion"] and "source_file_bytes" not in metadata["conversion"]
+    assert metadata["source"]["bytes"] == os.path.getsize(source)
+    assert metadata["conversion"]["bytes_before"] > 0 and metadata["conversion"]["tensor_count"] == 8
