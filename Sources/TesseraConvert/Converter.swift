@@ -110,6 +110,7 @@ public final class Converter {
         var pruned: String?
         if let spec = plan.prune {
             if let obstacle = Pruner.obstacle(spec, current) {
+                guard plan.source != .exactRule else { throw ConvertError("cannot prune tensor '\(tensor.name)' as its rule asks: \(obstacle)") }
                 notes.append("not pruned: \(obstacle)")
             } else {
                 if case .globalMagnitude(let fraction) = spec, globalThreshold == nil {
@@ -120,11 +121,17 @@ public final class Converter {
                 pruned = spec.description
             }
         }
+        var quantized = false
         if let spec = plan.quantize {
-            current = try Quantizer.quantize(current, spec)
+            if plan.source == .wildcardRule, let obstacle = try Quantizer.obstacle(spec, current) {
+                notes.append("not quantized: \(obstacle)")   // a wildcard rule applies where it can
+            } else {
+                current = try Quantizer.quantize(current, spec)
+                quantized = true
+            }
         }
         // Computed once and shared by the layout choice, the analysis and the fidelity check.
-        let changed = pruned != nil || plan.quantize != nil
+        let changed = pruned != nil || quantized
         let sparsityBefore = try tensor.sparsity()
         let (chosen, reason) = try LayoutChoice.choose(current, plan.layout, sparsity: changed ? nil : sparsityBefore)
         let isFloat = tensor.dataType.isFloatingPoint && tensor.quantization == nil

@@ -21,18 +21,27 @@ public enum Quantizer {
         tensor.reductionAxis ?? (tensor.role == .gatherData && tensor.shape.count >= 2 ? tensor.shape.count - 1 : nil)
     }
 
+    /// Why `spec` cannot apply to `tensor`, or nil: a tensor that is not float, group
+    /// quantization without a reduction axis, or values no code can represent (NaN, infinities,
+    /// which quantizing would silently turn into the zero point).
+    public static func obstacle(_ spec: QuantizationSpec, _ tensor: Tensor) throws -> String? {
+        guard tensor.quantization == nil else { return nil }   // already quantized: kept as is
+        guard tensor.dataType.isFloatingPoint else { return "it is \(tensor.dataType); only float tensors can be quantized" }
+        if spec.groupSize != nil, groupAxis(of: tensor) == nil { return "it has no reduction axis for group quantization" }
+        let nonFinite = try tensor.densify().reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+        if nonFinite > 0 { return "it holds \(nonFinite) NaN or infinite value(s), which quantized codes cannot represent" }
+        return nil
+    }
+
     /// `tensor` (a float tensor in any layout) quantized as `spec` says, in the same layout.
     /// Per-channel scales run along the output axis; groups run along the reduction axis.
     public static func quantize(_ tensor: Tensor, _ spec: QuantizationSpec) throws -> Tensor {
         guard tensor.quantization == nil else { return tensor }
-        guard tensor.dataType.isFloatingPoint else {
-            throw ConvertError("tensor '\(tensor.name)' is \(tensor.dataType), only float tensors can be quantized")
+        if let reason = try obstacle(spec, tensor) {
+            throw ConvertError("cannot quantize tensor '\(tensor.name)': \(reason); keep it exact with a recipe rule {\"match\": \"\(tensor.name)\", \"skip\": true}")
         }
         let granularity: QuantizationGranularity
-        if let block = spec.groupSize {
-            guard let axis = groupAxis(of: tensor) else {
-                throw ConvertError("tensor '\(tensor.name)' has no reduction axis for group quantization")
-            }
+        if let block = spec.groupSize, let axis = groupAxis(of: tensor) {
             granularity = .perGroup(axis: axis, blockSize: block)
         } else if let axis = outputAxis(of: tensor) {
             granularity = .perAxis(axis: axis)
@@ -40,11 +49,6 @@ public enum Quantizer {
             granularity = .perTensor
         }
         let values = try tensor.densify()
-        // Codes have no NaN or infinity: quantizing would silently make them the zero point.
-        let nonFinite = values.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
-        guard nonFinite == 0 else {
-            throw ConvertError("tensor '\(tensor.name)' holds \(nonFinite) NaN or infinite value(s), which quantized codes cannot represent; keep it exact with a recipe rule {\"match\": \"\(tensor.name)\", \"skip\": true}")
-        }
         let geometry = try TensorGeometry(shape: tensor.shape)
         let groups = ScaleIndexer(granularity, geometry: geometry)
         let scaleCount = geometry.scaleCount(granularity)

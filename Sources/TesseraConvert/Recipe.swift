@@ -11,6 +11,9 @@ import Tessera
 ///            {"match": "embeddings.word_embeddings.weight", "quantize": "int4:group=32"}]}
 /// ```
 /// A rule applies to the tensors it matches whatever their role; `skip` keeps a tensor exact.
+/// A wildcard rule (`*`, `?` or `[` in `match`) prunes and quantizes the tensors it can and
+/// notes in the report why it left the others; a rule naming one tensor that it cannot apply
+/// to is an error.
 public struct Recipe: Codable, Equatable, Sendable {
     public struct Rule: Codable, Equatable, Sendable {
         public var match: String
@@ -88,7 +91,8 @@ public struct Recipe: Codable, Equatable, Sendable {
         return TensorPlan(prune: try pruneText.map(PruneSpec.parse),
                           quantize: try quantizeText.map { try QuantizationSpec.parse($0, asymmetric: asymmetric) },
                           layout: try Self.layoutRequest(rule?.layout ?? layout),
-                          note: rule.map { "rule '\($0.match)'" })
+                          note: rule.map { "rule '\($0.match)'" },
+                          source: rule.map { $0.match.contains(where: { "*?[".contains($0) }) ? .wildcardRule : .exactRule } ?? .defaults)
     }
 
     static func isGemmWeight(_ tensor: Tensor, minimumElements: Int) -> Bool {
@@ -112,11 +116,18 @@ public struct TensorPlan: Equatable, Sendable {
     public var quantize: QuantizationSpec?
     public var layout: LayoutRequest = .auto
     public var note: String?
+    /// What made the plan. A wildcard rule applies where it can; a rule naming the tensor, or the
+    /// defaults for a GEMM weight, must quantize it when asked to.
+    public var source: Source
 
-    public init(prune: PruneSpec? = nil, quantize: QuantizationSpec? = nil, layout: LayoutRequest = .auto, note: String? = nil) {
+    public enum Source: Sendable { case defaults, exactRule, wildcardRule }
+
+    public init(prune: PruneSpec? = nil, quantize: QuantizationSpec? = nil, layout: LayoutRequest = .auto, note: String? = nil,
+                source: Source = .defaults) {
         self.prune = prune
         self.quantize = quantize
         self.layout = layout
         self.note = note
+        self.source = source
     }
 }

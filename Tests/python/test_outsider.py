@@ -54,7 +54,7 @@ def test_nan_and_inf_in_a_weight_are_never_quantized_silently(work):
     for spec in ("int8", "int4:group=32"):
         result = tessera("convert", model, "-o", work / "q.tess", "--quantize", spec, "--minimum-elements", "1", check=False)
         assert result.returncode == 1, result.stderr
-        assert "tensor 'W' holds 3 NaN or infinite value(s)" in result.stderr and '"skip": true' in result.stderr
+        assert "cannot quantize tensor 'W': it holds 3 NaN or infinite value(s)" in result.stderr and '"skip": true' in result.stderr
         assert not (work / "q.tess").exists()
     tessera("convert", model, "-o", work / "lossless.tess")   # stored exactly, NaN and all
 
@@ -137,3 +137,37 @@ def test_metadata_holds_no_sizes_that_are_always_zero(work):
     assert "file_bytes" not in metadata["conversion"] and "source_file_bytes" not in metadata["conversion"]
     assert metadata["source"]["bytes"] == os.path.getsize(source)
     assert metadata["conversion"]["bytes_before"] > 0 and metadata["conversion"]["tensor_count"] == 8
+
+
+def test_wildcard_rules_apply_where_they_can_and_exact_rules_must_apply(work):
+    import json
+    rng = np.random.default_rng(5)
+    bad = rng.normal(size=(16, 8)).astype(np.float32)
+    bad[0, 0] = np.nan
+    inits = [numpy_helper.from_array(rng.normal(size=(16, 8)).astype(np.float32), "layer.2.w"),
+             numpy_helper.from_array(np.array([1, -1], np.int64), "layer.2.shape"),
+             numpy_helper.from_array(bad, "layer.2.nan")]
+    nodes = [helper.make_node("MatMul", ["X", "layer.2.w"], ["h"]), helper.make_node("MatMul", ["X", "layer.2.nan"], ["g"]),
+             helper.make_node("Add", ["h", "g"], ["s"]), helper.make_node("Reshape", ["s", "layer.2.shape"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = work / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    recipe = work / "r.json"
+    recipe.write_text(json.dumps({"rules": [{"match": "*layer.2*", "quantize": "int8"}]}))
+    tessera("convert", model, "-o", work / "q.tess", "--recipe", recipe, "--report", work / "report.json")
+    rows = {t["name"]: t for t in json.loads((work / "report.json").read_text())["tensors"]}
+    assert rows["layer.2.w"]["quantization"] is not None
+    assert rows["layer.2.shape"].get("quantization") is None and "not quantized: it is int64" in rows["layer.2.shape"]["reason"]
+    assert rows["layer.2.nan"].get("quantization") is None and "not quantized: it holds 1 NaN" in rows["layer.2.nan"]["reason"]
+    for name, needle in (("layer.2.shape", "cannot quantize tensor 'layer.2.shape': it is int64"),
+                         ("layer.2.nan", "cannot quantize tensor 'layer.2.nan': it holds 1 NaN")):
+        recipe.write_text(json.dumps({"rules": [{"match": name, "quantize": "int8"}]}))
+        result = tessera("convert", model, "-o", work / "exact.tess", "--recipe", recipe, check=False)
+        assert result.returncode == 1 and needle in result.stderr, result.stderr
+        assert not (work / "exact.tess").exists()
+    recipe.write_text(json.dumps({"rules": [{"match": "layer.2.w", "prune": "2:4"}]}))   # 2:4 along K = 16: fine
+    tessera("convert", model, "-o", work / "p.tess", "--recipe", recipe)
+    recipe.write_text(json.dumps({"rules": [{"match": "layer.2.shape", "prune": "2:4"}]}))
+    result = tessera("convert", model, "-o", work / "p2.tess", "--recipe", recipe, check=False)
+    assert result.returncode == 1 and "cannot prune tensor 'layer.2.shape' as its rule asks" in result.stderr
