@@ -57,6 +57,15 @@ import TesseraONNX
         }
         // Float indices and shapes saturate (NaN is 0) instead of trapping on conversion.
         #expect { try run("Gather", [iota([3]), floats([.nan, 1e30], [2])]) } throws: { ($0 as? RuntimeError)?.code == .badShape }
+        #expect { try run("Conv", [iota([1, 1, 3, 3]), iota([2, 1, 2, 2]), iota([3])]) } throws: {
+            ($0 as? RuntimeError)?.message == "bias has 3 values for 2 output channels"
+        }
+        #expect { try run("LRN", [iota([1, 2, 2]), ], attributes: ["size": .int(0)]) } throws: { ($0 as? RuntimeError)?.code == .badShape }
+        #expect { try run("LRN", [iota([4])]) } throws: { ($0 as? RuntimeError)?.code == .badShape }
+        #expect { try run("ArgMax", [iota([2, 0])], attributes: ["axis": .int(1)]) } throws: { ($0 as? RuntimeError)?.code == .badShape }
+        #expect { try run("Pad", [iota([0, 2]), ints([1, 0, 1, 0])], attributes: ["mode": .string("edge")]) } throws: {
+            ($0 as? RuntimeError)?.code == .badShape
+        }
         #expect(try run("Neg", [ints([Int64.min, 5])]).asFloats == [Float(Int64.min), -5])
         #expect(try run("Abs", [ints([Int64.min])]).asFloats == [Float(Int64.min)])
         #expect(try run("Cast", [floats([.nan, 1e30, -1e30], [3])], attributes: ["to": .int(7)]).asFloats == [0, 9.2e18, -9.2e18])

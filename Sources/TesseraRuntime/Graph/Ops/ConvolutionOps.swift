@@ -109,6 +109,9 @@ enum ConvolutionOps {
         let (sources, _) = window.sources()
         var y = [Float](repeating: 0, count: try elementCount([batch, outChannels] + window.output))
         let bias = c.optionalInput(2)?.asFloats
+        if let bias, bias.count != outChannels {
+            throw RuntimeError(.badShape, "bias has \(bias.count) values for \(outChannels) output channels")
+        }
         for channel in 0 ..< outChannels {
             let b = bias?[channel] ?? 0
             for n in 0 ..< batch {

@@ -50,6 +50,7 @@ enum ReductionOps {
         let x = try c.input(0)
         let axis = try normalizedAxis(c.int("axis", 0), rank: x.shape.count, scalarAllowed: true)
         let (outer, n, inner) = split(x.shape, axis)
+        guard n > 0 else { throw RuntimeError(.badShape, "no arg-max over the empty axis \(axis) of \(x.shape)") }
         let v = x.asFloats, last = c.int("select_last_index", 0) != 0
         var out = [Int64](repeating: 0, count: outer * inner)
         for o in 0 ..< outer {
@@ -168,6 +169,7 @@ enum ReductionOps {
         let x = try c.input(0)
         let v = try c.floats(0)
         let size = c.int("size", 1)
+        guard x.shape.count >= 2, size >= 1 else { throw RuntimeError(.badShape, "LRN needs [N, C, ...] and size >= 1, got \(x.shape) and \(size)") }
         let alpha = c.float("alpha", 1e-4), beta = c.float("beta", 0.75), bias = c.float("bias", 1)
         let channels = x.shape[1], spatial = x.shape.dropFirst(2).reduce(1, *)
         let below = (size - 1) / 2, above = size - 1 - below

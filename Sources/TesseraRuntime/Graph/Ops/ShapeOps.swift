@@ -23,6 +23,7 @@ enum ShapeOps {
             let shape = try dims(c.input(0))
             var fill = Value([Float(0)], shape: [1])
             if case .tensor(let tensor)? = c.attribute("value") { fill = try Value(tensor) }
+            guard fill.count == 1 else { throw RuntimeError(.badShape, "ConstantOfShape's value must hold one element, it holds \(fill.count)") }
             return [fill.picking([Int](repeating: 0, count: try elementCount(shape)), shape: shape)]
         }
         t["Reshape"] = { c in
@@ -267,6 +268,7 @@ enum ShapeOps {
         }
         guard pads.count == 2 * rank else { throw RuntimeError(.badShape, "pads \(pads) do not fit rank \(rank)") }
         let mode = c.string("mode", "constant")
+        guard x.count > 0 || mode == "constant" else { throw RuntimeError(.badShape, "cannot pad the empty \(x.shape) in mode '\(mode)'") }
         let fill: Float = c.opset < 11 ? c.float("value", 0) : (c.optionalInput(2)?.asFloats.first ?? 0)
         let shape = try (0 ..< rank).map { try checkedSum(checkedSum(x.shape[$0], pads[$0]), pads[$0 + rank]) }
         guard shape.allSatisfy({ $0 >= 0 }) else { throw RuntimeError(.badShape, "pads \(pads) remove more than shape \(x.shape) holds") }
