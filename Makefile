@@ -1,6 +1,7 @@
 # Tessera: `make demo` and `make test` on a fresh Debian machine do all the set-up.
 #
-#   make demo    build, convert the committed digits model, inspect, verify, export, compare
+#   make demo    a real model made small and proved to work: digits and MiniLM to int8 (size,
+#                inspect, verify end to end, accuracy on held-out data), and a lossless round trip
 #   make test    every test: Swift (format, CLI) and Python oracles (onnx, onnxruntime)
 #   make sanitize the tests under AddressSanitizer (with leak checks) and ThreadSanitizer
 #   make bench   the benchmark harness: format, ONNX import, kernels, and end-to-end accuracy and
@@ -73,11 +74,19 @@ sanitize: deps venv
 
 demo: build venv
 	@mkdir -p $(DEMO)
-	$(RELEASE)/tessera convert fixtures/onnx/digits_mlp.onnx -o $(DEMO)/digits.tess --force
-	$(RELEASE)/tessera inspect $(DEMO)/digits.tess
-	$(RELEASE)/tessera verify $(DEMO)/digits.tess --source fixtures/onnx/digits_mlp.onnx
+	@echo "== 1. The digits MLP made small: int8 weights, proved on 450 held-out digits"
+	$(RELEASE)/tessera convert fixtures/onnx/digits_mlp.onnx -o $(DEMO)/digits.int8.tess --quantize int8 --minimum-elements 256 --force --quiet
+	$(RELEASE)/tessera inspect $(DEMO)/digits.int8.tess
 	$(VENV)/bin/python -c 'import sys; sys.path.insert(0, "fixtures"); import numpy as np; from make_fixtures import digits_split; np.save("$(DEMO)/digits_test.npy", digits_split()[1])'
-	$(RELEASE)/tessera run $(DEMO)/digits.tess --input X=$(DEMO)/digits_test.npy -o $(DEMO)/digits_outputs.npz --force
+	set -o pipefail; $(RELEASE)/tessera verify $(DEMO)/digits.int8.tess --source fixtures/onnx/digits_mlp.onnx \
+	  --input X=$(DEMO)/digits_test.npy --min-top1 0.98 --min-output-cosine 0.99 | tail -n 5
+	$(RELEASE)/tessera run $(DEMO)/digits.int8.tess --input X=$(DEMO)/digits_test.npy -o $(DEMO)/digits_outputs.npz --force
+	$(VENV)/bin/python fixtures/show_accuracy.py fixtures/onnx/digits_mlp.onnx $(DEMO)/digits.int8.tess $(DEMO)/digits_outputs.npz
+	@echo "== 2. MiniLM-L3 (69 MB) with int8 GEMM weights and embeddings, both models run end to end"
+	$(RELEASE)/tessera convert $(MINILM) -o $(DEMO)/minilm.int8.tess --recipe recipes/minilm-int8.json --force --quiet
+	set -o pipefail; $(RELEASE)/tessera verify $(DEMO)/minilm.int8.tess --source $(MINILM) --min-output-cosine 0.999 | tail -n 4
+	@echo "== 3. Lossless: the file exports back to the source model, bit for bit"
+	$(RELEASE)/tessera convert fixtures/onnx/digits_mlp.onnx -o $(DEMO)/digits.tess --force --quiet
 	$(RELEASE)/tessera export $(DEMO)/digits.tess -o $(DEMO)/digits.onnx --force
 	$(VENV)/bin/python fixtures/show_roundtrip.py fixtures/onnx/digits_mlp.onnx $(DEMO)/digits.onnx
 
