@@ -29,6 +29,7 @@ public enum GraphSection {
 /// What a conversion read and wrote. Per-tensor detail is the converter's report.
 public struct ImportSummary: Sendable {
     public var tensorCount: Int
+    /// The source model's size: its .onnx file and the external data files it reads.
     public var sourceFileBytes: Int
     public var graphBytes: Int
     /// Size of the written .tess file.
@@ -62,7 +63,7 @@ public enum ONNXImporter {
         }
         var written = 0
         do {
-            try forEachTensor(model, path: modelPath, outputs: group) { site, tensor, total in
+            let externalBytes = try forEachTensor(model, path: modelPath, outputs: group) { site, tensor, total in
                 try writer.append(try transform(tensor))
                 strip(site, name: tensor.name)
                 written += 1
@@ -71,10 +72,12 @@ public enum ONNXImporter {
             let graph = model.serialized()
             var document = try metadata()
             document["producer"] = "tessera"
-            document["source"] = ["file": URL(fileURLWithPath: modelPath).lastPathComponent, "bytes": sourceFileBytes, "xxh3": digest]
+            document["source"] = ["file": URL(fileURLWithPath: modelPath).lastPathComponent, "bytes": sourceFileBytes, "xxh3": digest,
+                                  "external_data_bytes": externalBytes]
             let fileBytes = try writer.finish(sections: [Section(.graph, payload: graph), try Section.metadata(document)])
             if outputs == nil { try group.commit() }
-            return ImportSummary(tensorCount: written, sourceFileBytes: sourceFileBytes, graphBytes: graph.count, fileBytes: fileBytes)
+            return ImportSummary(tensorCount: written, sourceFileBytes: sourceFileBytes + externalBytes, graphBytes: graph.count,
+                                 fileBytes: fileBytes)
         } catch {
             writer.abort()
             if let error = error as? ONNXError { throw error.inModel(modelPath) }
@@ -91,9 +94,10 @@ public enum ONNXImporter {
     }
 
     /// Every payload site's tensor, named, with its role and reduction axis, in site order
-    /// (and the number of sites).
+    /// (and the number of sites). Returns the bytes of the external data files read.
+    @discardableResult
     static func forEachTensor(_ model: ProtoModel, path: String, outputs: OutputGroup? = nil,
-                              _ body: (PayloadSite, Tensor, Int) throws -> Void) throws {
+                              _ body: (PayloadSite, Tensor, Int) throws -> Void) throws -> Int {
         let uses = GraphAnalysis.weightUses(model)
         let location = ModelLocation(path: path)
         let externalFiles = ExternalFiles(outputs: outputs)
@@ -114,6 +118,7 @@ public enum ONNXImporter {
             }
             try body(site, tensor, sites.count)
         }
+        return externalFiles.totalBytes
     }
 
     static func parse(_ path: String) throws -> (ProtoModel, Int, String) {

@@ -38,6 +38,9 @@ final class ExternalFiles {
 
     init(outputs: OutputGroup? = nil) { self.outputs = outputs }
 
+    /// Bytes of the distinct files mapped so far.
+    var totalBytes: Int { maps.values.reduce(0) { $0 + $1.bytes.count } }
+
     func map(_ path: String, model: String, tensor: String) throws -> MappedFile {
         if let m = maps[path] { return m }
         do {
