@@ -76,11 +76,12 @@ def minilm_table():
     rows = [("source ONNX (fp32)", source, None, source)]
     recipes = [
         ("tessera lossless (zstd-3)", []),
-        ("tessera int8 (GEMM weights, per channel)", ["--quantize", "int8"]),
+        ("tessera int8 (GEMM weights per channel, embeddings per row)", ["--quantize", "int8"]),
+        ("tessera int8, embeddings in float (--no-quantize-embeddings)", ["--quantize", "int8", "--no-quantize-embeddings"]),
         ("tessera int8 + int8 word embeddings (recipes/minilm-int8.json)", ["--recipe", os.path.join(ROOT, "recipes", "minilm-int8.json")]),
         ("tessera 2:4 (GEMM weights)", ["--prune", "2:4"]),
         ("tessera 2:4 + int8 (recipes/minilm-2to4-int8.json)", ["--recipe", os.path.join(ROOT, "recipes", "minilm-2to4-int8.json")]),
-        ("tessera int4:group=32 (GEMM weights)", ["--quantize", "int4:group=32"]),
+        ("tessera int4:group=32 (GEMM weights and embeddings)", ["--quantize", "int4:group=32"]),
     ]
     for label, args in recipes:
         tess, exported = convert(source, "minilm-" + str(len(rows)), *args)

@@ -37,21 +37,41 @@ public struct Recipe: Codable, Equatable, Sendable {
     public var asymmetric: Bool?
     public var layout: String?
     public var minimumElements: Int?
+    /// Whether `quantize` also applies to embedding tables (Gather data), one scale per row, as
+    /// onnxruntime's `quantize_dynamic` does (nil: yes).
+    public var quantizeEmbeddings: Bool?
     public var rules: [Rule]
 
     public init(prune: String? = nil, quantize: String? = nil, asymmetric: Bool? = nil, layout: String? = nil,
-                minimumElements: Int? = nil, rules: [Rule] = []) {
+                minimumElements: Int? = nil, quantizeEmbeddings: Bool? = nil, rules: [Rule] = []) {
         self.prune = prune; self.quantize = quantize; self.asymmetric = asymmetric
-        self.layout = layout; self.minimumElements = minimumElements; self.rules = rules
+        self.layout = layout; self.minimumElements = minimumElements; self.quantizeEmbeddings = quantizeEmbeddings
+        self.rules = rules
     }
 
     enum CodingKeys: String, CodingKey {
         case prune, quantize, asymmetric, layout, rules
-        case minimumElements = "minimum_elements"
+        case minimumElements = "minimum_elements", quantizeEmbeddings = "quantize_embeddings"
+    }
+
+    /// Every key is optional: a recipe of defaults alone needs no `rules`.
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.init(prune: try c.decodeIfPresent(String.self, forKey: .prune), quantize: try c.decodeIfPresent(String.self, forKey: .quantize),
+                  asymmetric: try c.decodeIfPresent(Bool.self, forKey: .asymmetric), layout: try c.decodeIfPresent(String.self, forKey: .layout),
+                  minimumElements: try c.decodeIfPresent(Int.self, forKey: .minimumElements),
+                  quantizeEmbeddings: try c.decodeIfPresent(Bool.self, forKey: .quantizeEmbeddings),
+                  rules: try c.decodeIfPresent([Rule].self, forKey: .rules) ?? [])
     }
 
     public static func load(_ path: String) throws -> Recipe {
-        guard let data = FileManager.default.contents(atPath: path) else { throw ConvertError("\(path): cannot read the recipe") }
+        let data: Data
+        do {
+            let file = try MappedFile(path: path)   // regular files only, opened without blocking
+            data = Data(file.bytes)
+        } catch let error as TessError {
+            throw ConvertError("\(path): cannot read the recipe: \(error.message)")
+        }
         do {
             let recipe = try JSONDecoder().decode(Recipe.self, from: data)
             try recipe.validate()
@@ -84,9 +104,12 @@ public struct Recipe: Codable, Equatable, Sendable {
     public func plan(for tensor: Tensor) throws -> TensorPlan {
         let rule = rules.first { fnmatch($0.match, tensor.name, 0) == 0 }
         if rule?.skip == true { return TensorPlan(layout: try Self.layoutRequest(rule?.layout ?? layout), note: "skipped by rule '\(rule!.match)'") }
-        let eligible = rule != nil || Self.isGemmWeight(tensor, minimumElements: minimumElements ?? Self.defaultMinimumElements)
+        let minimum = minimumElements ?? Self.defaultMinimumElements
+        let eligible = rule != nil || Self.isGemmWeight(tensor, minimumElements: minimum)
+        // Embedding tables are quantized (per row) but never pruned by default.
+        let embedding = rule == nil && quantizeEmbeddings != false && Self.isEmbeddingTable(tensor, minimumElements: minimum)
         let pruneText = rule?.prune ?? (eligible ? prune : nil)
-        let quantizeText = rule?.quantize ?? (eligible ? quantize : nil)
+        let quantizeText = rule?.quantize ?? (eligible || embedding ? quantize : nil)
         let asymmetric = rule?.asymmetric ?? self.asymmetric ?? false
         return TensorPlan(prune: try pruneText.map(PruneSpec.parse),
                           quantize: try quantizeText.map { try QuantizationSpec.parse($0, asymmetric: asymmetric) },
@@ -96,8 +119,17 @@ public struct Recipe: Codable, Equatable, Sendable {
     }
 
     static func isGemmWeight(_ tensor: Tensor, minimumElements: Int) -> Bool {
-        guard [.matmulB, .gemmB, .convWeight].contains(tensor.role), tensor.dataType.isFloatingPoint,
-              tensor.quantization == nil, let count = try? TensorGeometry(shape: tensor.shape).elementCount else { return false }
+        isFloatWeight(tensor, roles: [.matmulB, .gemmB, .convWeight], minimumElements: minimumElements)
+    }
+
+    /// A float table that a Gather reads rows of (word, position embeddings), at least 2-D.
+    static func isEmbeddingTable(_ tensor: Tensor, minimumElements: Int) -> Bool {
+        tensor.shape.count >= 2 && isFloatWeight(tensor, roles: [.gatherData], minimumElements: minimumElements)
+    }
+
+    private static func isFloatWeight(_ tensor: Tensor, roles: Set<WeightRole>, minimumElements: Int) -> Bool {
+        guard roles.contains(tensor.role), tensor.dataType.isFloatingPoint, tensor.quantization == nil,
+              let count = try? TensorGeometry(shape: tensor.shape).elementCount else { return false }
         return count >= minimumElements
     }
 

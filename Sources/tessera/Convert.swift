@@ -11,7 +11,8 @@ struct Convert: ParsableCommand {
         By default the conversion is lossless and each tensor takes its smallest exact layout \
         (a model already pruned 2:4 or to high sparsity is detected and stored as sparse24 or CSR). \
         --prune and --quantize apply to GEMM weights (MatMul, Gemm, Conv) with at least \
-        --minimum-elements elements; a --recipe file overrides that per tensor.
+        --minimum-elements elements, and --quantize also to embedding tables (Gather data, one scale \
+        per row) unless --no-quantize-embeddings; a --recipe file overrides that per tensor.
         """)
 
     @Argument(help: "An ONNX model (.onnx); external data is read from its folder.")
@@ -37,6 +38,9 @@ struct Convert: ParsableCommand {
     @Option(help: "Leave tensors with fewer elements than this unchanged (default \(Recipe.defaultMinimumElements)).")
     var minimumElements: Int?
 
+    @Flag(help: "With --quantize, leave embedding tables (Gather data) in float; by default they are quantized per row.")
+    var noQuantizeEmbeddings = false
+
     @Option(help: "A JSON recipe: defaults and per-tensor rules matched by glob (see README). Flags override its defaults.")
     var recipe: String?
 
@@ -51,7 +55,9 @@ struct Convert: ParsableCommand {
     func validate() throws {
         _ = try codec()
         if asymmetric && quantize == nil && recipe == nil { throw ValidationError("--asymmetric needs --quantize") }
-        if recipe == nil { _ = try resolvedRecipe() }
+        if recipe == nil {   // flags alone: a mistake in them is a usage error; a recipe file's are checked in run()
+            do { _ = try resolvedRecipe() } catch let error as ConvertError { throw ValidationError(error.description) }
+        }
     }
 
     /// Parse `--compress`.
@@ -70,18 +76,15 @@ struct Convert: ParsableCommand {
 
     /// The recipe file (if any) with the flags applied over its defaults.
     func resolvedRecipe() throws -> Recipe {
-        do {
-            var r = try recipe.map(Recipe.load) ?? Recipe()
-            if let prune { r.prune = prune }
-            if let quantize { r.quantize = quantize }
-            if asymmetric { r.asymmetric = true }
-            if let layout { r.layout = layout }
-            if let minimumElements { r.minimumElements = minimumElements }
-            try r.validate()
-            return r
-        } catch let error as ConvertError {
-            throw ValidationError(error.description)
-        }
+        var r = try recipe.map(Recipe.load) ?? Recipe()
+        if let prune { r.prune = prune }
+        if let quantize { r.quantize = quantize }
+        if asymmetric { r.asymmetric = true }
+        if let layout { r.layout = layout }
+        if let minimumElements { r.minimumElements = minimumElements }
+        if noQuantizeEmbeddings { r.quantizeEmbeddings = false }
+        try r.validate()
+        return r
     }
 
     func run() throws {

@@ -76,7 +76,7 @@ import TesseraConvert
         }
     }
 
-    @Test func byDefaultOnlyLargeGemmWeightsAreQuantized() throws {
+    @Test func byDefaultLargeGemmWeightsAndEmbeddingTablesAreQuantized() throws {
         let recipe = Recipe(quantize: "int8")
         #expect(try recipe.plan(for: Self.weight(k: 64, n: 16)).quantize != nil)
         #expect(try recipe.plan(for: Self.weight(k: 8, n: 8)).quantize == nil)   // 64 < 1024 elements
@@ -85,8 +85,12 @@ import TesseraConvert
         #expect(try recipe.plan(for: bias).quantize == nil)
         var embedding = bias
         embedding.role = .gatherData
-        let converter = try Converter(recipe: recipe)
-        #expect(try converter.convert(embedding).densify() == (try embedding.densify()))
+        embedding.reductionAxis = nil
+        let quantized = try Converter(recipe: recipe).convert(embedding)
+        #expect(quantized.quantization?.granularity == .perAxis(axis: 0))   // one scale per row, as looked up
+        var floatEmbeddings = recipe
+        floatEmbeddings.quantizeEmbeddings = false
+        #expect(try Converter(recipe: floatEmbeddings).convert(embedding).densify() == (try embedding.densify()))
         let ints = Tensor(name: "i", dataType: .int32, shape: [64, 16], role: .matmulB, reductionAxis: 0,
                           storage: .dense(values: TensorBytes([UInt8](repeating: 1, count: 4096))))
         #expect(try recipe.plan(for: ints).quantize == nil)

@@ -365,7 +365,9 @@ def test_outputs_never_replace_special_files(work):
     assert (work / "target.tess").read_bytes() == b"keep"
 
 
-def test_a_fifo_as_model_or_external_data_is_refused_without_blocking(work):
+def test_a_fifo_as_model_recipe_or_external_data_is_refused_without_blocking(work):
+    os.mkfifo(work / "recipe.json")
+    refused(work, ["convert", DIGITS, "-o", work / "out.tess", "--recipe", work / "recipe.json"], "is a FIFO, not a regular file", timeout=20)
     os.mkfifo(work / "model.onnx")
     refused(work, ["convert", work / "model.onnx", "-o", work / "out.tess"], "is a FIFO, not a regular file", timeout=20)
     refused(work, ["run", work / "model.onnx"], "is a FIFO, not a regular file", timeout=20)

@@ -171,3 +171,29 @@ def test_wildcard_rules_apply_where_they_can_and_exact_rules_must_apply(work):
     recipe.write_text(json.dumps({"rules": [{"match": "layer.2.shape", "prune": "2:4"}]}))
     result = tessera("convert", model, "-o", work / "p2.tess", "--recipe", recipe, check=False)
     assert result.returncode == 1 and "cannot prune tensor 'layer.2.shape' as its rule asks" in result.stderr
+
+
+def test_quantize_also_quantizes_embedding_tables_per_row_unless_told_not_to(work):
+    import json
+    rng = np.random.default_rng(7)
+    table = rng.normal(size=(200, 16)).astype(np.float32)
+    graph = helper.make_graph([helper.make_node("Gather", ["table", "ids"], ["y"])], "g",
+                              [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 5, 16])], [numpy_helper.from_array(table, "table")])
+    model = work / "emb.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+
+    def row(*flags):
+        tessera("convert", model, "-o", work / "e.tess", "--force", "--report", work / "r.json", "--quantize", "int8", *flags)
+        return json.loads((work / "r.json").read_text())["tensors"][0]
+
+    assert row()["quantization"] == "int8 per-axis(0) f32"   # one scale per row, as quantize_dynamic does
+    assert row("--no-quantize-embeddings").get("quantization") is None
+    recipe = work / "r.recipe.json"
+    recipe.write_text(json.dumps({"quantize": "int8", "quantize_embeddings": False}))
+    tessera("convert", model, "-o", work / "e.tess", "--force", "--report", work / "r.json", "--recipe", recipe)
+    assert json.loads((work / "r.json").read_text())["tensors"][0].get("quantization") is None
+    np.save(work / "ids.npy", np.array([[0, 5, 199, 7, 7]], np.int64))
+    tessera("convert", model, "-o", work / "q.tess", "--force", "--quantize", "int8")
+    out = tessera("verify", work / "q.tess", "--source", model, "--input", f"ids={work / 'ids.npy'}", "--min-output-cosine", "0.999")
+    assert "verdict: OK" in out.stdout
