@@ -26,20 +26,28 @@ public enum Quantizer {
     /// which quantizing would silently turn into the zero point).
     public static func obstacle(_ spec: QuantizationSpec, _ tensor: Tensor) throws -> String? {
         guard tensor.quantization == nil else { return nil }   // already quantized: kept as is
+        return try typeObstacle(spec, tensor) ?? valueObstacle(try tensor.densify())
+    }
+
+    private static func typeObstacle(_ spec: QuantizationSpec, _ tensor: Tensor) -> String? {
         guard tensor.dataType.isFloatingPoint else { return "it is \(tensor.dataType); only float tensors can be quantized" }
         if spec.groupSize != nil, groupAxis(of: tensor) == nil { return "it has no reduction axis for group quantization" }
-        let nonFinite = try tensor.densify().reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
-        if nonFinite > 0 { return "it holds \(nonFinite) NaN or infinite value(s), which quantized codes cannot represent" }
         return nil
+    }
+
+    private static func valueObstacle(_ values: [Float]) -> String? {
+        let nonFinite = values.reduce(0) { $0 + ($1.isFinite ? 0 : 1) }
+        return nonFinite > 0 ? "it holds \(nonFinite) NaN or infinite value(s), which quantized codes cannot represent" : nil
     }
 
     /// `tensor` (a float tensor in any layout) quantized as `spec` says, in the same layout.
     /// Per-channel scales run along the output axis; groups run along the reduction axis.
     public static func quantize(_ tensor: Tensor, _ spec: QuantizationSpec) throws -> Tensor {
         guard tensor.quantization == nil else { return tensor }
-        if let reason = try obstacle(spec, tensor) {
-            throw ConvertError("cannot quantize tensor '\(tensor.name)': \(reason); keep it exact with a recipe rule {\"match\": \"\(tensor.name)\", \"skip\": true}")
+        func refuse(_ reason: String) -> ConvertError {
+            ConvertError("cannot quantize tensor '\(tensor.name)': \(reason); keep it exact with a recipe rule {\"match\": \"\(tensor.name)\", \"skip\": true}")
         }
+        if let reason = typeObstacle(spec, tensor) { throw refuse(reason) }
         let granularity: QuantizationGranularity
         if let block = spec.groupSize, let axis = groupAxis(of: tensor) {
             granularity = .perGroup(axis: axis, blockSize: block)
@@ -49,6 +57,7 @@ public enum Quantizer {
             granularity = .perTensor
         }
         let values = try tensor.densify()
+        if let reason = valueObstacle(values) { throw refuse(reason) }
         let geometry = try TensorGeometry(shape: tensor.shape)
         let groups = ScaleIndexer(granularity, geometry: geometry)
         let scaleCount = geometry.scaleCount(granularity)

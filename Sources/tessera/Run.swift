@@ -43,18 +43,22 @@ struct Run: ParsableCommand {
         try reportingErrors {
             resources.apply()
             // The .npz may replace neither the model nor an input file; checked before running.
-            let written = OutputGroup(inputs: [file] + inputs.map { String($0.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false).last ?? "") })
+            // NAME=PATH, or PATH alone.
+            let specs = inputs.map { spec -> (spec: String, name: String?, path: String) in
+                let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
+                return parts.count == 2 ? (spec, parts[0], parts[1]) : (spec, nil, spec)
+            }
+            let written = OutputGroup(inputs: [file] + specs.map(\.path))
             let outputFile = try output.map { try written.file($0, replaceExisting: force) }
             let graph = try ONNXGraph.open(file)
             let executor = try GraphExecutor(graph, threads: threads)
             var values: [String: Value] = [:]
-            for spec in inputs {
-                let parts = spec.split(separator: "=", maxSplits: 1).map(String.init)
-                let (name, path): (String, String)
-                if parts.count == 2 {
-                    (name, path) = (parts[0], parts[1])
+            for (spec, given, path) in specs {
+                let name: String
+                if let given {
+                    name = given
                 } else if graph.inputs.count == 1 {
-                    (name, path) = (graph.inputs[0].name, spec)
+                    name = graph.inputs[0].name
                 } else {
                     throw RuntimeError(.badInput, "--input \(spec): write NAME=PATH; the graph has inputs \(graph.inputs.map(\.name).joined(separator: ", "))")
                 }
