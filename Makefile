@@ -7,6 +7,7 @@
 #   make bench   the benchmark harness: format, ONNX import, kernels, and end-to-end accuracy and
 #                MiniLM latency next to their peers, one run
 #   make results docs/COMPRESSION.md: every recipe's size and fidelity next to quantize_dynamic
+#   make conformance  the onnx wheel's node tests through tessera run and onnxruntime, counted
 #   make fuzz    libFuzzer on the .tess reader (with its graph section), the ONNX importer and the
 #                graph executor's shape logic (FUZZ_SECONDS each)
 #
@@ -32,7 +33,7 @@ DEMO := .build/demo
 FUZZ_SECONDS ?= 600
 FUZZ := .build/fuzz
 
-.PHONY: all deps venv build test sanitize demo bench results fuzz clean
+.PHONY: all deps venv build test sanitize demo bench results conformance fuzz clean
 
 all: build
 
@@ -101,6 +102,11 @@ bench: build venv
 results: build venv
 	TESSERA=$(RELEASE)/tessera $(VENV)/bin/python Benchmarks/compression_results.py > /dev/null
 	@echo "wrote docs/COMPRESSION.md"
+
+# The ONNX node tests (regenerated from the onnx wheel, about 1,900), each through tessera run and
+# onnxruntime against the stored outputs; not part of make test (a few minutes).
+conformance: build venv
+	$(VENV)/bin/python Benchmarks/node_conformance.py --tessera $(RELEASE)/tessera
 
 # Seed corpora come from the fixtures; crashes land in $(FUZZ)/artifacts and become regression tests.
 fuzz: build venv

@@ -1,0 +1,116 @@
+"""ONNX node conformance: the onnx wheel's own node test cases, regenerated (about 10 s) and run
+through `tessera run` and through onnxruntime, each judged against the stored outputs with the
+tolerances of onnx's backend test runner (rtol 1e-3, atol 1e-7; exact for integers and bools).
+
+Usage: node_conformance.py --tessera BIN [--workdir DIR] [--sample N] [--list-failures]
+Prints, per runtime, how many of the tests it passes, and the op types that fail most.
+"""
+import argparse
+import collections
+import glob
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import numpy_helper
+from onnx.backend.test import cmd_tools
+from onnx.backend.test.case import node
+
+
+def generate(folder):
+    np.random.seed(0)
+    cmd_tools.model_test.collect_testcases = lambda: node.collect_testcases(None)   # node tests, not model tests
+    cmd_tools.generate_data(argparse.Namespace(output=folder))
+    return sorted(glob.glob(os.path.join(folder, "node", "*")))
+
+
+def load_pb(path):
+    t = onnx.TensorProto()
+    with open(path, "rb") as f:
+        t.ParseFromString(f.read())
+    return numpy_helper.to_array(t)
+
+
+def close(expected, got):
+    expected, got = np.asarray(expected), np.asarray(got)
+    if expected.shape != got.shape:
+        return False
+    if expected.dtype.kind in "fc":
+        return np.allclose(got.astype(expected.dtype), expected, rtol=1e-3, atol=1e-7, equal_nan=True)
+    return np.array_equal(got, expected)
+
+
+def case_data(case):
+    model = onnx.load(os.path.join(case, "model.onnx"))
+    data = os.path.join(case, "test_data_set_0")
+    inputs = sorted(glob.glob(os.path.join(data, "input_*.pb")), key=lambda p: int(p.rsplit("_", 1)[1][:-3]))
+    outputs = sorted(glob.glob(os.path.join(data, "output_*.pb")), key=lambda p: int(p.rsplit("_", 1)[1][:-3]))
+    return model, inputs, outputs
+
+
+def run_tessera(binary, case, work):
+    model, inputs, outputs = case_data(case)
+    names = [i.name for i in model.graph.input]
+    args = [binary, "run", os.path.join(case, "model.onnx"), "-o", os.path.join(work, "out.npz"), "--force", "--threads", "1"]
+    for name, path in zip(names, inputs):
+        args += ["--input", f"{name}={path}"]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        return False, result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"
+    got = np.load(os.path.join(work, "out.npz"))
+    for info, path in zip(model.graph.output, outputs):
+        if info.name not in got or not close(load_pb(path), got[info.name]):
+            return False, f"output '{info.name}' differs"
+    return True, ""
+
+
+def run_onnxruntime(case):
+    try:
+        model, inputs, outputs = case_data(case)
+        session = ort.InferenceSession(os.path.join(case, "model.onnx"), providers=["CPUExecutionProvider"])
+        feeds = {i.name: load_pb(p) for i, p in zip(model.graph.input, inputs)}
+        got = session.run([o.name for o in model.graph.output], feeds)
+        return all(close(load_pb(p), g) for p, g in zip(outputs, got))
+    except Exception:   # an op, type or opset it lacks, or inputs its Python API refuses
+        return False
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tessera", required=True)
+    parser.add_argument("--workdir")
+    parser.add_argument("--sample", type=int, help="every k-th test only (a fixed sample)")
+    parser.add_argument("--list-failures", action="store_true")
+    args = parser.parse_args()
+    folder = args.workdir or tempfile.mkdtemp(prefix="node-conformance-")
+    cases = generate(folder)
+    if args.sample:
+        cases = cases[::args.sample]
+    passed = {"tessera": 0, "onnxruntime": 0}
+    failing_ops = collections.Counter()
+    failures = []
+    for case in cases:
+        ok, why = run_tessera(args.tessera, case, folder)
+        passed["tessera"] += ok
+        passed["onnxruntime"] += run_onnxruntime(case)
+        if not ok:
+            op = onnx.load(os.path.join(case, "model.onnx")).graph.node[0].op_type
+            failing_ops[op] += 1
+            failures.append((os.path.basename(case), why))
+    total = len(cases)
+    print(f"ONNX node tests (onnx {onnx.__version__}, onnxruntime {ort.__version__}): {total} tests")
+    for runtime, n in passed.items():
+        print(f"  {runtime:12s} passes {n:5d} of {total} ({n / total:.1%})")
+    print("  ops failing most in tessera: " + ", ".join(f"{op} ({n})" for op, n in failing_ops.most_common(15)))
+    if args.list_failures:
+        for name, why in failures:
+            print(f"  FAIL {name}: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
