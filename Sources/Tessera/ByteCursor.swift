@@ -32,12 +32,13 @@ struct ByteCursor {
     mutating func readU64() throws -> UInt64 { UInt64(littleEndian: try take(8).loadUnaligned(as: UInt64.self)) }
     mutating func readI32() throws -> Int32 { Int32(bitPattern: try readU32()) }
 
-    /// A u64 that must fit in `Int` (it always does for lengths and offsets within limits).
-    mutating func readLength(_ field: String) throws -> Int {
+    /// A u64 that must fit in `Int` (it always does for lengths and offsets within limits);
+    /// one that does not breaks the field's own rule, `code`.
+    mutating func readLength(_ field: String, else code: TessError.Code) throws -> Int {
         let at = absolutePosition
         let value = try readU64()
         guard value <= UInt64(Int.max) else {
-            throw TessError(.limitExceeded, "\(field) \(value) does not fit in a signed 64-bit integer", offset: at)
+            throw TessError(code, "\(field) \(value) does not fit in a signed 64-bit integer", offset: at)
         }
         return Int(value)
     }

@@ -6,9 +6,12 @@ public struct FileHeader: Equatable, Sendable {
     /// Written little-endian, so the file holds 0D 0C 0B 0A.
     public static let endiannessMarker: UInt32 = 0x0A0B_0C0D
     public static let majorVersion: UInt16 = 1
+    /// The minor version of a file that uses nothing added after 1.0.
     public static let minorVersion: UInt16 = 0
-    /// Feature bits this reader understands (none in v1.0).
-    public static let knownRequiredFeatures: UInt64 = 0
+    /// Bit 0 (format 1.1): some section is stored as a zstd frame.
+    public static let compressedSectionsFeature: UInt64 = 1
+    /// Feature bits this reader understands.
+    public static let knownRequiredFeatures: UInt64 = compressedSectionsFeature
 
     public var majorVersion: UInt16 = FileHeader.majorVersion
     public var minorVersion: UInt16 = FileHeader.minorVersion
@@ -78,8 +81,8 @@ public struct FileHeader: Equatable, Sendable {
         guard features & ~Self.knownRequiredFeatures == 0 else {
             throw TessError(.unsupportedFeature, "the file requires features 0x\(String(features, radix: 16)) that this reader does not implement", offset: 24)
         }
-        let indexOffset = try c.readLength("index offset")
-        let indexLength = try c.readLength("index length")
+        let indexOffset = try c.readLength("index offset", else: .fileSize)
+        let indexLength = try c.readLength("index length", else: .limitExceeded)
         var header = FileHeader(alignment: alignment, indexOffset: indexOffset, indexLength: indexLength,
                                 indexChecksum: try c.readU64())
         header.minorVersion = minor

@@ -28,7 +28,8 @@ public struct BufferEntry: Equatable, Sendable {
     public var codecParameter: Int = 0
 }
 
-/// A section of the index: a kind, a required flag and opaque payload bytes.
+/// A section of the index: a kind, a required flag and its payload (decoded: how the file
+/// stores it, plain or as one zstd frame, is the writer's choice; see `StoredSection`).
 public struct Section: Equatable, Sendable {
     public enum Kind: UInt32, Sendable {
         case metadata = 1   // a UTF-8 JSON object
@@ -49,11 +50,26 @@ public struct Section: Equatable, Sendable {
     public init(_ kind: Kind, payload: [UInt8]) { self.init(kind: kind.rawValue, payload: payload) }
 }
 
+/// A section as the index holds it: flag bit 0 marks it required, bit 1 says the bytes are one
+/// zstd frame of the payload (format 1.1).
+struct StoredSection: Equatable {
+    static let requiredFlag: UInt32 = 1
+    static let zstdFlag: UInt32 = 2
+    static let knownFlags = requiredFlag | zstdFlag
+
+    var kind: UInt32
+    var flags: UInt32
+    var bytes: [UInt8]
+
+    var isCompressed: Bool { flags & Self.zstdFlag != 0 }
+    var isRequired: Bool { flags & Self.requiredFlag != 0 }
+}
+
 /// The index: buffer table, tensor table and sections, stored after the last buffer.
 struct FileIndex {
     var buffers: [BufferEntry] = []
     var tensors: [TensorEntry] = []
-    var sections: [Section] = []
+    var sections: [StoredSection] = []
 
     static let noBuffer: UInt32 = 0xFFFF_FFFF
     static let minimumTensorEntrySize = 33
@@ -75,9 +91,9 @@ struct FileIndex {
         for t in tensors { Self.encode(t, into: &w) }
         for s in sections {
             w.u32(s.kind)
-            w.u32(s.required ? 1 : 0)
-            w.u64(s.payload.count)
-            w.append(contentsOf: s.payload)
+            w.u32(s.flags)
+            w.u64(s.bytes.count)
+            w.append(contentsOf: s.bytes)
         }
         return w.bytes
     }
@@ -130,7 +146,7 @@ struct FileIndex {
         let bufferCount = Int(try c.readU32())
         let sectionCount = Int(try c.readU32())
         let reservedAt = c.absolutePosition
-        guard try c.readU32() == 0 else { throw TessError(.badHeader, "reserved index field is not zero", offset: reservedAt) }
+        guard try c.readU32() == 0 else { throw TessError(.badIndex, "reserved index field is not zero", offset: reservedAt) }
         guard tensorCount <= Limits.maxTensorCount else {
             throw TessError(.limitExceeded, "\(tensorCount) tensors exceed the limit of \(Limits.maxTensorCount)", offset: base)
         }
@@ -148,9 +164,9 @@ struct FileIndex {
         index.buffers.reserveCapacity(bufferCount)
         for _ in 0 ..< bufferCount {
             let at = c.absolutePosition
-            let offset = try c.readLength("buffer offset")
-            let stored = try c.readLength("stored length")
-            let decoded = try c.readLength("decoded length")
+            let offset = try c.readLength("buffer offset", else: .bufferLayout)
+            let stored = try c.readLength("stored length", else: .bufferLayout)
+            let decoded = try c.readLength("decoded length", else: .limitExceeded)
             let checksum = try c.readU64()
             let rawCodec = try c.readU32()
             guard let codec = Codec(rawValue: rawCodec) else {
@@ -169,12 +185,14 @@ struct FileIndex {
             let at = c.absolutePosition
             let kind = try c.readU32()
             let flags = try c.readU32()
-            guard flags & ~1 == 0 else { throw TessError(.badSection, "section flags 0x\(String(flags, radix: 16)) use reserved bits", offset: at + 4) }
-            let length = try c.readLength("section length")
-            index.sections.append(Section(kind: kind, required: flags & 1 == 1, payload: Array(try c.readBytes(length))))
+            guard flags & ~StoredSection.knownFlags == 0 else {
+                throw TessError(.badSection, "section flags 0x\(String(flags, radix: 16)) use reserved bits", offset: at + 4)
+            }
+            let length = try c.readLength("section length", else: .truncated)
+            index.sections.append(StoredSection(kind: kind, flags: flags, bytes: Array(try c.readBytes(length))))
         }
         guard c.isAtEnd else {
-            throw TessError(.bufferLayout, "index has \(c.remaining) bytes after its last section", offset: c.absolutePosition)
+            throw TessError(.badIndex, "index has \(c.remaining) bytes after its last section", offset: c.absolutePosition)
         }
         return index
     }
@@ -238,7 +256,7 @@ struct FileIndex {
             at = c.absolutePosition
             let kind = try c.readU32()
             let qAxis = Int(try c.readI32())
-            let block = try c.readLength("group size")
+            let block = try c.readLength("group size", else: .badQuantization)
             let granularity: QuantizationGranularity
             // Axis and group size are checked together, by the same rule for every granularity.
             switch (kind, qAxis, block) {
@@ -261,11 +279,9 @@ struct FileIndex {
             storage = .dense(values: Int(try c.readU32()))
         case .csr:
             at = c.absolutePosition
-            let rawRowType = try c.readU32(), rawColumnType = try c.readU32()
-            guard let rowType = IndexType(rawValue: rawRowType), let columnType = IndexType(rawValue: rawColumnType) else {
-                throw TessError(.unknownDataType, "CSR index types \(rawRowType)/\(rawColumnType) must be uint8, uint16, uint32 or uint64", offset: at)
-            }
-            let nnz = try c.readLength("nnz")
+            let rowType = try Self.csrIndexType(&c, "row pointer", else: .csrRowPointers)
+            let columnType = try Self.csrIndexType(&c, "column index", else: .csrColumnIndices)
+            let nnz = try c.readLength("nnz", else: .bufferSize)
             let rp = Int(try c.readU32()), ci = Int(try c.readU32()), values = Int(try c.readU32())
             storage = .csr(rowPointerType: rowType, rowPointers: rp, columnIndexType: columnType,
                            columnIndices: ci, nonZeroCount: nnz, values: values)
@@ -275,5 +291,16 @@ struct FileIndex {
         }
         return TensorEntry(name: name, dataType: dataType, shape: shape, role: role,
                            reductionAxis: axis == -1 ? nil : Int(axis), storage: storage, quantization: quantization)
+    }
+
+    /// A CSR index type: a known data type number (else `unknownDataType`) that is an unsigned
+    /// integer type (else `code`, the rule of that array).
+    private static func csrIndexType(_ c: inout ByteCursor, _ field: String, else code: TessError.Code) throws -> IndexType {
+        let at = c.absolutePosition
+        let type = try DataType.decode(try c.readU32(), field: "\(field) type", offset: at)
+        guard let indexType = IndexType(rawValue: type.rawValue) else {
+            throw TessError(code, "\(field) type \(type) must be uint8, uint16, uint32 or uint64", offset: at)
+        }
+        return indexType
     }
 }

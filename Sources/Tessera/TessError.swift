@@ -10,10 +10,11 @@ public struct TessError: Error, Equatable, CustomStringConvertible, Sendable {
         case unsupportedFeature      // a required feature bit or section this reader does not know
         case badEndianness           // endianness marker is not little-endian
         case headerChecksum
-        case badHeader               // header size, alignment or reserved field
+        case badHeader               // header size or alignment
         case fileSize                // file length disagrees with the header (truncated or extended)
         case truncated               // a structure runs past the end of its region
         case indexChecksum
+        case badIndex                // the index's reserved field, bytes after its last section
         case limitExceeded
         case badName                 // empty, over-long, not UTF-8, or duplicate
         case unknownDataType
@@ -28,7 +29,7 @@ public struct TessError: Error, Equatable, CustomStringConvertible, Sendable {
         case bufferReference         // out of range, shared, or unreferenced
         case bufferSize              // decoded length disagrees with what the tensor needs
         case checksumMismatch
-        case codec                   // zstd failed or decoded to the wrong length
+        case codec                   // a codec's rule: codec none's lengths, a zstd frame that is invalid or of the wrong size
         case csrRowPointers
         case csrColumnIndices
         case sparse24Metadata

@@ -42,10 +42,9 @@ public final class TessFile: @unchecked Sendable {
         let index = try FileIndex.decode(indexBytes, base: header.indexOffset)
         try Self.checkBufferTiling(index.buffers, header: header, file: file, limits: limits)
         tensorIndex = try Self.checkTensors(index, header: header)
-        try Self.checkSections(index.sections, header: header)
+        sections = try Self.loadSections(index.sections, header: header)
         buffers = index.buffers
         tensors = index.tensors
-        sections = index.sections
     }
 
     public func section(_ kind: Section.Kind) -> Section? { sections.first { $0.kind == kind.rawValue } }
@@ -155,14 +154,14 @@ public final class TessFile: @unchecked Sendable {
             switch b.codec {
             case .none:
                 guard b.storedLength == b.decodedLength else {
-                    throw TessError(.bufferSize, "uncompressed buffer \(i) stores \(b.storedLength) bytes but declares \(b.decodedLength)", offset: entryOffset + 16)
+                    throw TessError(.codec, "uncompressed buffer \(i) stores \(b.storedLength) bytes but declares \(b.decodedLength)", offset: entryOffset + 16)
                 }
             case .zstd, .zstdShuffled:
                 guard b.decodedLength <= limits.maxDecodedBufferBytes else {
                     throw TessError(.limitExceeded, "buffer \(i) declares \(b.decodedLength) decoded bytes, over the reader's limit of \(limits.maxDecodedBufferBytes)", offset: entryOffset + 16)
                 }
                 guard b.decodedLength / Limits.maxZstdExpansion <= b.storedLength else {
-                    throw TessError(.bufferSize, "buffer \(i) declares \(b.decodedLength) decoded bytes from \(b.storedLength) stored; zstd cannot expand more than \(Limits.maxZstdExpansion)x", offset: entryOffset + 16)
+                    throw TessError(.limitExceeded, "buffer \(i) declares \(b.decodedLength) decoded bytes from \(b.storedLength) stored; zstd cannot expand more than \(Limits.maxZstdExpansion)x", offset: entryOffset + 16)
                 }
             }
             previousEnd = end
@@ -210,16 +209,26 @@ public final class TessFile: @unchecked Sendable {
         return byName
     }
 
-    private static func checkSections(_ sections: [Section], header: FileHeader) throws {
+    /// Each kind at most once, unknown required kinds refused, compressed payloads decoded
+    /// (only with the header's feature bit, which is set exactly when one is), each checked.
+    private static func loadSections(_ stored: [StoredSection], header: FileHeader) throws -> [Section] {
         var seen = Set<UInt32>()
-        for s in sections {
+        var sections: [Section] = []
+        let compressed = stored.contains { $0.isCompressed }
+        guard compressed == (header.requiredFeatures & FileHeader.compressedSectionsFeature != 0) else {
+            throw TessError(.badSection, compressed ? "a section is compressed but the header lacks required feature bit 0"
+                                                    : "the header sets required feature bit 0 (compressed sections) but no section is compressed",
+                            offset: header.indexOffset)
+        }
+        for s in stored {
             guard seen.insert(s.kind).inserted else {
                 throw TessError(.badSection, "section kind \(s.kind) appears twice", offset: header.indexOffset)
             }
-            if Section.Kind(rawValue: s.kind) == nil, s.required {
+            if Section.Kind(rawValue: s.kind) == nil, s.isRequired {
                 throw TessError(.unsupportedFeature, "the file has a required section of kind \(s.kind) that this reader does not know", offset: header.indexOffset)
             }
-            try FileSections.validate(s, offset: header.indexOffset)
+            sections.append(try FileSections.load(s, offset: header.indexOffset))
         }
+        return sections
     }
 }

@@ -81,14 +81,20 @@ public final class TessWriter {
     public func finish(sections: [Section] = []) throws -> Int {
         try requireOpen()
         do {
-            index.sections = try Self.checkedSections(sections)
+            index.sections = try Self.checkedSections(sections).map {
+                try FileSections.store($0, zstdLevel: options.codec == .none ? nil : options.zstdLevel)
+            }
             try file.pad(to: alignUp(file.position, options.alignment))
             let indexBytes = index.encode()
             guard indexBytes.count <= Limits.maxIndexBytes else {
                 throw TessError(.limitExceeded, "index would be \(indexBytes.count) bytes, over the limit of \(Limits.maxIndexBytes)")
             }
-            let header = FileHeader(alignment: options.alignment, indexOffset: file.position, indexLength: indexBytes.count,
+            var header = FileHeader(alignment: options.alignment, indexOffset: file.position, indexLength: indexBytes.count,
                                     indexChecksum: Checksum.xxh3(indexBytes))
+            if index.sections.contains(where: \.isCompressed) {   // a 1.1 feature; otherwise the file is a 1.0 file
+                header.minorVersion = 1
+                header.requiredFeatures = FileHeader.compressedSectionsFeature
+            }
             try file.write(indexBytes)
             try file.write(header.encode(), at: 0)
             if group == nil { try file.commit() }

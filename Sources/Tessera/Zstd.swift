@@ -40,15 +40,11 @@ enum Zstd {
     /// corrupt at its first block costs a block of memory, not its declared size. The size is
     /// checked against `MemoryBudget` first.
     static func decompress(_ input: UnsafeRawBufferPointer, decodedLength: Int) throws -> TensorBytes {
-        let frameSize = ZSTD_findFrameCompressedSize(input.baseAddress, input.count)
-        if ZSTD_isError(frameSize) != 0 || frameSize != input.count {
-            throw TessError(.codec, "stored bytes are not exactly one zstd frame")
-        }
-        let declared = ZSTD_getFrameContentSize(input.baseAddress, input.count)
         // The writer always records the content size; a frame that disagrees is rejected
         // before anything is allocated.
-        if declared != UInt64(decodedLength) {
-            throw TessError(.codec, "zstd frame declares \(declared == ZSTD_CONTENTSIZE_UNKNOWN ? "no" : String(declared)) content bytes, buffer table says \(decodedLength)")
+        let declared = try frameContentSize(input)
+        guard declared == decodedLength else {
+            throw TessError(.codec, "zstd frame declares \(declared) content bytes, buffer table says \(decodedLength)")
         }
         let output = try HeapBytes(count: decodedLength, what: "decoding \(decodedLength) bytes")
         let produced = try check(ZSTD_decompress(output.base, decodedLength, input.baseAddress, input.count), "decompress")
@@ -56,6 +52,20 @@ enum Zstd {
             throw TessError(.codec, "zstd frame decoded to \(produced) bytes, buffer table says \(decodedLength)")
         }
         return TensorBytes(output)
+    }
+
+    /// The decoded size one zstd frame records in its header. Writers always record it; a frame
+    /// without it, or bytes that are not exactly one frame, are refused.
+    static func frameContentSize(_ input: UnsafeRawBufferPointer) throws -> Int {
+        let frameSize = ZSTD_findFrameCompressedSize(input.baseAddress, input.count)
+        if ZSTD_isError(frameSize) != 0 || frameSize != input.count {
+            throw TessError(.codec, "stored bytes are not exactly one zstd frame")
+        }
+        let declared = ZSTD_getFrameContentSize(input.baseAddress, input.count)
+        guard declared != ZSTD_CONTENTSIZE_UNKNOWN, declared != ZSTD_CONTENTSIZE_ERROR, declared <= UInt64(Int.max) else {
+            throw TessError(.codec, "zstd frame does not record its content size")
+        }
+        return Int(declared)
     }
 
     static var versionString: String { String(cString: ZSTD_versionString()) }

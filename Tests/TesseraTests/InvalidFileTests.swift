@@ -100,9 +100,40 @@ import Testing
         raw.editIndex = { $0.putU32(UInt32(Limits.maxSectionCount + 1), at: 8) }
         Self.expect(.limitExceeded, raw)
         raw.editIndex = { $0.putU32(1, at: 12) }
-        Self.expect(.badHeader, raw)
+        Self.expect(.badIndex, raw)
         raw.editIndex = { $0 += [0] }
-        Self.expect(.bufferLayout, raw)
+        Self.expect(.badIndex, raw)
+        raw.editIndex = { $0 = Array($0.prefix(12)) }     // shorter than the 16 bytes of counts
+        Self.expect(.truncated, raw)
+    }
+
+    /// A u64 over 2^63 - 1 breaks the rule of its own field, never a generic one.
+    @Test func hugeLengthsBreakTheirFieldsRule() {
+        var raw = Self.valid
+        raw.editHeader = { $0.putU64(1 << 63, at: 32) }
+        Self.expect(.fileSize, raw)                       // index offset
+        raw.editHeader = { $0.putU64(1 << 63, at: 40) }
+        Self.expect(.limitExceeded, raw)                  // index length
+        raw.editHeader = nil
+        for (field, code) in [(0, TessError.Code.bufferLayout), (8, .bufferLayout), (16, .limitExceeded)] {
+            raw.editIndex = { $0.putU64(1 << 63, at: 16 + field) }   // buffer 0's offset, stored and decoded length
+            Self.expect(code, raw)
+        }
+        raw.editIndex = { $0.putU64(1 << 63, at: $0.count - 8 - 1) }  // the only section's length: 1 metadata byte... runs past
+        raw.sections = [Section(kind: 2, payload: [7])]
+        Self.expect(.truncated, raw)
+    }
+
+    @Test func csrIndexTypes() {
+        let entry = Self.firstTensorField(RawFile([Self.csr]), 0) + 4 * 5 + 8 * 2 + 4   // after dtype..dims and the quantization flag
+        var raw = RawFile([Self.csr])
+        #expect(Self.failure(raw.bytes()) == nil)
+        raw.editIndex = { $0.putU32(1, at: entry) }       // FLOAT row pointers
+        Self.expect(.csrRowPointers, raw)
+        raw.editIndex = { $0.putU32(1, at: entry + 4) }   // FLOAT column indices
+        Self.expect(.csrColumnIndices, raw)
+        raw.editIndex = { $0.putU32(99, at: entry + 4) }
+        Self.expect(.unknownDataType, raw)
     }
 
     /// Offset of the first tensor entry's fields within the index bytes.
@@ -197,7 +228,7 @@ import Testing
         Self.expect(.bufferLayout, raw)
         raw = Self.valid
         raw.buffers[0].decodedLength = 15           // codec none: stored != decoded
-        Self.expect(.bufferSize, raw)
+        Self.expect(.codec, raw)
     }
 
     @Test func bufferReferences() {
@@ -228,7 +259,7 @@ import Testing
         let bomb = Tensor(name: "bomb", dataType: .uint8, shape: [1_000_000], storage: .dense(values: TensorBytes([UInt8](repeating: 0, count: 1_000_000))))
         raw = RawFile([bomb])
         raw.buffers[0] = RawFile.Buffer(stored: [0x28, 0xB5, 0x2F, 0xFD, 0, 0, 0, 0], codec: .zstd, decodedLength: 1_000_000, checksum: 0)
-        Self.expect(.bufferSize, raw)               // 8 stored bytes cannot decode to 1 MB
+        Self.expect(.limitExceeded, raw)            // 8 stored bytes cannot decode to 1 MB
         // A legitimate frame, but over a device's decoded-size budget.
         let zeros = zstd([UInt8](repeating: 0, count: 1_000_000))
         raw.buffers[0] = RawFile.Buffer(stored: zeros, codec: .zstd, decodedLength: 1_000_000,
@@ -323,20 +354,76 @@ import Testing
         raw.sections = [Section(kind: 77, required: false, payload: [1])]
         #expect(Self.failure(raw.bytes()) == nil, "unknown optional sections are skipped")
         raw.sections = [Section(kind: 2, payload: [1])]
-        raw.editIndex = { $0[$0.count - 1 - 1 - 8 - 4 + 1] = 2 }   // flags of the only section: reserved bit
+        raw.editIndex = { $0[$0.count - 1 - 1 - 8 - 4 + 1] = 4 }   // flags of the only section: reserved bit
         Self.expect(.badSection, raw)
     }
+
+    @Test func metadataIsJSONAsEveryParserReadsIt() {
+        var raw = Self.valid
+        raw.sections = [Section(kind: 1, payload: [0xEF, 0xBB, 0xBF] + Array("{}".utf8))]
+        Self.expect(.badMetadata, raw)                        // a byte order mark (RFC 8259 section 8.1)
+        raw.sections = [Section(kind: 1, payload: [0x7B, 0x00, 0x7D, 0x00])]
+        Self.expect(.badMetadata, raw)                        // UTF-16
+        raw.sections = [Section(kind: 1, payload: [0x7B, 0x22, 0xFF, 0x22, 0x3A, 0x31, 0x7D])]
+        Self.expect(.badMetadata, raw)                        // not UTF-8
+    }
+
+    static func compressed(_ kind: UInt32, _ payload: [UInt8]) -> StoredSection {
+        StoredSection(kind: kind, flags: StoredSection.zstdFlag, bytes: try! payload.withUnsafeBytes { try Zstd.compress($0, level: 3) })
+    }
+
+    @Test func compressedSections() {
+        let metadata = Array("{\"a\": 1}".utf8)
+        var raw = Self.valid
+        raw.storedSections = [Self.compressed(1, metadata)]
+        raw.requiredFeatures = FileHeader.compressedSectionsFeature
+        #expect(Self.failure(raw.bytes()) == nil)
+        raw.requiredFeatures = 0
+        Self.expect(.badSection, raw)                         // compressed without the feature bit
+        raw.storedSections = nil
+        raw.requiredFeatures = FileHeader.compressedSectionsFeature
+        Self.expect(.badSection, raw)                         // the feature bit without a compressed section
+        raw.storedSections = [StoredSection(kind: 1, flags: StoredSection.zstdFlag, bytes: metadata)]
+        Self.expect(.codec, raw)                              // not a zstd frame
+        var truncated = Self.compressed(2, [UInt8](repeating: 7, count: 1000))
+        truncated.bytes.removeLast()
+        raw.storedSections = [truncated]
+        Self.expect(.codec, raw)
+        raw.storedSections = [Self.compressed(1, Array("[1]".utf8))]
+        Self.expect(.badMetadata, raw)                        // decoded payloads follow the same rules
+        let huge = Array("{\"a\": \"".utf8) + [UInt8](repeating: 0x61, count: Limits.maxMetadataBytes) + Array("\"}".utf8)
+        raw.storedSections = [Self.compressed(1, huge)]
+        Self.expect(.limitExceeded, raw)                      // checked on the declared size, before decoding
+        raw.storedSections = [Self.compressed(1, metadata)]
+        raw.editHeader = { $0.putU64(FileHeader.compressedSectionsFeature | 2, at: 24) }
+        Self.expect(.unsupportedFeature, raw)                 // other feature bits stay unknown
+    }
+
+    /// The codes of file rules, each exercised by an invalid file above.
+    static let fileRuleCodes: Set<TessError.Code> = [
+        .notTessFile, .unsupportedVersion, .unsupportedFeature, .badEndianness, .headerChecksum, .badHeader,
+        .fileSize, .truncated, .indexChecksum, .badIndex, .limitExceeded, .badName, .unknownDataType, .unknownLayout,
+        .unknownCodec, .badCodecParameter, .unknownRole, .badShape, .badReductionAxis, .badQuantization, .bufferLayout,
+        .bufferReference, .bufferSize, .checksumMismatch, .codec, .csrRowPointers, .csrColumnIndices,
+        .sparse24Metadata, .badScale, .badSection, .badMetadata,
+    ]
 
     @Test func everyRuleHasAnInvalidFile() {
         // Codes that are not about file bytes.
         let notFileRules: Set<TessError.Code> = [.io, .unsupportedOperation, .invalidArgument]
-        let covered: Set<TessError.Code> = [
-            .notTessFile, .unsupportedVersion, .unsupportedFeature, .badEndianness, .headerChecksum, .badHeader,
-            .fileSize, .truncated, .indexChecksum, .limitExceeded, .badName, .unknownDataType, .unknownLayout,
-            .unknownCodec, .badCodecParameter, .unknownRole, .badShape, .badReductionAxis, .badQuantization, .bufferLayout,
-            .bufferReference, .bufferSize, .checksumMismatch, .codec, .csrRowPointers, .csrColumnIndices,
-            .sparse24Metadata, .badScale, .badSection, .badMetadata,
-        ]
-        #expect(Set(TessError.Code.allCases).subtracting(notFileRules) == covered)
+        #expect(Set(TessError.Code.allCases).subtracting(notFileRules) == Self.fileRuleCodes)
+    }
+
+    /// Section 11's table (its last column) names exactly the codes of the file rules.
+    @Test func theSpecTableNamesTheseCodes() throws {
+        let path = URL(fileURLWithPath: #filePath).appendingPathComponent("../../../spec/FORMAT.md").standardized.path
+        let spec = try String(contentsOfFile: path, encoding: .utf8)
+        let validation = try #require(spec.components(separatedBy: "## 11. Validation").last?.components(separatedBy: "## 12.").first)
+        var named = Set<String>()
+        for line in validation.split(separator: "\n") where line.hasPrefix("| ") && !line.hasPrefix("| rule") {
+            let code = try #require(line.split(separator: "|").last)
+            for match in code.matches(of: /`(\w+)`/) { named.insert(String(match.1)) }
+        }
+        #expect(named == Set(Self.fileRuleCodes.map(\.rawValue)))
     }
 }

@@ -16,6 +16,9 @@ struct RawFile {
     var buffers: [Buffer] = []
     var tensors: [TensorEntry] = []
     var sections: [Section] = []
+    /// When set, the index holds these instead of `sections` stored plain.
+    var storedSections: [StoredSection]? = nil
+    var requiredFeatures: UInt64 = 0
     /// Edits applied to the index bytes before they are checksummed.
     var editIndex: ((inout [UInt8]) -> Void)? = nil
     /// Edits applied to the header after its checksum is computed (set `fixHeaderChecksum`
@@ -50,12 +53,17 @@ struct RawFile {
         }
         file += [UInt8](repeating: 0, count: alignUp(file.count, alignment) - file.count)
         if let at = nonZeroPaddingAt { file[at] = 0xAA }
-        var index = FileIndex(buffers: table, tensors: tensors, sections: sections).encode()
+        let stored = storedSections ?? sections.map {
+            StoredSection(kind: $0.kind, flags: $0.required ? StoredSection.requiredFlag : 0, bytes: $0.payload)
+        }
+        var index = FileIndex(buffers: table, tensors: tensors, sections: stored).encode()
         editIndex?(&index)
         let indexOffset = file.count
         file += index
-        var header = FileHeader(alignment: alignment, indexOffset: indexOffset, indexLength: index.count,
-                                indexChecksum: Checksum.xxh3(index)).encode()
+        var fields = FileHeader(alignment: alignment, indexOffset: indexOffset, indexLength: index.count,
+                                indexChecksum: Checksum.xxh3(index))
+        fields.requiredFeatures = requiredFeatures
+        var header = fields.encode()
         if let editHeader {
             editHeader(&header)
             if fixHeaderChecksum {

@@ -98,6 +98,24 @@ import Testing
         #expect(throws: TessError.self) { try TessWriter.write([tooLong], to: folder.file("long.tess")) }
     }
 
+    @Test func theDistributionFormCompressesSectionsAsFormat11() throws {
+        let graph = [UInt8](repeating: 0x2A, count: 5000)
+        let sections = [try Section.metadata(["producer": "test", "notes": String(repeating: "abc", count: 500)]), Section(.graph, payload: graph)]
+        let tensors = Self.tensors(layout: .dense, seed: 7)
+        let folder = TemporaryFolder()
+        var indexLengths: [Int] = []
+        for codec in [Codec.none, .zstd] {
+            let path = folder.file("sections-\(codec).tess")
+            try TessWriter.write(tensors, sections: sections, to: path, options: WriteOptions(codec: codec))
+            let file = try TessFile.open(path)
+            #expect(file.sections == sections.sorted { $0.kind < $1.kind })
+            #expect(file.header.minorVersion == (codec == .none ? 0 : 1))
+            #expect(file.header.requiredFeatures == (codec == .none ? 0 : FileHeader.compressedSectionsFeature))
+            indexLengths.append(file.header.indexLength)
+        }
+        #expect(indexLengths[0] - indexLengths[1] > 6000, "the 6.5 KB of sections shrink to a few dozen bytes")
+    }
+
     @Test func emptyModelRoundTrips() throws {
         let folder = TemporaryFolder()
         let path = folder.file("empty.tess")

@@ -49,7 +49,7 @@ class TessFile:
         assert data[:8] == MAGIC, "magic"
         (major, minor, marker, header_size, alignment, features, index_offset, index_length,
          index_checksum, header_checksum) = struct.unpack_from("<HHIIIQQQQQ", data, 8)
-        assert major == 1 and marker == 0x0A0B0C0D and header_size == 64 and features == 0
+        assert major == 1 and marker == 0x0A0B0C0D and header_size == 64 and features & ~1 == 0
         assert header_checksum == xxh3(data[:56]), "header checksum"
         assert index_offset + index_length == len(data), "file length"
         index = data[index_offset:]
@@ -64,10 +64,15 @@ class TessFile:
         for _ in range(tensor_count):
             t = self._tensor_entry(c)
             self.tensors[t["name"]] = t
-        self.sections = {}
+        self.sections, compressed = {}, False
         for _ in range(section_count):
             kind, flags, length = c.take("IIQ")
-            self.sections[kind] = c.bytes(length)
+            assert flags & ~3 == 0, "reserved section flags"
+            payload = c.bytes(length)
+            if flags & 2:  # format 1.1: one zstd frame that records its size
+                payload, compressed = zstandard.ZstdDecompressor().decompress(payload), True
+            self.sections[kind] = payload
+        assert compressed == bool(features & 1), "feature bit 0 is set exactly when a section is compressed"
         assert c.pos == len(index), "bytes after the last section"
         # Section 4: exact tiling with zero padding.
         align = lambda x: (x + alignment - 1) & ~(alignment - 1)

@@ -82,7 +82,7 @@ HOSTILE = {
                                                    [dense_entry("w", 2, [1000], 0)]), "declares 10000000 content bytes"),
     "a frame without a content size": (lambda: craft(
         [(zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * 1000), 1, 1000, 0)],
-        [dense_entry("w", 2, [1000], 0)]), "declares no content bytes"),
+        [dense_entry("w", 2, [1000], 0)]), "does not record its content size"),
     "row pointers running backwards": (lambda: craft(
         [(bytes([0, 3, 2]), 0, 3, xxhash.xxh3_64_intdigest(bytes([0, 3, 2]))),
          (bytes([0, 1, 2]), 0, 3, xxhash.xxh3_64_intdigest(bytes([0, 1, 2]))),

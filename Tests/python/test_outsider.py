@@ -197,3 +197,19 @@ def test_quantize_also_quantizes_embedding_tables_per_row_unless_told_not_to(wor
     tessera("convert", model, "-o", work / "q.tess", "--force", "--quantize", "int8")
     out = tessera("verify", work / "q.tess", "--source", model, "--input", f"ids={work / 'ids.npy'}", "--min-output-cosine", "0.999")
     assert "verdict: OK" in out.stdout
+
+
+@pytest.mark.parametrize("model", ["digits_mlp", "digits_mlp_pruned", "minilm"])
+def test_a_lossless_conversion_is_never_larger_than_its_source(model, work):
+    """Item 9: the distribution form compresses the metadata and graph sections (format 1.1)."""
+    from spec_reader import TessFile
+    from test_onnx_roundtrip import minilm_path
+    source = minilm_path() if model == "minilm" else os.path.join(ROOT, "fixtures", "onnx", model + ".onnx")
+    tessera("convert", source, "-o", work / "m.tess", "--quiet")
+    assert os.path.getsize(work / "m.tess") <= os.path.getsize(source)
+    packed = TessFile(str(work / "m.tess"))
+    assert packed.version == (1, 1) and packed.metadata["producer"] == "tessera"
+    # The zero-copy form stores its sections plain: a file any 1.0 reader reads.
+    tessera("unpack", work / "m.tess", "-o", work / "u.tess")
+    unpacked = TessFile(str(work / "u.tess"))
+    assert unpacked.version == (1, 0) and unpacked.sections == packed.sections
