@@ -148,10 +148,10 @@ import TesseraONNX
     }
 
     @Test func missingOpsAreNamedBeforeRunning() throws {
-        let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: "Hardmax", inputs: ["x"], outputs: ["a"]),
+        let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: "ImageDecoder", inputs: ["x"], outputs: ["a"]),
                                       ONNXGraph.Node(opType: "Det", inputs: ["a"], outputs: ["y"])],
                               inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")])
-        #expect(GraphExecutor.missingOps(graph).map(\.op) == ["Hardmax", "Det"])
+        #expect(GraphExecutor.missingOps(graph).map(\.op) == ["ImageDecoder", "Det"])
         #expect(throws: RuntimeError.self) { try GraphExecutor(graph) }
     }
 

@@ -17,8 +17,10 @@ public final class GraphExecutor {
 
     static let kernels: [String: OpKernel] = {
         var all: [String: OpKernel] = [:]
-        for table in [ElementwiseOps.table, ShapeOps.table, ReductionOps.table, LinearOps.table, ConvolutionOps.table] {
-            all.merge(table) { first, _ in first }
+        for table in [ElementwiseOps.table, ShapeOps.table, IndexingOps.table, ReductionOps.table, LossOps.table, QuantizationOps.table, LinearOps.table, ConvolutionOps.table] {
+            for (op, kernel) in table {
+                precondition(all.updateValue(kernel, forKey: op) == nil, "two op families register \(op)")
+            }
         }
         return all
     }()

@@ -35,6 +35,11 @@ struct NodeContext {
         return fallback
     }
 
+    func optionalInt(_ name: String) -> Int? {
+        if case .int(let v)? = node.attributes[name] { return Int(v) }
+        return nil
+    }
+
     func ints(_ name: String) -> [Int]? {
         if case .ints(let v)? = node.attributes[name] { return v.map { Int($0) } }
         return nil
@@ -55,6 +60,12 @@ struct NodeContext {
         if let v = optionalInput(i) { return v.asInts.map { Int($0) } }
         return ints(name)
     }
+}
+
+/// The element type an attribute (Cast's `to`, a `dtype`) names.
+func dataType(_ number: Int) throws -> DataType {
+    guard let type = DataType(number: number) else { throw RuntimeError(.unsupportedType, "data type \(number) is not known") }
+    return type
 }
 
 /// An axis attribute in [-rank, rank) made non-negative. A scalar has no axis, except for ops

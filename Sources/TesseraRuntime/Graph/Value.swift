@@ -106,6 +106,45 @@ public struct Value: Sendable {
         return out
     }
 
+    /// The elements where `keep` is true, zero (false) elsewhere.
+    func masked(_ keep: [Bool]) -> Value {
+        var out = self
+        switch elements {
+        case .float(let v): out.elements = .float(v.indices.map { keep[$0] ? v[$0] : 0 })
+        case .int(let v): out.elements = .int(v.indices.map { keep[$0] ? v[$0] : 0 })
+        case .bool(let v): out.elements = .bool(v.indices.map { keep[$0] && v[$0] })
+        }
+        return out
+    }
+
+    /// These elements with `updates`' elements, in order, written at `positions` or combined
+    /// with what is there (`reduction`: none, add, mul, max or min; later writes win).
+    func scattering(_ updates: Value, at positions: [Int], reduction: String) throws -> Value {
+        func combine<T>(_ base: [T], _ new: [T], _ op: (T, T) -> T) -> [T] {
+            var out = base
+            for (k, p) in positions.enumerated() { out[p] = op(out[p], new[k]) }
+            return out
+        }
+        func apply<T: Comparable>(_ base: [T], _ new: [T], add: (T, T) -> T, mul: (T, T) -> T) throws -> [T] {
+            switch reduction {
+            case "none": return combine(base, new) { $1 }
+            case "add": return combine(base, new, add)
+            case "mul": return combine(base, new, mul)
+            case "max": return combine(base, new) { Swift.max($0, $1) }
+            case "min": return combine(base, new) { Swift.min($0, $1) }
+            default: throw RuntimeError(.badGraph, "reduction '\(reduction)' is not none, add, mul, max or min")
+            }
+        }
+        var out = self
+        switch (elements, updates.elements) {
+        case (.float(let a), .float(let b)): out.elements = .float(try apply(a, b, add: +, mul: *))
+        case (.int(let a), .int(let b)): out.elements = .int(try apply(a, b, add: &+, mul: &*).map { Self.wrap($0, to: type) })
+        case (.bool(let a), .bool(let b)) where reduction == "none": out.elements = .bool(combine(a, b) { $1 })
+        default: throw RuntimeError(.unsupportedType, "cannot scatter \(updates.type) into \(type) with reduction '\(reduction)'")
+        }
+        return out
+    }
+
     /// The same elements with another shape.
     func reshaped(_ shape: [Int]) -> Value {
         var out = self
@@ -122,7 +161,7 @@ public struct Value: Sendable {
         if type.isFloatingPoint {
             var values = asFloats
             if type == .float16 { values = values.map { Float(Float16($0)) } }
-            if type == .bfloat16 { values = values.map { Float(bitPattern: $0.bitPattern & 0xFFFF_0000) } }
+            if type == .bfloat16 { values = values.map(Self.roundedToBFloat16) }
             return Value(values, shape: shape, type: type)
         }
         let ints: [Int64]
@@ -132,6 +171,14 @@ public struct Value: Sendable {
         case .bool(let v): ints = v.map { $0 ? 1 : 0 }
         }
         return Value(ints.map { Self.wrap($0, to: type) }, shape: shape, type: type)
+    }
+
+    /// The nearest bfloat16, ties to even (NaN stays NaN), as a Float.
+    static func roundedToBFloat16(_ x: Float) -> Float {
+        guard !x.isNaN else { return x }
+        let bits = x.bitPattern
+        let rounded = bits &+ 0x7FFF &+ ((bits >> 16) & 1)
+        return Float(bitPattern: rounded & 0xFFFF_0000)
     }
 
     /// A float toward zero, clamped to the Int64 range; NaN is 0 (values from files may be anything).

@@ -18,6 +18,28 @@ enum ElementwiseOps {
         unary("Ceil") { $0.rounded(.up) }
         unary("Softplus") { Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0) }
         unary("Softsign") { $0 / (1 + abs($0)) }
+        unary("Sin") { Foundation.sin($0) }
+        unary("Cos") { Foundation.cos($0) }
+        unary("Tan") { Foundation.tan($0) }
+        unary("Asin") { Foundation.asin($0) }
+        unary("Acos") { Foundation.acos($0) }
+        unary("Atan") { Foundation.atan($0) }
+        unary("Sinh") { Foundation.sinh($0) }
+        unary("Cosh") { Foundation.cosh($0) }
+        unary("Asinh") { Foundation.asinh($0) }
+        unary("Acosh") { Foundation.acosh($0) }
+        unary("Atanh") { Foundation.atanh($0) }
+        unary("Round") { $0.rounded(.toNearestOrEven) }
+        unary("HardSwish") { $0 * max(0, min(1, $0 / 6 + 0.5)) }
+        unary("Mish") { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) }
+        t["Swish"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { $0 * sigmoid(a * $0) }] }
+        t["Celu"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { max(0, $0) + min(0, a * (Foundation.exp($0 / a) - 1)) }] }
+        t["ThresholdedRelu"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { $0 > a ? $0 : 0 }] }
+        t["IsNaN"] = { c in let x = try c.input(0); return [Value(try c.floats(0).map(\.isNaN), shape: x.shape)] }
+        t["IsInf"] = { c in
+            let x = try c.input(0), negative = c.int("detect_negative", 1) != 0, positive = c.int("detect_positive", 1) != 0
+            return [Value(try c.floats(0).map { $0.isInfinite && ($0 < 0 ? negative : positive) }, shape: x.shape)]
+        }
         t["Elu"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { $0 >= 0 ? $0 : a * (Foundation.exp($0) - 1) }] }
         t["Selu"] = { c in
             let a = c.float("alpha", 1.67326319217681884765625), g = c.float("gamma", 1.05070102214813232421875)
@@ -96,6 +118,37 @@ enum ElementwiseOps {
             let (y, shape) = try Broadcast.apply(x.asFloats, x.shape, slope.asFloats, slope.shape) { $0 < 0 ? $0 * $1 : $0 }
             return [Value(y, shape: shape, type: x.type)]
         }
+        t["Mod"] = { c in
+            let fmod = c.int("fmod", 0) != 0
+            // fmod = 1 keeps the dividend's sign (C fmod); fmod = 0 the divisor's (Python's %).
+            return [try combine(try c.input(0), try c.input(1), { x, y in
+                let r = Foundation.fmod(x, y)
+                guard !fmod, y != 0 else { return r }
+                return r != 0 && (r < 0) != (y < 0) ? r + y : (r == 0 ? Float(signOf: y, magnitudeOf: 0) : r)
+            }, { x, y in
+                guard y != 0 else { return 0 }
+                let r = x.remainderReportingOverflow(dividingBy: y).partialValue
+                return !fmod && r != 0 && (r < 0) != (y < 0) ? r + y : r
+            })]
+        }
+        t["BitShift"] = { c in
+            let direction = c.string("direction", "")
+            guard direction == "LEFT" || direction == "RIGHT" else { throw RuntimeError(.badGraph, "BitShift's direction must be LEFT or RIGHT") }
+            let type = try c.input(0).type, width = Int64(type.bitWidth), signed = [.int8, .int16, .int32, .int64].contains(type)
+            return [try integerOnly(c, "BitShift") { x, s in
+                if direction == "LEFT" { return s >= 0 && s < width ? x << s : 0 }
+                guard s >= 0, s < width else { return signed && x < 0 ? -1 : 0 }
+                return signed ? x >> s : Int64(bitPattern: UInt64(bitPattern: x) >> UInt64(s))
+            }]
+        }
+        t["BitwiseAnd"] = { c in [try integerOnly(c, "BitwiseAnd", &)] }
+        t["BitwiseOr"] = { c in [try integerOnly(c, "BitwiseOr", |)] }
+        t["BitwiseXor"] = { c in [try integerOnly(c, "BitwiseXor", ^)] }
+        t["BitwiseNot"] = { c in
+            let x = try c.input(0)
+            guard let v = x.ints else { throw RuntimeError(.unsupportedType, "BitwiseNot needs an integer tensor, not \(x.type)") }
+            return [Value(v.map { Value.wrap(~$0, to: x.type) }, shape: x.shape, type: x.type)]
+        }
         t["Max"] = { c in [try variadic(c, { max($0, $1) }, { max($0, $1) })] }
         t["Min"] = { c in [try variadic(c, { min($0, $1) }, { min($0, $1) })] }
         t["Sum"] = { c in [try variadic(c, +, &+)] }
@@ -171,6 +224,15 @@ enum ElementwiseOps {
         default:
             throw RuntimeError(.unsupportedType, "operands are \(a.type) and \(b.type); they must have one numeric type")
         }
+    }
+
+    /// A broadcasting binary op defined on integers only (bit operations).
+    static func integerOnly(_ c: NodeContext, _ name: String, _ g: @escaping (Int64, Int64) -> Int64) throws -> Value {
+        let a = try c.input(0), b = try c.input(1)
+        guard case .int = a.elements, case .int = b.elements else {
+            throw RuntimeError(.unsupportedType, "\(name) needs integer tensors, not \(a.type) and \(b.type)")
+        }
+        return try combine(a, b, { _, _ in 0 }, g)
     }
 
     static func variadic(_ c: NodeContext, _ f: (Float, Float) -> Float, _ g: (Int64, Int64) -> Int64) throws -> Value {

@@ -20,30 +20,19 @@ enum LinearOps {
         }
         let b = try c.input(1)
         let w = try c.floats(1)
-        guard b.shape.count >= 1 else { throw RuntimeError(.badShape, "MatMul of a scalar") }
-        // numpy: 1-D operands gain a dim that the result then drops.
-        let aShape = a.shape.count == 1 ? [1] + a.shape : a.shape
-        let bShape = b.shape.count == 1 ? b.shape + [1] : b.shape
-        let (m, k) = (aShape[aShape.count - 2], aShape.last!)
-        let (k2, n) = (bShape[bShape.count - 2], bShape.last!)
-        guard k == k2 else { throw RuntimeError(.badShape, "MatMul of \(a.shape) and \(b.shape): inner dims differ") }
-        let batchShape = try Broadcast.shape([Array(aShape.dropLast(2)), Array(bShape.dropLast(2))])
-        let aBatches = try Broadcast.sourceIndices(of: Array(aShape.dropLast(2)), in: batchShape)
-        let bBatches = try Broadcast.sourceIndices(of: Array(bShape.dropLast(2)), in: batchShape)
-        var y = [Float](repeating: 0, count: try elementCount(batchShape + [m, n]))
+        let product = try MatMulShape(a.shape, b.shape)
+        var y = [Float](repeating: 0, count: try elementCount(product.shape))
         x.withUnsafeBufferPointer { xp in
             w.withUnsafeBufferPointer { wp in
                 y.withUnsafeMutableBufferPointer { yp in
-                    for (i, (ab, bb)) in zip(aBatches, bBatches).enumerated() {
+                    let (m, k, n) = (product.m, product.k, product.n)
+                    for (i, (ab, bb)) in zip(product.aBatches, product.bBatches).enumerated() {
                         denseProduct(xp.baseAddress! + ab * m * k, wp.baseAddress! + bb * k * n, yp.baseAddress! + i * m * n, m: m, k: k, n: n)
                     }
                 }
             }
         }
-        var shape = batchShape + [m, n]
-        if a.shape.count == 1 { shape.remove(at: shape.count - 2) }
-        if b.shape.count == 1 { shape.removeLast() }
-        return Value(y, shape: shape, type: a.type)
+        return Value(y, shape: product.shape, type: a.type)
     }
 
     static func gemm(_ c: NodeContext) throws -> Value {
@@ -128,5 +117,29 @@ extension LinearOperator {
     static func dense(_ values: [Float], shape: [Int], reductionAxis: Int, name: String) throws -> LinearOperator {
         try LinearOperator(Tensor(name: name, dataType: .float, shape: shape, reductionAxis: reductionAxis,
                                   storage: .dense(values: TensorBytes(float32: values))))
+    }
+}
+
+/// numpy's matmul shapes: `[..., m, k] x [..., k, n]` with broadcast batch dims; a 1-D operand
+/// gains a dim that the result then drops.
+struct MatMulShape {
+    let m: Int, k: Int, n: Int
+    /// For each output batch, the batch of A and of B it reads.
+    let aBatches: [Int], bBatches: [Int]
+    let shape: [Int]
+
+    init(_ a: [Int], _ b: [Int]) throws {
+        guard !a.isEmpty, !b.isEmpty else { throw RuntimeError(.badShape, "MatMul of a scalar") }
+        let aShape = a.count == 1 ? [1] + a : a, bShape = b.count == 1 ? b + [1] : b
+        (m, k) = (aShape[aShape.count - 2], aShape.last!)
+        n = bShape.last!
+        guard k == bShape[bShape.count - 2] else { throw RuntimeError(.badShape, "MatMul of \(a) and \(b): inner dims differ") }
+        let batchShape = try Broadcast.shape([Array(aShape.dropLast(2)), Array(bShape.dropLast(2))])
+        aBatches = try Broadcast.sourceIndices(of: Array(aShape.dropLast(2)), in: batchShape)
+        bBatches = try Broadcast.sourceIndices(of: Array(bShape.dropLast(2)), in: batchShape)
+        var shape = batchShape + [m, n]
+        if a.count == 1 { shape.remove(at: shape.count - 2) }
+        if b.count == 1 { shape.removeLast() }
+        self.shape = shape
     }
 }

@@ -14,11 +14,22 @@ enum ReductionOps {
         t["ReduceProd"] = { c in [try reduce(c, axesInputFrom: 18) { $0.reduce(1, *) }] }
         t["ReduceSumSquare"] = { c in [try reduce(c, axesInputFrom: 18) { $0.reduce(0) { $0 + $1 * $1 } }] }
         t["ReduceL2"] = { c in [try reduce(c, axesInputFrom: 18) { $0.reduce(0) { $0 + $1 * $1 }.squareRoot() }] }
+        t["ReduceL1"] = { c in [try reduce(c, axesInputFrom: 18) { $0.reduce(0) { $0 + abs($1) } }] }
+        t["ReduceLogSum"] = { c in [try reduce(c, axesInputFrom: 18) { Foundation.log($0.reduce(0, +)) }] }
+        t["ReduceLogSumExp"] = { c in
+            [try reduce(c, axesInputFrom: 18) { run in
+                guard let m = run.max(), m.isFinite else { return Foundation.log(run.reduce(0) { $0 + Foundation.exp($1) }) }
+                return m + Foundation.log(run.reduce(0) { $0 + Foundation.exp($1 - m) })
+            }]
+        }
         t["ArgMax"] = { c in [try argReduce(c, >)] }
         t["ArgMin"] = { c in [try argReduce(c, <)] }
         t["Softmax"] = { c in [try softmax(c, log: false)] }
         t["LogSoftmax"] = { c in [try softmax(c, log: true)] }
+        t["Hardmax"] = { c in [try hardmax(c)] }
+        t["LpNormalization"] = { c in [try lpNormalization(c)] }
         t["LayerNormalization"] = { c in try layerNorm(c) }
+        t["RMSNormalization"] = { c in [try rmsNorm(c)] }
         t["BatchNormalization"] = { c in [try channelNorm(c, instance: false)] }
         t["InstanceNormalization"] = { c in [try channelNorm(c, instance: true)] }
         t["LRN"] = { c in [try lrn(c)] }
@@ -75,16 +86,18 @@ enum ReductionOps {
 
     static func softmax(_ c: NodeContext, log: Bool) throws -> Value {
         let x = try c.input(0)
-        var v = try c.floats(0)
-        let rank = x.shape.count
-        let outer: Int, n: Int, inner: Int
-        if c.opset < 13 {
-            // Before opset 13 the input is flattened to 2-D at `axis` (default 1).
-            let axis = try splitAxis(c.int("axis", 1), rank: rank)
-            (outer, n, inner) = (x.shape.prefix(axis).reduce(1, *), x.shape.dropFirst(axis).reduce(1, *), 1)
-        } else {
-            (outer, n, inner) = split(x.shape, try normalizedAxis(c.int("axis", -1), rank: rank, scalarAllowed: true))
-        }
+        _ = try c.floats(0)
+        return softmax(x, view: try axisView(c, x.shape), log: log)
+    }
+
+    static func logSoftmax(_ x: Value, axis: Int) throws -> Value {
+        softmax(x, view: split(x.shape, try normalizedAxis(axis, rank: x.shape.count)), log: true)
+    }
+
+    /// Softmax (or its log) of `x` over the middle axis of the (outer, n, inner) view.
+    static func softmax(_ x: Value, view: (Int, Int, Int), log: Bool) -> Value {
+        var v = x.asFloats
+        let (outer, n, inner) = view
         v.withUnsafeMutableBufferPointer { v in
             for o in 0 ..< outer {
                 for i in 0 ..< inner {
@@ -105,6 +118,68 @@ enum ReductionOps {
             }
         }
         return Value(v, shape: x.shape, type: x.type)
+    }
+
+    /// (outer, n, inner) for Softmax, LogSoftmax and Hardmax: before opset 13 the input is
+    /// flattened to 2-D at `axis` (default 1); from 13 on, one axis (default -1).
+    static func axisView(_ c: NodeContext, _ shape: [Int]) throws -> (Int, Int, Int) {
+        if c.opset < 13 {
+            let axis = try splitAxis(c.int("axis", 1), rank: shape.count)
+            return (shape.prefix(axis).reduce(1, *), shape.dropFirst(axis).reduce(1, *), 1)
+        }
+        return split(shape, try normalizedAxis(c.int("axis", -1), rank: shape.count, scalarAllowed: true))
+    }
+
+    /// 1 at the first largest element along the axis, 0 elsewhere.
+    static func hardmax(_ c: NodeContext) throws -> Value {
+        let x = try c.input(0)
+        let v = try c.floats(0)
+        let (outer, n, inner) = try axisView(c, x.shape)
+        var y = [Float](repeating: 0, count: v.count)
+        for o in 0 ..< outer {
+            for i in 0 ..< inner where n > 0 {
+                var best = 0
+                for k in 1 ..< n where v[(o * n + k) * inner + i] > v[(o * n + best) * inner + i] { best = k }
+                y[(o * n + best) * inner + i] = 1
+            }
+        }
+        return Value(y, shape: x.shape, type: x.type)
+    }
+
+    /// x / ||x||_p along `axis` (p is 1 or 2); a zero norm gives zeros.
+    static func lpNormalization(_ c: NodeContext) throws -> Value {
+        let x = try c.input(0)
+        var v = try c.floats(0)
+        let p = c.int("p", 2)
+        guard p == 1 || p == 2 else { throw RuntimeError(.badGraph, "LpNormalization's p must be 1 or 2, got \(p)") }
+        let (outer, n, inner) = split(x.shape, try normalizedAxis(c.int("axis", -1), rank: x.shape.count))
+        for o in 0 ..< outer {
+            for i in 0 ..< inner {
+                let at = (0 ..< n).map { (o * n + $0) * inner + i }
+                let norm = p == 1 ? at.reduce(0.0) { $0 + Double(abs(v[$1])) } : at.reduce(0.0) { $0 + Double(v[$1] * v[$1]) }.squareRoot()
+                for k in at { v[k] = norm == 0 ? 0 : Float(Double(v[k]) / norm) }
+            }
+        }
+        return Value(v, shape: x.shape, type: x.type)
+    }
+
+    /// x / sqrt(mean(x^2) + epsilon) * scale, over the axes from `axis` on.
+    static func rmsNorm(_ c: NodeContext) throws -> Value {
+        let x = try c.input(0)
+        let v = try c.floats(0)
+        let axis = try normalizedAxis(c.int("axis", -1), rank: x.shape.count)
+        let normShape = Array(x.shape[axis...])
+        let n = normShape.reduce(1, *), outer = x.count / max(n, 1)
+        let epsilon = Double(c.float("epsilon", 1e-5))
+        let scale = try c.input(1)
+        let scaleIndex = try Broadcast.sourceIndices(of: scale.shape, in: normShape), gamma = scale.asFloats
+        var y = [Float](repeating: 0, count: v.count)
+        for o in 0 ..< outer {
+            let meanSquare = v[o * n ..< (o + 1) * n].reduce(0.0) { $0 + Double($1) * Double($1) } / Double(n)
+            let inverse = 1 / (meanSquare + epsilon).squareRoot()
+            for k in 0 ..< n { y[o * n + k] = Float(Double(v[o * n + k]) * inverse) * gamma[scaleIndex[k]] }
+        }
+        return Value(y, shape: x.shape, type: x.type)
     }
 
     static func layerNorm(_ c: NodeContext) throws -> [Value] {

@@ -18,6 +18,7 @@ enum ShapeOps {
             guard let type = DataType(number: c.int("to", 0)) else { throw RuntimeError(.unsupportedType, "Cast to type \(c.int("to", 0))") }
             return [try c.input(0).cast(to: type)]
         }
+        t["CastLike"] = { c in [try c.input(0).cast(to: c.input(1).type)] }
         t["Constant"] = { c in [try constant(c)] }
         t["ConstantOfShape"] = { c in
             let shape = try dims(c.input(0))

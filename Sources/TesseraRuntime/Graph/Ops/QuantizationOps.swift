@@ -1,0 +1,130 @@
+import Foundation
+import Tessera
+
+/// Linear quantization in graphs: QuantizeLinear and DequantizeLinear (per tensor, per axis or
+/// blocked), DynamicQuantizeLinear, and the integer GEMMs onnxruntime's quantization tool
+/// writes. Integer products accumulate exactly in Int64; rounding is half to even, as
+/// onnxruntime's is.
+enum QuantizationOps {
+    static var table: [String: OpKernel] {
+        var t: [String: OpKernel] = [:]
+        t["QuantizeLinear"] = { c in
+            let x = try c.input(0), scale = try c.input(1), zeroPoint = c.optionalInput(2)
+            let type = try c.optionalInt("output_dtype").flatMap { $0 == 0 ? nil : try dataType($0) } ?? zeroPoint?.type ?? .uint8
+            let map = try scaleMap(c, x.shape, scale.shape)
+            let s = scale.asFloats, z = zeroPoint?.asInts
+            let bounds = try range(of: type)
+            let q = x.asFloats.enumerated().map { i, v -> Int64 in
+                let shifted = Double(v / s[map[i]]).rounded(.toNearestOrEven) + Double(z?[map[i]] ?? 0)
+                return shifted.isNaN ? 0 : Int64(min(max(shifted, Double(bounds.lowerBound)), Double(bounds.upperBound)))
+            }
+            return [Value(q, shape: x.shape, type: type)]
+        }
+        t["DequantizeLinear"] = { c in
+            let x = try c.input(0), scale = try c.input(1), zeroPoint = c.optionalInput(2)
+            let map = try scaleMap(c, x.shape, scale.shape)
+            let s = scale.asFloats, z = zeroPoint?.asInts, v = x.asInts
+            let type = try c.optionalInt("output_dtype").flatMap { $0 == 0 ? nil : try dataType($0) } ?? scale.type
+            let y = v.indices.map { i in Float(v[i] - (z?[map[i]] ?? 0)) * s[map[i]] }
+            return [Value(y, shape: x.shape, type: type)]
+        }
+        t["DynamicQuantizeLinear"] = { c in
+            let x = try c.input(0)
+            let v = try c.floats(0)
+            // The range always includes 0, so that 0 is exact; uint8 codes.
+            let low = min(0, v.min() ?? 0), high = max(0, v.max() ?? 0)
+            let scale = (high - low) / 255
+            let zeroPoint = scale == 0 ? 0 : min(max((-low / scale).rounded(.toNearestOrEven), 0), 255)
+            let q = v.map { scale == 0 ? Int64(zeroPoint) : Int64(min(max(($0 / scale).rounded(.toNearestOrEven) + zeroPoint, 0), 255)) }
+            return [Value(q, shape: x.shape, type: .uint8), Value([scale], shape: []), Value([Int64(zeroPoint)], shape: [], type: .uint8)]
+        }
+        t["MatMulInteger"] = { c in
+            let a = try c.input(0), b = try c.input(1)
+            let product = try MatMulShape(a.shape, b.shape)
+            let acc = try integerProduct(a, b, product, aZero: c.optionalInput(2), bZero: c.optionalInput(3))
+            return [Value(acc, shape: product.shape, type: .int32)]
+        }
+        t["QLinearMatMul"] = { c in
+            let a = try c.input(0), b = try c.input(3), yZero = try c.input(7)
+            let product = try MatMulShape(a.shape, b.shape)
+            let acc = try integerProduct(a, b, product, aZero: c.optionalInput(2), bZero: c.optionalInput(5))
+            let aScale = try c.input(1).asFloats, bScale = try c.input(4).asFloats, yScale = try c.input(6).asFloats
+            guard aScale.count == 1, yScale.count == 1, bScale.count == 1 || bScale.count == product.n else {
+                throw RuntimeError(.badShape, "QLinearMatMul takes per-tensor scales (B's may be per column)")
+            }
+            let bounds = try range(of: yZero.type), z = Double(yZero.asInts.first ?? 0)
+            let y = acc.enumerated().map { i, v -> Int64 in
+                let multiplier = Double(aScale[0]) * Double(bScale.count == 1 ? bScale[0] : bScale[i % product.n]) / Double(yScale[0])
+                let q = (Double(v) * multiplier).rounded(.toNearestOrEven) + z
+                return Int64(min(max(q, Double(bounds.lowerBound)), Double(bounds.upperBound)))
+            }
+            return [Value(y, shape: product.shape, type: yZero.type)]
+        }
+        return t
+    }
+
+    /// The codes an integer type holds.
+    static func range(of type: DataType) throws -> ClosedRange<Int64> {
+        switch type {
+        case .int8: return -128 ... 127
+        case .uint8: return 0 ... 255
+        case .int16: return -32768 ... 32767
+        case .uint16: return 0 ... 65535
+        case .int32: return Int64(Int32.min) ... Int64(Int32.max)
+        default: throw RuntimeError(.unsupportedType, "quantization to \(type) is not supported")
+        }
+    }
+
+    /// For each element of `shape`, the index of its scale (and zero point): one scale for the
+    /// tensor; a 1-D scale along `axis`; or, with `block_size`, a scale of the same rank with
+    /// `axis` divided into blocks.
+    static func scaleMap(_ c: NodeContext, _ shape: [Int], _ scaleShape: [Int]) throws -> [Int] {
+        let count = try elementCount(shape)
+        let scales = scaleShape.reduce(1, *)
+        if scales == 1 && scaleShape.count <= 1 { return [Int](repeating: 0, count: count) }
+        let axis = try normalizedAxis(c.int("axis", 1), rank: shape.count)
+        let block = c.int("block_size", 0)
+        let strides = Broadcast.strides(shape)
+        if block <= 0 {
+            guard scaleShape == [shape[axis]] else {
+                throw RuntimeError(.badShape, "a per-axis scale must be [\(shape[axis])] for axis \(axis) of \(shape), got \(scaleShape)")
+            }
+            return (0 ..< count).map { $0 / strides[axis] % shape[axis] }
+        }
+        guard scaleShape.count == shape.count, scaleShape.indices.allSatisfy({ $0 == axis ? scaleShape[$0] == (shape[$0] + block - 1) / block : scaleShape[$0] == shape[$0] }) else {
+            throw RuntimeError(.badShape, "a blocked scale for \(shape) with block size \(block) on axis \(axis) cannot be \(scaleShape)")
+        }
+        let scaleStrides = Broadcast.strides(scaleShape)
+        return (0 ..< count).map { i in
+            shape.indices.reduce(0) { sum, d in
+                let coordinate = i / strides[d] % shape[d]
+                return sum + (d == axis ? coordinate / block : coordinate) * scaleStrides[d]
+            }
+        }
+    }
+
+    /// `(A - a0) · (B - b0)` in Int64: a0 per tensor or per row of A, b0 per tensor or per
+    /// column of B.
+    static func integerProduct(_ a: Value, _ b: Value, _ p: MatMulShape, aZero: Value?, bZero: Value?) throws -> [Int64] {
+        guard case .int(let x) = a.elements, case .int(let w) = b.elements else {
+            throw RuntimeError(.unsupportedType, "integer products take integer tensors, not \(a.type) and \(b.type)")
+        }
+        let az = aZero?.asInts ?? [0], bz = bZero?.asInts ?? [0]
+        guard az.count == 1 || az.count == p.m, bz.count == 1 || bz.count == p.n else {
+            throw RuntimeError(.badShape, "zero points must be per tensor, per row of A or per column of B")
+        }
+        var y = [Int64](repeating: 0, count: try elementCount(p.shape))
+        for (batch, (ab, bb)) in zip(p.aBatches, p.bBatches).enumerated() {
+            for i in 0 ..< p.m {
+                let a0 = az.count == 1 ? az[0] : az[i]
+                for kk in 0 ..< p.k {
+                    let left = x[(ab * p.m + i) * p.k + kk] - a0
+                    guard left != 0 else { continue }
+                    let row = (bb * p.k + kk) * p.n, out = (batch * p.m + i) * p.n
+                    for j in 0 ..< p.n { y[out + j] += left * (w[row + j] - (bz.count == 1 ? bz[0] : bz[j])) }
+                }
+            }
+        }
+        return y
+    }
+}
