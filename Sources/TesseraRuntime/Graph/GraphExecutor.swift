@@ -17,7 +17,7 @@ public final class GraphExecutor {
 
     static let kernels: [String: OpKernel] = {
         var all: [String: OpKernel] = [:]
-        for table in [ElementwiseOps.table, ShapeOps.table, IndexingOps.table, ReductionOps.table, LossOps.table, QuantizationOps.table, LinearOps.table, ConvolutionOps.table] {
+        for table in [ElementwiseOps.table, ShapeOps.table, IndexingOps.table, ReductionOps.table, LossOps.table, QuantizationOps.table, ResizeOps.table, AttentionOps.table, LinearOps.table, ConvolutionOps.table] {
             for (op, kernel) in table {
                 precondition(all.updateValue(kernel, forKey: op) == nil, "two op families register \(op)")
             }
@@ -122,7 +122,7 @@ public final class GraphExecutor {
                 }
                 let context = NodeContext(node: node, opset: opset, values: operands, weight: weight, threads: threads)
                 let results = try Self.kernels[Self.key(node)]!(context)
-                for (name, result) in zip(node.outputs, results) where !name.isEmpty { values[name] = result }
+                for (name, result) in zip(node.outputs, results) where !name.isEmpty { values[name] = result.representable() }
                 if let missing = node.outputs.dropFirst(results.count).first(where: { !$0.isEmpty }) {
                     throw RuntimeError(.unsupportedOp, "output '\(missing)' is not computed by the executor")
                 }

@@ -45,6 +45,16 @@ struct NodeContext {
         return nil
     }
 
+    func optionalFloat(_ name: String) -> Float? {
+        if case .float(let v)? = node.attributes[name] { return v }
+        return nil
+    }
+
+    func floatList(_ name: String) -> [Float]? {
+        if case .floats(let v)? = node.attributes[name] { return v }
+        return nil
+    }
+
     func float(_ name: String, _ fallback: Float) -> Float {
         if case .float(let v)? = node.attributes[name] { return v }
         return fallback

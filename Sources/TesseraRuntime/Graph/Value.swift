@@ -158,12 +158,7 @@ public struct Value: Sendable {
             throw RuntimeError(.unsupportedType, "cannot cast to \(type)")
         }
         if type == .bool { return Value(asFloats.map { $0 != 0 }, shape: shape) }
-        if type.isFloatingPoint {
-            var values = asFloats
-            if type == .float16 { values = values.map { Float(Float16($0)) } }
-            if type == .bfloat16 { values = values.map(Self.roundedToBFloat16) }
-            return Value(values, shape: shape, type: type)
-        }
+        if type.isFloatingPoint { return Value(asFloats, shape: shape, type: type).representable() }
         let ints: [Int64]
         switch elements {
         case .float(let v): ints = v.map(Self.saturatingInt)
@@ -171,6 +166,15 @@ public struct Value: Sendable {
         case .bool(let v): ints = v.map { $0 ? 1 : 0 }
         }
         return Value(ints.map { Self.wrap($0, to: type) }, shape: shape, type: type)
+    }
+
+    /// Float elements rounded to what this value's type holds: float16 and bfloat16 compute in
+    /// float32 and round (to nearest even) after every op, as onnxruntime's kernels do.
+    func representable() -> Value {
+        guard case .float(let v) = elements, type == .float16 || type == .bfloat16 else { return self }
+        var out = self
+        out.elements = .float(type == .float16 ? v.map { Float(Float16($0)) } : v.map(Self.roundedToBFloat16))
+        return out
     }
 
     /// The nearest bfloat16, ties to even (NaN stays NaN), as a Float.

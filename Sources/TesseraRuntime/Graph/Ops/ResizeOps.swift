@@ -1,0 +1,236 @@
+import Foundation
+import Tessera
+
+/// Resize and Upsample. Interpolation is separable: each resized axis in turn, every output
+/// position a weighted sum of a few input positions along it (`Taps`), computed in Double as
+/// the ONNX reference does.
+enum ResizeOps {
+    static var table: [String: OpKernel] {
+        var t: [String: OpKernel] = [:]
+        t["Resize"] = { c in [try resize(c)] }
+        t["Upsample"] = { c in
+            // Upsample (deprecated at 10) is Resize with scales, asymmetric coordinates and
+            // nearest rounding down.
+            let x = try c.input(0)
+            let scales = c.opset < 9 ? (c.floatList("scales") ?? []).map(Double.init) : try c.input(1).asFloats.map(Double.init)
+            let options = try Options(c, legacy: true)
+            return [try interpolate(x, scales: scales, sizes: nil, roi: nil, options: options)]
+        }
+        return t
+    }
+
+    struct Options {
+        var mode: String
+        var transform: String
+        var nearest: String
+        var cubicA: Double
+        var excludeOutside: Bool
+        var extrapolation: Double
+        var antialias: Bool
+        var aspectPolicy: String
+
+        init(_ c: NodeContext, legacy: Bool) throws {
+            mode = c.string("mode", "nearest")
+            // Opset 10's Resize and Upsample: asymmetric coordinates, nearest rounds down.
+            transform = legacy ? "asymmetric" : c.string("coordinate_transformation_mode", "half_pixel")
+            nearest = legacy ? "floor" : c.string("nearest_mode", "round_prefer_floor")
+            cubicA = Double(c.float("cubic_coeff_a", -0.75))
+            excludeOutside = c.int("exclude_outside", 0) != 0
+            extrapolation = Double(c.float("extrapolation_value", 0))
+            antialias = c.int("antialias", 0) != 0
+            aspectPolicy = c.string("keep_aspect_ratio_policy", "stretch")
+            if mode == "bilinear" || mode == "trilinear" { mode = "linear" }   // Upsample's old names
+            guard ["nearest", "linear", "cubic"].contains(mode) else { throw RuntimeError(.badGraph, "mode '\(mode)' is not nearest, linear or cubic") }
+            guard ["round_prefer_floor", "round_prefer_ceil", "floor", "ceil"].contains(nearest) else {
+                throw RuntimeError(.badGraph, "nearest_mode '\(nearest)' is not known")
+            }
+            guard ["half_pixel", "half_pixel_symmetric", "pytorch_half_pixel", "align_corners", "asymmetric",
+                   "tf_half_pixel_for_nn", "tf_crop_and_resize"].contains(transform) else {
+                throw RuntimeError(.badGraph, "coordinate_transformation_mode '\(transform)' is not known")
+            }
+            guard ["stretch", "not_larger", "not_smaller"].contains(aspectPolicy) else {
+                throw RuntimeError(.badGraph, "keep_aspect_ratio_policy '\(aspectPolicy)' is not known")
+            }
+        }
+    }
+
+    static func resize(_ c: NodeContext) throws -> Value {
+        let x = try c.input(0)
+        if c.opset < 11 {
+            return try interpolate(x, scales: try c.input(1).asFloats.map(Double.init), sizes: nil, roi: nil, options: try Options(c, legacy: true))
+        }
+        let roi = c.optionalInput(1).map { $0.asFloats.map(Double.init) }.flatMap { $0.isEmpty ? nil : $0 }
+        let scales = c.optionalInput(2).map { $0.asFloats.map(Double.init) }.flatMap { $0.isEmpty ? nil : $0 }
+        let sizes = c.optionalInput(3).map { $0.asInts.map(Int.init) }.flatMap { $0.isEmpty ? nil : $0 }
+        guard (scales == nil) != (sizes == nil) else { throw RuntimeError(.badGraph, "Resize needs exactly one of scales and sizes") }
+        let rank = x.shape.count
+        let axes = try (c.ints("axes") ?? Array(0 ..< rank)).map { try normalizedAxis($0, rank: rank) }
+        guard Set(axes).count == axes.count, (scales?.count ?? sizes?.count) == axes.count, roi == nil || roi!.count == 2 * axes.count else {
+            throw RuntimeError(.badShape, "Resize's scales, sizes or roi do not match its \(axes.count) axes")
+        }
+        // Spread per-axis lists over every axis of X.
+        var fullScales = scales.map { _ in [Double](repeating: 1, count: rank) }
+        var fullSizes = sizes.map { _ in x.shape }
+        var fullRoi = roi.map { _ in [Double](repeating: 0, count: rank) + [Double](repeating: 1, count: rank) }
+        for (i, axis) in axes.enumerated() {
+            fullScales?[axis] = scales![i]
+            fullSizes?[axis] = sizes![i]
+            if let roi { fullRoi![axis] = roi[i]; fullRoi![rank + axis] = roi[axes.count + i] }
+        }
+        return try interpolate(x, scales: fullScales, sizes: fullSizes, roi: fullRoi, options: try Options(c, legacy: false), axes: axes)
+    }
+
+    /// Resize `x` to `sizes`, or by `scales` (output dims rounded down), over every axis.
+    static func interpolate(_ x: Value, scales: [Double]?, sizes: [Int]?, roi: [Double]?, options: Options, axes: [Int]? = nil) throws -> Value {
+        let rank = x.shape.count
+        let axes = axes ?? Array(0 ..< rank)
+        var factors: [Double], output: [Int]
+        if let sizes {
+            guard sizes.count == rank, sizes.allSatisfy({ $0 >= 0 }) else { throw RuntimeError(.badShape, "sizes \(sizes) do not fit \(x.shape)") }
+            factors = zip(sizes, x.shape).map { Double($0) / Double($1) }
+            output = sizes
+            if options.aspectPolicy != "stretch" {
+                let chosen = axes.map { factors[$0] }
+                let scale = (options.aspectPolicy == "not_larger" ? chosen.min() : chosen.max()) ?? 1
+                factors = (0 ..< rank).map { axes.contains($0) ? scale : 1 }
+                output = (0 ..< rank).map { axes.contains($0) ? Int(scale * Double(x.shape[$0]) + 0.5) : x.shape[$0] }
+            }
+        } else {
+            guard let scales, scales.count == rank, scales.allSatisfy({ $0 > 0 && $0.isFinite }) else {
+                throw RuntimeError(.badShape, "scales \(scales ?? []) do not fit \(x.shape)")
+            }
+            factors = scales
+            output = try zip(scales, x.shape).map { s, d in
+                let size = (s * Double(d)).rounded(.down)
+                guard size < 1e15 else { throw RuntimeError(.tooLarge, "scale \(s) makes axis \(d) too large") }
+                return Int(size)
+            }
+        }
+        _ = try elementCount(output)
+        var values = x.asFloats.map(Double.init), shape = x.shape
+        for axis in axes {
+            let identity = abs(factors[axis] - 1) < 1e-9 && output[axis] == shape[axis]
+                && (roi == nil || (roi![axis] == 0 && roi![rank + axis] == 1))
+            if identity { continue }
+            let taps = try Taps(input: shape[axis], output: output[axis], scale: factors[axis],
+                                roi: roi.map { ($0[axis], $0[rank + axis]) }, options: options)
+            values = taps.apply(values, shape: shape, axis: axis)
+            shape[axis] = output[axis]
+        }
+        if case .int = x.elements {
+            let bounds = (try? QuantizationOps.range(of: x.type)) ?? Int64.min ... Int64.max
+            return Value(values.map { Int64(min(max($0.rounded(.towardZero), Double(bounds.lowerBound)), Double(bounds.upperBound))) },
+                         shape: shape, type: x.type)
+        }
+        return Value(values.map { Float($0) }, shape: shape, type: x.type)
+    }
+
+    /// For each output position along one axis: the input positions it reads (clamped to the
+    /// axis, as edge padding does), their weights, and whether it lies outside the crop.
+    struct Taps {
+        let width: Int
+        var indices: [[Int]] = []
+        var weights: [[Double]] = []
+        var outside: [Bool] = []
+        let extrapolation: Double
+
+        init(input: Int, output: Int, scale: Double, roi: (Double, Double)?, options: Options) throws {
+            width = input
+            extrapolation = options.extrapolation
+            guard input > 0 || output == 0 else { throw RuntimeError(.badShape, "cannot resize an empty axis to \(output)") }
+            let outputWidth = scale * Double(input)
+            for y in 0 ..< output {
+                let position = Double(y)
+                var source: Double
+                switch options.transform {
+                case "align_corners": source = outputWidth == 1 ? 0 : position * Double(input - 1) / (outputWidth - 1)
+                case "asymmetric": source = position / scale
+                case "tf_half_pixel_for_nn": source = (position + 0.5) / scale
+                case "pytorch_half_pixel": source = outputWidth == 1 ? -0.5 : (position + 0.5) / scale - 0.5
+                case "half_pixel_symmetric":
+                    let offset = Double(input) / 2 * (1 - Double(output) / outputWidth)
+                    source = offset + (position + 0.5) / scale - 0.5
+                case "tf_crop_and_resize":
+                    guard let (start, end) = roi else { throw RuntimeError(.badGraph, "tf_crop_and_resize needs a roi") }
+                    source = (outputWidth == 1 ? (end - start) * Double(input - 1) / 2 : position * (end - start) * Double(input - 1) / (outputWidth - 1))
+                        + start * Double(input - 1)
+                default: source = (position + 0.5) / scale - 0.5   // half_pixel
+                }
+                let base = source.rounded(.down)
+                let ratio = source == base ? 1 : source - base
+                var coefficients = Self.coefficients(ratio, scale: scale, options)
+                let n = coefficients.count
+                let fraction = source - base
+                let offset = n % 2 == 0 ? (fraction == 0 ? -(n / 2) : -(n / 2) + 1) : (fraction <= 0.5 ? -((n - 1) / 2) : -((n - 1) / 2) + 1)
+                let start = Int(base) + offset
+                let positions = (0 ..< n).map { start + $0 }
+                if options.excludeOutside {
+                    for (t, p) in positions.enumerated() where p < 0 || p >= input { coefficients[t] = 0 }
+                    let sum = coefficients.reduce(0, +)
+                    coefficients = coefficients.map { $0 / (sum == 0 ? 1 : sum) }
+                }
+                indices.append(positions.map { min(max($0, 0), input - 1) })
+                weights.append(coefficients)
+                outside.append(options.transform == "tf_crop_and_resize" && (source < 0 || source > Double(input - 1)))
+            }
+        }
+
+        static func coefficients(_ ratio: Double, scale: Double, _ options: Options) -> [Double] {
+            switch options.mode {
+            case "nearest":
+                if ratio == 1 { return [0, 1] }
+                switch options.nearest {
+                case "round_prefer_ceil": return ratio < 0.5 ? [1, 0] : [0, 1]
+                case "floor": return [1, 0]
+                case "ceil": return [0, 1]
+                default: return ratio <= 0.5 ? [1, 0] : [0, 1]
+                }
+            case "linear":
+                guard options.antialias else { return [1 - ratio, ratio] }
+                let s = min(scale, 1), start = Int((-1 / s).rounded(.down)) + 1
+                let raw = (start ..< start + 2 - 2 * start).map { max(0, min(1, 1 - abs((Double($0) - ratio) * s))) }
+                let sum = raw.reduce(0, +)
+                return raw.map { $0 / sum }
+            default:
+                let a = options.cubicA
+                guard options.antialias else {
+                    let r = ratio, q = 1 - ratio
+                    return [((a * (r + 1) - 5 * a) * (r + 1) + 8 * a) * (r + 1) - 4 * a,
+                            ((a + 2) * r - (a + 3)) * r * r + 1,
+                            ((a + 2) * q - (a + 3)) * q * q + 1,
+                            ((a * (q + 1) - 5 * a) * (q + 1) + 8 * a) * (q + 1) - 4 * a]
+                }
+                let s = min(scale, 1), start = Int((-2 / s).rounded(.down)) + 1
+                let raw = (start ..< 2 - start).map { i -> Double in
+                    let x = abs(s * (Double(i) - ratio))
+                    if x <= 1 { return (a + 2) * x * x * x - (a + 3) * x * x + 1 }
+                    if x < 2 { return a * x * x * x - 5 * a * x * x + 8 * a * x - 4 * a }
+                    return 0
+                }
+                let sum = raw.reduce(0, +)
+                return raw.map { $0 / sum }
+            }
+        }
+
+        /// `values` (of `shape`) resized along `axis`.
+        func apply(_ values: [Double], shape: [Int], axis: Int) -> [Double] {
+            let (outer, _, inner) = ReductionOps.split(shape, axis)
+            let output = indices.count
+            var out = [Double](repeating: 0, count: outer * output * inner)
+            for o in 0 ..< outer {
+                for y in 0 ..< output {
+                    let target = (o * output + y) * inner
+                    if outside[y] {
+                        for i in 0 ..< inner { out[target + i] = extrapolation }
+                        continue
+                    }
+                    for (p, w) in zip(indices[y], weights[y]) {
+                        let source = (o * width + p) * inner
+                        for i in 0 ..< inner { out[target + i] += w * values[source + i] }
+                    }
+                }
+            }
+            return out
+        }
+    }
+}
