@@ -7,7 +7,8 @@
 #   make bench   the benchmark harness: format, ONNX import, kernels, and end-to-end accuracy and
 #                MiniLM latency next to their peers, one run
 #   make results docs/COMPRESSION.md: every recipe's size and fidelity next to quantize_dynamic
-#   make conformance  the onnx wheel's node tests through tessera run and onnxruntime, counted
+#   make conformance  the onnx wheel's node tests through tessera run and onnxruntime, counted;
+#                it updates the list of node tests that make test requires to pass
 #   make fuzz    libFuzzer on the .tess reader (with its graph section), the ONNX importer and the
 #                graph executor's shape logic (FUZZ_SECONDS each)
 #
@@ -104,9 +105,11 @@ results: build venv
 	@echo "wrote docs/COMPRESSION.md"
 
 # The ONNX node tests (regenerated from the onnx wheel, about 1,900), each through tessera run and
-# onnxruntime against the stored outputs; not part of make test (a few minutes).
+# onnxruntime against the stored outputs (a few minutes). It rewrites the list of tests make test
+# holds tessera to (Tests/python/node_tests_passing.txt): review its diff, a removed line is a
+# regression.
 conformance: build venv
-	$(VENV)/bin/python Benchmarks/node_conformance.py --tessera $(RELEASE)/tessera
+	$(VENV)/bin/python Benchmarks/node_conformance.py --tessera $(RELEASE)/tessera --write-passing Tests/python/node_tests_passing.txt
 
 # Seed corpora come from the fixtures; crashes land in $(FUZZ)/artifacts and become regression tests.
 fuzz: build venv

@@ -3,12 +3,16 @@ through `tessera run` and through onnxruntime, each judged against the stored ou
 tolerances of onnx's backend test runner (rtol 1e-3, atol 1e-7; exact for integers and bools).
 
 Usage: node_conformance.py --tessera BIN [--workdir DIR] [--sample N] [--list-failures]
-Prints, per runtime, how many of the tests it passes, and the op types that fail most.
+                           [--write-passing FILE]
+Prints, per runtime, how many of the tests it passes; the ops whose absence fails the most
+tests, and the tests that fail for another reason. `--write-passing` writes the names of the
+tests tessera passes: Tests/python/node_tests_passing.txt, which `make test` holds it to.
 """
 import argparse
 import collections
 import glob
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -68,6 +72,12 @@ def run_tessera(binary, case, work):
     return True, ""
 
 
+def missing_ops(why):
+    """The ops a refusal names ("the executor lacks 2 op(s) this model needs: A, B (3 nodes)")."""
+    found = re.search(r"lacks \d+ op\(s\) this model needs: (.*)", why)
+    return [re.sub(r" \(\d+ nodes\)$", "", op) for op in found.group(1).split(", ")] if found else []
+
+
 def run_onnxruntime(case):
     try:
         model, inputs, outputs = case_data(case)
@@ -85,30 +95,40 @@ def main():
     parser.add_argument("--workdir")
     parser.add_argument("--sample", type=int, help="every k-th test only (a fixed sample)")
     parser.add_argument("--list-failures", action="store_true")
+    parser.add_argument("--write-passing", help="write the names of the tests tessera passes to this file")
     args = parser.parse_args()
     folder = args.workdir or tempfile.mkdtemp(prefix="node-conformance-")
     cases = generate(folder)
     if args.sample:
         cases = cases[::args.sample]
     passed = {"tessera": 0, "onnxruntime": 0}
-    failing_ops = collections.Counter()
-    failures = []
+    missing = collections.Counter()
+    other = 0
+    failures, passing = [], []
     for case in cases:
         ok, why = run_tessera(args.tessera, case, folder)
         passed["tessera"] += ok
         passed["onnxruntime"] += run_onnxruntime(case)
-        if not ok:
-            op = onnx.load(os.path.join(case, "model.onnx")).graph.node[0].op_type
-            failing_ops[op] += 1
-            failures.append((os.path.basename(case), why))
+        if ok:
+            passing.append(os.path.basename(case))
+            continue
+        failures.append((os.path.basename(case), why))
+        ops = missing_ops(why)
+        missing.update(ops)
+        other += not ops
     total = len(cases)
     print(f"ONNX node tests (onnx {onnx.__version__}, onnxruntime {ort.__version__}): {total} tests")
     for runtime, n in passed.items():
         print(f"  {runtime:12s} passes {n:5d} of {total} ({n / total:.1%})")
-    print("  ops failing most in tessera: " + ", ".join(f"{op} ({n})" for op, n in failing_ops.most_common(15)))
+    print("  ops tessera lacks, by tests failed: " + ", ".join(f"{op} ({n})" for op, n in missing.most_common(20)))
+    print(f"  tests failed for another reason (a type, an attribute, a wrong output): {other}")
     if args.list_failures:
         for name, why in failures:
             print(f"  FAIL {name}: {why}")
+    if args.write_passing:
+        with open(args.write_passing, "w") as f:
+            f.write("".join(name + "\n" for name in passing))
+    print(f"{passed['tessera']} passed, {total - passed['tessera']} failed")
     return 0
 
 
