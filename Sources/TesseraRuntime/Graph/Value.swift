@@ -106,6 +106,18 @@ public struct Value: Sendable {
         return out
     }
 
+    /// The elements, flat, with one zero (false) after them: the source of padding for `picking`.
+    func appendingZero() -> Value {
+        var out = self
+        out.shape = [count + 1]
+        switch elements {
+        case .float(let v): out.elements = .float(v + [0])
+        case .int(let v): out.elements = .int(v + [0])
+        case .bool(let v): out.elements = .bool(v + [false])
+        }
+        return out
+    }
+
     /// The elements where `keep` is true, zero (false) elsewhere.
     func masked(_ keep: [Bool]) -> Value {
         var out = self

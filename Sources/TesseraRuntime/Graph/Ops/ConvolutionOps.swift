@@ -1,3 +1,4 @@
+import Foundation
 import Tessera
 
 /// Conv and the pools over `[N, C, spatial...]` with any number of spatial dims.
@@ -8,8 +9,9 @@ enum ConvolutionOps {
     static var table: [String: OpKernel] {
         var t: [String: OpKernel] = [:]
         t["Conv"] = { [try conv($0)] }
-        t["MaxPool"] = { [try pool($0, average: false)] }
-        t["AveragePool"] = { [try pool($0, average: true)] }
+        t["MaxPool"] = { c in try pool(c, .max) }
+        t["AveragePool"] = { c in try pool(c, .average) }
+        t["LpPool"] = { c in try pool(c, .lp(Float(c.int("p", 2)))) }
         t["GlobalAveragePool"] = { [try globalPool($0, average: true)] }
         t["GlobalMaxPool"] = { [try globalPool($0, average: false)] }
         return t
@@ -202,33 +204,61 @@ enum ConvolutionOps {
         }
     }
 
-    static func pool(_ c: NodeContext, average: Bool) throws -> Value {
+    enum Pooling { case max, average, lp(Float) }
+
+    /// MaxPool (with its optional indices output: flat positions in the input, row-major),
+    /// AveragePool and LpPool ((Σ|x|^p)^(1/p), padding counting as zero).
+    static func pool(_ c: NodeContext, _ kind: Pooling) throws -> [Value] {
         let x = try c.input(0)
-        let v = try c.floats(0)
+        var isMax = false
+        if case .max = kind { isMax = true }
+        let v = isMax ? x.asFloats : try c.floats(0)   // MaxPool also takes 8-bit integers
         guard x.shape.count >= 3, let kernel = c.ints("kernel_shape") else { throw RuntimeError(.badShape, "pool needs [N, C, spatial...] and kernel_shape") }
         let window = try Window(c, input: Array(x.shape.dropFirst(2)), kernel: kernel, ceilMode: c.int("ceil_mode", 0) != 0)
-        let includePad = average && c.int("count_include_pad", 0) != 0
+        var includePad = false
+        if case .average = kind { includePad = c.int("count_include_pad", 0) != 0 }
+        // Indices count within each plane in row-major order, or column-major with storage_order 1.
+        let spatial = Array(x.shape.dropFirst(2))
+        var columnStrides = [Int](repeating: 1, count: spatial.count)
+        for d in spatial.indices.dropFirst() { columnStrides[d] = columnStrides[d - 1] * spatial[d - 1] }
+        let rowStrides = Broadcast.strides(spatial), columnMajor = c.int("storage_order", 0) != 0
         let (sources, inside) = window.sources(countPadding: includePad)
         let planes = x.shape[0] * x.shape[1], pixels = x.shape.dropFirst(2).reduce(1, *), outPixels = window.outputCount
         var y = [Float](repeating: 0, count: try elementCount([planes] + window.output))
+        var indices = [Int64](repeating: 0, count: y.count)
         for plane in 0 ..< planes {
             let base = plane * pixels
             for o in 0 ..< outPixels {
-                var acc: Float = average ? 0 : -.infinity
+                var acc: Float = 0, best = -Float.infinity, bestAt = -1
                 var count = 0
                 for t in 0 ..< window.taps {
                     let s = Int(sources[t * outPixels + o])
                     if s >= 0 {
-                        acc = average ? acc + v[base + s] : max(acc, v[base + s])
+                        let value = v[base + s]
+                        switch kind {
+                        case .max: if value > best || bestAt < 0 { best = value; bestAt = base + s }
+                        case .average: acc += value
+                        case .lp(let p): acc += Foundation.pow(abs(value), p)
+                        }
                         count += 1
                     } else if includePad && inside[t * outPixels + o] {
                         count += 1
                     }
                 }
-                y[plane * outPixels + o] = average ? acc / Float(max(count, 1)) : acc
+                switch kind {
+                case .max:
+                    y[plane * outPixels + o] = best
+                    var at = max(bestAt, 0) - base
+                    if columnMajor { at = spatial.indices.reduce(0) { $0 + at / rowStrides[$1] % spatial[$1] * columnStrides[$1] } }
+                    indices[plane * outPixels + o] = Int64(base + at)
+                case .average: y[plane * outPixels + o] = acc / Float(max(count, 1))
+                case .lp(let p): y[plane * outPixels + o] = Foundation.pow(acc, 1 / p)
+                }
             }
         }
-        return Value(y, shape: Array(x.shape.prefix(2)) + window.output, type: x.type)
+        let shape = Array(x.shape.prefix(2)) + window.output
+        let pooled = try Value(y, shape: shape).cast(to: x.type)
+        return [pooled, Value(indices, shape: shape)]
     }
 
     static func globalPool(_ c: NodeContext, average: Bool) throws -> Value {

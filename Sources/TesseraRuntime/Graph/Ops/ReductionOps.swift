@@ -30,6 +30,27 @@ enum ReductionOps {
         t["LpNormalization"] = { c in [try lpNormalization(c)] }
         t["LayerNormalization"] = { c in try layerNorm(c) }
         t["RMSNormalization"] = { c in [try rmsNorm(c)] }
+        t["GroupNormalization"] = { c in [try groupNorm(c)] }
+        t["MeanVarianceNormalization"] = { c in
+            // (x - E[x]) / (sqrt(E[x²] - E[x]²) + 1e-9) over `axes`, as the op's function body computes.
+            let x = try c.input(0)
+            let rank = x.shape.count
+            let axes = Set(try (c.ints("axes") ?? [0, 2, 3]).map { try normalizedAxis($0, rank: rank) })
+            let kept = (0 ..< rank).filter { !axes.contains($0) }, reduced = axes.sorted()
+            let moved = ShapeOps.transpose(x, kept + reduced)
+            let run = reduced.map { x.shape[$0] }.reduce(1, *)
+            var v = moved.asFloats
+            for start in stride(from: 0, to: v.count, by: max(run, 1)) {
+                let slice = v[start ..< start + run]
+                let mean = slice.reduce(0.0) { $0 + Double($1) } / Double(run)
+                let meanSquare = slice.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(run)
+                let deviation = max(meanSquare - mean * mean, 0).squareRoot() + 1e-9
+                for i in start ..< start + run { v[i] = Float((Double(v[i]) - mean) / deviation) }
+            }
+            var inverse = [Int](repeating: 0, count: rank)
+            for (i, axis) in (kept + reduced).enumerated() { inverse[axis] = i }
+            return [ShapeOps.transpose(Value(v, shape: moved.shape, type: x.type), inverse)]
+        }
         t["BatchNormalization"] = { c in [try channelNorm(c, instance: false)] }
         t["InstanceNormalization"] = { c in [try channelNorm(c, instance: true)] }
         t["LRN"] = { c in [try lrn(c)] }
@@ -178,6 +199,40 @@ enum ReductionOps {
             let meanSquare = v[o * n ..< (o + 1) * n].reduce(0.0) { $0 + Double($1) * Double($1) } / Double(n)
             let inverse = 1 / (meanSquare + epsilon).squareRoot()
             for k in 0 ..< n { y[o * n + k] = Float(Double(v[o * n + k]) * inverse) * gamma[scaleIndex[k]] }
+        }
+        return Value(y, shape: x.shape, type: x.type)
+    }
+
+    /// Statistics per sample and group of channels; scale and bias per channel (per group
+    /// before opset 21).
+    static func groupNorm(_ c: NodeContext) throws -> Value {
+        let x = try c.input(0)
+        let v = try c.floats(0)
+        let groups = c.int("num_groups", 0)
+        guard x.shape.count >= 2, groups >= 1, x.shape[1] % groups == 0 else {
+            throw RuntimeError(.badShape, "GroupNormalization needs [N, C, ...] with C divisible by num_groups (\(x.shape), \(groups))")
+        }
+        let (batch, channels) = (x.shape[0], x.shape[1]), spatial = x.shape.dropFirst(2).reduce(1, *)
+        let perGroup = channels / groups * spatial
+        let scale = try c.input(1).asFloats, bias = try c.input(2).asFloats
+        let perChannel = scale.count == channels
+        guard perChannel || scale.count == groups, bias.count == scale.count else {
+            throw RuntimeError(.badShape, "scale and bias must have one value per channel (or per group before opset 21)")
+        }
+        let epsilon = Double(c.float("epsilon", 1e-5))
+        var y = [Float](repeating: 0, count: v.count)
+        for n in 0 ..< batch {
+            for g in 0 ..< groups {
+                let start = (n * groups + g) * perGroup
+                let slice = v[start ..< start + perGroup]
+                let mean = slice.reduce(0.0) { $0 + Double($1) } / Double(max(perGroup, 1))
+                let variance = slice.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(max(perGroup, 1))
+                let inverse = 1 / (variance + epsilon).squareRoot()
+                for i in 0 ..< perGroup {
+                    let k = perChannel ? g * (channels / groups) + i / max(spatial, 1) : g
+                    y[start + i] = Float((Double(v[start + i]) - mean) * inverse) * scale[k] + bias[k]
+                }
+            }
         }
         return Value(y, shape: x.shape, type: x.type)
     }
