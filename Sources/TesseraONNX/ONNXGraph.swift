@@ -42,7 +42,10 @@ public struct ONNXGraph: Sendable {
         case floats([Float])
         case strings([String])
         case tensor(Tensor)
-        /// Subgraphs, sparse tensors and type protos: kept only so that their presence is known.
+        /// A body (If's branches, Loop's and Scan's body), parsed as its own graph.
+        case graph(ONNXGraph)
+        case graphs([ONNXGraph])
+        /// Sparse tensors and type protos: kept only so that their presence is known.
         case unsupported(String)
     }
 
@@ -116,14 +119,20 @@ public struct ONNXGraph: Sendable {
     }
 
     private init(_ model: ProtoModel, path: String, tensors: [PayloadSite.Key: Tensor]) throws {
-        self.path = path
         var opsets: [String: Int64] = [:]
         for entry in elements(model.proto.pointee.opset_import, model.proto.pointee.n_opset_import) {
             let domain = string(entry.pointee.domain)
             opsets[domain == "ai.onnx" ? "" : domain] = entry.pointee.version
         }
+        self.init(model.graph, opsets: opsets, path: path, tensors: tensors)
+    }
+
+    /// A graph of the model (the main graph or a subgraph), its payloads taken from `tensors`.
+    private init(_ graph: UnsafeMutablePointer<Onnx__GraphProto>, opsets: [String: Int64], path: String,
+                 tensors: [PayloadSite.Key: Tensor]) {
+        self.path = path
         self.opsets = opsets
-        let g = model.graph.pointee
+        let g = graph.pointee
         var initializers: [String: Tensor] = [:]
         for t in elements(g.initializer, g.n_initializer) {
             if let tensor = tensors[.tensor(t)] { initializers[t.name] = tensor }
@@ -140,7 +149,7 @@ public struct ONNXGraph: Sendable {
             let p = node.pointee
             var attributes: [String: Attribute] = [:]
             for a in elements(p.attribute, p.n_attribute) {
-                attributes[string(a.pointee.name)] = Self.attribute(a, tensors: tensors)
+                attributes[string(a.pointee.name)] = Self.attribute(a, opsets: opsets, path: path, tensors: tensors)
             }
             let domain = string(p.domain)
             return Node(name: string(p.name), opType: string(p.op_type), domain: domain == "ai.onnx" ? "" : domain,
@@ -166,7 +175,8 @@ public struct ONNXGraph: Sendable {
         return info
     }
 
-    private static func attribute(_ a: UnsafeMutablePointer<Onnx__AttributeProto>, tensors: [PayloadSite.Key: Tensor]) -> Attribute {
+    private static func attribute(_ a: UnsafeMutablePointer<Onnx__AttributeProto>, opsets: [String: Int64], path: String,
+                                  tensors: [PayloadSite.Key: Tensor]) -> Attribute {
         let p = a.pointee
         func text(_ b: ProtobufCBinaryData) -> String {
             String(decoding: UnsafeRawBufferPointer(start: b.data, count: b.len), as: UTF8.self)
@@ -181,7 +191,11 @@ public struct ONNXGraph: Sendable {
         case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TENSOR:
             if let t = p.t, let tensor = tensors[.tensor(t)] { return .tensor(tensor) }
             return .unsupported("tensor")
-        case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH, ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPHS: return .unsupported("subgraph")
+        case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPH:
+            guard let g = p.g else { return .unsupported("empty subgraph") }
+            return .graph(ONNXGraph(g, opsets: opsets, path: path, tensors: tensors))
+        case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPHS:
+            return .graphs(elements(p.graphs, p.n_graphs).map { ONNXGraph($0, opsets: opsets, path: path, tensors: tensors) })
         default: return .unsupported("attribute type \(p.type.rawValue)")
         }
     }

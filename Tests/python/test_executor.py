@@ -260,3 +260,57 @@ def test_verify_level_4_uses_test_data_sets_and_reports_missing_ops(work):
     assert "level 4 skipped: the executor lacks SequenceEmpty, SequenceInsert, SequenceAt" in tessera("verify", tess, "--source", sequences).stdout
     strict = tessera("verify", tess, "--source", sequences, "--min-output-cosine", "0.9", check=False)
     assert strict.returncode == 1
+
+
+def test_control_flow_bodies_read_outer_values_and_hold_their_own_weights(work):
+    """If, Loop and Scan bodies that read values of the main graph and carry their own
+    initializers and Constants, converted to .tess (the bodies' tensors become stored tensors)
+    and run: the same outputs as onnxruntime."""
+    rng = np.random.default_rng(7)
+    w_then = rng.standard_normal((4, 4)).astype(np.float32)
+    then_branch = helper.make_graph(
+        [helper.make_node("MatMul", ["h", "w_then"], ["t0"]), helper.make_node("Add", ["t0", "bias"], ["out"])],
+        "then", [], [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(w_then, "w_then")])
+    else_branch = helper.make_graph(
+        [helper.make_node("Constant", [], ["k"], value=numpy_helper.from_array(np.full((4,), 3, np.float32))),
+         helper.make_node("Mul", ["h", "k"], ["out"])],
+        "else", [], [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)])
+    # Loop: three times, acc = acc @ w_loop + h (h from the main graph); scan output each acc.
+    w_loop = (rng.standard_normal((4, 4)) * 0.3).astype(np.float32)
+    loop_body = helper.make_graph(
+        [helper.make_node("MatMul", ["acc_in", "w_loop"], ["m"]), helper.make_node("Add", ["m", "h"], ["acc_out"]),
+         helper.make_node("Identity", ["cond_in"], ["cond_out"]), helper.make_node("Identity", ["acc_out"], ["scan_out"])],
+        "loop", [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond_in", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("acc_in", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("acc_out", TensorProto.FLOAT, None),
+         helper.make_tensor_value_info("scan_out", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(w_loop, "w_loop")])
+    # Scan: running sum over the rows of x, plus the outer bias.
+    scan_body = helper.make_graph(
+        [helper.make_node("Add", ["s_in", "row"], ["s_out"]), helper.make_node("Add", ["s_out", "bias"], ["y_row"])],
+        "scan", [helper.make_tensor_value_info("s_in", TensorProto.FLOAT, [4]), helper.make_tensor_value_info("row", TensorProto.FLOAT, [4])],
+        [helper.make_tensor_value_info("s_out", TensorProto.FLOAT, [4]), helper.make_tensor_value_info("y_row", TensorProto.FLOAT, [4])])
+    nodes = [
+        helper.make_node("Relu", ["x"], ["h"]),
+        helper.make_node("ReduceSum", ["x"], ["total"], keepdims=0),
+        helper.make_node("Greater", ["total", "zero"], ["positive"]),
+        helper.make_node("If", ["positive"], ["branch"], then_branch=then_branch, else_branch=else_branch),
+        helper.make_node("Loop", ["trips", "", "h"], ["looped", "steps"], body=loop_body),
+        helper.make_node("Scan", ["start", "x"], ["final", "rows"], body=scan_body, num_scan_inputs=1),
+    ]
+    graph = helper.make_graph(
+        nodes, "control", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ["branch", "looped", "steps", "final", "rows"]],
+        initializer=[numpy_helper.from_array(np.float32(0), "zero"), numpy_helper.from_array(np.arange(4, dtype=np.float32), "bias"),
+                     numpy_helper.from_array(np.int64(3), "trips"), numpy_helper.from_array(np.zeros(4, np.float32), "start")])
+    model = work / "control.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+    tess = work / "control.tess"
+    tessera("convert", model, "-o", tess, "--quiet")
+    assert "w_then" in tessera("inspect", tess).stdout and "w_loop" in tessera("inspect", tess).stdout
+    for x in [rng.standard_normal((4, 4)).astype(np.float32), -np.abs(rng.standard_normal((4, 4))).astype(np.float32)]:
+        expected = ort_run(str(model), {"x": x})
+        got = tessera_run(tess, {"x": x}, work)
+        for name, value in expected.items():
+            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5, err_msg=name)

@@ -2,6 +2,8 @@ import Tessera
 import TesseraONNX
 
 typealias OpKernel = @Sendable (NodeContext) throws -> [Value]
+/// The values a body sees from the graphs around it, by name (nil: not defined there).
+typealias Scope = (String) throws -> Value?
 
 /// Runs an ONNX graph with its stored weights: GEMM weights (MatMul's and Gemm's B, Conv's W)
 /// through the kernel for their stored layout and quantization, every other tensor decoded once.
@@ -13,11 +15,12 @@ public final class GraphExecutor {
     public let threads: Int
     private let weights: [Int: LinearOperator]   // by node index
     private let lastUse: [String: Int]            // value name → index of the last node reading it
+    private let bodies: [Int: [String: GraphExecutor]]   // subgraph executors by node index and attribute
     private var constants: [String: Value] = [:]
 
     static let kernels: [String: OpKernel] = {
         var all: [String: OpKernel] = [:]
-        for table in [ElementwiseOps.table, ShapeOps.table, IndexingOps.table, ReductionOps.table, LossOps.table, QuantizationOps.table, ResizeOps.table, AttentionOps.table, ConvTransposeOps.table, LayoutOps.table, RecurrentOps.table, LinearOps.table, ConvolutionOps.table] {
+        for table in [ElementwiseOps.table, ShapeOps.table, IndexingOps.table, ReductionOps.table, LossOps.table, QuantizationOps.table, ResizeOps.table, AttentionOps.table, ConvTransposeOps.table, LayoutOps.table, RecurrentOps.table, ControlFlowOps.table, LinearOps.table, ConvolutionOps.table] {
             for (op, kernel) in table {
                 precondition(all.updateValue(kernel, forKey: op) == nil, "two op families register \(op)")
             }
@@ -30,15 +33,42 @@ public final class GraphExecutor {
 
     static func key(_ node: ONNXGraph.Node) -> String { node.domain.isEmpty ? node.opType : "\(node.domain):\(node.opType)" }
 
-    /// Every op of `graph` the executor lacks, with how many nodes use it, in first-use order.
+    /// Every op of `graph` (subgraphs included) the executor lacks, with how many nodes use it,
+    /// in first-use order.
     public static func missingOps(_ graph: ONNXGraph) -> [(op: String, nodes: Int)] {
         var order: [String] = [], counts: [String: Int] = [:]
-        for node in graph.nodes where kernels[key(node)] == nil {
-            let k = key(node)
-            if counts[k] == nil { order.append(k) }
-            counts[k, default: 0] += 1
+        func visit(_ graph: ONNXGraph) {
+            for node in graph.nodes {
+                if kernels[key(node)] == nil {
+                    let k = key(node)
+                    if counts[k] == nil { order.append(k) }
+                    counts[k, default: 0] += 1
+                }
+                for body in subgraphs(of: node).values { visit(body) }
+            }
         }
+        visit(graph)
         return order.map { ($0, counts[$0]!) }
+    }
+
+    static func subgraphs(of node: ONNXGraph.Node) -> [String: ONNXGraph] {
+        var bodies: [String: ONNXGraph] = [:]
+        for (name, attribute) in node.attributes { if case .graph(let g) = attribute { bodies[name] = g } }
+        return bodies
+    }
+
+    /// Names a graph reads from its enclosing scope: read by a node (or a nested body) and
+    /// defined by none of its inputs, initializers or nodes.
+    static func outerNames(_ graph: ONNXGraph) -> Set<String> {
+        var defined = Set(graph.inputs.map(\.name) + graph.overridableInputs.map(\.name) + graph.initializers.keys)
+        var read = Set<String>()
+        for node in graph.nodes {
+            for input in node.inputs where !input.isEmpty && !defined.contains(input) { read.insert(input) }
+            for body in subgraphs(of: node).values { read.formUnion(outerNames(body).subtracting(defined)) }
+            defined.formUnion(node.outputs)
+        }
+        for output in graph.outputs where !defined.contains(output.name) { read.insert(output.name) }
+        return read
     }
 
     public init(_ graph: ONNXGraph, threads: Int = 1) throws {
@@ -49,8 +79,11 @@ public final class GraphExecutor {
         }
         for node in graph.nodes {
             for (name, attribute) in node.attributes {
-                if case .unsupported(let what) = attribute {
+                switch attribute {
+                case .unsupported(let what):
                     throw RuntimeError(.unsupportedOp, "node \(node.label): attribute '\(name)' is a \(what), which the executor does not run")
+                case .graphs: throw RuntimeError(.unsupportedOp, "node \(node.label): attribute '\(name)' is a list of subgraphs, which the executor does not run")
+                default: break
                 }
             }
         }
@@ -58,13 +91,20 @@ public final class GraphExecutor {
         self.threads = max(1, threads)
         var lastUse: [String: Int] = [:]
         var weights: [Int: LinearOperator] = [:]
+        var bodies: [Int: [String: GraphExecutor]] = [:]
         for (index, node) in graph.nodes.enumerated() {
             for input in node.inputs where !input.isEmpty { lastUse[input] = index }
             if let op = try Self.storedWeight(node, graph.initializers) { weights[index] = op }
+            // A node with bodies also reads what they read from outside: keep those values alive.
+            for (name, body) in Self.subgraphs(of: node) {
+                bodies[index, default: [:]][name] = try GraphExecutor(body, threads: threads)
+                for outer in Self.outerNames(body) { lastUse[outer] = index }
+            }
         }
         for output in graph.outputs { lastUse[output.name] = graph.nodes.count }
         self.weights = weights
         self.lastUse = lastUse
+        self.bodies = bodies
     }
 
     /// The operator for a node's stored GEMM weight, when its layout and reduction axis fit the use.
@@ -95,6 +135,12 @@ public final class GraphExecutor {
     /// Runs the graph on `inputs` (every graph input by name, and optionally values for graph
     /// inputs that have an initializer as their default) and returns its outputs in order.
     public func run(_ inputs: [String: Value]) throws -> [(name: String, value: Value)] {
+        try run(inputs, outer: { _ in nil })
+    }
+
+    /// Runs the graph as a body of an enclosing graph whose visible values are `outer` (a name
+    /// defined here hides the same name outside).
+    func run(_ inputs: [String: Value], outer: @escaping Scope) throws -> [(name: String, value: Value)] {
         var values: [String: Value] = [:]
         for (name, value) in inputs where !graph.inputs.contains(where: { $0.name == name }) {
             guard let info = graph.overridableInputs.first(where: { $0.name == name }) else {
@@ -118,9 +164,14 @@ public final class GraphExecutor {
                 let weight = weights[index].flatMap { values[node.inputs[1]] == nil ? $0 : nil }
                 let operands: [Value?] = try node.inputs.enumerated().map { k, name in
                     if name.isEmpty || (k == 1 && weight != nil) { return nil }
-                    return try value(name, in: values)
+                    return try value(name, in: values, outer: outer)
                 }
-                let context = NodeContext(node: node, opset: opset, values: operands, weight: weight, threads: threads)
+                var context = NodeContext(node: node, opset: opset, values: operands, weight: weight, threads: threads)
+                if let nodeBodies = bodies[index] {
+                    context.bodies = nodeBodies
+                    let visible = values
+                    context.scope = { [unowned self] name in try self.value(name, in: visible, outer: outer) }
+                }
                 let results = try Self.kernels[Self.key(node)]!(context)
                 for (name, result) in zip(node.outputs, results) where !name.isEmpty { values[name] = result.representable() }
                 if let missing = node.outputs.dropFirst(results.count).first(where: { !$0.isEmpty }) {
@@ -133,15 +184,18 @@ public final class GraphExecutor {
         }
         return try graph.outputs.map { info in
             if let v = values[info.name] { return (info.name, v) }
-            guard graph.initializers[info.name] != nil else { throw RuntimeError(.badGraph, "graph output '\(info.name)' was not computed") }
-            return (info.name, try value(info.name, in: values))
+            if graph.initializers[info.name] == nil, try outer(info.name) == nil {
+                throw RuntimeError(.badGraph, "graph output '\(info.name)' was not computed")
+            }
+            return (info.name, try value(info.name, in: values, outer: outer))
         }
     }
 
-    private func value(_ name: String, in values: [String: Value]) throws -> Value {
+    private func value(_ name: String, in values: [String: Value], outer: Scope) throws -> Value {
         if let v = values[name] { return v }
         if let v = constants[name] { return v }
         guard let tensor = graph.initializers[name] else {
+            if let v = try outer(name) { return v }
             throw RuntimeError(.badGraph, "reads '\(name)' before any node computes it (the graph is not in topological order)")
         }
         let v = try Value(tensor)

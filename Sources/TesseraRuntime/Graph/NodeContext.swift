@@ -10,6 +10,14 @@ struct NodeContext {
     let values: [Value?]
     let weight: LinearOperator?
     let threads: Int
+    /// For If, Loop and Scan: their bodies by attribute name, and every value the node can see.
+    var bodies: [String: GraphExecutor] = [:]
+    var scope: Scope = { _ in nil }
+
+    func body(_ name: String) throws -> GraphExecutor {
+        guard let body = bodies[name] else { throw RuntimeError(.badGraph, "attribute '\(name)' (a subgraph) is required") }
+        return body
+    }
 
     var inputCount: Int { values.count }
 

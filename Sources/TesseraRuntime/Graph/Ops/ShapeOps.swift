@@ -62,28 +62,7 @@ enum ShapeOps {
         t["Concat"] = { c in
             let parts = c.values.compactMap { $0 }
             guard let first = parts.first else { throw RuntimeError(.badGraph, "Concat needs inputs") }
-            let axis = try normalizedAxis(c.int("axis", 0), rank: first.shape.count)
-            for p in parts where p.shape.count != first.shape.count || p.shape.indices.contains(where: { $0 != axis && p.shape[$0] != first.shape[$0] }) {
-                throw RuntimeError(.badShape, "cannot concatenate \(p.shape) with \(first.shape) on axis \(axis)")
-            }
-            let outer = first.shape.prefix(axis).reduce(1, *)
-            var shape = first.shape
-            shape[axis] = parts.map { $0.shape[axis] }.reduce(0, +)
-            // Each part contributes one block per outer index.
-            let blocks = parts.map { $0.shape.dropFirst(axis).reduce(1, *) }
-            func interleave<T>(_ arrays: [[T]]) -> [T] {
-                var out: [T] = []
-                out.reserveCapacity(shape.reduce(1, *))
-                for o in 0 ..< outer {
-                    for (p, a) in arrays.enumerated() { out.append(contentsOf: a[o * blocks[p] ..< (o + 1) * blocks[p]]) }
-                }
-                return out
-            }
-            switch first.elements {
-            case .float: return [Value(interleave(parts.map(\.asFloats)), shape: shape, type: first.type)]
-            case .int: return [Value(interleave(parts.map(\.asInts)), shape: shape, type: first.type)]
-            case .bool: return [Value(interleave(parts.map { $0.asFloats.map { $0 != 0 } }), shape: shape)]
-            }
+            return [try concatenate(parts, axis: try normalizedAxis(c.int("axis", 0), rank: first.shape.count))]
         }
         t["Split"] = { c in
             let x = try c.input(0)
@@ -185,6 +164,39 @@ enum ShapeOps {
     }
 
     /// Range's element count, max(ceil(span / delta), 0), refused before it is allocated.
+    /// `parts` joined along `axis`; every other dim must agree.
+    static func concatenate(_ parts: [Value], axis: Int) throws -> Value {
+        guard let first = parts.first else { throw RuntimeError(.badGraph, "nothing to concatenate") }
+        for p in parts where p.shape.count != first.shape.count || p.shape.indices.contains(where: { $0 != axis && p.shape[$0] != first.shape[$0] }) {
+            throw RuntimeError(.badShape, "cannot concatenate \(p.shape) with \(first.shape) on axis \(axis)")
+        }
+        let outer = first.shape.prefix(axis).reduce(1, *)
+        var shape = first.shape
+        shape[axis] = parts.map { $0.shape[axis] }.reduce(0, +)
+        // Each part contributes one block per outer index.
+        let blocks = parts.map { $0.shape.dropFirst(axis).reduce(1, *) }
+        func interleave<T>(_ arrays: [[T]]) -> [T] {
+            var out: [T] = []
+            out.reserveCapacity(shape.reduce(1, *))
+            for o in 0 ..< outer {
+                for (p, a) in arrays.enumerated() { out.append(contentsOf: a[o * blocks[p] ..< (o + 1) * blocks[p]]) }
+            }
+            return out
+        }
+        switch first.elements {
+        case .float: return Value(interleave(parts.map(\.asFloats)), shape: shape, type: first.type)
+        case .int: return Value(interleave(parts.map(\.asInts)), shape: shape, type: first.type)
+        case .bool: return Value(interleave(parts.map { $0.asFloats.map { $0 != 0 } }), shape: shape)
+        }
+    }
+
+    /// Values of one shape stacked along a new `axis`.
+    static func stack(_ parts: [Value], axis: Int) throws -> Value {
+        guard let first = parts.first else { throw RuntimeError(.badGraph, "nothing to stack") }
+        let axis = try normalizedAxis(axis, rank: first.shape.count + 1)
+        return try concatenate(parts.map { $0.reshaped(Array($0.shape.prefix(axis)) + [1] + Array($0.shape.dropFirst(axis))) }, axis: axis)
+    }
+
     static func rangeCount(_ span: Double, _ delta: Double) throws -> Int {
         let n = (span / delta).rounded(.up)
         guard n.isFinite, n < 0x1p62 else { throw RuntimeError(.tooLarge, "Range of \(span) in steps of \(delta) has too many elements") }
