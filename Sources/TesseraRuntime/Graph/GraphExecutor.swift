@@ -214,7 +214,7 @@ public final class GraphExecutor {
             throw RuntimeError(.badInput, "input '\(info.name)' has shape \(value.shape); the graph declares \(declared)")
         }
         for (d, n) in zip(dims, value.shape) {
-            if case .fixed(let f) = d, f != n {
+            if case .fixed(let f) = d, f > 0, f != n {   // -1 and 0 are written for dynamic dims
                 throw RuntimeError(.badInput, "input '\(info.name)' has shape \(value.shape); the graph declares \(declared)")
             }
         }

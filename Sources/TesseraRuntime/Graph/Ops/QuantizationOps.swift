@@ -31,12 +31,8 @@ enum QuantizationOps {
         t["DynamicQuantizeLinear"] = { c in
             let x = try c.input(0)
             let v = try c.floats(0)
-            // The range always includes 0, so that 0 is exact; uint8 codes.
-            let low = min(0, v.min() ?? 0), high = max(0, v.max() ?? 0)
-            let scale = (high - low) / 255
-            let zeroPoint = scale == 0 ? 0 : min(max((-low / scale).rounded(.toNearestOrEven), 0), 255)
-            let q = v.map { scale == 0 ? Int64(zeroPoint) : Int64(min(max(($0 / scale).rounded(.toNearestOrEven) + zeroPoint, 0), 255)) }
-            return [Value(q, shape: x.shape, type: .uint8), Value([scale], shape: []), Value([Int64(zeroPoint)], shape: [], type: .uint8)]
+            let (q, scale, zeroPoint) = quantizeDynamically(v)
+            return [Value(q, shape: x.shape, type: .uint8), Value([scale], shape: []), Value([zeroPoint], shape: [], type: .uint8)]
         }
         t["MatMulInteger"] = { c in
             let a = try c.input(0), b = try c.input(1)
@@ -60,7 +56,68 @@ enum QuantizationOps {
             }
             return [Value(y, shape: product.shape, type: yZero.type)]
         }
+        // onnxruntime's com.microsoft ops, which its quantization tool writes into ordinary models.
+        t["com.microsoft:MatMulIntegerToFloat"] = { c in
+            let a = try c.input(0), b = try c.input(1)
+            let product = try MatMulShape(a.shape, b.shape)
+            let acc = try integerProduct(a, b, product, aZero: c.optionalInput(4), bZero: c.optionalInput(5))
+            return [try scaled(acc, product, aScale: try c.input(2).asFloats, bScale: try c.input(3).asFloats, bias: c.optionalInput(6))]
+        }
+        t["com.microsoft:DynamicQuantizeMatMul"] = { c in
+            let a = try c.input(0), b = try c.input(1)
+            let (codes, scale, zero) = quantizeDynamically(try c.floats(0))
+            let product = try MatMulShape(a.shape, b.shape)
+            let acc = try integerProduct(Value(codes, shape: a.shape, type: .uint8), b, product,
+                                         aZero: Value([zero], shape: [], type: .uint8), bZero: c.optionalInput(3))
+            return [try scaled(acc, product, aScale: [scale], bScale: try c.input(2).asFloats, bias: c.optionalInput(4))]
+        }
+        t["com.microsoft:QGemm"] = { c in
+            var a = try c.input(0), b = try c.input(3)
+            if c.int("transA", 0) != 0 { a = ShapeOps.transpose(a, [1, 0]) }
+            if c.int("transB", 0) != 0 { b = ShapeOps.transpose(b, [1, 0]) }
+            guard a.shape.count == 2, b.shape.count == 2 else { throw RuntimeError(.badShape, "QGemm takes 2-D A and B") }
+            let product = try MatMulShape(a.shape, b.shape)
+            var acc = try integerProduct(a, b, product, aZero: c.optionalInput(2), bZero: c.optionalInput(5))
+            if let bias = c.optionalInput(6) {   // int32, in the accumulator's scale
+                let (sum, _) = try Broadcast.apply(acc, product.shape, bias.asInts, bias.shape, +)
+                guard sum.count == acc.count else { throw RuntimeError(.badShape, "C \(bias.shape) does not broadcast to \(product.shape)") }
+                acc = sum
+            }
+            let alpha = c.float("alpha", 1)
+            var y = try scaled(acc, product, aScale: try c.input(1).asFloats.map { $0 * alpha }, bScale: try c.input(4).asFloats, bias: nil)
+            if let yScale = c.optionalInput(7)?.asFloats.first {
+                let yZero = c.optionalInput(8)
+                let type = yZero?.type ?? .uint8, z = Double(yZero?.asInts.first ?? 0), bounds = try range(of: type)
+                y = Value(y.asFloats.map { Int64(min(max((Double($0) / Double(yScale)).rounded(.toNearestOrEven) + z, Double(bounds.lowerBound)), Double(bounds.upperBound))) },
+                          shape: y.shape, type: type)
+            }
+            return [y]
+        }
         return t
+    }
+
+    /// An integer product scaled to float: by A's scale and B's (per tensor or per column),
+    /// plus an optional float bias per column.
+    static func scaled(_ acc: [Int64], _ p: MatMulShape, aScale: [Float], bScale: [Float], bias: Value?) throws -> Value {
+        let b = bias?.asFloats
+        guard aScale.count == 1, bScale.count == 1 || bScale.count == p.n, b == nil || b!.count == p.n else {
+            throw RuntimeError(.badShape, "scales must be per tensor (B's may be per column) and the bias one value per column")
+        }
+        let y = acc.enumerated().map { i, v -> Float in
+            let column = i % max(p.n, 1)
+            return Float(v) * (aScale[0] * (bScale.count == 1 ? bScale[0] : bScale[column])) + (b?[column] ?? 0)
+        }
+        return Value(y, shape: p.shape)
+    }
+
+    /// uint8 codes for `v` with one scale and zero point from its range, which always includes 0
+    /// so that 0 is exact; an all-zero range takes scale 1, as onnxruntime does.
+    static func quantizeDynamically(_ v: [Float]) -> (codes: [Int64], scale: Float, zeroPoint: Int64) {
+        let low = min(0, v.min() ?? 0), high = max(0, v.max() ?? 0)
+        let scale = high == low ? 1 : (high - low) / 255
+        let zeroPoint = min(max((0 - low / scale).rounded(.toNearestOrEven), 0), 255)
+        let codes = v.map { Int64(min(max(($0 / scale).rounded(.toNearestOrEven) + zeroPoint, 0), 255)) }
+        return (codes, scale, Int64(zeroPoint))
     }
 
     /// The codes an integer type holds.

@@ -10,6 +10,7 @@ enum RecurrentOps {
         t["RNN"] = { c in try run(c, kind: .rnn) }
         t["GRU"] = { c in try run(c, kind: .gru) }
         t["LSTM"] = { c in try run(c, kind: .lstm) }
+        t["com.microsoft:DynamicQuantizeLSTM"] = { c in try dynamicQuantizeLSTM(c) }
         return t
     }
 
@@ -39,22 +40,105 @@ enum RecurrentOps {
         }
     }
 
+    /// One direction's GEMMs: X·Wᵀ over `[rows, input]` giving `[rows, g·hidden]`, and H·Rᵀ for
+    /// gate rows `gates` over `[count, hidden]` giving `[count, gates.count]` (biases apart).
+    struct Weights {
+        var input: (_ x: [Float], _ rows: Int) throws -> [Float]
+        var recurrent: (_ h: [Float], _ count: Int, _ gates: Range<Int>) -> [Float]
+    }
+
+    /// Float weights: W `[g·hidden, input]` and R `[g·hidden, hidden]` of one direction.
+    static func floatWeights(_ w: [Float], _ r: [Float], gateRows: Int, inputSize: Int, hidden: Int, name: String, threads: Int) throws -> Weights {
+        let op = try LinearOperator.dense(w, shape: [gateRows, inputSize], reductionAxis: 1, name: name)
+        return Weights(input: { x, rows in try op.apply(x, batch: rows, threads: threads) }, recurrent: { h, count, gates in
+            var out = [Float](repeating: 0, count: count * gates.count)
+            for b in 0 ..< count {
+                for (k, row) in gates.enumerated() {
+                    var sum: Float = 0
+                    for j in 0 ..< hidden { sum += r[row * hidden + j] * h[b * hidden + j] }
+                    out[b * gates.count + k] = sum
+                }
+            }
+            return out
+        })
+    }
+
+    /// Integer weights `[depth, columns]` (8-bit codes with a scale and zero point per tensor or
+    /// per column), multiplied as onnxruntime's dynamic quantization does: each GEMM quantizes
+    /// its float operand to uint8 with one scale from its range, accumulates exactly, then scales.
+    static func dynamicallyQuantized(codes: [Int64], scales: [Float], zeroPoints: [Int64], depth: Int, columns: Int) -> ([Float], Int, Range<Int>) -> [Float] {
+        { a, rows, wanted in
+            let (q, scale, zero) = QuantizationOps.quantizeDynamically(a)
+            var out = [Float](repeating: 0, count: rows * wanted.count)
+            for i in 0 ..< rows {
+                for (k, column) in wanted.enumerated() {
+                    let wz = zeroPoints.count == 1 ? zeroPoints[0] : zeroPoints[column]
+                    var acc: Int64 = 0
+                    for j in 0 ..< depth { acc += (q[i * depth + j] - zero) * (codes[j * columns + column] - wz) }
+                    out[i * wanted.count + k] = Float(acc) * (scale * (scales.count == 1 ? scales[0] : scales[column]))
+                }
+            }
+            return out
+        }
+    }
+
+    /// onnxruntime's com.microsoft DynamicQuantizeLSTM: an LSTM whose W `[dirs, input, 4·hidden]`
+    /// and R `[dirs, hidden, 4·hidden]` are 8-bit codes (inputs 8 to 11: scales and zero points).
+    static func dynamicQuantizeLSTM(_ c: NodeContext) throws -> [Value] {
+        let w = try c.input(1), r = try c.input(2)
+        guard w.shape.count == 3, r.shape.count == 3, w.shape[0] == r.shape[0], w.shape[2] == r.shape[2], w.shape[2] % 4 == 0 else {
+            throw RuntimeError(.badShape, "W \(w.shape) and R \(r.shape) are not [dirs, input, 4·hidden] and [dirs, hidden, 4·hidden]")
+        }
+        let (directions, inputSize, gateRows) = (w.shape[0], w.shape[1], w.shape[2])
+        let hidden = gateRows / 4
+        guard r.shape[1] == hidden else { throw RuntimeError(.badShape, "R \(r.shape) does not have hidden size \(hidden)") }
+        let wCodes = w.asInts, rCodes = r.asInts
+        let wScale = try c.input(8).asFloats, wZero = try c.input(9).asInts, rScale = try c.input(10).asFloats, rZero = try c.input(11).asInts
+        func perDirection<T>(_ v: [T]) throws -> (Int) -> [T] {
+            guard v.count == directions || v.count == directions * gateRows else { throw RuntimeError(.badShape, "a scale or zero point has \(v.count) values for \(directions) direction(s) of \(gateRows) columns") }
+            let n = v.count / directions
+            return { d in Array(v[d * n ..< (d + 1) * n]) }
+        }
+        let ws = try perDirection(wScale), wz = try perDirection(wZero), rs = try perDirection(rScale), rz = try perDirection(rZero)
+        return try run(c, kind: .lstm, hidden: hidden, inputSize: inputSize) { d in
+            let input = dynamicallyQuantized(codes: Array(wCodes[d * inputSize * gateRows ..< (d + 1) * inputSize * gateRows]),
+                                             scales: ws(d), zeroPoints: wz(d), depth: inputSize, columns: gateRows)
+            let recurrent = dynamicallyQuantized(codes: Array(rCodes[d * hidden * gateRows ..< (d + 1) * hidden * gateRows]),
+                                                 scales: rs(d), zeroPoints: rz(d), depth: hidden, columns: gateRows)
+            return Weights(input: { x, rows in input(x, rows, 0 ..< gateRows) }, recurrent: recurrent)
+        }
+    }
+
     static func run(_ c: NodeContext, kind: Kind) throws -> [Value] {
+        let w = try c.input(1), r = try c.input(2)
+        let directions = c.string("direction", "forward") == "bidirectional" ? 2 : 1
+        let hidden = c.optionalInt("hidden_size") ?? (r.shape.last ?? 0)
+        let gateRows = kind.gates * hidden
+        let inputSize = w.shape.last ?? 0
+        guard w.shape == [directions, gateRows, inputSize], r.shape == [directions, gateRows, hidden] else {
+            throw RuntimeError(.badShape, "W \(w.shape) and R \(r.shape) do not fit \(directions) direction(s) and hidden size \(hidden)")
+        }
+        let weights = w.asFloats, recurrent = r.asFloats
+        return try run(c, kind: kind, hidden: hidden, inputSize: inputSize) { d in
+            try floatWeights(Array(weights[d * gateRows * inputSize ..< (d + 1) * gateRows * inputSize]),
+                             Array(recurrent[d * gateRows * hidden ..< (d + 1) * gateRows * hidden]),
+                             gateRows: gateRows, inputSize: inputSize, hidden: hidden, name: c.node.outputs.first ?? "", threads: c.threads)
+        }
+    }
+
+    /// The recurrence itself, step by step over every sequence at once, with each direction's
+    /// GEMMs from `weightsOf`.
+    static func run(_ c: NodeContext, kind: Kind, hidden: Int, inputSize: Int, weightsOf: (Int) throws -> Weights) throws -> [Value] {
         let layout = c.int("layout", 0)
         var x = try c.input(0)
         if layout == 1 { x = ShapeOps.transpose(x, [1, 0, 2]) }   // to [seq, batch, input]
-        guard x.shape.count == 3 else { throw RuntimeError(.badShape, "X \(x.shape) is not 3-D") }
-        let (steps, batch, inputSize) = (x.shape[0], x.shape[1], x.shape[2])
-        let w = try c.input(1), r = try c.input(2)
+        guard x.shape.count == 3, x.shape[2] == inputSize else { throw RuntimeError(.badShape, "X \(x.shape) is not [seq, batch, \(inputSize)]") }
+        let (steps, batch) = (x.shape[0], x.shape[1])
         let direction = c.string("direction", "forward")
-        let directions = direction == "bidirectional" ? 2 : 1
         guard ["forward", "reverse", "bidirectional"].contains(direction) else { throw RuntimeError(.badGraph, "direction '\(direction)' is not known") }
-        let hidden = c.optionalInt("hidden_size") ?? (r.shape.last ?? 0)
-        let g = kind.gates
-        guard w.shape == [directions, g * hidden, inputSize], r.shape == [directions, g * hidden, hidden] else {
-            throw RuntimeError(.badShape, "W \(w.shape) and R \(r.shape) do not fit \(directions) direction(s), hidden size \(hidden) and input \(inputSize)")
-        }
-        let bias = c.optionalInput(3)?.asFloats ?? [Float](repeating: 0, count: directions * 2 * g * hidden)
+        let directions = direction == "bidirectional" ? 2 : 1
+        let g = kind.gates, gh = g * hidden
+        let bias = c.optionalInput(3)?.asFloats ?? [Float](repeating: 0, count: directions * 2 * gh)
         let lengths = c.optionalInput(4)?.asInts.map(Int.init) ?? [Int](repeating: steps, count: batch)
         var initialH = c.optionalInput(5), initialC = kind == .lstm ? c.optionalInput(6) : nil
         if layout == 1 {
@@ -62,9 +146,9 @@ enum RecurrentOps {
             initialC = initialC.map { ShapeOps.transpose($0, [1, 0, 2]) }
         }
         let peepholes = kind == .lstm ? c.optionalInput(7)?.asFloats : nil
-        guard bias.count == directions * 2 * g * hidden, lengths.count == batch, lengths.allSatisfy({ $0 >= 0 && $0 <= steps }),
-              initialH?.count ?? directions * batch * hidden == directions * batch * hidden,
-              initialC?.count ?? directions * batch * hidden == directions * batch * hidden,
+        let stateCount = directions * batch * hidden
+        guard bias.count == directions * 2 * gh, lengths.count == batch, lengths.allSatisfy({ $0 >= 0 && $0 <= steps }),
+              initialH?.count ?? stateCount == stateCount, initialC?.count ?? stateCount == stateCount,
               peepholes?.count ?? directions * 3 * hidden == directions * 3 * hidden else {
             throw RuntimeError(.badShape, "B, sequence_lens, initial states or peepholes do not fit the sizes")
         }
@@ -81,61 +165,73 @@ enum RecurrentOps {
             return try activation(name, alpha: alpha, beta: beta)
         }
         let clip = c.optionalFloat("clip").map { abs($0) }
+        func clipped(_ v: Float) -> Float { clip.map { min(max(v, -$0), $0) } ?? v }
         let linearBeforeReset = c.int("linear_before_reset", 0) != 0, coupled = c.int("input_forget", 0) != 0
 
-        let xs = x.asFloats, weights = w.asFloats, recurrent = r.asFloats
+        let xs = x.asFloats
         var y = [Float](repeating: 0, count: try elementCount([steps, directions, batch, hidden]))
-        var lastH = [Float](repeating: 0, count: directions * batch * hidden), lastC = lastH
-        let gh = g * hidden
+        var lastH = initialH?.asFloats ?? [Float](repeating: 0, count: stateCount)
+        var lastC = initialC?.asFloats ?? [Float](repeating: 0, count: stateCount)
         for d in 0 ..< directions {
             let reverse = direction == "reverse" || d == 1
             let f = Array(functions[d * perDirection ..< (d + 1) * perDirection])
-            let wd = Array(weights[d * gh * inputSize ..< (d + 1) * gh * inputSize])
-            let rd = Array(recurrent[d * gh * hidden ..< (d + 1) * gh * hidden])
+            let weights = try weightsOf(d)
             let wb = Array(bias[d * 2 * gh ..< d * 2 * gh + gh]), rb = Array(bias[d * 2 * gh + gh ..< (d + 1) * 2 * gh])
-            // X·Wᵀ + Wb for every step and sequence at once: [steps · batch, g · hidden].
-            let projected = try LinearOperator.dense(wd, shape: [gh, inputSize], reductionAxis: 1, name: c.node.outputs.first ?? "")
-                .apply(xs, batch: steps * batch, threads: c.threads)
-            for b in 0 ..< batch {
-                var h = initialH.map { Array($0.asFloats[(d * batch + b) * hidden ..< (d * batch + b + 1) * hidden]) } ?? [Float](repeating: 0, count: hidden)
-                var cell = initialC.map { Array($0.asFloats[(d * batch + b) * hidden ..< (d * batch + b + 1) * hidden]) } ?? [Float](repeating: 0, count: hidden)
-                for step in 0 ..< lengths[b] {
+            let p = peepholes.map { Array($0[d * 3 * hidden ..< (d + 1) * 3 * hidden]) } ?? [Float](repeating: 0, count: 3 * hidden)
+            let projected = try weights.input(xs, steps * batch)   // [steps · batch, g · hidden]
+            var h = Array(lastH[d * batch * hidden ..< (d + 1) * batch * hidden])
+            var cell = Array(lastC[d * batch * hidden ..< (d + 1) * batch * hidden])
+            for step in 0 ..< steps {
+                // The sequences still running; each reads its own step (from its end when reversed).
+                let active = (0 ..< batch).filter { step < lengths[$0] }
+                if active.isEmpty { break }
+                let hs = active.flatMap { h[$0 * hidden ..< ($0 + 1) * hidden] }
+                let recurrentPart = weights.recurrent(hs, active.count, 0 ..< gh)
+                var resetParts: [Float] = []
+                if kind == .gru, !linearBeforeReset {
+                    // (r ⊙ H)·Rhᵀ needs r first.
+                    let resetH = active.enumerated().flatMap { a, b in
+                        (0 ..< hidden).map { j -> Float in
+                            let t = reverse ? lengths[b] - 1 - step : step
+                            let pre = projected[(t * batch + b) * gh + hidden + j] + wb[hidden + j] + recurrentPart[a * gh + hidden + j] + rb[hidden + j]
+                            return f[0](clipped(pre)) * h[b * hidden + j]
+                        }
+                    }
+                    resetParts = weights.recurrent(resetH, active.count, 2 * hidden ..< gh)
+                }
+                for (a, b) in active.enumerated() {
                     let t = reverse ? lengths[b] - 1 - step : step
-                    var gates = (0 ..< gh).map { projected[(t * batch + b) * gh + $0] + wb[$0] }
-                    let recurrentPart = product(rd, h, rows: 0 ..< gh, hidden: hidden, bias: rb)
-                    func clipped(_ v: Float) -> Float { clip.map { min(max(v, -$0), $0) } ?? v }
+                    let gates = (0 ..< gh).map { projected[(t * batch + b) * gh + $0] + wb[$0] }
+                    let rec = (0 ..< gh).map { recurrentPart[a * gh + $0] + rb[$0] }
+                    let hb = b * hidden
                     switch kind {
                     case .rnn:
-                        h = (0 ..< hidden).map { f[0](clipped(gates[$0] + recurrentPart[$0])) }
+                        for j in 0 ..< hidden { h[hb + j] = f[0](clipped(gates[j] + rec[j])) }
                     case .gru:
-                        let z = (0 ..< hidden).map { f[0](clipped(gates[$0] + recurrentPart[$0])) }
-                        let reset = (0 ..< hidden).map { f[0](clipped(gates[hidden + $0] + recurrentPart[hidden + $0])) }
-                        let candidate: [Float]
-                        if linearBeforeReset {
-                            candidate = (0 ..< hidden).map { f[1](clipped(gates[2 * hidden + $0] + reset[$0] * recurrentPart[2 * hidden + $0])) }
-                        } else {
-                            let resetH = (0 ..< hidden).map { reset[$0] * h[$0] }
-                            let part = product(rd, resetH, rows: 2 * hidden ..< 3 * hidden, hidden: hidden, bias: Array(rb[2 * hidden ..< 3 * hidden]))
-                            candidate = (0 ..< hidden).map { f[1](clipped(gates[2 * hidden + $0] + part[$0])) }
+                        for j in 0 ..< hidden {
+                            let z = f[0](clipped(gates[j] + rec[j]))
+                            let reset = f[0](clipped(gates[hidden + j] + rec[hidden + j]))
+                            let candidate = linearBeforeReset
+                                ? f[1](clipped(gates[2 * hidden + j] + reset * rec[2 * hidden + j]))
+                                : f[1](clipped(gates[2 * hidden + j] + resetParts[a * hidden + j] + rb[2 * hidden + j]))
+                            h[hb + j] = (1 - z) * candidate + z * h[hb + j]
                         }
-                        h = (0 ..< hidden).map { (1 - z[$0]) * candidate[$0] + z[$0] * h[$0] }
                     case .lstm:
-                        for k in 0 ..< gh { gates[k] += recurrentPart[k] }
-                        let p = peepholes.map { Array($0[d * 3 * hidden ..< (d + 1) * 3 * hidden]) } ?? [Float](repeating: 0, count: 3 * hidden)
-                        let input = (0 ..< hidden).map { f[0](clipped(gates[$0] + p[$0] * cell[$0])) }
-                        let forget = coupled ? input.map { 1 - $0 } : (0 ..< hidden).map { f[0](clipped(gates[2 * hidden + $0] + p[2 * hidden + $0] * cell[$0])) }
-                        let candidate = (0 ..< hidden).map { f[1](clipped(gates[3 * hidden + $0])) }
-                        cell = (0 ..< hidden).map { forget[$0] * cell[$0] + input[$0] * candidate[$0] }
-                        let output = (0 ..< hidden).map { f[0](clipped(gates[hidden + $0] + p[hidden + $0] * cell[$0])) }
-                        h = (0 ..< hidden).map { output[$0] * f[2](cell[$0]) }
+                        for j in 0 ..< hidden {
+                            let pre = { (gate: Int) in gates[gate * hidden + j] + rec[gate * hidden + j] }
+                            let input = f[0](clipped(pre(0) + p[j] * cell[hb + j]))
+                            let forget = coupled ? 1 - input : f[0](clipped(pre(2) + p[2 * hidden + j] * cell[hb + j]))
+                            let candidate = f[1](clipped(pre(3)))
+                            cell[hb + j] = forget * cell[hb + j] + input * candidate
+                            let output = f[0](clipped(pre(1) + p[hidden + j] * cell[hb + j]))
+                            h[hb + j] = output * f[2](cell[hb + j])
+                        }
                     }
-                    for j in 0 ..< hidden { y[((t * directions + d) * batch + b) * hidden + j] = h[j] }
-                }
-                for j in 0 ..< hidden {
-                    lastH[(d * batch + b) * hidden + j] = h[j]
-                    lastC[(d * batch + b) * hidden + j] = cell[j]
+                    for j in 0 ..< hidden { y[((t * directions + d) * batch + b) * hidden + j] = h[hb + j] }
                 }
             }
+            lastH.replaceSubrange(d * batch * hidden ..< (d + 1) * batch * hidden, with: h)
+            lastC.replaceSubrange(d * batch * hidden ..< (d + 1) * batch * hidden, with: cell)
         }
         var outputs = [Value(y, shape: [steps, directions, batch, hidden], type: x.type),
                        Value(lastH, shape: [directions, batch, hidden], type: x.type),
@@ -146,14 +242,5 @@ enum RecurrentOps {
             outputs[2] = ShapeOps.transpose(outputs[2], [1, 0, 2])
         }
         return kind == .lstm ? outputs : Array(outputs.prefix(2))
-    }
-
-    /// Rows `rows` of `matrix` (row length `hidden`) times `vector`, plus `bias` (indexed from 0).
-    static func product(_ matrix: [Float], _ vector: [Float], rows: Range<Int>, hidden: Int, bias: [Float]) -> [Float] {
-        rows.enumerated().map { k, row in
-            var sum = bias[k]
-            for j in 0 ..< hidden { sum += matrix[row * hidden + j] * vector[j] }
-            return sum
-        }
     }
 }
