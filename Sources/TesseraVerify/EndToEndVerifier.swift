@@ -59,7 +59,7 @@ public enum EndToEndVerifier {
     /// The inputs to run: files given by name, else the source's `test_data_set_*` folders
     /// (`input_K.pb` feeds the K-th graph input), else inputs generated from the signature.
     public static func samples(for graph: ONNXGraph, source: String, given: [String: String], dims: [String: Int],
-                               seed: UInt64) throws -> [Sample] {
+                               seed: UInt64, threads: Int = 1) throws -> [Sample] {
         if !given.isEmpty {
             return [Sample(origin: "given files", inputs: try given.mapValues { try InputFiles.read($0) })]
         }
@@ -76,25 +76,61 @@ public enum EndToEndVerifier {
             return Sample(origin: set, inputs: inputs)
         }
         if !fromSets.isEmpty { return fromSets }
-        return [Sample(origin: "generated (seed \(seed))", inputs: try generated(graph, dims: dims, seed: seed))]
+        return [Sample(origin: "generated (seed \(seed))", inputs: try generatedThatRun(graph, dims: dims, seed: seed, threads: threads))]
+    }
+
+    /// Generated inputs the graph accepts. Dynamic dims other than the batch start at 8 and
+    /// grow (x4, up to 512) while the graph refuses them for their shape: a CNN's pooling or a
+    /// detector's strides need more than 8 pixels, audio more than 8 samples.
+    static func generatedThatRun(_ graph: ONNXGraph, dims: [String: Int], seed: UInt64, threads: Int) throws -> [String: Value] {
+        guard let executor = try? GraphExecutor(graph, threads: threads) else { return try generated(graph, dims: dims, seed: seed) }
+        let dynamic = graph.inputs.contains { info in
+            info.dims?.enumerated().contains { axis, d in
+                switch d {
+                case .fixed(let n): return n <= 0 && axis > 0
+                case .symbolic(let name): return dims[name] == nil && axis > 0
+                case .unknown: return axis > 0
+                }
+            } ?? false
+        }
+        var size = 8
+        while true {
+            let inputs = try generated(graph, dims: dims, seed: seed, dynamicSize: size)
+            do {
+                _ = try executor.run(inputs)
+                return inputs
+            } catch let error as RuntimeError where error.code == .badShape && dynamic && size < 512 {
+                size *= 4
+            } catch let error as RuntimeError where error.code == .badShape {
+                let shapes = inputs.keys.sorted().map { "\($0) \(inputs[$0]!.shape)" }.joined(separator: ", ")
+                throw RuntimeError(.badInput, "generated inputs (\(shapes)) do not fit the graph: \(error.description); give inputs with --input NAME=PATH or dynamic dims with --dim NAME=N")
+            }
+        }
     }
 
     /// Inputs from the declared types and dims. Unnamed or symbolic dims take `dims[name]`, else
-    /// 2 on the first axis and 8 elsewhere. Floats are uniform in [-1, 1); integers that index a
+    /// 2 on the first axis and `dynamicSize` elsewhere (dims written -1 or 0 are dynamic too). Floats are uniform in [-1, 1); integers that index a
     /// Gather over an initializer are uniform over its axis (token ids), other integers are 1
     /// (masks); booleans are true.
-    static func generated(_ graph: ONNXGraph, dims: [String: Int], seed: UInt64) throws -> [String: Value] {
+    static func generated(_ graph: ONNXGraph, dims: [String: Int], seed: UInt64, dynamicSize: Int = 8) throws -> [String: Value] {
         var inputs: [String: Value] = [:]
+        // A named dim has one size in every input: the batch size where it leads some input.
+        var dims = dims
+        for info in graph.inputs {
+            for (axis, d) in (info.dims ?? []).enumerated() {
+                if case .symbolic(let name) = d, !name.isEmpty, axis == 0, dims[name] == nil { dims[name] = 2 }
+            }
+        }
         for (k, info) in graph.inputs.enumerated() {
             guard let declared = info.dims, let type = DataType(number: info.elementType) else {
                 throw RuntimeError(.badInput, "input '\(info.name)' declares no type or shape; give it with --input \(info.name)=PATH")
             }
             let shape = declared.enumerated().map { axis, d -> Int in
                 switch d {
-                case .fixed(let n) where n >= 0: return n
-                case .fixed: return axis == 0 ? 2 : 8   // -1: some exporters' mark of a dynamic dim
-                case .symbolic(let name): return dims[name] ?? (axis == 0 ? 2 : 8)
-                case .unknown: return axis == 0 ? 2 : 8
+                case .fixed(let n) where n > 0: return n
+                case .fixed: return axis == 0 ? 2 : dynamicSize   // -1 or 0: some exporters' mark of a dynamic dim
+                case .symbolic(let name): return (name.isEmpty ? nil : dims[name]) ?? (axis == 0 ? 2 : dynamicSize)
+                case .unknown: return axis == 0 ? 2 : dynamicSize
                 }
             }
             let count = try TensorGeometry(shape: shape).elementCount

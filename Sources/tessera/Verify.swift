@@ -173,7 +173,7 @@ struct Verify: ParsableCommand {
         let converted = try ONNXGraph(file: tess)
         let sizes = Dictionary(try pairs(dims, "--dim").map { ($0.0, Int($0.1)!) }) { $1 }
         let samples = try EndToEndVerifier.samples(for: sourceGraph, source: source, given: Dictionary(try pairs(inputs, "--input")) { $1 },
-                                                   dims: sizes, seed: seed)
+                                                   dims: sizes, seed: seed, threads: threads)
         for name in classOutputs where !sourceGraph.outputs.contains(where: { $0.name == name }) {
             throw RuntimeError(.badInput, "--class-output \(name): not an output of the graph (outputs: \(sourceGraph.outputs.map(\.name).joined(separator: ", ")))")
         }
