@@ -43,6 +43,9 @@ def close(expected, got):
     expected, got = np.asarray(expected), np.asarray(got)
     if expected.shape != got.shape:
         return False
+    if expected.dtype.kind == "V":   # ml_dtypes' bfloat16, float8, float4, int4: numpy compares them in float32
+        expected = expected.astype(np.float32)
+        return np.allclose(got.astype(np.float32), expected, rtol=1e-3, atol=1e-7, equal_nan=True)
     if expected.dtype.kind in "fc":
         return np.allclose(got.astype(expected.dtype), expected, rtol=1e-3, atol=1e-7, equal_nan=True)
     return np.array_equal(got, expected)

@@ -31,7 +31,8 @@ public struct Value: Sendable {
     /// The element types the executor computes with (complex, 4- and 8-bit floats are refused).
     public static func isSupported(_ type: DataType) -> Bool {
         switch type {
-        case .float, .float16, .bfloat16, .double, .bool, .int8, .uint8, .int16, .uint16, .int32, .uint32, .int64, .uint64: return true
+        case .float, .float16, .bfloat16, .double, .bool, .int8, .uint8, .int16, .uint16, .int32, .uint32, .int64, .uint64,
+             .float8e4m3fn, .float8e4m3fnuz, .float8e5m2, .float8e5m2fnuz, .float4e2m1, .int4, .uint4: return true
         default: return false
         }
     }
@@ -41,8 +42,12 @@ public struct Value: Sendable {
         guard Self.isSupported(tensor.dataType) else {
             throw RuntimeError(.unsupportedType, "is \(tensor.dataType), which the executor does not compute with", tensor: tensor.name)
         }
-        if tensor.dataType.isFloatingPoint {
+        if tensor.dataType.isFloatingPoint || Minifloats.types.contains(tensor.dataType) {
             self.init(try tensor.densify(), shape: tensor.shape, type: tensor.dataType)
+            return
+        }
+        if tensor.dataType == .int4 || tensor.dataType == .uint4 {
+            self.init(try tensor.densify().map { Int64($0) }, shape: tensor.shape, type: tensor.dataType)
             return
         }
         let count = try TensorGeometry(shape: tensor.shape).elementCount
@@ -165,12 +170,15 @@ public struct Value: Sendable {
     }
 
     /// This value converted to `type` (ONNX Cast: float to integer truncates toward zero).
-    public func cast(to type: DataType) throws -> Value {
+    public func cast(to type: DataType, saturate: Bool = true) throws -> Value {
         guard Self.isSupported(type) else {
             throw RuntimeError(.unsupportedType, "cannot cast to \(type)")
         }
         if type == .bool { return Value(asFloats.map { $0 != 0 }, shape: shape) }
         if type.isFloatingPoint { return Value(asFloats, shape: shape, type: type).representable() }
+        if Minifloats.types.contains(type) {
+            return Value(asFloats.map { Minifloats.rounded($0, to: type, saturate: saturate) }, shape: shape, type: type)
+        }
         let ints: [Int64]
         switch elements {
         case .float(let v): ints = v.map(Self.saturatingInt)
@@ -183,9 +191,14 @@ public struct Value: Sendable {
     /// Float elements rounded to what this value's type holds: float16 and bfloat16 compute in
     /// float32 and round (to nearest even) after every op, as onnxruntime's kernels do.
     func representable() -> Value {
-        guard case .float(let v) = elements, type == .float16 || type == .bfloat16 else { return self }
+        guard case .float(let v) = elements, type != .float, type != .double else { return self }
         var out = self
-        out.elements = .float(type == .float16 ? v.map { Float(Float16($0)) } : v.map(Self.roundedToBFloat16))
+        switch type {
+        case .float16: out.elements = .float(v.map { Float(Float16($0)) })
+        case .bfloat16: out.elements = .float(v.map(Self.roundedToBFloat16))
+        case _ where Minifloats.types.contains(type): out.elements = .float(v.map { Minifloats.rounded($0, to: type, saturate: false) })
+        default: break
+        }
         return out
     }
 
@@ -210,6 +223,8 @@ public struct Value: Sendable {
         case .uint16: return Int64(UInt16(truncatingIfNeeded: v))
         case .int32: return Int64(Int32(truncatingIfNeeded: v))
         case .uint32: return Int64(UInt32(truncatingIfNeeded: v))
+        case .int4: return Int64(Int8(truncatingIfNeeded: v << 4) >> 4)
+        case .uint4: return v & 0xF
         default: return v
         }
     }

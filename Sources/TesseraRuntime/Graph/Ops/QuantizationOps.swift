@@ -12,7 +12,13 @@ enum QuantizationOps {
             let x = try c.input(0), scale = try c.input(1), zeroPoint = c.optionalInput(2)
             let type = try c.optionalInt("output_dtype").flatMap { $0 == 0 ? nil : try dataType($0) } ?? zeroPoint?.type ?? .uint8
             let map = try scaleMap(c, x.shape, scale.shape)
-            let s = scale.asFloats, z = zeroPoint?.asInts
+            let s = scale.asFloats
+            if Minifloats.types.contains(type) {   // float8/float4 codes: x / scale + zero point, rounded to the type
+                let z = zeroPoint?.asFloats, saturate = c.int("saturate", 1) != 0
+                let y = x.asFloats.enumerated().map { i, v in Minifloats.rounded(v / s[map[i]] + (z?[map[i]] ?? 0), to: type, saturate: saturate) }
+                return [Value(y, shape: x.shape, type: type)]
+            }
+            let z = zeroPoint?.asInts
             let bounds = try range(of: type)
             let q = x.asFloats.enumerated().map { i, v -> Int64 in
                 let shifted = Double(v / s[map[i]]).rounded(.toNearestOrEven) + Double(z?[map[i]] ?? 0)
@@ -23,9 +29,16 @@ enum QuantizationOps {
         t["DequantizeLinear"] = { c in
             let x = try c.input(0), scale = try c.input(1), zeroPoint = c.optionalInput(2)
             let map = try scaleMap(c, x.shape, scale.shape)
-            let s = scale.asFloats, z = zeroPoint?.asInts, v = x.asInts
+            let s = scale.asFloats
             let type = try c.optionalInt("output_dtype").flatMap { $0 == 0 ? nil : try dataType($0) } ?? scale.type
-            let y = v.indices.map { i in Float(v[i] - (z?[map[i]] ?? 0)) * s[map[i]] }
+            let y: [Float]
+            if case .float(let v) = x.elements {   // float8/float4 codes
+                let z = zeroPoint?.asFloats
+                y = v.indices.map { i in (v[i] - (z?[map[i]] ?? 0)) * s[map[i]] }
+            } else {
+                let z = zeroPoint?.asInts, v = x.asInts
+                y = v.indices.map { i in Float(v[i] - (z?[map[i]] ?? 0)) * s[map[i]] }
+            }
             return [Value(y, shape: x.shape, type: type)]
         }
         t["DynamicQuantizeLinear"] = { c in
@@ -123,6 +136,8 @@ enum QuantizationOps {
     /// The codes an integer type holds.
     static func range(of type: DataType) throws -> ClosedRange<Int64> {
         switch type {
+        case .int4: return -8 ... 7
+        case .uint4: return 0 ... 15
         case .int8: return -128 ... 127
         case .uint8: return 0 ... 255
         case .int16: return -32768 ... 32767

@@ -16,9 +16,9 @@ enum ShapeOps {
         t["Size"] = { c in [Value([Int64(try c.input(0).count)], shape: [])] }
         t["Cast"] = { c in
             guard let type = DataType(number: c.int("to", 0)) else { throw RuntimeError(.unsupportedType, "Cast to type \(c.int("to", 0))") }
-            return [try c.input(0).cast(to: type)]
+            return [try c.input(0).cast(to: type, saturate: c.int("saturate", 1) != 0)]
         }
-        t["CastLike"] = { c in [try c.input(0).cast(to: c.input(1).type)] }
+        t["CastLike"] = { c in [try c.input(0).cast(to: c.input(1).type, saturate: c.int("saturate", 1) != 0)] }
         t["Constant"] = { c in [try constant(c)] }
         t["ConstantOfShape"] = { c in
             let shape = try dims(c.input(0))
