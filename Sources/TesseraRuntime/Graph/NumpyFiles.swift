@@ -75,8 +75,14 @@ public enum NumpyFiles {
         var out: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0]
         out += [UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)]
         out += Array(header.utf8)
+        return out + elementBytes(value, as: type)
+    }
+
+    /// The elements of `value` as little-endian bytes of `type` (its own type by default).
+    static func elementBytes(_ value: Value, as type: DataType? = nil) -> [UInt8] {
+        var out: [UInt8] = []
         func append<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
-        switch type {
+        switch type ?? value.type {
         case .float: for v in value.asFloats { append(v.bitPattern) }
         case .double: for v in value.asFloats { append(Double(v).bitPattern) }
         case .float16: for v in value.asFloats { append(Float16(v).bitPattern) }
@@ -88,6 +94,7 @@ public enum NumpyFiles {
         case .int32: for v in value.asInts { append(Int32(truncatingIfNeeded: v)) }
         case .uint32: for v in value.asInts { append(UInt32(truncatingIfNeeded: v)) }
         case .uint64: for v in value.asInts { append(UInt64(bitPattern: v)) }
+        case .bfloat16: for v in value.asFloats { append(UInt16(truncatingIfNeeded: v.bitPattern >> 16)) }
         default: for v in value.asInts { append(v) }
         }
         return out

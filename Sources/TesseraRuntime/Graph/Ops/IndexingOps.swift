@@ -94,6 +94,7 @@ enum IndexingOps {
             return [Value(coordinates, shape: [x.shape.count, nonZero.count])]
         }
         t["TopK"] = { c in try topK(c) }
+        t["Unique"] = { c in try unique(c) }
         t["CumSum"] = { c in [try cumulative(c, identity: 0, +, &+)] }
         t["CumProd"] = { c in [try cumulative(c, identity: 1, *, &*)] }
         return t
@@ -147,6 +148,40 @@ enum IndexingOps {
             for i in 0 ..< slice { positions.append(base + i) }
         }
         return (positions, outShape)
+    }
+
+    /// The distinct elements (or slices along `axis`), sorted or in order of first appearance,
+    /// with the first index of each, every element's position among them, and their counts.
+    static func unique(_ c: NodeContext) throws -> [Value] {
+        var x = try c.input(0)
+        let axis: Int
+        if case .int(let a)? = c.attribute("axis") { axis = try normalizedAxis(Int(a), rank: x.shape.count) } else { x = x.reshaped([x.count]); axis = 0 }
+        let (outer, n, inner) = ReductionOps.split(x.shape, axis)
+        let values = x.asFloats
+        // Slice k along the axis, as a key to compare (elementwise, lexicographically).
+        let slices = (0 ..< n).map { k in (0 ..< outer).flatMap { o in (0 ..< inner).map { i in values[(o * n + k) * inner + i] } } }
+        var firsts: [Int] = [], groupOf = [Int](repeating: 0, count: n)
+        var seen: [[Float]: Int] = [:]
+        for k in 0 ..< n {
+            if let g = seen[slices[k]] { groupOf[k] = g; continue }
+            seen[slices[k]] = firsts.count
+            groupOf[k] = firsts.count
+            firsts.append(k)
+        }
+        var order = Array(firsts.indices)
+        if c.int("sorted", 1) != 0 {
+            order.sort { a, b in slices[firsts[a]].lexicographicallyPrecedes(slices[firsts[b]]) }
+        }
+        var rank = [Int](repeating: 0, count: firsts.count)
+        for (r, g) in order.enumerated() { rank[g] = r }
+        let picks = order.map { firsts[$0] }
+        var shape = x.shape
+        shape[axis] = picks.count
+        var positions: [Int] = []
+        for o in 0 ..< outer { for k in picks { for i in 0 ..< inner { positions.append((o * n + k) * inner + i) } } }
+        let counts = order.map { g in Int64(groupOf.filter { $0 == g }.count) }
+        return [x.picking(positions, shape: shape), Value(picks.map(Int64.init), shape: [picks.count]),
+                Value(groupOf.map { Int64(rank[$0]) }, shape: [n]), Value(counts, shape: [counts.count])]
     }
 
     static func topK(_ c: NodeContext) throws -> [Value] {

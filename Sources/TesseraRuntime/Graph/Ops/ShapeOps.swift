@@ -19,6 +19,20 @@ enum ShapeOps {
             return [try c.input(0).cast(to: type, saturate: c.int("saturate", 1) != 0)]
         }
         t["CastLike"] = { c in [try c.input(0).cast(to: c.input(1).type, saturate: c.int("saturate", 1) != 0)] }
+        t["BitCast"] = { c in
+            // The same bytes read as another type of the same, a smaller or a larger width.
+            let x = try c.input(0), to = try dataType(c.int("to", 0))
+            let from = x.type.bitWidth, width = to.bitWidth
+            guard from % 8 == 0, width % 8 == 0, Value.isSupported(to) else { throw RuntimeError(.unsupportedType, "BitCast from \(x.type) to \(to)") }
+            var shape = x.shape
+            if width < from { shape.append(from / width) }
+            if width > from {
+                guard shape.last == width / from else { throw RuntimeError(.badShape, "BitCast to \(to) needs a last dim of \(width / from), got \(x.shape)") }
+                shape.removeLast()
+            }
+            let bytes = NumpyFiles.elementBytes(x)
+            return [try Value(Tensor(name: c.node.outputs.first ?? "", dataType: to, shape: shape, storage: .dense(values: TensorBytes(bytes))))]
+        }
         t["Constant"] = { c in [try constant(c)] }
         t["ConstantOfShape"] = { c in
             let shape = try dims(c.input(0))
