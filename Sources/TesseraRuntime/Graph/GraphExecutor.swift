@@ -20,7 +20,7 @@ public final class GraphExecutor {
 
     static let kernels: [String: OpKernel] = {
         var all: [String: OpKernel] = [:]
-        for table in [ElementwiseOps.table, ShapeOps.table, IndexingOps.table, ReductionOps.table, LossOps.table, QuantizationOps.table, ResizeOps.table, AttentionOps.table, ConvTransposeOps.table, LayoutOps.table, RecurrentOps.table, ControlFlowOps.table, LinearAlgebraOps.table, SignalOps.table, LinearOps.table, ConvolutionOps.table] {
+        for table in [ElementwiseOps.table, ShapeOps.table, IndexingOps.table, ReductionOps.table, LossOps.table, QuantizationOps.table, ResizeOps.table, AttentionOps.table, ConvTransposeOps.table, LayoutOps.table, RecurrentOps.table, ControlFlowOps.table, LinearAlgebraOps.table, SignalOps.table, DetectionOps.table, LinearOps.table, ConvolutionOps.table] {
             for (op, kernel) in table {
                 precondition(all.updateValue(kernel, forKey: op) == nil, "two op families register \(op)")
             }
