@@ -1,10 +1,12 @@
 import Foundation
 import Tessera
 
-/// The window functions of signal processing (DFT and STFT are not here yet).
+/// DFT and the window functions of signal processing (STFT is not here yet). Complex values
+/// are a last axis of 2 (real, imaginary); a last axis of 1 is a real signal.
 enum SignalOps {
     static var table: [String: OpKernel] {
         var t: [String: OpKernel] = [:]
+        t["DFT"] = { c in [try dft(c)] }
         t["HannWindow"] = { c in [try window(c) { n, span in pow(sin(Double.pi * n / span), 2) }] }
         t["HammingWindow"] = { c in [try window(c) { n, span in 25.0 / 46 - (1 - 25.0 / 46) * cos(2 * Double.pi * n / span) }] }
         t["BlackmanWindow"] = { c in
@@ -21,5 +23,64 @@ enum SignalOps {
         let span = Double(c.int("periodic", 1) != 0 ? size : size - 1)
         let values = (0 ..< size).map { Float(f(Double($0), span)) }
         return try Value(values, shape: [size]).cast(to: try dataType(c.int("output_datatype", Int(DataType.float.rawValue))))
+    }
+
+    /// The discrete Fourier transform along `axis` (an attribute before opset 20, an input
+    /// after), of length `dft_length` (the input zero-padded or cut), inverse (divided by the
+    /// length) or not, one-sided (the first length/2 + 1 bins; inverse: a real signal from them,
+    /// by Hermitian symmetry) or not. Direct sums in Double.
+    static func dft(_ c: NodeContext) throws -> Value {
+        let x = try c.input(0)
+        let rank = x.shape.count
+        guard rank >= 2, let parts = x.shape.last, parts == 1 || parts == 2 else { throw RuntimeError(.badShape, "DFT input \(x.shape) must end in 1 (real) or 2 (complex)") }
+        let rawAxis = c.opset >= 20 ? Int(c.optionalInput(2)?.asInts.first ?? -2) : c.int("axis", 1)
+        let axis = ((rawAxis % rank) + rank) % rank
+        guard axis < rank - 1 else { throw RuntimeError(.badShape, "DFT axis \(rawAxis) is the complex axis of \(x.shape)") }
+        let inverse = c.int("inverse", 0) != 0, onesided = c.int("onesided", 0) != 0
+        let n = x.shape[axis]
+        let length = c.optionalInput(1)?.asInts.first.map(Int.init) ?? (inverse && onesided ? 2 * (n - 1) : n)
+        guard length >= 1 else { throw RuntimeError(.badShape, "dft_length must be positive, got \(length)") }
+        let bins = inverse ? length : (onesided ? length / 2 + 1 : length)
+        let (outer, _, inner) = ReductionOps.split(Array(x.shape.dropLast()), axis)
+        var shape = x.shape
+        shape[axis] = bins
+        shape[rank - 1] = inverse && onesided ? 1 : 2
+        var y = [Float](repeating: 0, count: try elementCount(shape))
+        _ = try elementCount([bins, length])
+        let v = x.asFloats, outParts = shape[rank - 1]
+        func input(_ o: Int, _ k: Int, _ i: Int) -> (Double, Double) {
+            guard k < n else { return (0, 0) }
+            let p = ((o * n + k) * inner + i) * parts
+            return (Double(v[p]), parts == 2 ? Double(v[p + 1]) : 0)
+        }
+        let sign: Double = inverse ? 1 : -1
+        for o in 0 ..< outer {
+            for i in 0 ..< inner {
+                // The full spectrum (or signal) of this line, Hermitian-completed for irfft.
+                var line = (0 ..< length).map { input(o, $0, i) }
+                if inverse && onesided {
+                    let kept = length / 2 + 1
+                    for k in 0 ..< length {
+                        if k >= kept || k >= n { line[k] = k > length / 2 && length - k < n ? (input(o, length - k, i).0, -input(o, length - k, i).1) : (0, 0) }
+                    }
+                    line[0].1 = 0
+                    if length % 2 == 0 { line[length / 2].1 = 0 }
+                }
+                for k in 0 ..< bins {
+                    var re = 0.0, im = 0.0
+                    for t in 0 ..< length {
+                        let angle = sign * 2 * Double.pi * Double(k * t % length) / Double(length)
+                        let (a, b) = line[t]
+                        re += a * cos(angle) - b * sin(angle)
+                        im += a * sin(angle) + b * cos(angle)
+                    }
+                    if inverse { re /= Double(length); im /= Double(length) }
+                    let p = ((o * bins + k) * inner + i) * outParts
+                    y[p] = Float(re)
+                    if outParts == 2 { y[p + 1] = Float(im) }
+                }
+            }
+        }
+        return Value(y, shape: shape, type: x.type)
     }
 }
