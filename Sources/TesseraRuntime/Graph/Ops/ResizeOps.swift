@@ -8,6 +8,7 @@ enum ResizeOps {
     static var table: [String: OpKernel] {
         var t: [String: OpKernel] = [:]
         t["Resize"] = { c in [try resize(c)] }
+        t["GridSample"] = { c in [try gridSample(c)] }
         t["Upsample"] = { c in
             // Upsample (deprecated at 10) is Resize with scales, asymmetric coordinates and
             // nearest rounding down.
@@ -17,6 +18,100 @@ enum ResizeOps {
             return [try interpolate(x, scales: scales, sizes: nil, roi: nil, options: options)]
         }
         return t
+    }
+
+    /// X `[N, C, d...]` sampled at the normalised points of grid `[N, o..., r]` (x first):
+    /// nearest, (bi/tri)linear or cubic, with zeros, border or reflection padding, as the ONNX
+    /// reference computes it.
+    static func gridSample(_ c: NodeContext) throws -> Value {
+        let x = try c.input(0), grid = try c.input(1)
+        let r = x.shape.count - 2
+        guard r >= 1, grid.shape.count == r + 2, grid.shape[0] == x.shape[0], grid.shape.last == r else {
+            throw RuntimeError(.badShape, "GridSample of \(x.shape) at grid \(grid.shape)")
+        }
+        var mode = c.string("mode", c.opset >= 20 ? "linear" : "bilinear")
+        mode = ["bilinear": "linear", "bicubic": "cubic"][mode] ?? mode
+        let padding = c.string("padding_mode", "zeros"), align = c.int("align_corners", 0) != 0
+        guard ["nearest", "linear", "cubic"].contains(mode), ["zeros", "border", "reflection"].contains(padding) else {
+            throw RuntimeError(.badGraph, "GridSample mode '\(mode)' or padding '\(padding)' is not known")
+        }
+        let (batch, channels) = (x.shape[0], x.shape[1]), dims = Array(x.shape.dropFirst(2))
+        let points = grid.shape.dropFirst().dropLast().reduce(1, *), pixels = dims.reduce(1, *)
+        let strides = Broadcast.strides(dims)
+        let low = dims.map { _ in align ? 0.0 : -0.5 }, high = dims.map { align ? Double($0 - 1) : Double($0) - 0.5 }
+        func reflect(_ v: Double, _ lo: Double, _ hi: Double) -> Double {
+            let span = hi - lo
+            guard span > 0 else { return lo }
+            if v < lo { let d = lo - v, n = Int(d / span), rest = d - Double(n) * span; return n % 2 == 0 ? lo + rest : hi - rest }
+            if v > hi { let d = v - hi, n = Int(d / span), rest = d - Double(n) * span; return n % 2 == 0 ? hi - rest : lo + rest }
+            return v
+        }
+        /// The flat input index of integer coordinates, or nil for zeros padding outside.
+        func index(_ coordinates: [Int]) -> Int? {
+            var flat = 0
+            for (d, i) in coordinates.enumerated() {
+                var k = i
+                if k < 0 || k >= dims[d] {
+                    switch padding {
+                    case "zeros": return nil
+                    case "border": k = min(max(k, 0), dims[d] - 1)
+                    default: k = Int(reflect(Double(k), low[d], high[d]))
+                    }
+                }
+                flat += k * strides[d]
+            }
+            return flat
+        }
+        func cubic(_ t: Double) -> [Double] {
+            let a = -0.75, s = abs(t)
+            return [((a * (s + 1) - 5 * a) * (s + 1) + 8 * a) * (s + 1) - 4 * a, ((a + 2) * s - (a + 3)) * s * s + 1,
+                    ((a + 2) * (1 - s) - (a + 3)) * (1 - s) * (1 - s) + 1, ((a * (2 - s) - 5 * a) * (2 - s) + 8 * a) * (2 - s) - 4 * a]
+        }
+        let v = x.asFloats, g = grid.asFloats
+        var y = [Float](repeating: 0, count: try elementCount([batch, channels, points]))
+        for n in 0 ..< batch {
+            for p in 0 ..< points {
+                // Grid coordinates are (x, y, z...): the reverse of the dims' order.
+                var position = (0 ..< r).map { d -> Double in
+                    let normal = Double(g[(n * points + p) * r + (r - 1 - d)])
+                    return align ? (normal + 1) / 2 * Double(dims[d] - 1) : ((normal + 1) * Double(dims[d]) - 1) / 2
+                }
+                if mode == "nearest" { position = position.map { $0.rounded(.toNearestOrEven) } }
+                for d in 0 ..< r where position[d] < low[d] || position[d] > high[d] {
+                    if padding == "border" { position[d] = min(max(position[d], 0), Double(dims[d] - 1)) }
+                    if padding == "reflection" { position[d] = reflect(position[d], low[d], high[d]) }
+                }
+                // Taps per dim: (offset from the floor, weight).
+                let taps: [[(Int, Double)]] = position.map { q in
+                    let base = q.rounded(.down), t = q - base
+                    switch mode {
+                    case "nearest": return [(Int(q.rounded(.towardZero)) - Int(base), 1)]
+                    case "linear": return [(0, 1 - t), (1, t)]
+                    default: return zip(-1 ... 2, cubic(t)).map { ($0, $1) }
+                    }
+                }
+                let bases = position.map { Int($0.rounded(.down)) }
+                for ch in 0 ..< channels {
+                    let plane = (n * channels + ch) * pixels
+                    var sum = 0.0
+                    var counter = [Int](repeating: 0, count: r)
+                    for _ in 0 ..< taps.map(\.count).reduce(1, *) {
+                        var weight = 1.0
+                        var coordinates = [Int](repeating: 0, count: r)
+                        for d in 0 ..< r {
+                            let (offset, w) = taps[d][counter[d]]
+                            weight *= w
+                            coordinates[d] = bases[d] + offset
+                        }
+                        if let at = index(coordinates) { sum += weight * Double(v[plane + at]) }
+                        var d = r - 1
+                        while d >= 0 { counter[d] += 1; if counter[d] < taps[d].count { break }; counter[d] = 0; d -= 1 }
+                    }
+                    y[(n * channels + ch) * points + p] = Float(sum)
+                }
+            }
+        }
+        return Value(y, shape: [batch, channels] + Array(grid.shape.dropFirst().dropLast()), type: x.type)
     }
 
     struct Options {
