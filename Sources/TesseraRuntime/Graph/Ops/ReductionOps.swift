@@ -51,7 +51,10 @@ enum ReductionOps {
             for (i, axis) in (kept + reduced).enumerated() { inverse[axis] = i }
             return [ShapeOps.transpose(Value(v, shape: moved.shape, type: x.type), inverse)]
         }
-        t["BatchNormalization"] = { c in [try channelNorm(c, instance: false)] }
+        t["BatchNormalization"] = { c in
+            guard c.int("training_mode", 0) != 0 else { return [try channelNorm(c, instance: false)] }
+            return try batchNormTraining(c)
+        }
         t["InstanceNormalization"] = { c in [try channelNorm(c, instance: true)] }
         t["LRN"] = { c in [try lrn(c)] }
         return t
@@ -293,6 +296,40 @@ enum ReductionOps {
             }
         }
         return Value(v, shape: x.shape, type: x.type)
+    }
+
+    /// BatchNormalization with training_mode: normalised by this batch's statistics, which
+    /// also update the running mean and variance (weight `momentum` on the old ones).
+    static func batchNormTraining(_ c: NodeContext) throws -> [Value] {
+        let x = try c.input(0)
+        guard x.shape.count >= 2 else { throw RuntimeError(.badShape, "input \(x.shape) has no channel axis") }
+        let v = try c.floats(0)
+        let (batch, channels) = (x.shape[0], x.shape[1]), spatial = x.shape.dropFirst(2).reduce(1, *)
+        let scale = try c.input(1).asFloats, bias = try c.input(2).asFloats
+        let runningMean = try c.input(3).asFloats, runningVariance = try c.input(4).asFloats
+        guard [scale, bias, runningMean, runningVariance].allSatisfy({ $0.count == channels }) else {
+            throw RuntimeError(.badShape, "a per-channel parameter does not have \(channels) values")
+        }
+        let epsilon = Double(c.float("epsilon", 1e-5)), momentum = c.float("momentum", 0.9)
+        var y = v, means = [Float](repeating: 0, count: channels), variances = means
+        let count = Double(max(batch * spatial, 1))
+        for ch in 0 ..< channels {
+            var indices: [Int] = []
+            for n in 0 ..< batch {
+                let start: Int = (n * channels + ch) * spatial
+                indices += Array(start ..< start + spatial)
+            }
+            var sum = 0.0, squares = 0.0
+            for i in indices { sum += Double(v[i]) }
+            let mean = sum / count
+            for i in indices { let d = Double(v[i]) - mean; squares += d * d }
+            let variance = squares / count
+            let k = Double(scale[ch]) / (variance + epsilon).squareRoot()
+            for i in indices { y[i] = Float((Double(v[i]) - mean) * k + Double(bias[ch])) }
+            means[ch] = runningMean[ch] * momentum + Float(mean) * (1 - momentum)
+            variances[ch] = runningVariance[ch] * momentum + Float(variance) * (1 - momentum)
+        }
+        return [Value(y, shape: x.shape, type: x.type), Value(means, shape: [channels], type: x.type), Value(variances, shape: [channels], type: x.type)]
     }
 
     static func lrn(_ c: NodeContext) throws -> Value {

@@ -9,6 +9,7 @@ enum ResizeOps {
         var t: [String: OpKernel] = [:]
         t["Resize"] = { c in [try resize(c)] }
         t["GridSample"] = { c in [try gridSample(c)] }
+        t["AffineGrid"] = { c in [try affineGrid(c)] }
         t["Upsample"] = { c in
             // Upsample (deprecated at 10) is Resize with scales, asymmetric coordinates and
             // nearest rounding down.
@@ -112,6 +113,31 @@ enum ResizeOps {
             }
         }
         return Value(y, shape: [batch, channels] + Array(grid.shape.dropFirst().dropLast()), type: x.type)
+    }
+
+    /// The sampling grid of affine maps `theta` `[N, 2, 3]` (or `[N, 3, 4]`) over an output of
+    /// `size` `[N, C, H, W]` (or with D): `[N, (D,) H, W, 2 or 3]`, coordinates x first.
+    static func affineGrid(_ c: NodeContext) throws -> Value {
+        let theta = try c.input(0), size = try c.input(1).asInts.map(Int.init)
+        let r = size.count - 2
+        guard r == 2 || r == 3, theta.shape == [size[0], r, r + 1] else { throw RuntimeError(.badShape, "AffineGrid of theta \(theta.shape) for size \(size)") }
+        let dims = Array(size.dropFirst(2)), align = c.int("align_corners", 0) != 0
+        let points = try elementCount(dims), strides = Broadcast.strides(dims), t = theta.asFloats
+        func base(_ i: Int, _ s: Int) -> Double { align ? (s == 1 ? 0 : -1 + 2 * Double(i) / Double(s - 1)) : -1 + (2 * Double(i) + 1) / Double(s) }
+        var y = [Float](repeating: 0, count: try elementCount([size[0], points, r]))
+        for n in 0 ..< size[0] {
+            for p in 0 ..< points {
+                // (x, y[, z], 1): x runs along the last dim.
+                let homogeneous = (0 ..< r).map { k -> Double in
+                    let d = r - 1 - k
+                    return base(p / strides[d] % dims[d], dims[d])
+                } + [1]
+                for row in 0 ..< r {
+                    y[(n * points + p) * r + row] = Float((0 ... r).reduce(0.0) { $0 + Double(t[(n * r + row) * (r + 1) + $1]) * homogeneous[$1] })
+                }
+            }
+        }
+        return Value(y, shape: [size[0]] + dims + [r], type: theta.type)
     }
 
     struct Options {
