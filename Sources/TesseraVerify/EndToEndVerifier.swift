@@ -83,7 +83,6 @@ public enum EndToEndVerifier {
     /// grow (x4, up to 512) while the graph refuses them for their shape: a CNN's pooling or a
     /// detector's strides need more than 8 pixels, audio more than 8 samples.
     static func generatedThatRun(_ graph: ONNXGraph, dims: [String: Int], seed: UInt64, threads: Int) throws -> [String: Value] {
-        guard let executor = try? GraphExecutor(graph, threads: threads) else { return try generated(graph, dims: dims, seed: seed) }
         let dynamic = graph.inputs.contains { info in
             info.dims?.enumerated().contains { axis, d in
                 switch d {
@@ -93,13 +92,15 @@ public enum EndToEndVerifier {
                 }
             } ?? false
         }
+        // Fixed shapes have nothing to choose: a shape error there is the graph's, reported by the run.
+        guard dynamic, let executor = try? GraphExecutor(graph, threads: threads) else { return try generated(graph, dims: dims, seed: seed) }
         var size = 8
         while true {
             let inputs = try generated(graph, dims: dims, seed: seed, dynamicSize: size)
             do {
                 _ = try executor.run(inputs)
                 return inputs
-            } catch let error as RuntimeError where error.code == .badShape && dynamic && size < 512 {
+            } catch let error as RuntimeError where error.code == .badShape && size < 512 {
                 size *= 4
             } catch let error as RuntimeError where error.code == .badShape {
                 let shapes = inputs.keys.sorted().map { "\($0) \(inputs[$0]!.shape)" }.joined(separator: ", ")
