@@ -16,6 +16,8 @@ import node_conformance  # noqa: E402
 
 PASSING_LIST = os.path.join(os.path.dirname(__file__), "node_tests_passing.txt")
 PASSING = sorted(line.strip() for line in open(PASSING_LIST) if line.strip())
+# Every k-th test only (a fixed sample; `make sanitize` uses one, where each run is slow).
+SAMPLE = int(os.environ.get("NODE_TEST_SAMPLE", "1"))
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,7 @@ def test_the_list_names_generated_tests(cases):
     assert len(cases) > 1800 and set(PASSING) <= set(cases)
 
 
-@pytest.mark.parametrize("name", PASSING)
+@pytest.mark.parametrize("name", PASSING[::SAMPLE])
 def test_node_test_passes(name, cases, tmp_path):
     ok, why = node_conformance.run_tessera(tessera_binary(), cases[name], str(tmp_path))
     assert ok, why
@@ -36,7 +38,7 @@ def test_node_test_passes(name, cases, tmp_path):
 
 def test_every_other_node_test_is_refused_cleanly(cases, tmp_path):
     refused = []
-    for name in sorted(set(cases) - set(PASSING)):
+    for name in sorted(set(cases) - set(PASSING))[::SAMPLE]:
         case = cases[name]
         model, inputs, _ = node_conformance.case_data(case)
         args = [tessera_binary(), "run", os.path.join(case, "model.onnx"), "-o", str(tmp_path / "out.npz"), "--force"]
