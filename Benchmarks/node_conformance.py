@@ -32,14 +32,36 @@ def generate(folder):
     return sorted(glob.glob(os.path.join(folder, "node", "*")))
 
 
-def load_pb(path):
-    t = onnx.TensorProto()
+def load_pb(path, kind="tensor_type"):
+    """A test-data file as numpy: an array, a list of arrays (sequence), or None (empty optional)."""
+    proto = {"tensor_type": onnx.TensorProto, "sequence_type": onnx.SequenceProto, "optional_type": onnx.OptionalProto}[kind]()
     with open(path, "rb") as f:
-        t.ParseFromString(f.read())
-    return numpy_helper.to_array(t)
+        proto.ParseFromString(f.read())
+    if kind == "sequence_type":
+        return numpy_helper.to_list(proto)
+    if kind == "optional_type":
+        return numpy_helper.to_optional(proto)
+    return numpy_helper.to_array(proto)
+
+
+def kind(value_info):
+    return value_info.type.WhichOneof("value")
+
+
+def from_npz(got, name):
+    """An output as `tessera run` writes it: NAME, or NAME[0], NAME[1], ... for a sequence."""
+    if name in got:
+        return got[name]
+    items = []
+    while f"{name}[{len(items)}]" in got:
+        items.append(got[f"{name}[{len(items)}]"])
+    return items
 
 
 def close(expected, got):
+    if isinstance(expected, list) or expected is None:   # a sequence, or an empty optional (written as nothing)
+        expected = expected or []
+        return isinstance(got, list) and len(got) == len(expected) and all(close(e, g) for e, g in zip(expected, got))
     expected, got = np.asarray(expected), np.asarray(got)
     if expected.shape != got.shape:
         return False
@@ -70,7 +92,7 @@ def run_tessera(binary, case, work):
         return False, result.stderr.strip().splitlines()[-1] if result.stderr.strip() else f"exit {result.returncode}"
     got = np.load(os.path.join(work, "out.npz"))
     for info, path in zip(model.graph.output, outputs):
-        if info.name not in got or not close(load_pb(path), got[info.name]):
+        if not close(load_pb(path, kind(info)), from_npz(got, info.name)):
             return False, f"output '{info.name}' differs"
     return True, ""
 
@@ -85,9 +107,9 @@ def run_onnxruntime(case):
     try:
         model, inputs, outputs = case_data(case)
         session = ort.InferenceSession(os.path.join(case, "model.onnx"), providers=["CPUExecutionProvider"])
-        feeds = {i.name: load_pb(p) for i, p in zip(model.graph.input, inputs)}
+        feeds = {i.name: load_pb(p, kind(i)) for i, p in zip(model.graph.input, inputs)}
         got = session.run([o.name for o in model.graph.output], feeds)
-        return all(close(load_pb(p), g) for p, g in zip(outputs, got))
+        return all(close(load_pb(p, kind(o)), g) for o, p, g in zip(model.graph.output, outputs, got))
     except Exception:   # an op, type or opset it lacks, or inputs its Python API refuses
         return False
 

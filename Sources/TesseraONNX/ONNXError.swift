@@ -11,6 +11,7 @@ public struct ONNXError: Error, Equatable, CustomStringConvertible, Sendable {
         case externalData         // bad location, outside the model's folder, missing or short file
         case missingTensor        // a node or output refers to a name nothing produces
         case notConverted         // a .tess file without an ONNX graph section
+        case unsupportedValue     // a map, sparse tensor or nested value where a tensor or sequence of tensors is read
     }
 
     public var code: Code

@@ -23,14 +23,20 @@ public struct ONNXGraph: Sendable {
 
     /// A graph input or output: its name and, where the model declares them, type and dims.
     public struct ValueInfo: Sendable {
+        /// What the value is: a tensor (also when undeclared), a sequence of tensors, an optional
+        /// (of a tensor or a sequence), or a kind the executor does not hold (a map).
+        public enum Kind: Sendable { case tensor, sequence, optional, other }
+
         public var name: String
-        /// The ONNX element type number (1 = float, 7 = int64, 9 = bool, ...), 0 when undeclared.
+        public var kind: Kind
+        /// The ONNX element type number (1 = float, 7 = int64, 9 = bool, ...) of the tensor, or
+        /// of the tensors a sequence or optional holds; 0 when undeclared.
         public var elementType: Int32
-        /// nil when the model declares no shape.
+        /// The tensor's dims; nil when the model declares no shape, and for other kinds.
         public var dims: [Dimension]?
 
-        public init(name: String, elementType: Int32 = 0, dims: [Dimension]? = nil) {
-            self.name = name; self.elementType = elementType; self.dims = dims
+        public init(name: String, kind: Kind = .tensor, elementType: Int32 = 0, dims: [Dimension]? = nil) {
+            self.name = name; self.kind = kind; self.elementType = elementType; self.dims = dims
         }
     }
 
@@ -45,7 +51,9 @@ public struct ONNXGraph: Sendable {
         /// A body (If's branches, Loop's and Scan's body), parsed as its own graph.
         case graph(ONNXGraph)
         case graphs([ONNXGraph])
-        /// Sparse tensors and type protos: kept only so that their presence is known.
+        /// A type (Optional's `type`), as a value info without a name.
+        case type(ValueInfo)
+        /// Sparse tensors and lists of types: kept only so that their presence is known.
         case unsupported(String)
     }
 
@@ -159,9 +167,32 @@ public struct ONNXGraph: Sendable {
     }
 
     private static func valueInfo(_ v: UnsafeMutablePointer<Onnx__ValueInfoProto>) -> ValueInfo {
-        var info = ValueInfo(name: string(v.pointee.name), elementType: 0, dims: nil)
-        guard let type = v.pointee.type, type.pointee.value_case == ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE,
-              let tensorType = type.pointee.tensor_type else { return info }
+        typeInfo(v.pointee.type, name: string(v.pointee.name))
+    }
+
+    private static func typeInfo(_ type: UnsafeMutablePointer<Onnx__TypeProto>?, name: String) -> ValueInfo {
+        var info = ValueInfo(name: name)
+        guard let type else { return info }
+        switch type.pointee.value_case {
+        case ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE: break
+        case ONNX__TYPE_PROTO__VALUE_SEQUENCE_TYPE, ONNX__TYPE_PROTO__VALUE_OPTIONAL_TYPE:
+            info.kind = type.pointee.value_case == ONNX__TYPE_PROTO__VALUE_SEQUENCE_TYPE ? .sequence : .optional
+            // The element type of the innermost tensor (an optional may hold a sequence).
+            var inner: UnsafeMutablePointer<Onnx__TypeProto>? = type
+            while let t = inner {
+                switch t.pointee.value_case {
+                case ONNX__TYPE_PROTO__VALUE_TENSOR_TYPE: info.elementType = t.pointee.tensor_type?.pointee.elem_type ?? 0; inner = nil
+                case ONNX__TYPE_PROTO__VALUE_SEQUENCE_TYPE: inner = t.pointee.sequence_type?.pointee.elem_type
+                case ONNX__TYPE_PROTO__VALUE_OPTIONAL_TYPE: inner = t.pointee.optional_type?.pointee.elem_type
+                default: info.kind = .other; inner = nil
+                }
+            }
+            return info
+        default:
+            info.kind = .other
+            return info
+        }
+        guard let tensorType = type.pointee.tensor_type else { return info }
         info.elementType = tensorType.pointee.elem_type
         if let shape = tensorType.pointee.shape {
             info.dims = elements(shape.pointee.dim, shape.pointee.n_dim).map { d in
@@ -196,29 +227,9 @@ public struct ONNXGraph: Sendable {
             return .graph(ONNXGraph(g, opsets: opsets, path: path, tensors: tensors))
         case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__GRAPHS:
             return .graphs(elements(p.graphs, p.n_graphs).map { ONNXGraph($0, opsets: opsets, path: path, tensors: tensors) })
+        case ONNX__ATTRIBUTE_PROTO__ATTRIBUTE_TYPE__TYPE_PROTO: return .type(typeInfo(p.tp, name: ""))
         default: return .unsupported("attribute type \(p.type.rawValue)")
         }
-    }
-}
-
-/// A single `TensorProto` stored on its own, as in ONNX's `test_data_set_*/input_0.pb`.
-public enum ONNXTensorFile {
-    public static func read(_ path: String) throws -> Tensor {
-        let file: MappedFile
-        do {
-            file = try MappedFile(path: path)
-        } catch let error as TessError {
-            throw ONNXError(.io, error.message, model: path)
-        }
-        let proto = try ProtoTensor(bytes: file.bytes, path: path)
-        let t = proto.tensor
-        let name = t.name
-        let type = try DataType.onnx(t.dataType, model: path, tensor: name)
-        let shape = try ONNXImporter.shape(t.dims, name: name, model: path)
-        let count = try TensorGeometry(shape: shape).elementCount
-        let data = try tensorData(t, type: type, count: count, name: name, location: ModelLocation(path: path),
-                                  externalFiles: ExternalFiles(), owner: proto)
-        return Tensor(name: name, dataType: type, shape: shape, storage: .dense(values: data))
     }
 }
 

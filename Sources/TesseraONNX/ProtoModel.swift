@@ -309,21 +309,3 @@ extension ProtoModel {
         return array
     }
 }
-
-/// Owns one unpacked `TensorProto` read from its own file.
-final class ProtoTensor: @unchecked Sendable {
-    let tensor: UnsafeMutablePointer<Onnx__TensorProto>
-
-    init(bytes: UnsafeRawBufferPointer, path: String) throws {
-        var empty = Onnx__TensorProto()
-        onnx__tensor_proto__init(&empty)
-        try ProtoModel.checkWireFormat(bytes, descriptor: empty.base.descriptor, path: path)
-        guard let base = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self),
-              let tensor = onnx__tensor_proto__unpack(nil, bytes.count, base) else {
-            throw ONNXError(.parse, "not a valid ONNX TensorProto: the protobuf is truncated or corrupt", model: path)
-        }
-        self.tensor = tensor
-    }
-
-    deinit { onnx__tensor_proto__free_unpacked(tensor, nil) }
-}

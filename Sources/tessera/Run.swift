@@ -9,8 +9,10 @@ struct Run: ParsableCommand {
         abstract: "Run a converted model (or an ONNX model) on inputs with Tessera's graph executor.",
         discussion: """
         GEMM weights run through the kernel for their stored layout and quantization. Inputs are \
-        .npy arrays or ONNX TensorProto .pb files; outputs go to an uncompressed .npz, one array per \
-        graph output.
+        .npy arrays or ONNX TensorProto .pb files (SequenceProto or OptionalProto for sequence and \
+        optional inputs; an optional input left out holds nothing). Outputs go to an uncompressed \
+        .npz, one array per tensor output; a sequence output NAME is written as NAME[0], NAME[1], \
+        ..., and an empty optional output writes nothing.
         """)
 
     @Argument(help: "A .tess file with a graph section, or an .onnx model.")
@@ -52,7 +54,7 @@ struct Run: ParsableCommand {
             let outputFile = try output.map { try written.file($0, replaceExisting: force) }
             let graph = try ONNXGraph.open(file)
             let executor = try GraphExecutor(graph, threads: threads)
-            var values: [String: Value] = [:]
+            var values: [String: GraphValue] = [:]
             for (spec, given, path) in specs {
                 let name: String
                 if let given {
@@ -63,24 +65,40 @@ struct Run: ParsableCommand {
                     throw RuntimeError(.badInput, "--input \(spec): write NAME=PATH; the graph has inputs \(graph.inputs.map(\.name).joined(separator: ", "))")
                 }
                 guard values[name] == nil else { throw RuntimeError(.badInput, "input '\(name)' is given twice") }
-                values[name] = try InputFiles.read(path)
+                guard let info = graph.inputs.first(where: { $0.name == name }) ?? graph.overridableInputs.first(where: { $0.name == name }) else {
+                    let names = (graph.inputs + graph.overridableInputs).map(\.name).joined(separator: ", ")
+                    throw RuntimeError(.badInput, "'\(name)' is not an input of the graph (inputs: \(names))")
+                }
+                values[name] = try InputFiles.read(path, as: info)
             }
-            var outputs: [(name: String, value: Value)] = []
+            var outputs: [(name: String, value: GraphValue)] = []
             var times: [Double] = []
             for _ in 0 ..< repeats {
                 let start = Date()
-                outputs = try executor.run(values)
+                outputs = try executor.evaluate(values)
                 times.append(Date().timeIntervalSince(start))
             }
             times.sort()
             var rows = [["output", "type", "shape"]]
-            for (name, value) in outputs { rows.append([name, "\(value.type)", "\(value.shape)"]) }
+            var arrays: [(name: String, value: Value)] = []
+            for (name, value) in outputs {
+                switch value {
+                case .tensor(let v):
+                    rows.append([name, "\(v.type)", "\(v.shape)"])
+                    arrays.append((name, v))
+                case .sequence(let items, let type):
+                    rows.append([name, "sequence of \(items.count) \(type)", items.map { "\($0.shape)" }.joined(separator: " ")])
+                    arrays += items.enumerated().map { ("\(name)[\($0.offset)]", $0.element) }
+                case .none:
+                    rows.append([name, "optional", "no value"])
+                }
+            }
             let timing = repeats == 1 ? String(format: "in %.3f s", times[0])
                 : String(format: "%d times: best %.2f ms, median %.2f ms", repeats, times[0] * 1000, times[repeats / 2] * 1000)
             print("\(file.terminalSafe): ran \(graph.nodes.count) nodes \(timing), \(threads) thread(s)")
             print(TextTable.lines(rows).joined(separator: "\n"))
             if let outputFile {
-                try NumpyFiles.writeArchive(outputs, to: outputFile)
+                try NumpyFiles.writeArchive(arrays, to: outputFile)
                 try written.commit()
                 print("wrote \(outputFile.path.terminalSafe)")
             }

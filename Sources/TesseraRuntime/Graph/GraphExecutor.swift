@@ -1,9 +1,12 @@
 import Tessera
 import TesseraONNX
 
+/// An op on tensors: most ops.
 typealias OpKernel = @Sendable (NodeContext) throws -> [Value]
+/// An op that takes or makes sequences and optionals (Sequence*, Optional*, Identity, If, Loop).
+typealias ValueKernel = @Sendable (NodeContext) throws -> [GraphValue]
 /// The values a body sees from the graphs around it, by name (nil: not defined there).
-typealias Scope = (String) throws -> Value?
+typealias Scope = (String) throws -> GraphValue?
 
 /// Runs an ONNX graph with its stored weights: GEMM weights (MatMul's and Gemm's B, Conv's W)
 /// through the kernel for their stored layout and quantization, every other tensor decoded once.
@@ -18,12 +21,16 @@ public final class GraphExecutor {
     private let bodies: [Int: [String: GraphExecutor]]   // subgraph executors by node index and attribute
     private var constants: [String: Value] = [:]
 
-    static let kernels: [String: OpKernel] = {
-        var all: [String: OpKernel] = [:]
-        for table in [ElementwiseOps.table, ShapeOps.table, IndexingOps.table, ReductionOps.table, LossOps.table, QuantizationOps.table, ResizeOps.table, AttentionOps.table, ConvTransposeOps.table, LayoutOps.table, RecurrentOps.table, ControlFlowOps.table, LinearAlgebraOps.table, SignalOps.table, DetectionOps.table, LinearOps.table, ConvolutionOps.table] {
-            for (op, kernel) in table {
-                precondition(all.updateValue(kernel, forKey: op) == nil, "two op families register \(op)")
-            }
+    static let kernels: [String: ValueKernel] = {
+        var all: [String: ValueKernel] = [:]
+        func register(_ op: String, _ kernel: @escaping ValueKernel) {
+            precondition(all.updateValue(kernel, forKey: op) == nil, "two op families register \(op)")
+        }
+        for table in [ElementwiseOps.table, ShapeOps.table, IndexingOps.table, ReductionOps.table, LossOps.table, QuantizationOps.table, ResizeOps.table, AttentionOps.table, ConvTransposeOps.table, LayoutOps.table, RecurrentOps.table, LinearAlgebraOps.table, SignalOps.table, DetectionOps.table, LinearOps.table, ConvolutionOps.table] {
+            for (op, kernel) in table { register(op) { try kernel($0).map(GraphValue.tensor) } }
+        }
+        for table in [ControlFlowOps.table, SequenceOps.table] {
+            for (op, kernel) in table { register(op, kernel) }
         }
         return all
     }()
@@ -134,14 +141,26 @@ public final class GraphExecutor {
 
     /// Runs the graph on `inputs` (every graph input by name, and optionally values for graph
     /// inputs that have an initializer as their default) and returns its outputs in order.
+    /// For graphs whose inputs and outputs are tensors; `evaluate` takes and gives any value.
     public func run(_ inputs: [String: Value]) throws -> [(name: String, value: Value)] {
+        try evaluate(inputs.mapValues(GraphValue.tensor)).map { name, value in
+            guard case .tensor(let tensor) = value else {
+                throw RuntimeError(.unsupportedType, "graph output '\(name)' is \(value.kindDescription), not a tensor")
+            }
+            return (name, tensor)
+        }
+    }
+
+    /// Runs the graph on tensors, sequences and optionals (an optional graph input left out
+    /// holds nothing) and returns its outputs in order.
+    public func evaluate(_ inputs: [String: GraphValue]) throws -> [(name: String, value: GraphValue)] {
         try run(inputs, outer: { _ in nil })
     }
 
     /// Runs the graph as a body of an enclosing graph whose visible values are `outer` (a name
     /// defined here hides the same name outside).
-    func run(_ inputs: [String: Value], outer: @escaping Scope) throws -> [(name: String, value: Value)] {
-        var values: [String: Value] = [:]
+    func run(_ inputs: [String: GraphValue], outer: @escaping Scope) throws -> [(name: String, value: GraphValue)] {
+        var values: [String: GraphValue] = [:]
         for (name, value) in inputs where !graph.inputs.contains(where: { $0.name == name }) {
             guard let info = graph.overridableInputs.first(where: { $0.name == name }) else {
                 let names = (graph.inputs + graph.overridableInputs).map(\.name).joined(separator: ", ")
@@ -151,7 +170,7 @@ public final class GraphExecutor {
             values[name] = value   // read before the initializer it overrides
         }
         for info in graph.inputs {
-            guard let value = inputs[info.name] else {
+            guard let value = inputs[info.name] ?? (info.kind == .optional ? GraphValue.none : nil) else {
                 throw RuntimeError(.badInput, "graph input '\(info.name)' is not given (inputs: \(graph.inputs.map(\.name).joined(separator: ", ")))")
             }
             try check(value, against: info)
@@ -162,7 +181,7 @@ public final class GraphExecutor {
             do {
                 // A stored weight runs through its kernel unless the caller overrode it.
                 let weight = weights[index].flatMap { values[node.inputs[1]] == nil ? $0 : nil }
-                let operands: [Value?] = try node.inputs.enumerated().map { k, name in
+                let operands: [GraphValue?] = try node.inputs.enumerated().map { k, name in
                     if name.isEmpty || (k == 1 && weight != nil) { return nil }
                     return try value(name, in: values, outer: outer)
                 }
@@ -191,24 +210,27 @@ public final class GraphExecutor {
         }
     }
 
-    private func value(_ name: String, in values: [String: Value], outer: Scope) throws -> Value {
+    private func value(_ name: String, in values: [String: GraphValue], outer: Scope) throws -> GraphValue {
         if let v = values[name] { return v }
-        if let v = constants[name] { return v }
+        if let v = constants[name] { return .tensor(v) }
         guard let tensor = graph.initializers[name] else {
             if let v = try outer(name) { return v }
             throw RuntimeError(.badGraph, "reads '\(name)' before any node computes it (the graph is not in topological order)")
         }
         let v = try Value(tensor)
         constants[name] = v
-        return v
+        return .tensor(v)
     }
 
-    private func check(_ value: Value, against info: ONNXGraph.ValueInfo) throws {
-        if info.elementType != 0, info.elementType != Int32(value.type.rawValue) {
-            let declared = DataType(number: info.elementType).map { "\($0)" } ?? "type \(info.elementType)"
-            throw RuntimeError(.badInput, "input '\(info.name)' is \(value.type); the graph declares \(declared)")
+    private func check(_ given: GraphValue, against info: ONNXGraph.ValueInfo) throws {
+        guard given.fits(info) else {
+            throw RuntimeError(.badInput, "input '\(info.name)' is \(given.kindDescription); the graph declares \(info.kind)")
         }
-        guard let dims = info.dims else { return }
+        if info.elementType != 0, let type = given.elementType, info.elementType != Int32(type.rawValue) {
+            let declared = DataType(number: info.elementType).map { "\($0)" } ?? "type \(info.elementType)"
+            throw RuntimeError(.badInput, "input '\(info.name)' is \(type); the graph declares \(declared)")
+        }
+        guard case .tensor(let value) = given, let dims = info.dims else { return }
         let declared = "[\(dims.map(\.description).joined(separator: ", "))]"
         guard dims.count == value.shape.count else {
             throw RuntimeError(.badInput, "input '\(info.name)' has shape \(value.shape); the graph declares \(declared)")

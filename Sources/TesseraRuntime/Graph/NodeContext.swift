@@ -7,7 +7,7 @@ import TesseraONNX
 struct NodeContext {
     let node: ONNXGraph.Node
     let opset: Int64
-    let values: [Value?]
+    let values: [GraphValue?]
     let weight: LinearOperator?
     let threads: Int
     /// For If, Loop and Scan: their bodies by attribute name, and every value the node can see.
@@ -21,14 +21,41 @@ struct NodeContext {
 
     var inputCount: Int { values.count }
 
+    /// Input `i`, which must be a tensor.
     func input(_ i: Int) throws -> Value {
+        guard case .tensor(let v) = try value(i) else {
+            throw RuntimeError(.badGraph, "input \(i) is \(try value(i).kindDescription); this op takes a tensor")
+        }
+        return v
+    }
+
+    /// Input `i` when it is given and is a tensor.
+    func optionalInput(_ i: Int) -> Value? {
+        guard i < values.count, case .tensor(let v)? = values[i] else { return nil }
+        return v
+    }
+
+    /// The inputs that are given (variadic ops: Concat, Sum, Einsum), each a tensor.
+    func givenInputs() throws -> [Value] {
+        try values.indices.filter { values[$0] != nil }.map { try input($0) }
+    }
+
+    /// Input `i` whatever it is: a tensor, a sequence or an empty optional.
+    func value(_ i: Int) throws -> GraphValue {
         guard i < values.count, let v = values[i] else {
             throw RuntimeError(.badGraph, "input \(i) is required")
         }
         return v
     }
 
-    func optionalInput(_ i: Int) -> Value? { i < values.count ? values[i] : nil }
+    /// Input `i`, which must be a sequence: its tensors and their element type.
+    func sequence(_ i: Int) throws -> (items: [Value], elementType: DataType) {
+        let v = try value(i)
+        guard case .sequence(let items, let type) = v else {
+            throw RuntimeError(.badGraph, "input \(i) is \(v.kindDescription); this op takes a sequence")
+        }
+        return (items, type)
+    }
 
     func floats(_ i: Int) throws -> [Float] {
         let v = try input(i)

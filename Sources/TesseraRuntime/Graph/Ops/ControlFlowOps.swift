@@ -3,20 +3,20 @@ import Tessera
 /// If, Loop and Scan. Their bodies are graphs run by executors of their own, built once with
 /// the node; a body sees the values of the graphs around it (`NodeContext.scope`).
 enum ControlFlowOps {
-    static var table: [String: OpKernel] {
-        var t: [String: OpKernel] = [:]
+    static var table: [String: ValueKernel] {
+        var t: [String: ValueKernel] = [:]
         t["If"] = { c in
             guard let condition = try c.input(0).asFloats.first else { throw RuntimeError(.badShape, "If's condition is empty") }
             let branch = try c.body(condition != 0 ? "then_branch" : "else_branch")
             return try branch.run([:], outer: c.scope).map(\.value)
         }
         t["Loop"] = { c in try loop(c) }
-        t["Scan"] = { c in try scan(c) }
+        t["Scan"] = { c in try scan(c).map(GraphValue.tensor) }
         return t
     }
 
     /// The body's inputs by position.
-    static func feeds(_ body: GraphExecutor, _ values: [Value]) throws -> [String: Value] {
+    static func feeds(_ body: GraphExecutor, _ values: [GraphValue]) throws -> [String: GraphValue] {
         let names = body.graph.inputs.map(\.name)
         guard names.count == values.count else {
             throw RuntimeError(.badGraph, "the body takes \(names.count) inputs, the node gives it \(values.count)")
@@ -24,25 +24,31 @@ enum ControlFlowOps {
         return Dictionary(uniqueKeysWithValues: zip(names, values))
     }
 
-    static func loop(_ c: NodeContext) throws -> [Value] {
+    /// A body output that must be a tensor (a condition, a scan output).
+    static func tensor(_ value: GraphValue, _ what: String) throws -> Value {
+        guard case .tensor(let v) = value else { throw RuntimeError(.badGraph, "the body's \(what) is \(value.kindDescription), not a tensor") }
+        return v
+    }
+
+    static func loop(_ c: NodeContext) throws -> [GraphValue] {
         let body = try c.body("body")
         let tripCount = c.optionalInput(0).flatMap { $0.asInts.first }
         var condition = c.optionalInput(1).map { ($0.asFloats.first ?? 0) != 0 } ?? true
-        var carried = (2 ..< c.inputCount).compactMap { c.optionalInput($0) }
+        var carried = c.values.dropFirst(2).compactMap { $0 }
         let scanCount = body.graph.outputs.count - 1 - carried.count
         guard scanCount >= 0 else { throw RuntimeError(.badGraph, "the body returns fewer values than the loop carries") }
         var scans = [[Value]](repeating: [], count: scanCount)
         var iteration: Int64 = 0
         while condition, tripCount.map({ iteration < $0 }) ?? true {
-            let inputs = [Value([iteration], shape: []), Value([condition], shape: [])] + carried
+            let inputs = [GraphValue.tensor(Value([iteration], shape: [])), .tensor(Value([condition], shape: []))] + carried
             let outputs = try body.run(try feeds(body, inputs), outer: c.scope).map(\.value)
-            condition = (outputs[0].asFloats.first ?? 0) != 0
+            condition = (try tensor(outputs[0], "condition").asFloats.first ?? 0) != 0
             carried = Array(outputs[1 ..< 1 + carried.count])
-            for k in 0 ..< scanCount { scans[k].append(outputs[1 + carried.count + k]) }
+            for k in 0 ..< scanCount { scans[k].append(try tensor(outputs[1 + carried.count + k], "scan output")) }
             iteration += 1
             guard iteration < Int64(Limits.maxElementCount) else { throw RuntimeError(.tooLarge, "the loop does not end") }
         }
-        return try carried + scans.map { $0.isEmpty ? Value([Float](), shape: [0]) : try ShapeOps.stack($0, axis: 0) }
+        return try carried + scans.map { .tensor($0.isEmpty ? Value([Float](), shape: [0]) : try ShapeOps.stack($0, axis: 0)) }
     }
 
     static func scan(_ c: NodeContext) throws -> [Value] {
@@ -73,7 +79,8 @@ enum ControlFlowOps {
                 shape.remove(at: axis)
                 return slice.reshaped(shape)
             }
-            let outputs = try body.run(try feeds(body, states + slices), outer: c.scope).map(\.value)
+            let outputs = try body.run(try feeds(body, (states + slices).map(GraphValue.tensor)), outer: c.scope)
+                .map { try tensor($0.value, "output") }
             states = Array(outputs.prefix(stateCount))
             for k in 0 ..< scanOutputs { collected[k].append(outputs[stateCount + k]) }
         }

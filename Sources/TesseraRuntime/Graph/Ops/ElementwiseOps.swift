@@ -82,7 +82,6 @@ enum ElementwiseOps {
             guard let b = x.bools else { throw RuntimeError(.unsupportedType, "Not needs a bool tensor") }
             return [Value(b.map { !$0 }, shape: x.shape)]
         }
-        t["Identity"] = { [try $0.input(0)] }
         t["Dropout"] = { c in   // inference: the identity, and an all-true mask when asked for
             let x = try c.input(0)
             return c.node.outputs.count > 1 ? [x, Value([Bool](repeating: true, count: x.count), shape: x.shape)] : [x]
@@ -154,7 +153,7 @@ enum ElementwiseOps {
         t["Sum"] = { c in [try variadic(c, +, &+)] }
         t["Mean"] = { c in
             let sum = try variadic(c, +, &+)
-            let n = Float(c.values.compactMap { $0 }.count)
+            let n = Float(try c.givenInputs().count)
             return [Value(sum.asFloats.map { $0 / n }, shape: sum.shape, type: sum.type)]
         }
 
@@ -236,7 +235,7 @@ enum ElementwiseOps {
     }
 
     static func variadic(_ c: NodeContext, _ f: (Float, Float) -> Float, _ g: (Int64, Int64) -> Int64) throws -> Value {
-        let operands = c.values.compactMap { $0 }
+        let operands = try c.givenInputs()
         guard var result = operands.first else { throw RuntimeError(.badGraph, "needs at least one input") }
         for next in operands.dropFirst() { result = try combine(result, next, f, g) }
         return result

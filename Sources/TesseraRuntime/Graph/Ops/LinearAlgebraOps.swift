@@ -14,7 +14,7 @@ enum LinearAlgebraOps {
     /// `equation` ("ij,jk->ik", with `...` for broadcast dims; no "->" sums the letters seen
     /// once, in order) over the inputs.
     static func einsum(_ c: NodeContext) throws -> Value {
-        let operands = c.values.compactMap { $0 }
+        let operands = try c.givenInputs()
         let equation = c.string("equation", "").replacingOccurrences(of: " ", with: "")
         let sides = equation.components(separatedBy: "->")
         var terms = sides[0].components(separatedBy: ",")

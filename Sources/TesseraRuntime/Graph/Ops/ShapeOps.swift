@@ -74,7 +74,7 @@ enum ShapeOps {
             return [transpose(x, perm)]
         }
         t["Concat"] = { c in
-            let parts = c.values.compactMap { $0 }
+            let parts = try c.givenInputs()
             guard let first = parts.first else { throw RuntimeError(.badGraph, "Concat needs inputs") }
             return [try concatenate(parts, axis: try normalizedAxis(c.int("axis", 0), rank: first.shape.count))]
         }
