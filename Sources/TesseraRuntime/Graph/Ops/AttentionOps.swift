@@ -1,7 +1,8 @@
 import Foundation
 import Tessera
 
-/// Attention (opset 23 on) and RotaryEmbedding. Attention runs per batch and head on
+/// Attention (opset 23 on), RotaryEmbedding, LinearAttention (opset 27) and the preview
+/// FlexAttention. Attention runs per batch and head on
 /// `[B, H, S, D]` views (3-D inputs are split into heads first), with grouped-query heads,
 /// a key/value cache, boolean or additive masks, causal and sliding-window masking, and
 /// soft-capping, following the ONNX reference's order of operations.
@@ -10,6 +11,8 @@ enum AttentionOps {
         var t: [String: OpKernel] = [:]
         t["Attention"] = { c in try attention(c) }
         t["RotaryEmbedding"] = { c in [try rotaryEmbedding(c)] }
+        t["LinearAttention"] = { c in try linearAttention(c) }
+        t["ai.onnx.preview:FlexAttention"] = { c in [try flexAttention(c)] }
         return t
     }
 
@@ -185,5 +188,136 @@ enum AttentionOps {
         if x.shape.count == 3 { out = ShapeOps.transpose(out, [0, 2, 1, 3]).reshaped(x.shape) }
         out.type = x.type
         return out
+    }
+
+    /// LinearAttention: per token, the state `S` (`[d_k, d_v]` per key/value head) decays by
+    /// exp(decay) ("gated" rules), takes the delta correction v ← β(v − Sᵀk) ("delta" rules) and
+    /// adds k ⊗ v; each query head reads `scale · qᵀS` from its group's head. In float32, as the
+    /// ONNX reference does; outputs `[B, T, H_q·d_v]` and the final state.
+    static func linearAttention(_ c: NodeContext) throws -> [Value] {
+        let rule = c.string("update_rule", "gated_delta")
+        guard ["linear", "gated", "delta", "gated_delta"].contains(rule) else {
+            throw RuntimeError(.unsupportedOp, "update_rule '\(rule)' is not linear, gated, delta or gated_delta")
+        }
+        let gated = rule.hasPrefix("gated"), delta = rule.hasSuffix("delta")
+        guard let hq = c.optionalInt("q_num_heads"), let hkv = c.optionalInt("kv_num_heads"), hq > 0, hkv > 0, hq % hkv == 0 else {
+            throw RuntimeError(.badGraph, "q_num_heads must be a positive multiple of kv_num_heads")
+        }
+        let query = try c.input(0), value = try c.input(2)
+        let q = try Heads(query, heads: hq), k = try Heads(c.input(1), heads: hkv), v = try Heads(value, heads: hkv)
+        let (b, t, dk, dv, group) = (q.b, q.s, q.d, v.d, hq / hkv)
+        guard query.shape.count == 3, k.b == b, k.s == t, k.d == dk, v.b == b, v.s == t else {
+            throw RuntimeError(.badShape, "query, key and value must be [B, T, H*D] with one B, T and key width")
+        }
+        let decay = c.optionalInput(4), beta = c.optionalInput(5)
+        guard gated == (decay != nil), delta == (beta != nil) else {
+            throw RuntimeError(.badGraph, "update_rule '\(rule)' \(gated ? "needs" : "forbids") decay and \(delta ? "needs" : "forbids") beta")
+        }
+        // decay: [B, T, H_kv] (per head) or [B, T, H_kv*d_k]; beta: [B, T, H_kv] or [B, T, 1].
+        let decayWidth = decay.map { $0.shape.last == hkv ? 1 : dk } ?? 0
+        if let decay, decay.shape != [b, t, hkv * decayWidth] {
+            throw RuntimeError(.badShape, "decay is \(decay.shape); it must be [\(b), \(t), \(hkv)] or [\(b), \(t), \(hkv * dk)]")
+        }
+        let betaHeads = beta?.shape.last ?? 0
+        if let beta, beta.shape != [b, t, betaHeads] || (betaHeads != hkv && betaHeads != 1) {
+            throw RuntimeError(.badShape, "beta is \(beta.shape); it must be [\(b), \(t), \(hkv)] or [\(b), \(t), 1]")
+        }
+        let decays = decay?.asFloats ?? [], betas = beta?.asFloats ?? []
+        var state = [Float](repeating: 0, count: try elementCount([b, hkv, dk, dv]))
+        let past = c.optionalInput(3)
+        if let past {
+            guard past.shape == [b, hkv, dk, dv] else { throw RuntimeError(.badShape, "past_state is \(past.shape); it must be [\(b), \(hkv), \(dk), \(dv)]") }
+            state = past.asFloats
+        }
+        let scale = c.float("scale", 0) == 0 ? 1 / Float(dk).squareRoot() : c.float("scale", 0)
+        var out = [Float](repeating: 0, count: try elementCount([b, t, hq * dv]))
+        var kt = [Float](repeating: 0, count: dk), vt = [Float](repeating: 0, count: dv)
+        for bi in 0 ..< b {
+            for i in 0 ..< t {
+                for h in 0 ..< hkv {
+                    let s0 = (bi * hkv + h) * dk * dv, row = bi * t + i
+                    for d in 0 ..< dk { kt[d] = k.at(bi, h, i, d) }
+                    for m in 0 ..< dv { vt[m] = v.at(bi, h, i, m) }
+                    if gated {
+                        for d in 0 ..< dk {
+                            let g = Float(exp(Double(decays[(row * hkv + h) * decayWidth + (decayWidth == 1 ? 0 : d)])))
+                            for m in 0 ..< dv { state[s0 + d * dv + m] *= g }
+                        }
+                    }
+                    if delta {
+                        let rate = betas[row * betaHeads + (betaHeads == 1 ? 0 : h)]
+                        for m in 0 ..< dv {
+                            var retrieved: Float = 0
+                            for d in 0 ..< dk { retrieved += state[s0 + d * dv + m] * kt[d] }
+                            vt[m] = rate * (vt[m] - retrieved)
+                        }
+                    }
+                    for d in 0 ..< dk { for m in 0 ..< dv { state[s0 + d * dv + m] += kt[d] * vt[m] } }
+                    for qh in h * group ..< (h + 1) * group {
+                        for m in 0 ..< dv {
+                            var sum: Float = 0
+                            for d in 0 ..< dk { sum += q.at(bi, qh, i, d) * state[s0 + d * dv + m] }
+                            out[(row * hq + qh) * dv + m] = scale * sum
+                        }
+                    }
+                }
+            }
+        }
+        return [Value(out, shape: [b, t, hq * dv], type: query.type),
+                Value(state, shape: [b, hkv, dk, dv], type: past?.type ?? query.type)]
+    }
+
+    /// FlexAttention: softmax(score_mod(scale · QKᵀ)), then prob_mod, times V, on `[B, H, S, D]`
+    /// inputs with grouped key/value heads. The scores are computed in `softmax_precision`
+    /// (float32, or double for double inputs), the type the modifier bodies take.
+    static func flexAttention(_ c: NodeContext) throws -> Value {
+        let query = try c.input(0)
+        guard query.shape.count == 4, try c.input(1).shape.count == 4, try c.input(2).shape.count == 4 else {
+            throw RuntimeError(.badShape, "FlexAttention's Q, K and V must be rank 4")
+        }
+        let q = try Heads(query, heads: nil), k = try Heads(c.input(1), heads: nil), v = try Heads(c.input(2), heads: nil)
+        guard k.b == q.b, v.b == q.b, k.d == q.d, v.s == k.s, v.h == k.h, k.h > 0, q.h % k.h == 0 else {
+            throw RuntimeError(.badShape, "Q \(q.value.shape), K \(k.value.shape) and V \(v.value.shape) do not fit one attention")
+        }
+        let group = q.h / k.h
+        let scale = c.optionalFloat("scale") ?? 1 / Float(q.d).squareRoot()
+        let precision = try c.optionalInt("softmax_precision").map(dataType) ?? (query.type == .double ? .double : .float)
+        var scores = [Float](repeating: 0, count: try elementCount([q.b, q.h, q.s, k.s]))
+        for bi in 0 ..< q.b {
+            for h in 0 ..< q.h {
+                for i in 0 ..< q.s {
+                    for j in 0 ..< k.s {
+                        var sum: Float = 0
+                        for d in 0 ..< q.d { sum += q.at(bi, h, i, d) * k.at(bi, h / group, j, d) }
+                        scores[((bi * q.h + h) * q.s + i) * k.s + j] = sum * scale
+                    }
+                }
+            }
+        }
+        func modified(_ x: Value, by name: String) throws -> Value {
+            guard let body = c.bodies[name] else { return x }
+            let outputs = try body.run(try ControlFlowOps.feeds(body, [.tensor(x)]), outer: c.scope)
+            guard outputs.count == 1 else { throw RuntimeError(.badGraph, "\(name) must return one tensor") }
+            let y = try ControlFlowOps.tensor(outputs[0].value, name)
+            guard y.shape == x.shape else { throw RuntimeError(.badShape, "\(name) returned \(y.shape) for \(x.shape)") }
+            return y
+        }
+        let shape = [q.b, q.h, q.s, k.s]
+        let scored = try modified(Value(scores, shape: shape, type: precision).representable(), by: "score_mod")
+        let probabilities = try modified(ReductionOps.softmax(scored, view: (q.b * q.h * q.s, k.s, 1), log: false), by: "prob_mod").asFloats
+        var y = [Float](repeating: 0, count: try elementCount([q.b, q.h, q.s, v.d]))
+        for bi in 0 ..< q.b {
+            for h in 0 ..< q.h {
+                for i in 0 ..< q.s {
+                    let p0 = ((bi * q.h + h) * q.s + i) * k.s
+                    for m in 0 ..< v.d {
+                        var sum: Float = 0
+                        for j in 0 ..< k.s { sum += probabilities[p0 + j] * v.at(bi, h / group, j, m) }
+                        y[((bi * q.h + h) * q.s + i) * v.d + m] = sum
+                    }
+                }
+            }
+        }
+        return Value(y, shape: [q.b, q.h, q.s, v.d], type: query.type)
     }
 }

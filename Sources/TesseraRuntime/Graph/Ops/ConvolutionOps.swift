@@ -14,7 +14,47 @@ enum ConvolutionOps {
         t["LpPool"] = { c in try pool(c, .lp(Float(c.int("p", 2)))) }
         t["GlobalAveragePool"] = { [try globalPool($0, average: true)] }
         t["GlobalMaxPool"] = { [try globalPool($0, average: false)] }
+        t["CausalConvWithState"] = { c in try causalConvWithState(c) }
         return t
+    }
+
+    /// CausalConvWithState (opset 27): a depthwise 1-D convolution over `[B, C, L]` that sees
+    /// only the current and earlier positions, the `k − 1` before the first taken from
+    /// `past_state` (zeros without it); optionally followed by SiLU. Its second output is the
+    /// last `k − 1` positions, the state for the next call.
+    static func causalConvWithState(_ c: NodeContext) throws -> [Value] {
+        let input = try c.input(0), x = try c.floats(0), w = try c.floats(1)
+        let activation = c.string("activation", "none")
+        guard ["none", "silu", "swish"].contains(activation) else { throw RuntimeError(.unsupportedOp, "activation '\(activation)' is not none, silu or swish") }
+        let weight = try c.input(1)
+        guard input.shape.count == 3, weight.shape.count == 3, weight.shape[0] == input.shape[1], weight.shape[1] == 1, weight.shape[2] >= 1 else {
+            throw RuntimeError(.badShape, "input must be [B, C, L] and weight [C, 1, k]; they are \(input.shape) and \(weight.shape)")
+        }
+        let (b, channels, length, k) = (input.shape[0], input.shape[1], input.shape[2], weight.shape[2])
+        let bias = try c.optionalInput(2).map { bias -> [Float] in
+            guard bias.shape == [channels] else { throw RuntimeError(.badShape, "bias is \(bias.shape); it must be [\(channels)]") }
+            return bias.asFloats
+        }
+        let past = try c.optionalInput(3).map { past -> [Float] in
+            guard past.shape == [b, channels, k - 1] else { throw RuntimeError(.badShape, "past_state is \(past.shape); it must be [\(b), \(channels), \(k - 1)]") }
+            return past.asFloats
+        }
+        let padded = length + k - 1
+        var out = [Float](repeating: 0, count: try elementCount(input.shape))
+        var present = [Float](repeating: 0, count: try elementCount([b, channels, k - 1]))
+        var row = [Float](repeating: 0, count: padded)
+        for n in 0 ..< b * channels {
+            let channel = n % channels
+            for j in 0 ..< k - 1 { row[j] = past?[n * (k - 1) + j] ?? 0 }
+            for l in 0 ..< length { row[k - 1 + l] = x[n * length + l] }
+            for l in 0 ..< length {
+                var sum = bias?[channel] ?? 0
+                for j in 0 ..< k { sum += w[channel * k + j] * row[l + j] }
+                out[n * length + l] = activation == "none" ? sum : sum / (1 + exp(-sum))
+            }
+            for j in 0 ..< k - 1 { present[n * (k - 1) + j] = row[padded - (k - 1) + j] }
+        }
+        return [Value(out, shape: input.shape, type: input.type), Value(present, shape: [b, channels, k - 1], type: input.type)]
     }
 
     /// Output extent and padding of a sliding window, per spatial dim.
