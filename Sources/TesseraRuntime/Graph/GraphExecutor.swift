@@ -26,7 +26,7 @@ public final class GraphExecutor {
         func register(_ op: String, _ kernel: @escaping ValueKernel) {
             precondition(all.updateValue(kernel, forKey: op) == nil, "two op families register \(op)")
         }
-        for table in [ElementwiseOps.table, ShapeOps.table, IndexingOps.table, ReductionOps.table, LossOps.table, QuantizationOps.table, ResizeOps.table, AttentionOps.table, ConvTransposeOps.table, LayoutOps.table, RecurrentOps.table, LinearAlgebraOps.table, SignalOps.table, DetectionOps.table, LinearOps.table, ConvolutionOps.table] {
+        for table in [ElementwiseOps.table, ShapeOps.table, UnfoldOps.table, IndexingOps.table, ReductionOps.table, LossOps.table, QuantizationOps.table, ResizeOps.table, AttentionOps.table, ConvTransposeOps.table, LayoutOps.table, RecurrentOps.table, LinearAlgebraOps.table, SignalOps.table, DetectionOps.table, LinearOps.table, ConvolutionOps.table] {
             for (op, kernel) in table { register(op) { try kernel($0).map(GraphValue.tensor) } }
         }
         for table in [ControlFlowOps.table, SequenceOps.table] {

@@ -33,6 +33,12 @@ enum ElementwiseOps {
         unary("HardSwish") { $0 * max(0, min(1, $0 / 6 + 0.5)) }
         unary("Mish") { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) }
         t["Swish"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { $0 * sigmoid(a * $0) }] }
+        t["SwiGLU"] = { c in
+            let gate = try c.input(0), linear = try c.input(1), alpha = c.float("alpha", 1)
+            guard gate.shape == linear.shape else { throw RuntimeError(.badShape, "SwiGLU's A \(gate.shape) and B \(linear.shape) differ (it does not broadcast)") }
+            let a = try c.floats(0), b = try c.floats(1)
+            return [Value(zip(a, b).map { $0 * sigmoid(alpha * $0) * $1 }, shape: gate.shape, type: gate.type)]
+        }
         t["Celu"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { max(0, $0) + min(0, a * (Foundation.exp($0 / a) - 1)) }] }
         t["ThresholdedRelu"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { $0 > a ? $0 : 0 }] }
         t["IsNaN"] = { c in let x = try c.input(0); return [Value(try c.floats(0).map(\.isNaN), shape: x.shape)] }

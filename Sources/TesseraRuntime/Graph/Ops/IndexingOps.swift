@@ -30,6 +30,7 @@ enum IndexingOps {
             guard shape == updates.shape else { throw RuntimeError(.badShape, "ScatterND's updates are \(updates.shape), the indices select \(shape)") }
             return [try data.scattering(updates, at: positions, reduction: c.string("reduction", "none"))]
         }
+        t["TensorScatter"] = { c in [try tensorScatter(c)] }
         t["OneHot"] = { c in
             let indices = try c.input(0), values = try c.input(2)
             guard let depth = try c.input(1).asFloats.first.map(Int.init), depth > 0, values.count == 2 else {
@@ -242,5 +243,36 @@ enum IndexingOps {
         case .int(let v): return Value(run(v, Int64(identity), g).map { Value.wrap($0, to: x.type) }, shape: x.shape, type: x.type)
         default: return Value(run(x.asFloats, Float(identity), f), shape: x.shape, type: x.type)
         }
+    }
+
+    /// TensorScatter (a KV-cache write): `update` is written into `past_cache` along `axis`
+    /// from each batch row's write index (zero without `write_indices`), wrapping in "circular" mode.
+    static func tensorScatter(_ c: NodeContext) throws -> Value {
+        let past = try c.input(0), update = try c.input(1)
+        let rank = past.shape.count
+        let axis = try normalizedAxis(c.int("axis", -2), rank: rank)
+        let mode = c.string("mode", "linear")
+        guard mode == "linear" || mode == "circular" else { throw RuntimeError(.unsupportedAttribute, "TensorScatter mode '\(mode)'") }
+        guard axis > 0, update.shape.count == rank, (0 ..< rank).allSatisfy({ $0 == axis || update.shape[$0] == past.shape[$0] }),
+              update.shape[axis] <= past.shape[axis] else {
+            throw RuntimeError(.badShape, "update \(update.shape) does not fit cache \(past.shape) along axis \(axis)")
+        }
+        let writes = c.optionalInput(2)?.asInts ?? [Int64](repeating: 0, count: past.shape[0])
+        guard writes.count == past.shape[0] else { throw RuntimeError(.badShape, "write_indices has \(writes.count) entries for batch \(past.shape[0])") }
+        let length = past.shape[axis], updateStrides = Broadcast.strides(update.shape), cacheStrides = Broadcast.strides(past.shape)
+        let positions = try (0 ..< update.count).map { i -> Int in
+            var position = 0
+            for a in 0 ..< rank {
+                var k = i / updateStrides[a] % update.shape[a]
+                if a == axis {
+                    k += Int(clamping: writes[i / updateStrides[0]])
+                    if mode == "circular" { k %= length }
+                    guard k >= 0, k < length else { throw RuntimeError(.badShape, "write index \(k) is outside the cache's \(length) positions") }
+                }
+                position += k * cacheStrides[a]
+            }
+            return position
+        }
+        return try past.scattering(update, at: positions, reduction: "none")
     }
 }

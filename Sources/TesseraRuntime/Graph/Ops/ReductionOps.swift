@@ -77,8 +77,11 @@ enum ReductionOps {
         let results = (0 ..< outCount).map { o in Float(f(values[o * run ..< (o + 1) * run].map(Double.init))) }
         let keepDims = c.int("keepdims", 1) != 0
         let shape = keepDims ? x.shape.indices.map { reduced.contains($0) ? 1 : x.shape[$0] } : kept.map { x.shape[$0] }
-        if case .int = x.elements { return Value(results.map(Value.saturatingInt), shape: shape, type: x.type) }
-        return Value(results, shape: shape, type: x.type)
+        switch x.elements {
+        case .int: return Value(results.map(Value.saturatingInt), shape: shape, type: x.type)
+        case .bool: return Value(results.map { $0 > 0 }, shape: shape)   // an empty max is -inf: false
+        case .float: return Value(results, shape: shape, type: x.type)
+        }
     }
 
     static func argReduce(_ c: NodeContext, _ better: (Float, Float) -> Bool) throws -> Value {

@@ -315,6 +315,7 @@ enum ShapeOps {
                         p = ((p % period) + period) % period
                         if p >= n { p = period - p }
                     case "reflect": p = 0
+                    case "wrap": p = ((p % n) + n) % n
                     default: return -1
                     }
                 }
@@ -322,7 +323,7 @@ enum ShapeOps {
             }
             return source
         }
-        guard mode == "constant" || mode == "edge" || mode == "reflect" else { throw RuntimeError(.unsupportedAttribute, "Pad mode '\(mode)'") }
+        guard ["constant", "edge", "reflect", "wrap"].contains(mode) else { throw RuntimeError(.unsupportedAttribute, "Pad mode '\(mode)'") }
         switch x.elements {
         case .float(let v): return Value(sources.map { $0 < 0 ? fill : v[$0] }, shape: shape, type: x.type)
         case .int(let v): return Value(sources.map { $0 < 0 ? Value.saturatingInt(fill) : v[$0] }, shape: shape, type: x.type)

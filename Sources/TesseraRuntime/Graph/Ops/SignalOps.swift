@@ -1,12 +1,13 @@
 import Foundation
 import Tessera
 
-/// DFT and the window functions of signal processing (STFT is not here yet). Complex values
-/// are a last axis of 2 (real, imaginary); a last axis of 1 is a real signal.
+/// DFT, STFT and the window functions of signal processing. Complex values are a last axis of
+/// 2 (real, imaginary); a last axis of 1 is a real signal.
 enum SignalOps {
     static var table: [String: OpKernel] {
         var t: [String: OpKernel] = [:]
         t["DFT"] = { c in [try dft(c)] }
+        t["STFT"] = { c in [try stft(c)] }
         t["HannWindow"] = { c in [try window(c) { n, span in pow(sin(Double.pi * n / span), 2) }] }
         t["HammingWindow"] = { c in [try window(c) { n, span in 25.0 / 46 - (1 - 25.0 / 46) * cos(2 * Double.pi * n / span) }] }
         t["BlackmanWindow"] = { c in
@@ -39,6 +40,12 @@ enum SignalOps {
         let inverse = c.int("inverse", 0) != 0, onesided = c.int("onesided", 0) != 0
         let n = x.shape[axis]
         let length = c.optionalInput(1)?.asInts.first.map(Int.init) ?? (inverse && onesided ? 2 * (n - 1) : n)
+        return try dft(x, axis: axis, length: length, inverse: inverse, onesided: onesided)
+    }
+
+    /// The DFT of `x` (last axis 1 or 2) along `axis`, of `length` points.
+    static func dft(_ x: Value, axis: Int, length: Int, inverse: Bool, onesided: Bool) throws -> Value {
+        let rank = x.shape.count, parts = x.shape[rank - 1], n = x.shape[axis]
         guard length >= 1 else { throw RuntimeError(.badShape, "dft_length must be positive, got \(length)") }
         let bins = inverse ? length : (onesided ? length / 2 + 1 : length)
         let (outer, _, inner) = ReductionOps.split(Array(x.shape.dropLast()), axis)
@@ -82,5 +89,33 @@ enum SignalOps {
             }
         }
         return Value(y, shape: shape, type: x.type)
+    }
+
+    /// STFT: frames of `frame_length` every `frame_step` along the signal `[B, L, 1 or 2]`, each
+    /// multiplied by `window` (ones without it) and transformed: `[B, frames, bins, 2]`.
+    static func stft(_ c: NodeContext) throws -> Value {
+        let x = try c.input(0)
+        guard x.shape.count == 3, x.shape[2] == 1 || x.shape[2] == 2 else { throw RuntimeError(.badShape, "STFT's signal \(x.shape) must be [batch, length, 1 or 2]") }
+        let (batch, signalLength, parts) = (x.shape[0], x.shape[1], x.shape[2])
+        guard let step = try c.input(1).asInts.first.map(Int.init), step > 0 else { throw RuntimeError(.badShape, "frame_step must be a positive scalar") }
+        let window = c.optionalInput(2)?.asFloats
+        let frameLength = c.optionalInput(3)?.asInts.first.map(Int.init) ?? window?.count ?? signalLength
+        guard frameLength >= 1, frameLength <= signalLength, window.map({ $0.count == frameLength }) ?? true else {
+            throw RuntimeError(.badShape, "frame_length \(frameLength) must be in 1...\(signalLength) and equal the window's length")
+        }
+        let frames = (signalLength - frameLength) / step + 1
+        let v = x.asFloats
+        var framed = [Float](repeating: 0, count: try elementCount([batch, frames, frameLength, parts]))
+        for b in 0 ..< batch {
+            for f in 0 ..< frames {
+                for t in 0 ..< frameLength {
+                    for p in 0 ..< parts {
+                        framed[((b * frames + f) * frameLength + t) * parts + p] = v[(b * signalLength + f * step + t) * parts + p] * (window?[t] ?? 1)
+                    }
+                }
+            }
+        }
+        let onesided = c.int("onesided", 1) != 0
+        return try dft(Value(framed, shape: [batch, frames, frameLength, parts], type: x.type), axis: 2, length: frameLength, inverse: false, onesided: onesided)
     }
 }
