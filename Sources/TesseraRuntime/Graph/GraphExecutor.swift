@@ -116,8 +116,9 @@ public final class GraphExecutor {
 
     /// The operator for a node's stored GEMM weight, when its layout and reduction axis fit the use.
     private static func storedWeight(_ node: ONNXGraph.Node, _ initializers: [String: Tensor]) throws -> LinearOperator? {
+        // float64 weights stay values: the kernels compute in float32.
         guard node.domain.isEmpty, node.inputs.count > 1, var tensor = initializers[node.inputs[1]],
-              tensor.dataType.isFloatingPoint else { return nil }
+              tensor.dataType.isFloatingPoint, tensor.dataType != .double else { return nil }
         let rank = tensor.shape.count
         let expected: Int?
         switch node.opType {

@@ -84,7 +84,7 @@ public enum NumpyFiles {
         func append<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
         switch type ?? value.type {
         case .float: for v in value.asFloats { append(v.bitPattern) }
-        case .double: for v in value.asFloats { append(Double(v).bitPattern) }
+        case .double: for v in value.asDoubles { append(v.bitPattern) }
         case .float16: for v in value.asFloats { append(Float16(v).bitPattern) }
         case .bool: for v in value.asFloats { out.append(v != 0 ? 1 : 0) }
         case .int8: for v in value.asInts { append(Int8(truncatingIfNeeded: v)) }

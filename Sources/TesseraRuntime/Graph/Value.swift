@@ -1,11 +1,17 @@
 import Tessera
 
-/// A tensor flowing through the executor. Elements live in one of three Swift arrays: float
-/// types compute in `Float`, integer types in `Int64`, booleans as `Bool`; `type` keeps the
-/// ONNX element type so that outputs and `Cast` keep their declared types.
+/// A tensor flowing through the executor. Elements live in one of four Swift arrays: float64
+/// in `Double`, the other float types in `Float`, integer types in `Int64`, booleans as `Bool`;
+/// `type` keeps the ONNX element type so that outputs and `Cast` keep their declared types.
+///
+/// Data movement (every layout, gather and scatter op) and the elementwise, comparison,
+/// reduction, MatMul, Gemm, Softmax and Cast ops compute float64 in float64. Other ops read
+/// float64 inputs through the float32 view (`floats`), and their float64 outputs are stored
+/// back as float64 (`representable`).
 public struct Value: Sendable {
     public enum Elements: Sendable {
         case float([Float])
+        case double([Double])
         case int([Int64])
         case bool([Bool])
     }
@@ -26,6 +32,10 @@ public struct Value: Sendable {
         type = .bool; self.shape = shape; elements = .bool(bools)
     }
 
+    public init(_ doubles: [Double], shape: [Int]) {
+        type = .double; self.shape = shape; elements = .double(doubles)
+    }
+
     public var count: Int { shape.reduce(1, *) }
 
     /// The element types the executor computes with (complex, 4- and 8-bit floats are refused).
@@ -42,6 +52,15 @@ public struct Value: Sendable {
         guard Self.isSupported(tensor.dataType) else {
             throw RuntimeError(.unsupportedType, "is \(tensor.dataType), which the executor does not compute with", tensor: tensor.name)
         }
+        let count = try TensorGeometry(shape: tensor.shape).elementCount
+        if tensor.dataType == .double {
+            guard case .dense(let bytes) = try tensor.encoded(as: .dense).storage else { preconditionFailure("encoded(as: .dense) is dense") }
+            let doubles = bytes.withUnsafeBytes { raw in
+                (0 ..< count).map { Double(bitPattern: UInt64(littleEndian: raw.loadUnaligned(fromByteOffset: $0 * 8, as: UInt64.self))) }
+            }
+            self.init(doubles, shape: tensor.shape)
+            return
+        }
         if tensor.dataType.isFloatingPoint || Minifloats.types.contains(tensor.dataType) {
             self.init(try tensor.densify(), shape: tensor.shape, type: tensor.dataType)
             return
@@ -50,7 +69,6 @@ public struct Value: Sendable {
             self.init(try tensor.densify().map { Int64($0) }, shape: tensor.shape, type: tensor.dataType)
             return
         }
-        let count = try TensorGeometry(shape: tensor.shape).elementCount
         let dense = try tensor.encoded(as: .dense)
         guard case .dense(let bytes) = dense.storage else { preconditionFailure("encoded(as: .dense) is dense") }
         let type = tensor.dataType
@@ -77,7 +95,15 @@ public struct Value: Sendable {
 
     // MARK: - Element access
 
-    var floats: [Float]? { if case .float(let v) = elements { return v } else { return nil } }
+    /// Float elements as float32 (float64 rounded: the view of ops without a float64 path).
+    var floats: [Float]? {
+        switch elements {
+        case .float(let v): return v
+        case .double(let v): return v.map { Float($0) }
+        default: return nil
+        }
+    }
+    var doubles: [Double]? { if case .double(let v) = elements { return v } else { return nil } }
     var ints: [Int64]? { if case .int(let v) = elements { return v } else { return nil } }
     var bools: [Bool]? { if case .bool(let v) = elements { return v } else { return nil } }
 
@@ -85,6 +111,7 @@ public struct Value: Sendable {
     public var asFloats: [Float] {
         switch elements {
         case .float(let v): return v
+        case .double(let v): return v.map { Float($0) }
         case .int(let v): return v.map { Float($0) }
         case .bool(let v): return v.map { $0 ? 1 : 0 }
         }
@@ -94,6 +121,7 @@ public struct Value: Sendable {
     var asInts: [Int64] {
         switch elements {
         case .float(let v): return v.map(Self.saturatingInt)
+        case .double(let v): return v.map(Self.saturatingInt)
         case .int(let v): return v
         case .bool(let v): return v.map { $0 ? 1 : 0 }
         }
@@ -105,6 +133,7 @@ public struct Value: Sendable {
         out.shape = shape
         switch elements {
         case .float(let v): out.elements = .float(indices.map { v[$0] })
+        case .double(let v): out.elements = .double(indices.map { v[$0] })
         case .int(let v): out.elements = .int(indices.map { v[$0] })
         case .bool(let v): out.elements = .bool(indices.map { v[$0] })
         }
@@ -117,6 +146,7 @@ public struct Value: Sendable {
         out.shape = [count + 1]
         switch elements {
         case .float(let v): out.elements = .float(v + [0])
+        case .double(let v): out.elements = .double(v + [0])
         case .int(let v): out.elements = .int(v + [0])
         case .bool(let v): out.elements = .bool(v + [false])
         }
@@ -128,6 +158,7 @@ public struct Value: Sendable {
         var out = self
         switch elements {
         case .float(let v): out.elements = .float(v.indices.map { keep[$0] ? v[$0] : 0 })
+        case .double(let v): out.elements = .double(v.indices.map { keep[$0] ? v[$0] : 0 })
         case .int(let v): out.elements = .int(v.indices.map { keep[$0] ? v[$0] : 0 })
         case .bool(let v): out.elements = .bool(v.indices.map { keep[$0] && v[$0] })
         }
@@ -155,6 +186,7 @@ public struct Value: Sendable {
         var out = self
         switch (elements, updates.elements) {
         case (.float(let a), .float(let b)): out.elements = .float(try apply(a, b, add: +, mul: *))
+        case (.double(let a), .double(let b)): out.elements = .double(try apply(a, b, add: +, mul: *))
         case (.int(let a), .int(let b)): out.elements = .int(try apply(a, b, add: &+, mul: &*).map { Self.wrap($0, to: type) })
         case (.bool(let a), .bool(let b)) where reduction == "none": out.elements = .bool(combine(a, b) { $1 })
         default: throw RuntimeError(.unsupportedType, "cannot scatter \(updates.type) into \(type) with reduction '\(reduction)'")
@@ -174,7 +206,8 @@ public struct Value: Sendable {
         guard Self.isSupported(type) else {
             throw RuntimeError(.unsupportedType, "cannot cast to \(type)")
         }
-        if type == .bool { return Value(asFloats.map { $0 != 0 }, shape: shape) }
+        if type == .bool { return Value(asDoubles.map { $0 != 0 }, shape: shape) }
+        if type == .double { return Value(asDoubles, shape: shape) }
         if type.isFloatingPoint { return Value(asFloats, shape: shape, type: type).representable() }
         if Minifloats.types.contains(type) {
             return Value(asFloats.map { Minifloats.rounded($0, to: type, saturate: saturate) }, shape: shape, type: type)
@@ -182,15 +215,28 @@ public struct Value: Sendable {
         let ints: [Int64]
         switch elements {
         case .float(let v): ints = v.map(Self.saturatingInt)
+        case .double(let v): ints = v.map(Self.saturatingInt)
         case .int(let v): ints = v
         case .bool(let v): ints = v.map { $0 ? 1 : 0 }
         }
         return Value(ints.map { Self.wrap($0, to: type) }, shape: shape, type: type)
     }
 
+    /// Elements as Double whatever the storage (float64 exactly, integers up to 2^53 exactly).
+    var asDoubles: [Double] {
+        switch elements {
+        case .float(let v): return v.map(Double.init)
+        case .double(let v): return v
+        case .int(let v): return v.map { Double($0) }
+        case .bool(let v): return v.map { $0 ? 1 : 0 }
+        }
+    }
+
     /// Float elements rounded to what this value's type holds: float16 and bfloat16 compute in
     /// float32 and round (to nearest even) after every op, as onnxruntime's kernels do.
+    /// A float64 value an op computed through the float32 view is stored back as float64.
     func representable() -> Value {
+        if type == .double, case .float(let v) = elements { return Value(v.map(Double.init), shape: shape) }
         guard case .float(let v) = elements, type != .float, type != .double else { return self }
         var out = self
         switch type {

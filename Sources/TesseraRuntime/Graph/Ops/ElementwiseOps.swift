@@ -5,33 +5,36 @@ import Tessera
 enum ElementwiseOps {
     static var table: [String: OpKernel] {
         var t: [String: OpKernel] = [:]
-        func unary(_ name: String, _ f: @escaping @Sendable (Float) -> Float) { t[name] = { [try floatMap($0, f)] } }
-        unary("Relu") { max($0, 0) }
-        unary("Sigmoid", sigmoid)
-        unary("Tanh") { Foundation.tanh($0) }
-        unary("Erf") { Foundation.erf($0) }
-        unary("Sqrt") { $0.squareRoot() }
-        unary("Exp") { Foundation.exp($0) }
-        unary("Log") { Foundation.log($0) }
-        unary("Reciprocal") { 1 / $0 }
-        unary("Floor") { $0.rounded(.down) }
-        unary("Ceil") { $0.rounded(.up) }
-        unary("Softplus") { Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0) }
-        unary("Softsign") { $0 / (1 + abs($0)) }
-        unary("Sin") { Foundation.sin($0) }
-        unary("Cos") { Foundation.cos($0) }
-        unary("Tan") { Foundation.tan($0) }
-        unary("Asin") { Foundation.asin($0) }
-        unary("Acos") { Foundation.acos($0) }
-        unary("Atan") { Foundation.atan($0) }
-        unary("Sinh") { Foundation.sinh($0) }
-        unary("Cosh") { Foundation.cosh($0) }
-        unary("Asinh") { Foundation.asinh($0) }
-        unary("Acosh") { Foundation.acosh($0) }
-        unary("Atanh") { Foundation.atanh($0) }
-        unary("Round") { $0.rounded(.toNearestOrEven) }
-        unary("HardSwish") { $0 * max(0, min(1, $0 / 6 + 0.5)) }
-        unary("Mish") { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) }
+        // Each function twice: float32 for the float types, float64 for double (the same text).
+        func unary(_ name: String, _ f: @escaping @Sendable (Float) -> Float, _ d: @escaping @Sendable (Double) -> Double) {
+            t[name] = { [try floatMap($0, f, d)] }
+        }
+        unary("Relu", { max($0, 0) }, { max($0, 0) })
+        unary("Sigmoid", sigmoid, sigmoid)
+        unary("Tanh", { Foundation.tanh($0) }, { Foundation.tanh($0) })
+        unary("Erf", { Foundation.erf($0) }, { Foundation.erf($0) })
+        unary("Sqrt", { $0.squareRoot() }, { $0.squareRoot() })
+        unary("Exp", { Foundation.exp($0) }, { Foundation.exp($0) })
+        unary("Log", { Foundation.log($0) }, { Foundation.log($0) })
+        unary("Reciprocal", { 1 / $0 }, { 1 / $0 })
+        unary("Floor", { $0.rounded(.down) }, { $0.rounded(.down) })
+        unary("Ceil", { $0.rounded(.up) }, { $0.rounded(.up) })
+        unary("Softplus", { Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0) }, { Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0) })
+        unary("Softsign", { $0 / (1 + abs($0)) }, { $0 / (1 + abs($0)) })
+        unary("Sin", { Foundation.sin($0) }, { Foundation.sin($0) })
+        unary("Cos", { Foundation.cos($0) }, { Foundation.cos($0) })
+        unary("Tan", { Foundation.tan($0) }, { Foundation.tan($0) })
+        unary("Asin", { Foundation.asin($0) }, { Foundation.asin($0) })
+        unary("Acos", { Foundation.acos($0) }, { Foundation.acos($0) })
+        unary("Atan", { Foundation.atan($0) }, { Foundation.atan($0) })
+        unary("Sinh", { Foundation.sinh($0) }, { Foundation.sinh($0) })
+        unary("Cosh", { Foundation.cosh($0) }, { Foundation.cosh($0) })
+        unary("Asinh", { Foundation.asinh($0) }, { Foundation.asinh($0) })
+        unary("Acosh", { Foundation.acosh($0) }, { Foundation.acosh($0) })
+        unary("Atanh", { Foundation.atanh($0) }, { Foundation.atanh($0) })
+        unary("Round", { $0.rounded(.toNearestOrEven) }, { $0.rounded(.toNearestOrEven) })
+        unary("HardSwish", { $0 * max(0, min(1, $0 / 6 + 0.5)) }, { $0 * max(0, min(1, $0 / 6 + 0.5)) })
+        unary("Mish", { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) }, { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) })
         t["Swish"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { $0 * sigmoid(a * $0) }] }
         t["SwiGLU"] = { c in
             let gate = try c.input(0), linear = try c.input(1), alpha = c.float("alpha", 1)
@@ -77,7 +80,7 @@ enum ElementwiseOps {
                 return [Value(v.map { min(max($0, lo), hi) }, shape: x.shape, type: x.type)]
             default:
                 let lo = Float(low ?? -.infinity), hi = Float(high ?? .infinity)
-                return [try floatMap(c) { min(max($0, lo), hi) }]
+                return [try floatMap(c, { min(max($0, lo), hi) }, { min(max($0, low ?? -.infinity), high ?? .infinity) })]
             }
         }
         t["Neg"] = { c in try signed(c, { -$0 }, { 0 &- $0 }) }   // integers wrap, as two's complement does
@@ -108,6 +111,9 @@ enum ElementwiseOps {
                 let (y, shape) = try Broadcast.apply(b, base.shape, exponent.asFloats, exponent.shape) { Value.saturatingInt(Foundation.pow(Double($0), Double($1))) }
                 return [Value(y, shape: shape, type: base.type)]
             }
+            if base.type == .double {
+                return [try floating(base, exponent) { x, e in e == 2 ? x * x : Foundation.pow(x, e) }]
+            }
             let (y, shape) = try Broadcast.apply(base.asFloats, base.shape, exponent.asFloats, exponent.shape) { x, e in
                 e == 2 ? x * x : (e == 0.5 ? x.squareRoot() : Foundation.pow(x, e))
             }
@@ -120,8 +126,7 @@ enum ElementwiseOps {
             if c.opset < 7, slope.shape.count == 1, x.shape.count > 2, slope.count == x.shape[1] {
                 slope = slope.reshaped([slope.count] + [Int](repeating: 1, count: x.shape.count - 2))
             }
-            let (y, shape) = try Broadcast.apply(x.asFloats, x.shape, slope.asFloats, slope.shape) { $0 < 0 ? $0 * $1 : $0 }
-            return [Value(y, shape: shape, type: x.type)]
+            return [try floating(x, slope) { $0 < 0 ? $0 * $1 : $0 }]
         }
         t["Mod"] = { c in
             let fmod = c.int("fmod", 0) != 0
@@ -129,7 +134,7 @@ enum ElementwiseOps {
             return [try combine(try c.input(0), try c.input(1), { x, y in
                 let r = Foundation.fmod(x, y)
                 guard !fmod, y != 0 else { return r }
-                return r != 0 && (r < 0) != (y < 0) ? r + y : (r == 0 ? Float(signOf: y, magnitudeOf: 0) : r)
+                return r != 0 && (r < 0) != (y < 0) ? r + y : (r == 0 ? Double(signOf: y, magnitudeOf: 0) : r)
             }, { x, y in
                 guard y != 0 else { return 0 }
                 let r = x.remainderReportingOverflow(dividingBy: y).partialValue
@@ -159,8 +164,7 @@ enum ElementwiseOps {
         t["Sum"] = { c in [try variadic(c, +, &+)] }
         t["Mean"] = { c in
             let sum = try variadic(c, +, &+)
-            let n = Float(try c.givenInputs().count)
-            return [Value(sum.asFloats.map { $0 / n }, shape: sum.shape, type: sum.type)]
+            return [try floating(sum, Value([Float(try c.givenInputs().count)], shape: [])) { $0 / $1 }]
         }
 
         t["Equal"] = { c in [try comparison(c, ==, ==)] }
@@ -180,6 +184,8 @@ enum ElementwiseOps {
             switch (x.elements, y.elements) {
             case (.float(let a), .float(let b)):
                 return [Value(m.indices.map { mask[m[$0]] ? a[xi[$0]] : b[yi[$0]] }, shape: shape, type: x.type)]
+            case (.double(let a), .double(let b)):
+                return [Value(m.indices.map { mask[m[$0]] ? a[xi[$0]] : b[yi[$0]] }, shape: shape)]
             case (.int(let a), .int(let b)):
                 return [Value(m.indices.map { mask[m[$0]] ? a[xi[$0]] : b[yi[$0]] }, shape: shape, type: x.type)]
             case (.bool(let a), .bool(let b)):
@@ -192,21 +198,37 @@ enum ElementwiseOps {
     }
 
     static func sigmoid(_ x: Float) -> Float { x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x)) }
+    static func sigmoid(_ x: Double) -> Double { x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x)) }
 
-    /// `f` over input 0, which must be a float tensor; the output keeps its type.
-    static func floatMap(_ c: NodeContext, _ f: (Float) -> Float) throws -> Value {
+    /// `f` over input 0, which must be a float tensor; the output keeps its type. A double
+    /// tensor goes through `d` when given, else through the float32 view.
+    static func floatMap(_ c: NodeContext, _ f: (Float) -> Float, _ d: ((Double) -> Double)? = nil) throws -> Value {
         let x = try c.input(0)
+        if let d, let v = x.doubles { return Value(v.map(d), shape: x.shape) }
         return Value(try c.floats(0).map(f), shape: x.shape, type: x.type)
     }
 
-    static func signed(_ c: NodeContext, _ f: (Float) -> Float, _ g: (Int64) -> Int64) throws -> [Value] {
+    /// An op exact in either precision (Neg, Abs, Sign): written once on Double.
+    static func signed(_ c: NodeContext, _ f: @escaping (Double) -> Double, _ g: (Int64) -> Int64) throws -> [Value] {
         let x = try c.input(0)
         if case .int(let v) = x.elements { return [Value(v.map(g), shape: x.shape, type: x.type)] }
-        return [Value(try c.floats(0).map(f), shape: x.shape, type: x.type)]
+        return [try floatMap(c, { Float(f(Double($0))) }, f)]
+    }
+
+    /// `f` over two broadcast float tensors, computed in float64 when either is float64 (the
+    /// output is then float64) and else in float32 through `f` (for +, −, ×, ÷, fmod, max and
+    /// min the float32 result of a float64 evaluation is exactly the float32 operation's).
+    static func floating(_ a: Value, _ b: Value, _ f: (Double, Double) -> Double) throws -> Value {
+        if a.type == .double || b.type == .double {
+            let (z, shape) = try Broadcast.apply(a.asDoubles, a.shape, b.asDoubles, b.shape, f)
+            return Value(z, shape: shape)
+        }
+        let (z, shape) = try Broadcast.apply(a.asFloats, a.shape, b.asFloats, b.shape) { Float(f(Double($0), Double($1))) }
+        return Value(z, shape: shape, type: a.type)
     }
 
     /// A broadcasting binary op on two tensors of one type (integers wrap to their type).
-    static func arithmetic(_ c: NodeContext, _ f: (Float, Float) -> Float, _ g: (Int64, Int64) -> Int64) throws -> Value {
+    static func arithmetic(_ c: NodeContext, _ f: (Double, Double) -> Double, _ g: (Int64, Int64) -> Int64) throws -> Value {
         let a = try c.input(0)
         var b = try c.input(1)
         // Before opset 7, `broadcast` with `axis` aligned B with A starting at that axis.
@@ -218,11 +240,10 @@ enum ElementwiseOps {
         return try combine(a, b, f, g)
     }
 
-    static func combine(_ a: Value, _ b: Value, _ f: (Float, Float) -> Float, _ g: (Int64, Int64) -> Int64) throws -> Value {
+    static func combine(_ a: Value, _ b: Value, _ f: (Double, Double) -> Double, _ g: (Int64, Int64) -> Int64) throws -> Value {
         switch (a.elements, b.elements) {
-        case (.float(let x), .float(let y)):
-            let (z, shape) = try Broadcast.apply(x, a.shape, y, b.shape, f)
-            return Value(z, shape: shape, type: a.type)
+        case (.float, .float), (.double, .double):
+            return try floating(a, b, f)
         case (.int(let x), .int(let y)):
             let (z, shape) = try Broadcast.apply(x, a.shape, y, b.shape, g)
             return Value(z.map { Value.wrap($0, to: a.type) }, shape: shape, type: a.type)
@@ -240,14 +261,14 @@ enum ElementwiseOps {
         return try combine(a, b, { _, _ in 0 }, g)
     }
 
-    static func variadic(_ c: NodeContext, _ f: (Float, Float) -> Float, _ g: (Int64, Int64) -> Int64) throws -> Value {
+    static func variadic(_ c: NodeContext, _ f: (Double, Double) -> Double, _ g: (Int64, Int64) -> Int64) throws -> Value {
         let operands = try c.givenInputs()
         guard var result = operands.first else { throw RuntimeError(.badGraph, "needs at least one input") }
         for next in operands.dropFirst() { result = try combine(result, next, f, g) }
         return result
     }
 
-    static func comparison(_ c: NodeContext, _ f: (Float, Float) -> Bool, _ g: (Int64, Int64) -> Bool) throws -> Value {
+    static func comparison(_ c: NodeContext, _ f: (Double, Double) -> Bool, _ g: (Int64, Int64) -> Bool) throws -> Value {
         let a = try c.input(0), b = try c.input(1)
         switch (a.elements, b.elements) {
         case (.int(let x), .int(let y)):
@@ -257,7 +278,7 @@ enum ElementwiseOps {
             let (z, shape) = try Broadcast.apply(x, a.shape, y, b.shape) { g($0 ? 1 : 0, $1 ? 1 : 0) }
             return Value(z, shape: shape)
         default:
-            let (z, shape) = try Broadcast.apply(a.asFloats, a.shape, b.asFloats, b.shape, f)
+            let (z, shape) = try Broadcast.apply(a.asDoubles, a.shape, b.asDoubles, b.shape, f)   // exact for float32 too
             return Value(z, shape: shape)
         }
     }

@@ -220,7 +220,7 @@ enum IndexingOps {
         return [x.picking(picks, shape: shape), Value(indices, shape: shape)]
     }
 
-    static func cumulative(_ c: NodeContext, identity: Int, _ f: (Float, Float) -> Float, _ g: (Int64, Int64) -> Int64) throws -> Value {
+    static func cumulative(_ c: NodeContext, identity: Int, _ f: (Double, Double) -> Double, _ g: (Int64, Int64) -> Int64) throws -> Value {
         let x = try c.input(0)
         guard let rawAxis = try c.input(1).asInts.first else { throw RuntimeError(.badGraph, "the axis input is empty") }
         let axis = try normalizedAxis(Int(rawAxis), rank: x.shape.count)
@@ -241,7 +241,8 @@ enum IndexingOps {
         }
         switch x.elements {
         case .int(let v): return Value(run(v, Int64(identity), g).map { Value.wrap($0, to: x.type) }, shape: x.shape, type: x.type)
-        default: return Value(run(x.asFloats, Float(identity), f), shape: x.shape, type: x.type)
+        case .double(let v): return Value(run(v, Double(identity), f), shape: x.shape)
+        default: return Value(run(x.asFloats, Float(identity)) { Float(f(Double($0), Double($1))) }, shape: x.shape, type: x.type)
         }
     }
 

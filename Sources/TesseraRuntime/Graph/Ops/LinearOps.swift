@@ -9,6 +9,7 @@ enum LinearOps {
 
     static func matMul(_ c: NodeContext) throws -> Value {
         let a = try c.input(0)
+        if a.type == .double { return try doubleMatMul(a, try c.input(1)) }
         let x = try c.floats(0)
         guard a.shape.count >= 1 else { throw RuntimeError(.badShape, "MatMul of a scalar") }
         if let op = c.weight {
@@ -38,6 +39,7 @@ enum LinearOps {
     static func gemm(_ c: NodeContext) throws -> Value {
         let a = try c.input(0)
         guard a.shape.count == 2 else { throw RuntimeError(.badShape, "Gemm's A must be 2-D, got \(a.shape)") }
+        if a.type == .double { return try doubleGemm(c) }
         var x = try c.floats(0)
         var (m, k) = (a.shape[0], a.shape[1])
         if c.int("transA", 0) != 0 {
@@ -71,6 +73,39 @@ enum LinearOps {
             y = sum
         }
         return Value(y, shape: [m, n], type: a.type)
+    }
+
+    /// MatMul in float64 (no stored-weight kernel holds float64: see `GraphExecutor.storedWeight`).
+    static func doubleMatMul(_ a: Value, _ b: Value) throws -> Value {
+        let product = try MatMulShape(a.shape, b.shape)
+        let x = a.asDoubles, w = b.asDoubles
+        var y = [Double](repeating: 0, count: try elementCount(product.shape))
+        let (m, k, n) = (product.m, product.k, product.n)
+        for (batch, (ab, bb)) in zip(product.aBatches, product.bBatches).enumerated() {
+            for i in 0 ..< m {
+                for p in 0 ..< k {
+                    let scale = x[(ab * m + i) * k + p], row = (bb * k + p) * n, out = (batch * m + i) * n
+                    for j in 0 ..< n { y[out + j] += scale * w[row + j] }
+                }
+            }
+        }
+        return Value(y, shape: product.shape)
+    }
+
+    /// Gemm in float64: alpha · A' · B' + beta · C.
+    static func doubleGemm(_ c: NodeContext) throws -> Value {
+        var a = try c.input(0), b = try c.input(1)
+        if c.int("transA", 0) != 0 { a = ShapeOps.transpose(a, [1, 0]) }
+        if c.int("transB", 0) != 0 { b = ShapeOps.transpose(b, [1, 0]) }
+        guard b.shape.count == 2, b.shape[0] == a.shape[1] else { throw RuntimeError(.badShape, "B \(b.shape) does not fit A \(a.shape)") }
+        let alpha = Double(c.float("alpha", 1)), beta = Double(c.float("beta", 1))
+        var y = try doubleMatMul(a, b).asDoubles.map { $0 * alpha }
+        if let bias = c.optionalInput(2), beta != 0 {
+            let (sum, _) = try Broadcast.apply(y, [a.shape[0], b.shape[1]], bias.asDoubles, bias.shape) { $0 + beta * $1 }
+            guard sum.count == y.count else { throw RuntimeError(.badShape, "C \(bias.shape) does not broadcast to [\(a.shape[0]), \(b.shape[1])]") }
+            y = sum
+        }
+        return Value(y, shape: [a.shape[0], b.shape[1]])
     }
 
     /// `c = a · b` for row-major `a [m, k]`, `b [k, n]`: rows of `b` accumulated into rows of `c`,

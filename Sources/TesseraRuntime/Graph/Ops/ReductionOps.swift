@@ -72,15 +72,16 @@ enum ReductionOps {
         // Kept axes first, reduced axes last: each output element is one contiguous run.
         let moved = ShapeOps.transpose(x, kept + reduced.sorted())
         let run = reduced.map { x.shape[$0] }.reduce(1, *)
-        let values = moved.asFloats
+        let values = moved.asDoubles
         let outCount = kept.map { x.shape[$0] }.reduce(1, *)
-        let results = (0 ..< outCount).map { o in Float(f(values[o * run ..< (o + 1) * run].map(Double.init))) }
+        let sums = (0 ..< outCount).map { o in f(Array(values[o * run ..< (o + 1) * run])) }
         let keepDims = c.int("keepdims", 1) != 0
         let shape = keepDims ? x.shape.indices.map { reduced.contains($0) ? 1 : x.shape[$0] } : kept.map { x.shape[$0] }
         switch x.elements {
-        case .int: return Value(results.map(Value.saturatingInt), shape: shape, type: x.type)
-        case .bool: return Value(results.map { $0 > 0 }, shape: shape)   // an empty max is -inf: false
-        case .float: return Value(results, shape: shape, type: x.type)
+        case .int: return Value(sums.map(Value.saturatingInt), shape: shape, type: x.type)
+        case .bool: return Value(sums.map { $0 > 0 }, shape: shape)   // an empty max is -inf: false
+        case .double: return Value(sums, shape: shape)
+        case .float: return Value(sums.map { Float($0) }, shape: shape, type: x.type)
         }
     }
 
@@ -121,30 +122,39 @@ enum ReductionOps {
         softmax(x, view: split(x.shape, try normalizedAxis(axis, rank: x.shape.count)), log: true)
     }
 
-    /// Softmax (or its log) of `x` over the middle axis of the (outer, n, inner) view.
+    /// Softmax (or its log) of `x` over the middle axis of the (outer, n, inner) view; float64
+    /// in float64.
     static func softmax(_ x: Value, view: (Int, Int, Int), log: Bool) -> Value {
+        if var v = x.doubles {
+            softmaxLines(&v, view: view, log: log, exp: { Foundation.exp($0) }, ln: { Foundation.log($0) })
+            return Value(v, shape: x.shape)
+        }
         var v = x.asFloats
+        softmaxLines(&v, view: view, log: log, exp: { Foundation.exp($0) }, ln: { Foundation.log($0) })
+        return Value(v, shape: x.shape, type: x.type)
+    }
+
+    static func softmaxLines<T: BinaryFloatingPoint>(_ values: inout [T], view: (Int, Int, Int), log: Bool, exp: (T) -> T, ln: (T) -> T) {
         let (outer, n, inner) = view
-        v.withUnsafeMutableBufferPointer { v in
+        values.withUnsafeMutableBufferPointer { v in
             for o in 0 ..< outer {
                 for i in 0 ..< inner {
                     let base = o * n * inner + i
-                    var m = -Float.infinity
+                    var m = -T.infinity
                     for k in 0 ..< n { m = max(m, v[base + k * inner]) }
-                    var sum: Float = 0
+                    var sum: T = 0
                     for k in 0 ..< n {
-                        let e = Foundation.exp(v[base + k * inner] - m)
+                        let e = exp(v[base + k * inner] - m)
                         sum += e
                         if !log { v[base + k * inner] = e }
                     }
-                    let logSum = Foundation.log(sum)
+                    let logSum = ln(sum)
                     for k in 0 ..< n {
                         if log { v[base + k * inner] = v[base + k * inner] - m - logSum } else { v[base + k * inner] /= sum }
                     }
                 }
             }
         }
-        return Value(v, shape: x.shape, type: x.type)
     }
 
     /// (outer, n, inner) for Softmax, LogSoftmax and Hardmax: before opset 13 the input is

@@ -177,7 +177,6 @@ enum ShapeOps {
         return t
     }
 
-    /// Range's element count, max(ceil(span / delta), 0), refused before it is allocated.
     /// `parts` joined along `axis`; every other dim must agree.
     static func concatenate(_ parts: [Value], axis: Int) throws -> Value {
         guard let first = parts.first else { throw RuntimeError(.badGraph, "nothing to concatenate") }
@@ -199,6 +198,7 @@ enum ShapeOps {
         }
         switch first.elements {
         case .float: return Value(interleave(parts.map(\.asFloats)), shape: shape, type: first.type)
+        case .double: return Value(interleave(parts.map(\.asDoubles)), shape: shape)
         case .int: return Value(interleave(parts.map(\.asInts)), shape: shape, type: first.type)
         case .bool: return Value(interleave(parts.map { $0.asFloats.map { $0 != 0 } }), shape: shape)
         }
@@ -211,6 +211,7 @@ enum ShapeOps {
         return try concatenate(parts.map { $0.reshaped(Array($0.shape.prefix(axis)) + [1] + Array($0.shape.dropFirst(axis))) }, axis: axis)
     }
 
+    /// Range's element count, max(ceil(span / delta), 0), refused before it is allocated.
     static func rangeCount(_ span: Double, _ delta: Double) throws -> Int {
         let n = (span / delta).rounded(.up)
         guard n.isFinite, n < 0x1p62 else { throw RuntimeError(.tooLarge, "Range of \(span) in steps of \(delta) has too many elements") }
@@ -326,6 +327,9 @@ enum ShapeOps {
         guard ["constant", "edge", "reflect", "wrap"].contains(mode) else { throw RuntimeError(.unsupportedAttribute, "Pad mode '\(mode)'") }
         switch x.elements {
         case .float(let v): return Value(sources.map { $0 < 0 ? fill : v[$0] }, shape: shape, type: x.type)
+        case .double(let v):
+            let fill = c.opset < 11 ? Double(fill) : (c.optionalInput(2)?.asDoubles.first ?? 0)
+            return Value(sources.map { $0 < 0 ? fill : v[$0] }, shape: shape)
         case .int(let v): return Value(sources.map { $0 < 0 ? Value.saturatingInt(fill) : v[$0] }, shape: shape, type: x.type)
         case .bool(let v): return Value(sources.map { $0 < 0 ? fill != 0 : v[$0] }, shape: shape)
         }
