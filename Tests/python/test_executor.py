@@ -393,3 +393,33 @@ def test_onnxruntime_contrib_quantized_ops_match_onnxruntime(op, work):
             np.testing.assert_allclose(got[name], value, rtol=1e-5, atol=1e-5, err_msg=name)
         else:
             np.testing.assert_array_equal(got[name], value, err_msg=name)
+
+
+@pytest.mark.parametrize("op", ["ConvInteger", "QLinearConv"])
+def test_integer_convolutions_match_onnxruntime(op, work):
+    """Grouped, strided, padded convolutions in exact integers (QLinearConv: per-channel weight
+    scales, an int32 bias and onnxruntime's rounding)."""
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 256, size=(2, 4, 9, 7)).astype(np.uint8)
+    w = rng.integers(-128, 128, size=(6, 2, 3, 3)).astype(np.int8)
+    attributes = dict(group=2, strides=[2, 1], pads=[1, 0, 1, 2], dilations=[1, 2])
+    inits = [numpy_helper.from_array(w, "w"), numpy_helper.from_array(np.uint8(117), "x_zero"),
+             numpy_helper.from_array(np.int8(0), "w_zero")]
+    if op == "ConvInteger":
+        node = helper.make_node(op, ["x", "w", "x_zero", "w_zero"], ["y"], **attributes)
+        out = TensorProto.INT32
+    else:
+        inits += [numpy_helper.from_array(np.float32(0.02), "x_scale"),
+                  numpy_helper.from_array((rng.random(6) * 0.01 + 0.002).astype(np.float32), "w_scale"),
+                  numpy_helper.from_array(np.float32(0.5), "y_scale"), numpy_helper.from_array(np.uint8(100), "y_zero"),
+                  numpy_helper.from_array(rng.integers(-2000, 2000, size=6).astype(np.int32), "bias")]
+        node = helper.make_node(op, ["x", "x_scale", "x_zero", "w", "w_scale", "w_zero", "y_scale", "y_zero", "bias"], ["y"], **attributes)
+        out = TensorProto.UINT8
+    graph = helper.make_graph([node], "conv", [helper.make_tensor_value_info("x", TensorProto.UINT8, [2, 4, 9, 7])],
+                              [helper.make_tensor_value_info("y", out, None)], initializer=inits)
+    model = work / "conv.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), model)
+    expected = ort_run(str(model), {"x": x})["y"]
+    got = tessera_run(model, {"x": x}, work)["y"]
+    assert got.dtype == expected.dtype and got.shape == expected.shape
+    np.testing.assert_array_equal(got, expected)

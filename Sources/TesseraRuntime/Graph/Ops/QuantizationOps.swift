@@ -69,6 +69,31 @@ enum QuantizationOps {
             }
             return [Value(y, shape: product.shape, type: yZero.type)]
         }
+        t["ConvInteger"] = { c in
+            let (acc, shape) = try integerConv(c, x: c.input(0), w: c.input(1), xZero: c.optionalInput(2), wZero: c.optionalInput(3))
+            return [Value(acc, shape: shape, type: .int32)]
+        }
+        t["QLinearConv"] = { c in
+            let w = try c.input(3), yZero = try c.input(7)
+            var (acc, shape) = try integerConv(c, x: c.input(0), w: w, xZero: c.optionalInput(2), wZero: c.optionalInput(5))
+            let channels = w.shape[0], pixels = shape.dropFirst(2).reduce(1, *)
+            let xScale = try c.input(1).asFloats, wScale = try c.input(4).asFloats, yScale = try c.input(6).asFloats
+            guard xScale.count == 1, yScale.count == 1, wScale.count == 1 || wScale.count == channels else {
+                throw RuntimeError(.badShape, "QLinearConv takes per-tensor scales (the weight's may be per output channel)")
+            }
+            if let bias = c.optionalInput(8) {
+                let b = bias.asInts
+                guard b.count == channels else { throw RuntimeError(.badShape, "B has \(b.count) values for \(channels) output channels") }
+                for i in acc.indices { acc[i] += b[i / pixels % channels] }
+            }
+            let bounds = try range(of: yZero.type), z = Double(yZero.asInts.first ?? 0)
+            let y = acc.enumerated().map { i, v -> Int64 in
+                let multiplier = Double(xScale[0]) * Double(wScale.count == 1 ? wScale[0] : wScale[i / pixels % channels]) / Double(yScale[0])
+                let q = (Double(v) * multiplier).rounded(.toNearestOrEven) + z
+                return Int64(min(max(q, Double(bounds.lowerBound)), Double(bounds.upperBound)))
+            }
+            return [Value(y, shape: shape, type: yZero.type)]
+        }
         // onnxruntime's com.microsoft ops, which its quantization tool writes into ordinary models.
         t["com.microsoft:MatMulIntegerToFloat"] = { c in
             let a = try c.input(0), b = try c.input(1)
@@ -198,5 +223,45 @@ enum QuantizationOps {
             }
         }
         return y
+    }
+
+    /// `Σ (x − x0)(w − w0)` over each convolution window, in Int64 (ConvInteger, QLinearConv):
+    /// x0 per tensor, w0 per tensor or per output channel; padding holds x0, so adds nothing.
+    static func integerConv(_ c: NodeContext, x: Value, w: Value, xZero: Value?, wZero: Value?) throws -> (acc: [Int64], shape: [Int]) {
+        guard case .int(let xv) = x.elements, case .int(let wv) = w.elements else {
+            throw RuntimeError(.unsupportedType, "integer convolutions take integer tensors, not \(x.type) and \(w.type)")
+        }
+        let group = c.int("group", 1)
+        guard x.shape.count >= 3, w.shape.count == x.shape.count, group >= 1, x.shape[1] == w.shape[1] * group, w.shape[0] % group == 0 else {
+            throw RuntimeError(.badShape, "input \(x.shape) and weight \(w.shape) do not fit a convolution of \(group) group(s)")
+        }
+        let window = try ConvolutionOps.Window(c, input: Array(x.shape.dropFirst(2)), kernel: c.ints("kernel_shape") ?? Array(w.shape.dropFirst(2)))
+        let x0 = xZero?.asInts ?? [0], w0 = wZero?.asInts ?? [0]
+        let (batch, channelsIn, channelsOut) = (x.shape[0], x.shape[1], w.shape[0])
+        guard x0.count == 1, w0.count == 1 || w0.count == channelsOut else {
+            throw RuntimeError(.badShape, "zero points must be per tensor (the weight's may be per output channel)")
+        }
+        let (index, _) = window.sources()
+        let taps = window.taps, outputs = window.outputCount, pixels = x.shape.dropFirst(2).reduce(1, *)
+        let perGroupIn = channelsIn / group, perGroupOut = channelsOut / group
+        let shape = [batch, channelsOut] + window.output
+        var acc = [Int64](repeating: 0, count: try elementCount(shape))
+        for n in 0 ..< batch {
+            for m in 0 ..< channelsOut {
+                let g = m / perGroupOut, wz = w0.count == 1 ? w0[0] : w0[m], out = (n * channelsOut + m) * outputs
+                for ci in 0 ..< perGroupIn {
+                    let plane = (n * channelsIn + g * perGroupIn + ci) * pixels
+                    for t in 0 ..< taps {
+                        let weight = wv[(m * perGroupIn + ci) * taps + t] - wz
+                        guard weight != 0 else { continue }
+                        for o in 0 ..< outputs {
+                            let source = Int(index[t * outputs + o])
+                            if source >= 0 { acc[out + o] += weight * (xv[plane + source] - x0[0]) }
+                        }
+                    }
+                }
+            }
+        }
+        return (acc, shape)
     }
 }
