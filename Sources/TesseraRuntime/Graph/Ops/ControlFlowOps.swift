@@ -52,24 +52,53 @@ enum ControlFlowOps {
     }
 
     static func scan(_ c: NodeContext) throws -> [Value] {
-        guard c.opset >= 9 else { throw RuntimeError(.unsupportedOp, "Scan before opset 9 (with a batch axis) is not supported") }
         let body = try c.body("body")
         let scanInputs = c.int("num_scan_inputs", 0)
-        let all = (0 ..< c.inputCount).compactMap { c.optionalInput($0) }
+        // Opset 8 has a batch axis first and optional sequence_lens before the states.
+        let batched = c.opset < 9
+        if batched, let lengths = c.optionalInput(0) {
+            guard let first = lengths.asInts.first, lengths.asInts.allSatisfy({ $0 == first }) else {
+                throw RuntimeError(.unsupportedAttribute, "Scan (opset 8) with sequence_lens that differ between batch rows is not supported")
+            }
+        }
+        let all = ((batched ? 1 : 0) ..< c.inputCount).compactMap { c.optionalInput($0) }
         let stateCount = all.count - scanInputs
         guard scanInputs >= 1, stateCount >= 0 else { throw RuntimeError(.badGraph, "Scan needs num_scan_inputs between 1 and its input count") }
-        var states = Array(all.prefix(stateCount))
-        let sequences = Array(all.suffix(scanInputs))
-        let inputAxes = try (c.ints("scan_input_axes") ?? [Int](repeating: 0, count: scanInputs)).enumerated().map {
+        let scanOutputs = body.graph.outputs.count - stateCount
+        if !batched {
+            return try scanSequence(c, body, states: Array(all.prefix(stateCount)), sequences: Array(all.suffix(scanInputs)),
+                                    inputReversed: (c.ints("scan_input_directions") ?? [Int](repeating: 0, count: scanInputs)).map { $0 != 0 },
+                                    inputAxes: c.ints("scan_input_axes"), scanOutputs: scanOutputs,
+                                    outputAxes: c.ints("scan_output_axes"), outputReversed: c.ints("scan_output_directions")?.map { $0 != 0 })
+        }
+        // Opset 8: each batch row scanned on its own (sequence axis 0 once the row is taken), then stacked.
+        guard let batch = all.first?.shape.first, all.allSatisfy({ $0.shape.first == batch }) else {
+            throw RuntimeError(.badShape, "Scan's inputs do not share one batch size")
+        }
+        let rows = try (0 ..< batch).map { b in
+            let row = all.map { v -> Value in
+                ShapeOps.slice(v, starts: [b], ends: [b + 1], axes: [0], steps: [1]).reshaped(Array(v.shape.dropFirst()))
+            }
+            return try scanSequence(c, body, states: Array(row.prefix(stateCount)), sequences: Array(row.suffix(scanInputs)),
+                                    inputReversed: (c.ints("directions") ?? [Int](repeating: 0, count: scanInputs)).map { $0 != 0 },
+                                    inputAxes: nil, scanOutputs: scanOutputs, outputAxes: nil, outputReversed: nil)
+        }
+        return try (0 ..< stateCount + scanOutputs).map { k in try ShapeOps.stack(rows.map { $0[k] }, axis: 0) }
+    }
+
+    /// One scan over `sequences` along their axes, carrying `states` through the body.
+    static func scanSequence(_ c: NodeContext, _ body: GraphExecutor, states initial: [Value], sequences: [Value], inputReversed: [Bool],
+                             inputAxes: [Int]?, scanOutputs: Int, outputAxes: [Int]?, outputReversed: [Bool]?) throws -> [Value] {
+        var states = initial
+        let scanInputs = sequences.count
+        let inputAxes = try (inputAxes ?? [Int](repeating: 0, count: scanInputs)).enumerated().map {
             try normalizedAxis($0.element, rank: sequences[$0.offset].shape.count)
         }
-        let inputReversed = (c.ints("scan_input_directions") ?? [Int](repeating: 0, count: scanInputs)).map { $0 != 0 }
         guard inputAxes.count == scanInputs, inputReversed.count == scanInputs,
               let length = sequences.first.map({ $0.shape[inputAxes[0]] }),
               sequences.indices.allSatisfy({ sequences[$0].shape[inputAxes[$0]] == length }) else {
             throw RuntimeError(.badShape, "Scan's inputs do not share one sequence length along their axes")
         }
-        let scanOutputs = body.graph.outputs.count - stateCount
         var collected = [[Value]](repeating: [], count: scanOutputs)
         for t in 0 ..< length {
             let slices = sequences.indices.map { j -> Value in
@@ -81,17 +110,17 @@ enum ControlFlowOps {
             }
             let outputs = try body.run(try feeds(body, (states + slices).map(GraphValue.tensor)), outer: c.scope)
                 .map { try tensor($0.value, "output") }
-            states = Array(outputs.prefix(stateCount))
-            for k in 0 ..< scanOutputs { collected[k].append(outputs[stateCount + k]) }
+            states = Array(outputs.prefix(states.count))
+            for k in 0 ..< scanOutputs { collected[k].append(outputs[states.count + k]) }
         }
-        let outputAxes = c.ints("scan_output_axes") ?? [Int](repeating: 0, count: scanOutputs)
-        let outputReversed = (c.ints("scan_output_directions") ?? [Int](repeating: 0, count: scanOutputs)).map { $0 != 0 }
-        guard outputAxes.count == scanOutputs, outputReversed.count == scanOutputs else {
+        let axes = outputAxes ?? [Int](repeating: 0, count: scanOutputs)
+        let reversed = outputReversed ?? [Bool](repeating: false, count: scanOutputs)
+        guard axes.count == scanOutputs, reversed.count == scanOutputs else {
             throw RuntimeError(.badGraph, "scan_output_axes or scan_output_directions do not fit \(scanOutputs) scan outputs")
         }
         return try states + collected.indices.map { k in
             guard !collected[k].isEmpty else { return Value([Float](), shape: [0]) }
-            return try ShapeOps.stack(outputReversed[k] ? collected[k].reversed() : collected[k], axis: outputAxes[k])
+            return try ShapeOps.stack(reversed[k] ? collected[k].reversed() : collected[k], axis: axes[k])
         }
     }
 }

@@ -1,13 +1,14 @@
 import Foundation
 import Tessera
 
-/// DFT, STFT and the window functions of signal processing. Complex values are a last axis of
+/// DFT, STFT, the window functions and MelWeightMatrix of signal processing. Complex values are a last axis of
 /// 2 (real, imaginary); a last axis of 1 is a real signal.
 enum SignalOps {
     static var table: [String: OpKernel] {
         var t: [String: OpKernel] = [:]
         t["DFT"] = { c in [try dft(c)] }
         t["STFT"] = { c in [try stft(c)] }
+        t["MelWeightMatrix"] = { c in [try melWeightMatrix(c)] }
         t["HannWindow"] = { c in [try window(c) { n, span in pow(sin(Double.pi * n / span), 2) }] }
         t["HammingWindow"] = { c in [try window(c) { n, span in 25.0 / 46 - (1 - 25.0 / 46) * cos(2 * Double.pi * n / span) }] }
         t["BlackmanWindow"] = { c in
@@ -117,5 +118,38 @@ enum SignalOps {
         }
         let onesided = c.int("onesided", 1) != 0
         return try dft(Value(framed, shape: [batch, frames, frameLength, parts], type: x.type), axis: 2, length: frameLength, inverse: false, onesided: onesided)
+    }
+
+    /// MelWeightMatrix: `[dft_length/2 + 1, num_mel_bins]` triangular filters between edges
+    /// spaced evenly on the mel scale, in the ONNX reference's arithmetic (the edges' log1p in
+    /// float32, the rest in float64, bins floored to integers).
+    static func melWeightMatrix(_ c: NodeContext) throws -> Value {
+        guard let melBins = try c.input(0).asInts.first.map(Int.init), let dftLength = try c.input(1).asInts.first.map(Int.init),
+              let sampleRate = try c.input(2).asInts.first, let lower = try c.input(3).asFloats.first,
+              let upper = try c.input(4).asFloats.first, melBins > 0, dftLength > 0, sampleRate > 0 else {
+            throw RuntimeError(.badShape, "MelWeightMatrix needs positive num_mel_bins, dft_length and sample_rate, and two edge frequencies")
+        }
+        let spectrumBins = dftLength / 2 + 1
+        func mel(_ hertz: Float) -> Double { Double(2595 * Foundation.log1p(hertz / 700)) / Foundation.log(10.0) }
+        let low = mel(lower), step = (mel(upper) - low) / Double(melBins + 2)
+        let edges = try (0 ..< melBins + 2).map { k -> Int in
+            let hertz = 700 * Foundation.expm1((Double(k) * step + low) / 2595 * Foundation.log(10.0))
+            let bin = (Double(dftLength + 1) * hertz / Double(sampleRate)).rounded(.down)
+            guard bin >= 0, bin < Double(spectrumBins) else { throw RuntimeError(.badShape, "mel edge \(hertz) Hz falls outside the \(spectrumBins) spectrum bins") }
+            return Int(bin)
+        }
+        var out = [Float](repeating: 0, count: try elementCount([spectrumBins, melBins]))
+        for i in 0 ..< melBins {
+            let (left, center, right) = (edges[i], edges[i + 1], edges[i + 2])
+            if center == left {
+                out[center * melBins + i] = 1
+            } else {
+                for j in left ... center { out[j * melBins + i] = Float(Double(j - left) / Double(center - left)) }
+            }
+            if right > center {
+                for j in center ..< right { out[j * melBins + i] = Float(Double(right - j) / Double(right - center)) }
+            }
+        }
+        return try Value(out, shape: [spectrumBins, melBins]).cast(to: try dataType(c.int("output_datatype", Int(DataType.float.rawValue))))
     }
 }
