@@ -96,11 +96,11 @@ enum ElementwiseOps {
             return c.node.outputs.count > 1 ? [x, Value([Bool](repeating: true, count: x.count), shape: x.shape)] : [x]
         }
 
-        t["Add"] = { c in [try arithmetic(c, +, &+)] }
-        t["Sub"] = { c in [try arithmetic(c, -, &-)] }
-        t["Mul"] = { c in [try arithmetic(c, *, &*)] }
+        t["Add"] = { c in [try arithmetic(c, .add, &+)] }
+        t["Sub"] = { c in [try arithmetic(c, .subtract, &-)] }
+        t["Mul"] = { c in [try arithmetic(c, .multiply, &*)] }
         t["Div"] = { c in
-            [try arithmetic(c, /, { a, b in
+            [try arithmetic(c, .divide, { a, b in
                 guard b != 0 else { return 0 }
                 return a.dividedReportingOverflow(by: b).partialValue
             })]
@@ -112,7 +112,7 @@ enum ElementwiseOps {
                 return [Value(y, shape: shape, type: base.type)]
             }
             if base.type == .double {
-                return [try floating(base, exponent) { x, e in e == 2 ? x * x : Foundation.pow(x, e) }]
+                return [try floating(base, exponent, FloatFunction { x, e in e == 2 ? x * x : Foundation.pow(x, e) })]
             }
             let (y, shape) = try Broadcast.apply(base.asFloats, base.shape, exponent.asFloats, exponent.shape) { x, e in
                 e == 2 ? x * x : (e == 0.5 ? x.squareRoot() : Foundation.pow(x, e))
@@ -126,12 +126,12 @@ enum ElementwiseOps {
             if c.opset < 7, slope.shape.count == 1, x.shape.count > 2, slope.count == x.shape[1] {
                 slope = slope.reshaped([slope.count] + [Int](repeating: 1, count: x.shape.count - 2))
             }
-            return [try floating(x, slope) { $0 < 0 ? $0 * $1 : $0 }]
+            return [try floating(x, slope, FloatFunction { $0 < 0 ? $0 * $1 : $0 })]
         }
         t["Mod"] = { c in
             let fmod = c.int("fmod", 0) != 0
             // fmod = 1 keeps the dividend's sign (C fmod); fmod = 0 the divisor's (Python's %).
-            return [try combine(try c.input(0), try c.input(1), { x, y in
+            return [try combine(try c.input(0), try c.input(1), FloatFunction { x, y in
                 let r = Foundation.fmod(x, y)
                 guard !fmod, y != 0 else { return r }
                 return r != 0 && (r < 0) != (y < 0) ? r + y : (r == 0 ? Double(signOf: y, magnitudeOf: 0) : r)
@@ -159,12 +159,12 @@ enum ElementwiseOps {
             guard let v = x.ints else { throw RuntimeError(.unsupportedType, "BitwiseNot needs an integer tensor, not \(x.type)") }
             return [Value(v.map { Value.wrap(~$0, to: x.type) }, shape: x.shape, type: x.type)]
         }
-        t["Max"] = { c in [try variadic(c, { max($0, $1) }, { max($0, $1) })] }
-        t["Min"] = { c in [try variadic(c, { min($0, $1) }, { min($0, $1) })] }
-        t["Sum"] = { c in [try variadic(c, +, &+)] }
+        t["Max"] = { c in [try variadic(c, .maximum, { max($0, $1) })] }
+        t["Min"] = { c in [try variadic(c, .minimum, { min($0, $1) })] }
+        t["Sum"] = { c in [try variadic(c, .add, &+)] }
         t["Mean"] = { c in
-            let sum = try variadic(c, +, &+)
-            return [try floating(sum, Value([Float(try c.givenInputs().count)], shape: [])) { $0 / $1 }]
+            let sum = try variadic(c, .add, &+)
+            return [try floating(sum, Value([Float(try c.givenInputs().count)], shape: []), .divide)]
         }
 
         t["Equal"] = { c in [try comparison(c, ==, ==)] }
@@ -215,20 +215,43 @@ enum ElementwiseOps {
         return [try floatMap(c, { Float(f(Double($0))) }, f)]
     }
 
-    /// `f` over two broadcast float tensors, computed in float64 when either is float64 (the
-    /// output is then float64) and else in float32 through `f` (for +, −, ×, ÷, fmod, max and
-    /// min the float32 result of a float64 evaluation is exactly the float32 operation's).
-    static func floating(_ a: Value, _ b: Value, _ f: (Double, Double) -> Double) throws -> Value {
+    /// A binary function of floats in both precisions: float32 for the float types, float64 for
+    /// double.
+    struct FloatFunction: Sendable {
+        let single: @Sendable (Float, Float) -> Float
+        let double: @Sendable (Double, Double) -> Double
+
+        init(single: @escaping @Sendable (Float, Float) -> Float, double: @escaping @Sendable (Double, Double) -> Double) {
+            self.single = single; self.double = double
+        }
+
+        /// Written once, on Double; float32 rounds its result (for fmod, comparisons and the
+        /// other exactly rounded operations that is the float32 operation's own result).
+        init(_ f: @escaping @Sendable (Double, Double) -> Double) {
+            self.init(single: { Float(f(Double($0), Double($1))) }, double: f)
+        }
+
+        static let add = FloatFunction(single: +, double: +)
+        static let subtract = FloatFunction(single: -, double: -)
+        static let multiply = FloatFunction(single: *, double: *)
+        static let divide = FloatFunction(single: /, double: /)
+        static let maximum = FloatFunction(single: { max($0, $1) }, double: { max($0, $1) })
+        static let minimum = FloatFunction(single: { min($0, $1) }, double: { min($0, $1) })
+    }
+
+    /// `f` over two broadcast float tensors, in float64 when either is float64 (the output is
+    /// then float64), else in float32 with the output in `a`'s type.
+    static func floating(_ a: Value, _ b: Value, _ f: FloatFunction) throws -> Value {
         if a.type == .double || b.type == .double {
-            let (z, shape) = try Broadcast.apply(a.asDoubles, a.shape, b.asDoubles, b.shape, f)
+            let (z, shape) = try Broadcast.apply(a.asDoubles, a.shape, b.asDoubles, b.shape, f.double)
             return Value(z, shape: shape)
         }
-        let (z, shape) = try Broadcast.apply(a.asFloats, a.shape, b.asFloats, b.shape) { Float(f(Double($0), Double($1))) }
+        let (z, shape) = try Broadcast.apply(a.asFloats, a.shape, b.asFloats, b.shape, f.single)
         return Value(z, shape: shape, type: a.type)
     }
 
     /// A broadcasting binary op on two tensors of one type (integers wrap to their type).
-    static func arithmetic(_ c: NodeContext, _ f: (Double, Double) -> Double, _ g: (Int64, Int64) -> Int64) throws -> Value {
+    static func arithmetic(_ c: NodeContext, _ f: FloatFunction, _ g: (Int64, Int64) -> Int64) throws -> Value {
         let a = try c.input(0)
         var b = try c.input(1)
         // Before opset 7, `broadcast` with `axis` aligned B with A starting at that axis.
@@ -240,7 +263,7 @@ enum ElementwiseOps {
         return try combine(a, b, f, g)
     }
 
-    static func combine(_ a: Value, _ b: Value, _ f: (Double, Double) -> Double, _ g: (Int64, Int64) -> Int64) throws -> Value {
+    static func combine(_ a: Value, _ b: Value, _ f: FloatFunction, _ g: (Int64, Int64) -> Int64) throws -> Value {
         switch (a.elements, b.elements) {
         case (.float, .float), (.double, .double):
             return try floating(a, b, f)
@@ -258,10 +281,10 @@ enum ElementwiseOps {
         guard case .int = a.elements, case .int = b.elements else {
             throw RuntimeError(.unsupportedType, "\(name) needs integer tensors, not \(a.type) and \(b.type)")
         }
-        return try combine(a, b, { _, _ in 0 }, g)
+        return try combine(a, b, FloatFunction { _, _ in 0 }, g)
     }
 
-    static func variadic(_ c: NodeContext, _ f: (Double, Double) -> Double, _ g: (Int64, Int64) -> Int64) throws -> Value {
+    static func variadic(_ c: NodeContext, _ f: FloatFunction, _ g: (Int64, Int64) -> Int64) throws -> Value {
         let operands = try c.givenInputs()
         guard var result = operands.first else { throw RuntimeError(.badGraph, "needs at least one input") }
         for next in operands.dropFirst() { result = try combine(result, next, f, g) }
