@@ -66,6 +66,17 @@ public struct LinearOperator: @unchecked Sendable {
     }
 
     /// The unchecked form: `x` holds `batch * depth` floats and `y` room for `batch * rows`.
+    /// `yᵀ = W · xᵀ` on operands the caller built transposed, for a dense weight and a batch of
+    /// at least 2: `xᵀ` is `[depth][ld]` with zeros in its padding columns, `yᵀ` is
+    /// `[rows rounded up to 8][ld]` (see `TransposedOperands`). Convolution builds its im2col
+    /// columns this way, so neither operand is transposed twice.
+    func applyTransposed(_ operands: TransposedOperands, batch: Int, threads: Int) {
+        guard case .dense = tensor.storage, batch > 1, depth > 0 else { preconditionFailure("applyTransposed takes dense weights and a batch of 2 or more") }
+        var problem = Problem(op: self, x: operands.xt, batch: batch, y: operands.yt, threads: max(1, threads))
+        problem.transposed = operands
+        withReader(DenseKernel(problem: problem))
+    }
+
     public func apply(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int) {
         if depth == 0 {
             y.initialize(repeating: 0, count: batch * rows)
@@ -140,4 +151,6 @@ struct Problem: @unchecked Sendable {
     let batch: Int
     let y: UnsafeMutablePointer<Float>
     let threads: Int
+    /// Operands the caller built transposed (`applyTransposed`); `x` and `y` are then unused.
+    var transposed: TransposedOperands? = nil
 }

@@ -3,6 +3,9 @@
 /// `columns` is the batch rounded up to a whole vector; the padding columns of `xᵀ` are zero.
 struct TransposedOperands: @unchecked Sendable {
     let columns: Int
+    /// The row stride for `columns` (a whole number of vectors).
+    static func leadingDimension(columns: Int) -> Int { columns % 64 == 0 ? columns + vecWidth : columns }
+
     /// Row stride of both. A multiple of 64 floats would put every row's column `b` in the same
     /// few L1 sets, so the reads of scattered depth rows (2:4, CSR) would evict each other; one
     /// vector of padding spreads them.
@@ -17,7 +20,12 @@ extension Problem {
     /// must store every element of the first `op.rows` rows and `columns` columns.
     func withTransposedOperands(accumulating: Bool, _ body: (TransposedOperands) -> Void) {
         let depth = op.depth, rows = op.rows
-        let columns = roundUp(batch, vecWidth), ld = columns % 64 == 0 ? columns + vecWidth : columns
+        if let given = transposed {
+            if accumulating { given.yt.initialize(repeating: 0, count: roundUp(rows, 8) * given.ld) }
+            body(given)
+            return
+        }
+        let columns = roundUp(batch, vecWidth), ld = TransposedOperands.leadingDimension(columns: columns)
         let xt = alignedFloats(depth * ld), yt = alignedFloats(roundUp(rows, 8) * ld)
         defer { xt.deallocate(); yt.deallocate() }
         transpose(x, rows: batch, columns: depth, ld: depth, into: xt, ld: ld)
@@ -32,7 +40,7 @@ extension Problem {
 
 /// Float storage starting on a cache line: a row starting mid-line would split every vector
 /// load in two (and made timings bimodal from run to run).
-private func alignedFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
+func alignedFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
     UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64).bindMemory(to: Float.self, capacity: count)
 }
 

@@ -35,6 +35,9 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("repeat"), help: "Run this many times and report the best and median time (a latency measurement).")
     var repeats = 1
 
+    @Flag(help: "Print the time spent in each op type (summed over the nodes and runs), slowest first.")
+    var profile = false
+
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         guard repeats >= 1 else { throw ValidationError("--repeat must be at least 1") }
@@ -54,6 +57,7 @@ struct Run: ParsableCommand {
             let outputFile = try output.map { try written.file($0, replaceExisting: force) }
             let graph = try ONNXGraph.open(file)
             let executor = try GraphExecutor(graph, threads: threads)
+            if profile { executor.profile = OpProfile() }
             var values: [String: GraphValue] = [:]
             for (spec, given, path) in specs {
                 let name: String
@@ -97,6 +101,15 @@ struct Run: ParsableCommand {
                 : String(format: "%d times: best %.2f ms, median %.2f ms", repeats, times[0] * 1000, times[repeats / 2] * 1000)
             print("\(file.terminalSafe): ran \(graph.nodes.count) nodes \(timing), \(threads) thread(s)")
             print(TextTable.lines(rows).joined(separator: "\n"))
+            if let profile = executor.profile {
+                let total = profile.entries.values.reduce(0) { $0 + $1.seconds }
+                var lines = [["op", "nodes", "ms per run", "share"]]
+                for (op, entry) in profile.entries.sorted(by: { $0.value.seconds > $1.value.seconds }) {
+                    lines.append([op, "\(entry.nodes / repeats)", String(format: "%.3f", entry.seconds * 1000 / Double(repeats)),
+                                  String(format: "%.1f%%", 100 * entry.seconds / max(total, 1e-12))])
+                }
+                print(TextTable.lines(lines).joined(separator: "\n"))
+            }
             if let outputFile {
                 try NumpyFiles.writeArchive(arrays, to: outputFile)
                 try written.commit()

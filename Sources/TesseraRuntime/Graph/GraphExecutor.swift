@@ -1,3 +1,4 @@
+import Dispatch
 import Tessera
 import TesseraONNX
 
@@ -19,7 +20,10 @@ public final class GraphExecutor {
     private let weights: [Int: LinearOperator]   // by node index
     private let lastUse: [String: Int]            // value name → index of the last node reading it
     private let bodies: [Int: [String: GraphExecutor]]   // subgraph executors by node index and attribute
+    private let caches: [NodeCache]                        // by node index
     private var constants: [String: Value] = [:]
+    /// When set, every node's wall time is added here by op type (`tessera run --profile`).
+    public var profile: OpProfile?
 
     static let kernels: [String: ValueKernel] = {
         var all: [String: ValueKernel] = [:]
@@ -112,6 +116,7 @@ public final class GraphExecutor {
         self.weights = weights
         self.lastUse = lastUse
         self.bodies = bodies
+        caches = graph.nodes.map { _ in NodeCache() }
     }
 
     /// The operator for a node's stored GEMM weight, when its layout and reduction axis fit the use.
@@ -187,12 +192,16 @@ public final class GraphExecutor {
                     return try value(name, in: values, outer: outer)
                 }
                 var context = NodeContext(node: node, opset: opset, values: operands, weight: weight, threads: threads)
+                context.cache = caches[index]
+                context.constantInputs = node.inputs.map { !$0.isEmpty && values[$0] == nil && graph.initializers[$0] != nil }
                 if let nodeBodies = bodies[index] {
                     context.bodies = nodeBodies
                     let visible = values
                     context.scope = { [unowned self] name in try self.value(name, in: visible, outer: outer) }
                 }
+                let started = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
                 let results = try Self.kernels[Self.key(node)]!(context)
+                profile?.add(Self.key(node), nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
                 for (name, result) in zip(node.outputs, results) where !name.isEmpty { values[name] = result.representable() }
                 if let missing = node.outputs.dropFirst(results.count).first(where: { !$0.isEmpty }) {
                     throw RuntimeError(.unsupportedOp, "output '\(missing)' is not computed by the executor")
@@ -241,5 +250,17 @@ public final class GraphExecutor {
                 throw RuntimeError(.badInput, "input '\(info.name)' has shape \(value.shape); the graph declares \(declared)")
             }
         }
+    }
+}
+
+/// Wall time per op type over the runs of an executor (subgraph bodies count inside their node).
+public final class OpProfile {
+    public private(set) var entries: [String: (nodes: Int, seconds: Double)] = [:]
+
+    public init() {}
+
+    func add(_ op: String, nanoseconds: UInt64) {
+        entries[op, default: (0, 0)].nodes += 1
+        entries[op, default: (0, 0)].seconds += Double(nanoseconds) / 1e9
     }
 }

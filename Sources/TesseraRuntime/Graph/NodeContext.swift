@@ -13,6 +13,12 @@ struct NodeContext {
     /// For If, Loop and Scan: their bodies by attribute name, and every value the node can see.
     var bodies: [String: GraphExecutor] = [:]
     var scope: Scope = { _ in nil }
+    /// What the op prepared on an earlier run of this node (see `NodeCache`).
+    var cache = NodeCache()
+    /// Which inputs are the graph's initializers, not overridden: the same on every run.
+    var constantInputs: [Bool] = []
+
+    func isConstant(_ i: Int) -> Bool { i < constantInputs.count && constantInputs[i] }
 
     func body(_ name: String) throws -> GraphExecutor {
         guard let body = bodies[name] else { throw RuntimeError(.badGraph, "attribute '\(name)' (a subgraph) is required") }
@@ -104,6 +110,21 @@ struct NodeContext {
     func intList(input i: Int, attribute name: String) -> [Int]? {
         if let v = optionalInput(i) { return v.asInts.map { Int($0) } }
         return ints(name)
+    }
+}
+
+/// What an op prepares once for its node and reuses on later runs while `key` (input shapes,
+/// say) stays the same: Conv's weight operators and window tables. An executor runs one graph
+/// at a time, so the node's cache is never used by two runs at once.
+final class NodeCache: @unchecked Sendable {
+    private var key: [Int] = []
+    private var value: Any?
+
+    func value<T>(for key: [Int], _ build: () throws -> T) rethrows -> T {
+        if key == self.key, let value = value as? T { return value }
+        let built = try build()
+        (self.key, value) = (key, built)
+        return built
     }
 }
 

@@ -140,42 +140,64 @@ enum ConvolutionOps {
         guard x.shape.count >= 3 else { throw RuntimeError(.badShape, "Conv input \(x.shape) needs [N, C, spatial...]") }
         let weightShape = try c.weight?.tensor.shape ?? c.input(1).shape
         guard weightShape.count == x.shape.count else { throw RuntimeError(.badShape, "weight \(weightShape) does not fit input \(x.shape)") }
-        let (batch, channels) = (x.shape[0], x.shape[1])
-        let outChannels = weightShape[0], groups = c.int("group", 1)
-        guard groups >= 1, channels % groups == 0, outChannels % groups == 0, weightShape[1] == channels / groups else {
-            throw RuntimeError(.badShape, "weight \(weightShape) does not fit \(channels) input channels in \(groups) groups")
-        }
-        let window = try Window(c, input: Array(x.shape.dropFirst(2)), kernel: c.ints("kernel_shape") ?? Array(weightShape.dropFirst(2)))
-        guard window.kernel == Array(weightShape.dropFirst(2)) else { throw RuntimeError(.badShape, "kernel_shape disagrees with weight \(weightShape)") }
-        let groupIn = channels / groups, groupOut = outChannels / groups
-        let (sources, _) = window.sources()
-        var y = [Float](repeating: 0, count: try elementCount([batch, outChannels] + window.output))
+        // The window tables and the weight's per-group operators are made once per input shape.
+        let plan = c.weight != nil || c.isConstant(1) ? try c.cache.value(for: x.shape + weightShape) { try ConvPlan(c, input: x.shape, weight: weightShape) }
+            : try ConvPlan(c, input: x.shape, weight: weightShape)
+        let s = plan.shape
+        var y = [Float](repeating: 0, count: try elementCount([s.batch, s.outChannels] + plan.window.output))
         let bias = c.optionalInput(2)?.asFloats
-        if let bias, bias.count != outChannels {
-            throw RuntimeError(.badShape, "bias has \(bias.count) values for \(outChannels) output channels")
+        if let bias, bias.count != s.outChannels {
+            throw RuntimeError(.badShape, "bias has \(bias.count) values for \(s.outChannels) output channels")
         }
-        for channel in 0 ..< outChannels {
+        for channel in 0 ..< s.outChannels {
             let b = bias?[channel] ?? 0
-            for n in 0 ..< batch {
-                let base = (n * outChannels + channel) * window.outputCount
-                for o in 0 ..< window.outputCount { y[base + o] = b }
+            for n in 0 ..< s.batch {
+                let base = (n * s.outChannels + channel) * s.outPixels
+                for o in 0 ..< s.outPixels { y[base + o] = b }
             }
         }
-        let shape = Geometry(batch: batch, channels: channels, outChannels: outChannels, groups: groups,
-                             pixels: x.shape.dropFirst(2).reduce(1, *), taps: window.taps, outPixels: window.outputCount)
         if let op = c.weight {
-            try kn2row(input, op, shape, sources, into: &y, threads: c.threads)
+            try kn2row(input, op, s, plan.sources, into: &y, threads: c.threads)
+        } else if s.groupIn == 1 {
+            depthwise(input, try c.floats(1), s, plan.sources, into: &y)
         } else {
-            // A dense float weight [Cout, Cin/g, k...] is, per group, a contiguous [Cout/g, Cin/g · taps] matrix.
-            let w = try c.floats(1)
-            let depth = groupIn * window.taps
-            let operators = try (0 ..< groups).map { g in
-                try LinearOperator.dense(Array(w[g * groupOut * depth ..< (g + 1) * groupOut * depth]), shape: [groupOut, depth],
-                                         reductionAxis: 1, name: c.node.outputs.first ?? "")
-            }
-            try im2col(input, operators, shape, sources, into: &y, threads: c.threads)
+            let operators = try plan.operators ?? ConvPlan.operators(try c.floats(1), s, name: c.node.outputs.first ?? "")
+            try im2col(input, operators, s, plan.sources, into: &y, threads: c.threads)
         }
-        return Value(y, shape: [batch, outChannels] + window.output, type: x.type)
+        return Value(y, shape: [s.batch, s.outChannels] + plan.window.output, type: x.type)
+    }
+
+    /// What a Conv node needs besides its input: the window, its tap-by-pixel source table and,
+    /// for a constant dense weight, one operator per group.
+    struct ConvPlan {
+        let window: Window
+        let sources: [Int32]
+        let shape: Geometry
+        let operators: [LinearOperator]?
+
+        init(_ c: NodeContext, input: [Int], weight: [Int]) throws {
+            let (batch, channels) = (input[0], input[1])
+            let outChannels = weight[0], groups = c.int("group", 1)
+            guard groups >= 1, channels % groups == 0, outChannels % groups == 0, weight[1] == channels / groups else {
+                throw RuntimeError(.badShape, "weight \(weight) does not fit \(channels) input channels in \(groups) groups")
+            }
+            window = try Window(c, input: Array(input.dropFirst(2)), kernel: c.ints("kernel_shape") ?? Array(weight.dropFirst(2)))
+            guard window.kernel == Array(weight.dropFirst(2)) else { throw RuntimeError(.badShape, "kernel_shape disagrees with weight \(weight)") }
+            sources = window.sources().index
+            shape = Geometry(batch: batch, channels: channels, outChannels: outChannels, groups: groups,
+                             pixels: input.dropFirst(2).reduce(1, *), taps: window.taps, outPixels: window.outputCount)
+            let denseGEMM = c.weight == nil && shape.groupIn > 1
+            operators = denseGEMM && c.isConstant(1) ? try Self.operators(try c.floats(1), shape, name: c.node.outputs.first ?? "") : nil
+        }
+
+        /// A dense float weight [Cout, Cin/g, k...] is, per group, a contiguous [Cout/g, Cin/g · taps] matrix.
+        static func operators(_ w: [Float], _ s: Geometry, name: String) throws -> [LinearOperator] {
+            let depth = s.groupIn * s.taps, size = s.groupOut * depth
+            return try (0 ..< s.groups).map { (g: Int) -> LinearOperator in
+                let block = Array(w[g * size ..< (g + 1) * size])
+                return try LinearOperator.dense(block, shape: [s.groupOut, depth], reductionAxis: 1, name: name)
+            }
+        }
     }
 
     struct Geometry {
@@ -184,28 +206,68 @@ enum ConvolutionOps {
         var groupOut: Int { outChannels / groups }
     }
 
-    /// Dense weights: gather each output pixel's receptive field ([outPixels, Cin/g · taps],
-    /// zeros in the padding) and multiply once per group; no product is wasted.
+    /// Dense weights: each group's receptive fields gathered as im2col columns (`Cin/g · taps`
+    /// rows of output pixels, zeros in the padding) in the transposed layout the GEMM kernel
+    /// reads, so its `[Cout/g][pixels]` result is already the output's layout.
     static func im2col(_ input: [Float], _ operators: [LinearOperator], _ s: Geometry, _ sources: [Int32],
                        into y: inout [Float], threads: Int) throws {
-        let depth = s.groupIn * s.taps
-        var columns = [Float](repeating: 0, count: s.outPixels * depth)
-        for n in 0 ..< s.batch {
-            for g in 0 ..< s.groups {
-                for ci in 0 ..< s.groupIn {
-                    let plane = (n * s.channels + g * s.groupIn + ci) * s.pixels
-                    for t in 0 ..< s.taps {
-                        let column = ci * s.taps + t
-                        for o in 0 ..< s.outPixels {
-                            let source = Int(sources[t * s.outPixels + o])
-                            columns[o * depth + column] = source >= 0 ? input[plane + source] : 0
+        let depth = s.groupIn * s.taps, pixels = s.outPixels
+        let columns = roundUp(pixels, vecWidth), ld = TransposedOperands.leadingDimension(columns: columns)
+        let xt = alignedFloats(depth * ld), yt = alignedFloats(roundUp(s.groupOut, 8) * ld)
+        defer { xt.deallocate(); yt.deallocate() }
+        for k in 0 ..< depth { (xt + k * ld + pixels).initialize(repeating: 0, count: ld - pixels) }
+        try input.withUnsafeBufferPointer { input in
+            try sources.withUnsafeBufferPointer { sources in
+                try y.withUnsafeMutableBufferPointer { y in
+                    for n in 0 ..< s.batch {
+                        for g in 0 ..< s.groups {
+                            for ci in 0 ..< s.groupIn {
+                                let plane = input.baseAddress! + (n * s.channels + g * s.groupIn + ci) * s.pixels
+                                for t in 0 ..< s.taps {
+                                    let row = xt + (ci * s.taps + t) * ld, tap = sources.baseAddress! + t * pixels
+                                    for o in 0 ..< pixels {
+                                        let source = Int(tap[o])
+                                        row[o] = source >= 0 ? plane[source] : 0
+                                    }
+                                }
+                            }
+                            if pixels > 1 {
+                                operators[g].applyTransposed(TransposedOperands(columns: columns, ld: ld, xt: xt, yt: yt), batch: pixels, threads: threads)
+                            } else {   // one output pixel: a GEMV on the one column
+                                let product = try operators[g].apply((0 ..< depth).map { xt[$0 * ld] }, batch: 1, threads: threads)
+                                for co in 0 ..< s.groupOut { yt[co * ld] = product[co] }
+                            }
+                            for co in 0 ..< s.groupOut {
+                                let out = y.baseAddress! + (n * s.outChannels + g * s.groupOut + co) * pixels, result = yt + co * ld
+                                for o in 0 ..< pixels { out[o] += result[o] }
+                            }
                         }
                     }
                 }
-                let products = try operators[g].apply(columns, batch: s.outPixels, threads: threads)   // [outPixels, groupOut]
-                for co in 0 ..< s.groupOut {
-                    let base = (n * s.outChannels + g * s.groupOut + co) * s.outPixels
-                    for o in 0 ..< s.outPixels { y[base + o] += products[o * s.groupOut + co] }
+            }
+        }
+    }
+
+    /// One input channel per group (depthwise, with any channel multiplier): each output plane
+    /// adds, tap by tap, the weight times the input pixel that tap reads.
+    static func depthwise(_ input: [Float], _ w: [Float], _ s: Geometry, _ sources: [Int32], into y: inout [Float]) {
+        let pixels = s.outPixels
+        input.withUnsafeBufferPointer { input in
+            sources.withUnsafeBufferPointer { sources in
+                y.withUnsafeMutableBufferPointer { y in
+                    for n in 0 ..< s.batch {
+                        for channel in 0 ..< s.outChannels {
+                            let plane = input.baseAddress! + (n * s.channels + channel / s.groupOut) * s.pixels
+                            let out = y.baseAddress! + (n * s.outChannels + channel) * pixels
+                            for t in 0 ..< s.taps {
+                                let weight = w[channel * s.taps + t], tap = sources.baseAddress! + t * pixels
+                                for o in 0 ..< pixels {
+                                    let source = Int(tap[o])
+                                    if source >= 0 { out[o] += weight * plane[source] }
+                                }
+                            }
+                        }
+                    }
                 }
             }
         }
