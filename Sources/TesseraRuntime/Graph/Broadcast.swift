@@ -41,8 +41,8 @@ enum Broadcast {
         return walk(out, strides: step, base: 0)
     }
 
-    /// Flat source indices of a strided walk over `shape` (row-major), starting at `base`:
-    /// broadcasting (zero strides), Transpose (permuted strides) and Slice (scaled strides).
+    /// Flat source indices of a strided walk over `shape` (row-major), starting at `base`
+    /// (broadcasting: zero strides; `Value.walking` gathers such a walk without the indices).
     static func walk(_ shape: [Int], strides: [Int], base: Int) -> [Int] {
         let count = shape.reduce(1, *)
         var out = [Int](repeating: 0, count: count)
@@ -65,6 +65,7 @@ enum Broadcast {
     }
 
     /// `f` on every pair of broadcast elements.
+    @inline(__always)
     static func apply<A, B, R>(_ a: [A], _ aShape: [Int], _ b: [B], _ bShape: [Int], _ f: (A, B) -> R) throws -> ([R], [Int]) {
         if aShape == bShape { return (zip(a, b).map(f), aShape) }
         let out = try shape([aShape, bShape])
@@ -95,17 +96,24 @@ enum Broadcast {
             inner = out[(last + 1)...].reduce(1, *)
         }
 
+        @inline(__always)
         func combine<A, B, R>(_ full: [A], _ part: [B], _ f: (A, B) -> R) -> [R] {
             let count = outer * middle * inner
             return [R](unsafeUninitializedCapacity: count) { result, initialized in
                 full.withUnsafeBufferPointer { full in
-                    var i = 0
-                    for _ in 0 ..< outer {
-                        for m in 0 ..< middle {
-                            let p = part[m]
-                            for _ in 0 ..< inner {
-                                (result.baseAddress! + i).initialize(to: f(full[i], p))
-                                i += 1
+                    part.withUnsafeBufferPointer { part in
+                        let out = result.baseAddress!, full = full.baseAddress!, part = part.baseAddress!
+                        var i = 0
+                        for _ in 0 ..< outer {
+                            if inner == 1 {   // one value per element of the last axes (a per-channel bias in NHWC): a vector loop
+                                for m in 0 ..< middle { (out + i + m).initialize(to: f(full[i + m], part[m])) }
+                                i += middle
+                                continue
+                            }
+                            for m in 0 ..< middle {
+                                let p = part[m]
+                                for j in 0 ..< inner { (out + i + j).initialize(to: f(full[i + j], p)) }
+                                i += inner
                             }
                         }
                     }

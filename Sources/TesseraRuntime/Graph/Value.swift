@@ -140,6 +140,49 @@ public struct Value: Sendable {
         return out
     }
 
+    /// The elements of a strided walk over `shape` from `base` (Transpose, Slice): what
+    /// `picking(Broadcast.walk(...))` gives, without the index array, a row at a time.
+    func walking(_ shape: [Int], strides: [Int], base: Int) -> Value {
+        let count = shape.reduce(1, *)
+        func gather<T>(_ v: [T]) -> [T] {
+            guard count > 0 else { return [] }
+            guard let last = shape.indices.last else { return [v[base]] }
+            let n = shape[last], step = strides[last]
+            return [T](unsafeUninitializedCapacity: count) { out, initialized in
+                v.withUnsafeBufferPointer { source in
+                    var position = [Int](repeating: 0, count: last), offset = base, i = 0
+                    for _ in 0 ..< count / n {
+                        var p = offset
+                        for _ in 0 ..< n {
+                            (out.baseAddress! + i).initialize(to: source[p])
+                            p += step
+                            i += 1
+                        }
+                        var axis = last - 1
+                        while axis >= 0 {
+                            position[axis] += 1
+                            offset += strides[axis]
+                            if position[axis] < shape[axis] { break }
+                            offset -= strides[axis] * shape[axis]
+                            position[axis] = 0
+                            axis -= 1
+                        }
+                    }
+                }
+                initialized = count
+            }
+        }
+        var out = self
+        out.shape = shape
+        switch elements {
+        case .float(let v): out.elements = .float(gather(v))
+        case .double(let v): out.elements = .double(gather(v))
+        case .int(let v): out.elements = .int(gather(v))
+        case .bool(let v): out.elements = .bool(gather(v))
+        }
+        return out
+    }
+
     /// The elements, flat, with one zero (false) after them: the source of padding for `picking`.
     func appendingZero() -> Value {
         var out = self

@@ -215,38 +215,38 @@ enum ElementwiseOps {
         return [try floatMap(c, { Float(f(Double($0))) }, f)]
     }
 
-    /// A binary function of floats in both precisions: float32 for the float types, float64 for
-    /// double.
-    struct FloatFunction: Sendable {
-        let single: @Sendable (Float, Float) -> Float
-        let double: @Sendable (Double, Double) -> Double
+    /// A binary function of floats: the arithmetic operators, known here so that their loops
+    /// compile to vector code, or any other written once on Double (float32 rounds its result,
+    /// which for fmod, comparisons and the other exactly rounded operations is the float32
+    /// operation's own result).
+    enum FloatFunction: Sendable {
+        case add, subtract, multiply, divide, maximum, minimum
+        case other(@Sendable (Double, Double) -> Double)
 
-        init(single: @escaping @Sendable (Float, Float) -> Float, double: @escaping @Sendable (Double, Double) -> Double) {
-            self.single = single; self.double = double
-        }
-
-        /// Written once, on Double; float32 rounds its result (for fmod, comparisons and the
-        /// other exactly rounded operations that is the float32 operation's own result).
-        init(_ f: @escaping @Sendable (Double, Double) -> Double) {
-            self.init(single: { Float(f(Double($0), Double($1))) }, double: f)
-        }
-
-        static let add = FloatFunction(single: +, double: +)
-        static let subtract = FloatFunction(single: -, double: -)
-        static let multiply = FloatFunction(single: *, double: *)
-        static let divide = FloatFunction(single: /, double: /)
-        static let maximum = FloatFunction(single: { max($0, $1) }, double: { max($0, $1) })
-        static let minimum = FloatFunction(single: { min($0, $1) }, double: { min($0, $1) })
+        init(_ f: @escaping @Sendable (Double, Double) -> Double) { self = .other(f) }
     }
 
     /// `f` over two broadcast float tensors, in float64 when either is float64 (the output is
     /// then float64), else in float32 with the output in `a`'s type.
     static func floating(_ a: Value, _ b: Value, _ f: FloatFunction) throws -> Value {
+        switch f {
+        case .add: return try floating(a, b, +, +)
+        case .subtract: return try floating(a, b, -, -)
+        case .multiply: return try floating(a, b, *, *)
+        case .divide: return try floating(a, b, /, /)
+        case .maximum: return try floating(a, b, { max($0, $1) }, { max($0, $1) })
+        case .minimum: return try floating(a, b, { min($0, $1) }, { min($0, $1) })
+        case .other(let d): return try floating(a, b, { Float(d(Double($0), Double($1))) }, d)
+        }
+    }
+
+    @inline(__always)
+    static func floating(_ a: Value, _ b: Value, _ single: (Float, Float) -> Float, _ double: (Double, Double) -> Double) throws -> Value {
         if a.type == .double || b.type == .double {
-            let (z, shape) = try Broadcast.apply(a.asDoubles, a.shape, b.asDoubles, b.shape, f.double)
+            let (z, shape) = try Broadcast.apply(a.asDoubles, a.shape, b.asDoubles, b.shape, double)
             return Value(z, shape: shape)
         }
-        let (z, shape) = try Broadcast.apply(a.asFloats, a.shape, b.asFloats, b.shape, f.single)
+        let (z, shape) = try Broadcast.apply(a.asFloats, a.shape, b.asFloats, b.shape, single)
         return Value(z, shape: shape, type: a.type)
     }
 

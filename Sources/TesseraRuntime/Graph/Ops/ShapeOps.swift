@@ -262,7 +262,7 @@ enum ShapeOps {
         let shape = perm.map { x.shape[$0] }
         let inStrides = Broadcast.strides(x.shape)
         let strides = perm.map { inStrides[$0] }
-        return x.picking(Broadcast.walk(shape, strides: strides, base: 0), shape: shape)
+        return x.walking(shape, strides: strides, base: 0)
     }
 
     /// numpy-style slicing: starts and ends clamped per axis, negative steps walk backwards.
@@ -281,7 +281,7 @@ enum ShapeOps {
             strides[axis] = inStrides[axis] * step
             if length > 0 { base += start * inStrides[axis] }
         }
-        return x.picking(Broadcast.walk(shape, strides: strides, base: base), shape: shape)
+        return x.walking(shape, strides: strides, base: base)
     }
 
     static func pad(_ c: NodeContext) throws -> Value {
@@ -301,13 +301,15 @@ enum ShapeOps {
         let shape = try (0 ..< rank).map { try checkedSum(checkedSum(x.shape[$0], pads[$0]), pads[$0 + rank]) }
         guard shape.allSatisfy({ $0 >= 0 }) else { throw RuntimeError(.badShape, "pads \(pads) remove more than shape \(x.shape) holds") }
         _ = try elementCount(shape)
-        let outStrides = Broadcast.strides(shape), inStrides = Broadcast.strides(x.shape)
-        // Source index per output element, or -1 for the constant fill.
-        let sources: [Int] = (0 ..< shape.reduce(1, *)).map { i in
-            var source = 0
-            for a in 0 ..< rank {
-                var p = i / outStrides[a] % shape[a] - pads[a]
-                let n = x.shape[a]
+        guard ["constant", "edge", "reflect", "wrap"].contains(mode) else { throw RuntimeError(.unsupportedAttribute, "Pad mode '\(mode)'") }
+        guard rank > 0 else { return x }
+        // Per axis, the source coordinate of each output coordinate (-1: the constant fill);
+        // then each output element's source is a sum along the row-major walk.
+        let inStrides = Broadcast.strides(x.shape)
+        let maps: [[Int]] = (0 ..< rank).map { a in
+            let n = x.shape[a]
+            return (0 ..< shape[a]).map { o in
+                var p = o - pads[a]
                 if p < 0 || p >= n {
                     switch mode {
                     case "edge": p = min(max(p, 0), n - 1)
@@ -320,11 +322,28 @@ enum ShapeOps {
                     default: return -1
                     }
                 }
-                source += p * inStrides[a]
+                return p * inStrides[a]
             }
-            return source
         }
-        guard ["constant", "edge", "reflect", "wrap"].contains(mode) else { throw RuntimeError(.unsupportedAttribute, "Pad mode '\(mode)'") }
+        var sources = [Int](repeating: -1, count: shape.reduce(1, *))
+        if let last = maps.last, !sources.isEmpty {
+            var position = [Int](repeating: 0, count: rank - 1), i = 0
+            for _ in 0 ..< sources.count / max(last.count, 1) {
+                var row = 0
+                for a in 0 ..< rank - 1 where row >= 0 { row = maps[a][position[a]] < 0 ? -1 : row + maps[a][position[a]] }
+                for m in last {
+                    sources[i] = row < 0 || m < 0 ? -1 : row + m
+                    i += 1
+                }
+                var axis = rank - 2
+                while axis >= 0 {
+                    position[axis] += 1
+                    if position[axis] < shape[axis] { break }
+                    position[axis] = 0
+                    axis -= 1
+                }
+            }
+        }
         switch x.elements {
         case .float(let v): return Value(sources.map { $0 < 0 ? fill : v[$0] }, shape: shape, type: x.type)
         case .double(let v):
