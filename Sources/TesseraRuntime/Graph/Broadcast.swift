@@ -67,13 +67,51 @@ enum Broadcast {
     /// `f` on every pair of broadcast elements.
     @inline(__always)
     static func apply<A, B, R>(_ a: [A], _ aShape: [Int], _ b: [B], _ bShape: [Int], _ f: (A, B) -> R) throws -> ([R], [Int]) {
-        if aShape == bShape { return (zip(a, b).map(f), aShape) }
+        if aShape == bShape {
+            let count = a.count
+            return ([R](unsafeUninitializedCapacity: count) { result, initialized in
+                a.withUnsafeBufferPointer { a in
+                    b.withUnsafeBufferPointer { b in
+                        for i in 0 ..< count { (result.baseAddress! + i).initialize(to: f(a[i], b[i])) }
+                    }
+                }
+                initialized = count
+            }, aShape)
+        }
         let out = try shape([aShape, bShape])
         if out == aShape, let blocks = Blocks(bShape, in: out) { return (blocks.combine(a, b, f), out) }
         if out == bShape, let blocks = Blocks(aShape, in: out) { return (blocks.combine(b, a) { f($1, $0) }, out) }
-        let ai = aShape == out ? Array(a.indices) : try sourceIndices(of: aShape, in: out)
-        let bi = bShape == out ? Array(b.indices) : try sourceIndices(of: bShape, in: out)
-        return ((0 ..< ai.count).map { f(a[ai[$0]], b[bi[$0]]) }, out)
+        // Both stretch: walk the output, each operand's offset moving by its own strides
+        // (zero where it stretches), a row of the last axis at a time.
+        func steps(_ s: [Int]) -> [Int] {
+            let pad = out.count - s.count, strides = strides(s)
+            return out.indices.map { $0 < pad || s[$0 - pad] == 1 ? 0 : strides[$0 - pad] }
+        }
+        let aStep = steps(aShape), bStep = steps(bShape), rank = out.count, count = out.reduce(1, *)
+        guard count > 0, let n = out.last else { return ([], out) }
+        let result = [R](unsafeUninitializedCapacity: count) { result, initialized in
+            a.withUnsafeBufferPointer { a in
+                b.withUnsafeBufferPointer { b in
+                    var position = [Int](repeating: 0, count: rank), ao = 0, bo = 0, i = 0
+                    let aLast = aStep[rank - 1], bLast = bStep[rank - 1]
+                    for _ in 0 ..< count / n {
+                        for j in 0 ..< n { (result.baseAddress! + i + j).initialize(to: f(a[ao + j * aLast], b[bo + j * bLast])) }
+                        i += n
+                        var axis = rank - 2
+                        while axis >= 0 {
+                            position[axis] += 1
+                            ao += aStep[axis]; bo += bStep[axis]
+                            if position[axis] < out[axis] { break }
+                            ao -= aStep[axis] * out[axis]; bo -= bStep[axis] * out[axis]
+                            position[axis] = 0
+                            axis -= 1
+                        }
+                    }
+                }
+            }
+            initialized = count
+        }
+        return (result, out)
     }
 
     /// An operand that varies along one run of adjacent output axes only (a scalar, a row of

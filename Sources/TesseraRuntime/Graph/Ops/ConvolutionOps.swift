@@ -324,37 +324,50 @@ enum ConvolutionOps {
         var columnStrides = [Int](repeating: 1, count: spatial.count)
         for d in spatial.indices.dropFirst() { columnStrides[d] = columnStrides[d - 1] * spatial[d - 1] }
         let rowStrides = Broadcast.strides(spatial), columnMajor = c.int("storage_order", 0) != 0
-        let (sources, inside) = window.sources(countPadding: includePad)
+        let (sources, inside) = try c.cache.value(for: x.shape) { window.sources(countPadding: includePad) }
         let planes = x.shape[0] * x.shape[1], pixels = x.shape.dropFirst(2).reduce(1, *), outPixels = window.outputCount
         var y = [Float](repeating: 0, count: try elementCount([planes] + window.output))
         var indices = [Int64](repeating: 0, count: y.count)
+        // Tap by tap over all of a plane's output pixels: the inner loops run over pixels.
+        var acc = [Float](repeating: 0, count: outPixels), count = [Int](repeating: 0, count: outPixels)
+        var bestAt = [Int](repeating: -1, count: outPixels)
         for plane in 0 ..< planes {
             let base = plane * pixels
-            for o in 0 ..< outPixels {
-                var acc: Float = 0, best = -Float.infinity, bestAt = -1
-                var count = 0
-                for t in 0 ..< window.taps {
-                    let s = Int(sources[t * outPixels + o])
-                    if s >= 0 {
-                        let value = v[base + s]
-                        switch kind {
-                        case .max: if value > best || bestAt < 0 { best = value; bestAt = base + s }
-                        case .average: acc += value
-                        case .lp(let p): acc += Foundation.pow(abs(value), p)
-                        }
-                        count += 1
-                    } else if includePad && inside[t * outPixels + o] {
-                        count += 1
-                    }
-                }
+            for o in 0 ..< outPixels { acc[o] = isMax ? -.infinity : 0; count[o] = 0; bestAt[o] = -1 }
+            for t in 0 ..< window.taps {
+                let tap = t * outPixels
                 switch kind {
                 case .max:
-                    y[plane * outPixels + o] = best
-                    var at = max(bestAt, 0) - base
+                    for o in 0 ..< outPixels {
+                        let s = Int(sources[tap + o])
+                        guard s >= 0 else { continue }
+                        let value = v[base + s]
+                        if value > acc[o] || bestAt[o] < 0 { acc[o] = value; bestAt[o] = base + s }
+                    }
+                case .average, .lp:
+                    var power: Float?
+                    if case .lp(let p) = kind { power = p }
+                    for o in 0 ..< outPixels {
+                        let s = Int(sources[tap + o])
+                        if s >= 0 {
+                            let value = v[base + s]
+                            acc[o] += power.map { Foundation.pow(abs(value), $0) } ?? value
+                            count[o] += 1
+                        } else if includePad && inside[tap + o] {
+                            count[o] += 1
+                        }
+                    }
+                }
+            }
+            for o in 0 ..< outPixels {
+                switch kind {
+                case .max:
+                    y[plane * outPixels + o] = acc[o]
+                    var at = max(bestAt[o], 0) - base
                     if columnMajor { at = spatial.indices.reduce(0) { $0 + at / rowStrides[$1] % spatial[$1] * columnStrides[$1] } }
                     indices[plane * outPixels + o] = Int64(base + at)
-                case .average: y[plane * outPixels + o] = acc / Float(max(count, 1))
-                case .lp(let p): y[plane * outPixels + o] = Foundation.pow(acc, 1 / p)
+                case .average: y[plane * outPixels + o] = acc[o] / Float(max(count[o], 1))
+                case .lp(let p): y[plane * outPixels + o] = Foundation.pow(acc[o], 1 / p)
                 }
             }
         }
