@@ -281,8 +281,13 @@ def test_verify_level_4_uses_test_data_sets_and_reports_missing_ops(work):
 
     sequences = os.path.join(WHEEL_DATA, "simple", "test_sequence_model1", "model.onnx")
     tessera("convert", sequences, "-o", tess, "--quiet", "--force")
-    assert "level 4 skipped: the executor lacks SequenceEmpty, SequenceInsert, SequenceAt" in tessera("verify", tess, "--source", sequences).stdout
-    strict = tessera("verify", tess, "--source", sequences, "--min-output-cosine", "0.9", check=False)
+    result = tessera("verify", tess, "--source", sequences, "--min-output-cosine", "0.999999")
+    assert "run on 1 sample(s): test_data_set_0" in result.stdout and "verdict: OK" in result.stdout
+
+    strings = os.path.join(WHEEL_DATA, "simple", "test_strnorm_model_monday_casesensintive_lower", "model.onnx")
+    tessera("convert", strings, "-o", tess, "--quiet", "--force")
+    assert "level 4 skipped: the executor lacks StringNormalizer" in tessera("verify", tess, "--source", strings).stdout
+    strict = tessera("verify", tess, "--source", strings, "--min-output-cosine", "0.9", check=False)
     assert strict.returncode == 1
 
 
