@@ -5,36 +5,34 @@ import Tessera
 enum ElementwiseOps {
     static var table: [String: OpKernel] {
         var t: [String: OpKernel] = [:]
-        // Each function twice: float32 for the float types, float64 for double (the same text).
-        func unary(_ name: String, _ f: @escaping @Sendable (Float) -> Float, _ d: @escaping @Sendable (Double) -> Double) {
-            t[name] = { [try floatMap($0, f, d)] }
-        }
-        unary("Relu", { max($0, 0) }, { max($0, 0) })
-        unary("Sigmoid", sigmoid, sigmoid)
-        unary("Tanh", { Foundation.tanh($0) }, { Foundation.tanh($0) })
-        unary("Erf", { Foundation.erf($0) }, { Foundation.erf($0) })
-        unary("Sqrt", { $0.squareRoot() }, { $0.squareRoot() })
-        unary("Exp", { Foundation.exp($0) }, { Foundation.exp($0) })
-        unary("Log", { Foundation.log($0) }, { Foundation.log($0) })
-        unary("Reciprocal", { 1 / $0 }, { 1 / $0 })
-        unary("Floor", { $0.rounded(.down) }, { $0.rounded(.down) })
-        unary("Ceil", { $0.rounded(.up) }, { $0.rounded(.up) })
-        unary("Softplus", { Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0) }, { Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0) })
-        unary("Softsign", { $0 / (1 + abs($0)) }, { $0 / (1 + abs($0)) })
-        unary("Sin", { Foundation.sin($0) }, { Foundation.sin($0) })
-        unary("Cos", { Foundation.cos($0) }, { Foundation.cos($0) })
-        unary("Tan", { Foundation.tan($0) }, { Foundation.tan($0) })
-        unary("Asin", { Foundation.asin($0) }, { Foundation.asin($0) })
-        unary("Acos", { Foundation.acos($0) }, { Foundation.acos($0) })
-        unary("Atan", { Foundation.atan($0) }, { Foundation.atan($0) })
-        unary("Sinh", { Foundation.sinh($0) }, { Foundation.sinh($0) })
-        unary("Cosh", { Foundation.cosh($0) }, { Foundation.cosh($0) })
-        unary("Asinh", { Foundation.asinh($0) }, { Foundation.asinh($0) })
-        unary("Acosh", { Foundation.acosh($0) }, { Foundation.acosh($0) })
-        unary("Atanh", { Foundation.atanh($0) }, { Foundation.atanh($0) })
-        unary("Round", { $0.rounded(.toNearestOrEven) }, { $0.rounded(.toNearestOrEven) })
-        unary("HardSwish", { $0 * max(0, min(1, $0 / 6 + 0.5)) }, { $0 * max(0, min(1, $0 / 6 + 0.5)) })
-        unary("Mish", { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) }, { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) })
+        // Each function twice, float32 for the float types and float64 for double (the same
+        // text), written in the entry itself so that it compiles into the loop.
+        t["Relu"] = { c in [try floatMap(c, { max($0, 0) }, { max($0, 0) })] }
+        t["Sigmoid"] = { c in [try floatMap(c, sigmoid, sigmoid)] }
+        t["Tanh"] = { c in [try floatMap(c, { Foundation.tanh($0) }, { Foundation.tanh($0) })] }
+        t["Erf"] = { c in [try floatMap(c, { Foundation.erf($0) }, { Foundation.erf($0) })] }
+        t["Sqrt"] = { c in [try floatMap(c, { $0.squareRoot() }, { $0.squareRoot() })] }
+        t["Exp"] = { c in [try floatMap(c, { Foundation.exp($0) }, { Foundation.exp($0) })] }
+        t["Log"] = { c in [try floatMap(c, { Foundation.log($0) }, { Foundation.log($0) })] }
+        t["Reciprocal"] = { c in [try floatMap(c, { 1 / $0 }, { 1 / $0 })] }
+        t["Floor"] = { c in [try floatMap(c, { $0.rounded(.down) }, { $0.rounded(.down) })] }
+        t["Ceil"] = { c in [try floatMap(c, { $0.rounded(.up) }, { $0.rounded(.up) })] }
+        t["Softplus"] = { c in [try floatMap(c, { Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0) }, { Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0) })] }
+        t["Softsign"] = { c in [try floatMap(c, { $0 / (1 + abs($0)) }, { $0 / (1 + abs($0)) })] }
+        t["Sin"] = { c in [try floatMap(c, { Foundation.sin($0) }, { Foundation.sin($0) })] }
+        t["Cos"] = { c in [try floatMap(c, { Foundation.cos($0) }, { Foundation.cos($0) })] }
+        t["Tan"] = { c in [try floatMap(c, { Foundation.tan($0) }, { Foundation.tan($0) })] }
+        t["Asin"] = { c in [try floatMap(c, { Foundation.asin($0) }, { Foundation.asin($0) })] }
+        t["Acos"] = { c in [try floatMap(c, { Foundation.acos($0) }, { Foundation.acos($0) })] }
+        t["Atan"] = { c in [try floatMap(c, { Foundation.atan($0) }, { Foundation.atan($0) })] }
+        t["Sinh"] = { c in [try floatMap(c, { Foundation.sinh($0) }, { Foundation.sinh($0) })] }
+        t["Cosh"] = { c in [try floatMap(c, { Foundation.cosh($0) }, { Foundation.cosh($0) })] }
+        t["Asinh"] = { c in [try floatMap(c, { Foundation.asinh($0) }, { Foundation.asinh($0) })] }
+        t["Acosh"] = { c in [try floatMap(c, { Foundation.acosh($0) }, { Foundation.acosh($0) })] }
+        t["Atanh"] = { c in [try floatMap(c, { Foundation.atanh($0) }, { Foundation.atanh($0) })] }
+        t["Round"] = { c in [try floatMap(c, { $0.rounded(.toNearestOrEven) }, { $0.rounded(.toNearestOrEven) })] }
+        t["HardSwish"] = { c in [try floatMap(c, { $0 * max(0, min(1, $0 / 6 + 0.5)) }, { $0 * max(0, min(1, $0 / 6 + 0.5)) })] }
+        t["Mish"] = { c in [try floatMap(c, { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) }, { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) })] }
         t["Swish"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { $0 * sigmoid(a * $0) }] }
         t["SwiGLU"] = { c in
             let gate = try c.input(0), linear = try c.input(1), alpha = c.float("alpha", 1)
@@ -202,10 +200,18 @@ enum ElementwiseOps {
 
     /// `f` over input 0, which must be a float tensor; the output keeps its type. A double
     /// tensor goes through `d` when given, else through the float32 view.
+    @inline(__always)
     static func floatMap(_ c: NodeContext, _ f: (Float) -> Float, _ d: ((Double) -> Double)? = nil) throws -> Value {
         let x = try c.input(0)
         if let d, let v = x.doubles { return Value(v.map(d), shape: x.shape) }
-        return Value(try c.floats(0).map(f), shape: x.shape, type: x.type)
+        let v = try c.floats(0)
+        let y = [Float](unsafeUninitializedCapacity: v.count) { out, initialized in
+            v.withUnsafeBufferPointer { v in
+                for i in 0 ..< v.count { (out.baseAddress! + i).initialize(to: f(v[i])) }
+            }
+            initialized = v.count
+        }
+        return Value(y, shape: x.shape, type: x.type)
     }
 
     /// An op exact in either precision (Neg, Abs, Sign): written once on Double.
