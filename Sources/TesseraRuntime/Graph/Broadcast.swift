@@ -44,14 +44,25 @@ enum Broadcast {
     /// Flat source indices of a strided walk over `shape` (row-major), starting at `base`
     /// (broadcasting: zero strides; `Value.walking` gathers such a walk without the indices).
     static func walk(_ shape: [Int], strides: [Int], base: Int) -> [Int] {
-        let count = shape.reduce(1, *)
-        var out = [Int](repeating: 0, count: count)
-        guard count > 0 else { return out }
-        var position = [Int](repeating: 0, count: shape.count)
-        var offset = base
-        for i in 0 ..< count {
-            out[i] = offset
-            var axis = shape.count - 1
+        var out: [Int] = []
+        out.reserveCapacity(shape.reduce(1, *))
+        let n = shape.last ?? 1, step = strides.last ?? 0
+        forEachRow(shape, strides: strides, base: base) { offset in
+            for j in 0 ..< n { out.append(offset + j * step) }
+        }
+        return out
+    }
+
+    /// `body(offset)` for each row of the last axis of `shape`, in row-major order: `offset`
+    /// is `base` plus the row's coordinates times `strides`. A scalar is one row.
+    @inline(__always)
+    static func forEachRow(_ shape: [Int], strides: [Int], base: Int, _ body: (Int) -> Void) {
+        guard !shape.contains(0) else { return }
+        let outer = shape.count - 1
+        var position = [Int](repeating: 0, count: max(outer, 0)), offset = base
+        for _ in 0 ..< shape.dropLast().reduce(1, *) {
+            body(offset)
+            var axis = outer - 1
             while axis >= 0 {
                 position[axis] += 1
                 offset += strides[axis]
@@ -61,7 +72,6 @@ enum Broadcast {
                 axis -= 1
             }
         }
-        return out
     }
 
     /// `f` on every pair of broadcast elements.

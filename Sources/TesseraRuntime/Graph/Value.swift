@@ -145,28 +145,13 @@ public struct Value: Sendable {
     func walking(_ shape: [Int], strides: [Int], base: Int) -> Value {
         let count = shape.reduce(1, *)
         func gather<T>(_ v: [T]) -> [T] {
-            guard count > 0 else { return [] }
-            guard let last = shape.indices.last else { return [v[base]] }
-            let n = shape[last], step = strides[last]
+            let n = shape.last ?? 1, step = strides.last ?? 0
             return [T](unsafeUninitializedCapacity: count) { out, initialized in
                 v.withUnsafeBufferPointer { source in
-                    var position = [Int](repeating: 0, count: last), offset = base, i = 0
-                    for _ in 0 ..< count / n {
-                        var p = offset
-                        for _ in 0 ..< n {
-                            (out.baseAddress! + i).initialize(to: source[p])
-                            p += step
-                            i += 1
-                        }
-                        var axis = last - 1
-                        while axis >= 0 {
-                            position[axis] += 1
-                            offset += strides[axis]
-                            if position[axis] < shape[axis] { break }
-                            offset -= strides[axis] * shape[axis]
-                            position[axis] = 0
-                            axis -= 1
-                        }
+                    var i = 0
+                    Broadcast.forEachRow(shape, strides: strides, base: base) { offset in
+                        for j in 0 ..< n { (out.baseAddress! + i + j).initialize(to: source[offset + j * step]) }
+                        i += n
                     }
                 }
                 initialized = count
