@@ -307,7 +307,10 @@ enum ElementwiseOps {
             let (z, shape) = try Broadcast.apply(x, a.shape, y, b.shape) { g($0 ? 1 : 0, $1 ? 1 : 0) }
             return Value(z, shape: shape)
         default:
-            let (z, shape) = try Broadcast.apply(a.asDoubles, a.shape, b.asDoubles, b.shape, f)   // exact for float32 too
+            // Float32 operands compare as they are (widening to float64 is exact, so no copy is needed).
+            let (z, shape) = a.type == .double || b.type == .double
+                ? try Broadcast.apply(a.asDoubles, a.shape, b.asDoubles, b.shape, f)
+                : try Broadcast.apply(a.asFloats, a.shape, b.asFloats, b.shape) { f(Double($0), Double($1)) }
             return Value(z, shape: shape)
         }
     }
