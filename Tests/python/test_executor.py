@@ -214,6 +214,95 @@ def test_float64_is_computed_in_float64(work):
     assert got["d"][0, 0] != 0
 
 
+def _gelu(x):
+    from math import erf
+    return 0.5 * x * (1 + np.vectorize(erf)(x / np.sqrt(2)))
+
+
+def _lrn(x, size=3, alpha=1e-4, beta=0.75, bias=1.0):
+    squares = np.zeros_like(x)
+    for c in range(x.shape[1]):
+        squares[:, c] = (x[:, max(0, c - (size - 1) // 2): c + size // 2 + 1] ** 2).sum(1)
+    return x / (bias + alpha / size * squares) ** beta
+
+
+def _group_norm(x, scale, bias, groups=2, epsilon=float(np.float32(1e-5))):
+    g = x.reshape(x.shape[0], groups, -1)
+    normal = ((g - g.mean(2, keepdims=True)) / np.sqrt(g.var(2, keepdims=True) + epsilon)).reshape(x.shape)
+    return normal * scale[None, :, None] + bias[None, :, None]
+
+
+def _f64_cases():
+    """(op, inputs, attributes, opset, oracle) for each op family with a float64 path beyond the
+    basic ones above. Inputs carry all 53 bits, so a path through float32 is off by about 1e-8.
+    The oracle is onnx's reference implementation, or onnxruntime ("ort") where the reference
+    computes in float32 (its function bodies' float constants) and onnxruntime has a float64
+    kernel, or numpy."""
+    rng = np.random.default_rng(7)
+    d = lambda *shape: rng.standard_normal(shape)
+    image, close = d(1, 2, 5, 5), np.array([[1.0, 1.0 + 1e-12, 1.0 - 1e-12]])
+    cases = [(op, [d(3, 4)], attrs, 22, "ref") for op, attrs in [
+        ("Elu", {"alpha": 0.7}), ("Selu", {}), ("LeakyRelu", {"alpha": 0.3}), ("HardSigmoid", {}),
+        ("Celu", {"alpha": 1.5}), ("ThresholdedRelu", {"alpha": 0.1}), ("Shrink", {"bias": 0.25, "lambd": 0.3}),
+        ("LpNormalization", {"axis": 1})]]
+    x = d(3, 4)
+    cases += [
+        ("Gelu", [x], {}, 20, lambda x: _gelu(x)),
+        ("Gelu", [x], {"approximate": "tanh"}, 20, lambda x: 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))),
+        ("MeanVarianceNormalization", [x], {"axes": [1]}, 13, lambda x: (x - x.mean(1, keepdims=True)) / (x.std(1, keepdims=True) + 1e-9)),
+        ("Hardmax", [close], {}, 13, "ref"), ("ArgMax", [close], {"axis": 1}, 13, "ref"), ("TopK", [close, np.array([2])], {}, 11, "ref"),
+        ("Unique", [np.array([1.0, 1.0 + 1e-12, 1.0])], {}, 11, "ref"), ("NonZero", [np.array([0.0, 1e-50, 1e300])], {}, 13, "ref"),
+        ("IsInf", [np.array([1e300, -np.inf, 1.0])], {}, 20, "ref"), ("Range", [np.array(0.1), np.array(1.0), np.array(0.3)], {}, 11, "ref"),
+        ("LayerNormalization", [d(2, 6), d(6), d(6)], {}, 17, "ort"), ("RMSNormalization", [d(2, 6), d(6)], {}, 23, "ref"),
+        ("GroupNormalization", [d(2, 4, 3), d(4), d(4)], {"num_groups": 2}, 21, _group_norm),   # onnxruntime's rounds to float32
+        ("BatchNormalization", [image, d(2), d(2), d(2), np.abs(d(2))], {}, 15, "ref"),
+        ("InstanceNormalization", [image, d(2), d(2)], {}, 6, "ref"), ("LRN", [image], {"size": 3}, 13, _lrn),
+        ("MaxPool", [image], {"kernel_shape": [2, 2]}, 12, "ref"),
+        ("AveragePool", [image], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, 19, "ref"),
+        ("LpPool", [image], {"kernel_shape": [2, 2], "p": 3}, 18, "ref"), ("GlobalAveragePool", [image], {}, 1, "ref"),
+        ("GlobalMaxPool", [image], {}, 1, "ref"),
+        ("Conv", [image, d(3, 2, 3, 3), d(3)], {"pads": [1, 1, 1, 1]}, 11, "ref"),
+        ("Conv", [image, d(2, 1, 3, 3)], {"group": 2, "strides": [2, 2]}, 11, "ref"),
+        ("ConvTranspose", [image, d(2, 3, 3, 3), d(3)], {"strides": [2, 2]}, 11, "ref"),
+        ("Col2Im", [d(1, 8, 4), np.array([3, 3]), np.array([2, 2])], {}, 18, "ref"),
+        ("Einsum", [d(3, 4), d(4, 5)], {"equation": "ij,jk->ik"}, 12, "ref"), ("Det", [d(2, 3, 3)], {}, 11, "ref"),
+        ("GridSample", [image, rng.uniform(-1, 1, (1, 3, 3, 2))], {"mode": "linear"}, 20, "ort"),
+        ("AffineGrid", [d(1, 2, 3), np.array([1, 2, 4, 4])], {}, 20, "ort"),
+        ("Resize", [image, np.array([]), np.array([1, 1, 2.0, 2.0])], {"mode": "linear"}, 19, "ref"),
+        ("DFT", [d(1, 8, 1), np.array(8), np.array(1)], {}, 20, "ref"),
+        ("HannWindow", [np.array(7)], {"output_datatype": TensorProto.DOUBLE}, 17, "ref"),
+        ("RoiAlign", [image, np.array([[0.3, 0.7, 3.1, 4.2]]) + d(1, 4) * 1e-3, np.array([0])],
+         {"output_height": 2, "output_width": 2, "sampling_ratio": 2}, 16, "ref"),
+        ("NonMaxSuppression", [np.array([[[0.0, 0, 1, 1], [0.5, 0.5, 1.5, 1.5]]]), np.array([[[1.0, 1.0 + 1e-12]]]), np.array([1]),
+          np.array([0.5]), np.array([0.0])], {}, 11, "ref"),
+        ("NegativeLogLikelihoodLoss", [d(3, 4), np.array([0, 3, 1]), np.abs(d(4))], {}, 13, "ref"),
+        ("SoftmaxCrossEntropyLoss", [d(3, 4), np.array([0, 3, 1])], {"reduction": "sum"}, 13, "ref")]
+    return cases
+
+
+@pytest.mark.parametrize("op, inputs, attributes, opset, oracle", _f64_cases(), ids=lambda v: v if isinstance(v, str) else "")
+def test_more_float64_ops_compute_in_float64(work, op, inputs, attributes, opset, oracle):
+    from onnx.reference import ReferenceEvaluator
+    names = [f"i{k}" for k in range(len(inputs))]
+    infos = [helper.make_tensor_value_info(n, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for n, v in zip(names, inputs)]
+    node = helper.make_node(op, names, ["y"], **attributes)
+    # onnxruntime needs the output's type; the reference infers it (some outputs are integers).
+    output = helper.make_tensor_value_info("y", TensorProto.DOUBLE if oracle == "ort" else TensorProto.UNDEFINED, None)
+    graph = helper.make_graph([node], "f64", infos, [output])
+    model = work / "f64.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)]), model)
+    feeds = dict(zip(names, inputs))
+    if oracle == "ref":
+        expected = ReferenceEvaluator(str(model)).run(None, feeds)[0]
+    elif oracle == "ort":
+        expected = ort_run(str(model), feeds)["y"]
+    else:
+        expected = oracle(*inputs)
+    got = tessera_run(model, feeds, work)["y"]
+    assert got.dtype == expected.dtype, (got.dtype, expected.dtype)
+    np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-14)
+
+
 def test_missing_ops_are_all_named_before_running(work):
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("ImageDecoder", ["a"], ["b"]),
              helper.make_node("StringNormalizer", ["b"], ["c"]), helper.make_node("ImageDecoder", ["c"], ["y"])]

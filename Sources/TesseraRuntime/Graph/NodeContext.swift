@@ -69,6 +69,18 @@ struct NodeContext {
         return f
     }
 
+    /// Input `i` (a float tensor) in precision `T`: ops generic over their precision read it so.
+    func floats<T: BinaryFloatingPoint>(_ i: Int, as _: T.Type) throws -> [T] {
+        let v = try input(i)
+        switch v.elements {
+        case .float, .double: return v.floating(T.self)
+        default: throw RuntimeError(.unsupportedType, "input \(i) is \(v.type); this op computes on float tensors")
+        }
+    }
+
+    /// Whether input `i` is float64: then a generic op runs in Double.
+    func isDouble(_ i: Int) -> Bool { (try? input(i))?.type == .double }
+
     func attribute(_ name: String) -> ONNXGraph.Attribute? { node.attributes[name] }
 
     func int(_ name: String, _ fallback: Int) -> Int {

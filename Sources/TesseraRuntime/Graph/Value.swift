@@ -4,10 +4,10 @@ import Tessera
 /// in `Double`, the other float types in `Float`, integer types in `Int64`, booleans as `Bool`;
 /// `type` keeps the ONNX element type so that outputs and `Cast` keep their declared types.
 ///
-/// Data movement (every layout, gather and scatter op) and the elementwise, comparison,
-/// reduction, MatMul, Gemm, Softmax and Cast ops compute float64 in float64. Other ops read
-/// float64 inputs through the float32 view (`floats`), and their float64 outputs are stored
-/// back as float64 (`representable`).
+/// Ops compute float64 in float64: most through `floating(Double.self)` and a body generic over
+/// the precision, or by computing in Double for every type (`Value(computed:)`). The recurrent
+/// and attention ops and CausalConvWithState read float64 inputs through the float32 view
+/// (`floats`), and their float64 outputs are stored back as float64 (`representable`).
 public struct Value: Sendable {
     public enum Elements: Sendable {
         case float([Float])
@@ -34,6 +34,18 @@ public struct Value: Sendable {
 
     public init(_ doubles: [Double], shape: [Int]) {
         type = .double; self.shape = shape; elements = .double(doubles)
+    }
+
+    /// A float result of an op generic over its precision: float64 when computed in Double,
+    /// else `type` (a float32-computed type).
+    init<T: BinaryFloatingPoint>(floating v: [T], shape: [Int], type: DataType) {
+        if T.self == Double.self { self.init(v as! [Double], shape: shape) } else { self.init(T.self == Float.self ? v as! [Float] : v.map(Float.init), shape: shape, type: type) }
+    }
+
+    /// Float results an op computed in Double, stored as `type` holds them: float64 as they
+    /// are, other float types through float32.
+    init(computed d: [Double], shape: [Int], type: DataType) {
+        if type == .double { self.init(d, shape: shape) } else { self.init(d.map(Float.init), shape: shape, type: type) }
     }
 
     public var count: Int { shape.reduce(1, *) }
@@ -104,6 +116,15 @@ public struct Value: Sendable {
         }
     }
     var doubles: [Double]? { if case .double(let v) = elements { return v } else { return nil } }
+
+    /// Elements in the precision an op computes in: `Double` reads float64 exactly (and
+    /// integers up to 2^53), `Float` is the float32 view. Ops generic over the two are called
+    /// with Double for float64 inputs (`NodeContext.isDouble`).
+    func floating<T: BinaryFloatingPoint>(_: T.Type) -> [T] {
+        if T.self == Double.self { return asDoubles as! [T] }
+        if T.self == Float.self { return asFloats as! [T] }
+        return asDoubles.map(T.init)
+    }
     var ints: [Int64]? { if case .int(let v) = elements { return v } else { return nil } }
     var bools: [Bool]? { if case .bool(let v) = elements { return v } else { return nil } }
 

@@ -4,7 +4,8 @@ import Tessera
 /// weight `[C, M/group, k...]`, into the output window it maps to (the adjoint of Conv).
 enum ConvTransposeOps {
     static var table: [String: OpKernel] {
-        ["ConvTranspose": { [try convTranspose($0)] }]
+        // Generic over the precision: float64 in Double, the rest in Float.
+        ["ConvTranspose": { c in [try c.isDouble(0) ? convTranspose(c, Double.self) : convTranspose(c, Float.self)] }]
     }
 
     /// Output extents and leading pads, from `output_shape` (or auto_pad) or from `pads`.
@@ -48,9 +49,9 @@ enum ConvTransposeOps {
         }
     }
 
-    static func convTranspose(_ c: NodeContext) throws -> Value {
+    static func convTranspose<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type) throws -> Value {
         let x = try c.input(0), w = try c.input(1)
-        let input = try c.floats(0), weights = try c.floats(1)
+        let input = try c.floats(0, as: T.self), weights = try c.floats(1, as: T.self)
         let r = x.shape.count - 2
         guard r >= 1, w.shape.count == r + 2 else { throw RuntimeError(.badShape, "ConvTranspose of \(x.shape) with weight \(w.shape)") }
         let (batch, channels) = (x.shape[0], x.shape[1]), groups = c.int("group", 1)
@@ -76,8 +77,8 @@ enum ConvTransposeOps {
                 if inside { target[p * taps + t] = flat }
             }
         }
-        var y = [Float](repeating: 0, count: try elementCount([batch, outChannels] + g.output))
-        if let bias = c.optionalInput(2)?.asFloats {
+        var y = [T](repeating: 0, count: try elementCount([batch, outChannels] + g.output))
+        if let bias = c.optionalInput(2)?.floating(T.self) {
             guard bias.count == outChannels else { throw RuntimeError(.badShape, "bias has \(bias.count) values for \(outChannels) output channels") }
             for n in 0 ..< batch { for m in 0 ..< outChannels { for o in 0 ..< outPixels { y[(n * outChannels + m) * outPixels + o] = bias[m] } } }
         }
@@ -101,6 +102,6 @@ enum ConvTransposeOps {
                 }
             }
         }
-        return Value(y, shape: [batch, outChannels] + g.output, type: x.type)
+        return Value(floating: y, shape: [batch, outChannels] + g.output, type: x.type)
     }
 }

@@ -9,11 +9,15 @@ enum ConvolutionOps {
     static var table: [String: OpKernel] {
         var t: [String: OpKernel] = [:]
         t["Conv"] = { [try conv($0)] }
-        t["MaxPool"] = { c in try pool(c, .max) }
-        t["AveragePool"] = { c in try pool(c, .average) }
-        t["LpPool"] = { c in try pool(c, .lp(Float(c.int("p", 2)))) }
-        t["GlobalAveragePool"] = { [try globalPool($0, average: true)] }
-        t["GlobalMaxPool"] = { [try globalPool($0, average: false)] }
+        // Pooling is generic over the precision: float64 in Double, the rest in Float.
+        t["MaxPool"] = { c in try c.isDouble(0) ? pool(c, .max, Double.self) : pool(c, .max, Float.self) }
+        t["AveragePool"] = { c in try c.isDouble(0) ? pool(c, .average, Double.self) : pool(c, .average, Float.self) }
+        t["LpPool"] = { c in
+            let p = Double(c.int("p", 2))
+            return try c.isDouble(0) ? pool(c, .lp(p), Double.self) : pool(c, .lp(p), Float.self)
+        }
+        t["GlobalAveragePool"] = { c in [try c.isDouble(0) ? globalPool(c, average: true, Double.self) : globalPool(c, average: true, Float.self)] }
+        t["GlobalMaxPool"] = { c in [try c.isDouble(0) ? globalPool(c, average: false, Double.self) : globalPool(c, average: false, Float.self)] }
         t["CausalConvWithState"] = { c in try causalConvWithState(c) }
         return t
     }
@@ -136,7 +140,6 @@ enum ConvolutionOps {
 
     static func conv(_ c: NodeContext) throws -> Value {
         let x = try c.input(0)
-        let input = try c.floats(0)
         guard x.shape.count >= 3 else { throw RuntimeError(.badShape, "Conv input \(x.shape) needs [N, C, spatial...]") }
         let weightShape = try c.weight?.tensor.shape ?? c.input(1).shape
         guard weightShape.count == x.shape.count else { throw RuntimeError(.badShape, "weight \(weightShape) does not fit input \(x.shape)") }
@@ -144,27 +147,40 @@ enum ConvolutionOps {
         let plan = c.weight != nil || c.isConstant(1) ? try c.cache.value(for: x.shape + weightShape) { try ConvPlan(c, input: x.shape, weight: weightShape) }
             : try ConvPlan(c, input: x.shape, weight: weightShape)
         let s = plan.shape
-        var y = [Float](repeating: 0, count: try elementCount([s.batch, s.outChannels] + plan.window.output))
-        let bias = c.optionalInput(2)?.asFloats
-        if let bias, bias.count != s.outChannels {
+        let shape = [s.batch, s.outChannels] + plan.window.output
+        if let bias = c.optionalInput(2), bias.count != s.outChannels {
             throw RuntimeError(.badShape, "bias has \(bias.count) values for \(s.outChannels) output channels")
         }
-        for channel in 0 ..< s.outChannels {
-            let b = bias?[channel] ?? 0
-            for n in 0 ..< s.batch {
-                let base = (n * s.outChannels + channel) * s.outPixels
-                for o in 0 ..< s.outPixels { y[base + o] = b }
-            }
+        // Float64 (whose weights are never stored kernels) convolves directly in Double.
+        if x.type == .double {
+            var y = try biased(c, Double.self, s, count: elementCount(shape))
+            direct(try c.floats(0, as: Double.self), try c.floats(1, as: Double.self), s, plan.sources, into: &y)
+            return Value(y, shape: shape)
         }
+        let input = try c.floats(0)
+        var y = try biased(c, Float.self, s, count: elementCount(shape))
         if let op = c.weight {
             try kn2row(input, op, s, plan.sources, into: &y, threads: c.threads)
         } else if s.groupIn == 1 {
-            depthwise(input, try c.floats(1), s, plan.sources, into: &y)
+            direct(input, try c.floats(1), s, plan.sources, into: &y)
         } else {
             let operators = try plan.operators ?? ConvPlan.operators(try c.floats(1), s, name: c.node.outputs.first ?? "")
             try im2col(input, operators, s, plan.sources, into: &y, threads: c.threads)
         }
-        return Value(y, shape: [s.batch, s.outChannels] + plan.window.output, type: x.type)
+        return Value(y, shape: shape, type: x.type)
+    }
+
+    /// The output filled with each channel's bias (zeros without one).
+    static func biased<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type, _ s: Geometry, count: Int) -> [T] {
+        var y = [T](repeating: 0, count: count)
+        guard let bias = c.optionalInput(2)?.floating(T.self) else { return y }
+        for n in 0 ..< s.batch {
+            for channel in 0 ..< s.outChannels {
+                let base = (n * s.outChannels + channel) * s.outPixels
+                for o in 0 ..< s.outPixels { y[base + o] = bias[channel] }
+            }
+        }
+        return y
     }
 
     /// What a Conv node needs besides its input: the window, its tap-by-pixel source table and,
@@ -187,7 +203,7 @@ enum ConvolutionOps {
             shape = Geometry(batch: batch, channels: channels, outChannels: outChannels, groups: groups,
                              pixels: input.dropFirst(2).reduce(1, *), taps: window.taps, outPixels: window.outputCount)
             let denseGEMM = c.weight == nil && shape.groupIn > 1
-            operators = denseGEMM && c.isConstant(1) ? try Self.operators(try c.floats(1), shape, name: c.node.outputs.first ?? "") : nil
+            operators = denseGEMM && c.isConstant(1) && !c.isDouble(1) ? try Self.operators(try c.floats(1), shape, name: c.node.outputs.first ?? "") : nil
         }
 
         /// A dense float weight [Cout, Cin/g, k...] is, per group, a contiguous [Cout/g, Cin/g · taps] matrix.
@@ -250,20 +266,24 @@ enum ConvolutionOps {
 
     /// One input channel per group (depthwise, with any channel multiplier): each output plane
     /// adds, tap by tap, the weight times the input pixel that tap reads.
-    static func depthwise(_ input: [Float], _ w: [Float], _ s: Geometry, _ sources: [Int32], into y: inout [Float]) {
+    /// Direct convolution over the tap table, tap by tap across an output plane: depthwise
+    /// convolutions (one input channel per group), and every float64 Conv.
+    static func direct<T: BinaryFloatingPoint>(_ input: [T], _ w: [T], _ s: Geometry, _ sources: [Int32], into y: inout [T]) {
         let pixels = s.outPixels
         input.withUnsafeBufferPointer { input in
             sources.withUnsafeBufferPointer { sources in
                 y.withUnsafeMutableBufferPointer { y in
                     for n in 0 ..< s.batch {
                         for channel in 0 ..< s.outChannels {
-                            let plane = input.baseAddress! + (n * s.channels + channel / s.groupOut) * s.pixels
                             let out = y.baseAddress! + (n * s.outChannels + channel) * pixels
-                            for t in 0 ..< s.taps {
-                                let weight = w[channel * s.taps + t], tap = sources.baseAddress! + t * pixels
-                                for o in 0 ..< pixels {
-                                    let source = Int(tap[o])
-                                    if source >= 0 { out[o] += weight * plane[source] }
+                            for ci in 0 ..< s.groupIn {
+                                let plane = input.baseAddress! + (n * s.channels + channel / s.groupOut * s.groupIn + ci) * s.pixels
+                                for t in 0 ..< s.taps {
+                                    let weight = w[(channel * s.groupIn + ci) * s.taps + t], tap = sources.baseAddress! + t * pixels
+                                    for o in 0 ..< pixels {
+                                        let source = Int(tap[o])
+                                        if source >= 0 { out[o] += weight * plane[source] }
+                                    }
                                 }
                             }
                         }
@@ -306,15 +326,15 @@ enum ConvolutionOps {
         }
     }
 
-    enum Pooling { case max, average, lp(Float) }
+    enum Pooling { case max, average, lp(Double) }
 
     /// MaxPool (with its optional indices output: flat positions in the input, row-major),
     /// AveragePool and LpPool ((Σ|x|^p)^(1/p), padding counting as zero).
-    static func pool(_ c: NodeContext, _ kind: Pooling) throws -> [Value] {
+    static func pool<T: BinaryFloatingPoint>(_ c: NodeContext, _ kind: Pooling, _: T.Type) throws -> [Value] {
         let x = try c.input(0)
         var isMax = false
         if case .max = kind { isMax = true }
-        let v = isMax ? x.asFloats : try c.floats(0)   // MaxPool also takes 8-bit integers
+        let v = isMax ? x.floating(T.self) : try c.floats(0, as: T.self)   // MaxPool also takes 8-bit integers
         guard x.shape.count >= 3, let kernel = c.ints("kernel_shape") else { throw RuntimeError(.badShape, "pool needs [N, C, spatial...] and kernel_shape") }
         let window = try Window(c, input: Array(x.shape.dropFirst(2)), kernel: kernel, ceilMode: c.int("ceil_mode", 0) != 0)
         var includePad = false
@@ -326,10 +346,10 @@ enum ConvolutionOps {
         let rowStrides = Broadcast.strides(spatial), columnMajor = c.int("storage_order", 0) != 0
         let (sources, inside) = try c.cache.value(for: x.shape) { window.sources(countPadding: includePad) }
         let planes = x.shape[0] * x.shape[1], pixels = x.shape.dropFirst(2).reduce(1, *), outPixels = window.outputCount
-        var y = [Float](repeating: 0, count: try elementCount([planes] + window.output))
+        var y = [T](repeating: 0, count: try elementCount([planes] + window.output))
         var indices = [Int64](repeating: 0, count: y.count)
         // Tap by tap over all of a plane's output pixels: the inner loops run over pixels.
-        var acc = [Float](repeating: 0, count: outPixels), count = [Int](repeating: 0, count: outPixels)
+        var acc = [T](repeating: 0, count: outPixels), count = [Int](repeating: 0, count: outPixels)
         var bestAt = [Int](repeating: -1, count: outPixels)
         for plane in 0 ..< planes {
             let base = plane * pixels
@@ -345,13 +365,13 @@ enum ConvolutionOps {
                         if value > acc[o] || bestAt[o] < 0 { acc[o] = value; bestAt[o] = base + s }
                     }
                 case .average, .lp:
-                    var power: Float?
+                    var power: Double?
                     if case .lp(let p) = kind { power = p }
                     for o in 0 ..< outPixels {
                         let s = Int(sources[tap + o])
                         if s >= 0 {
                             let value = v[base + s]
-                            acc[o] += power.map { Foundation.pow(abs(value), $0) } ?? value
+                            acc[o] += power.map { T(Foundation.pow(Double(abs(value)), $0)) } ?? value
                             count[o] += 1
                         } else if includePad && inside[tap + o] {
                             count[o] += 1
@@ -366,25 +386,25 @@ enum ConvolutionOps {
                     var at = max(bestAt[o], 0) - base
                     if columnMajor { at = spatial.indices.reduce(0) { $0 + at / rowStrides[$1] % spatial[$1] * columnStrides[$1] } }
                     indices[plane * outPixels + o] = Int64(base + at)
-                case .average: y[plane * outPixels + o] = acc[o] / Float(max(count[o], 1))
-                case .lp(let p): y[plane * outPixels + o] = Foundation.pow(acc[o], 1 / p)
+                case .average: y[plane * outPixels + o] = acc[o] / T(max(count[o], 1))
+                case .lp(let p): y[plane * outPixels + o] = T(Foundation.pow(Double(acc[o]), 1 / p))
                 }
             }
         }
         let shape = Array(x.shape.prefix(2)) + window.output
-        let pooled = try Value(y, shape: shape).cast(to: x.type)
+        let pooled = try Value(floating: y, shape: shape, type: .float).cast(to: x.type)
         return [pooled, Value(indices, shape: shape)]
     }
 
-    static func globalPool(_ c: NodeContext, average: Bool) throws -> Value {
+    static func globalPool<T: BinaryFloatingPoint>(_ c: NodeContext, average: Bool, _: T.Type) throws -> Value {
         let x = try c.input(0)
-        let v = try c.floats(0)
+        let v = try c.floats(0, as: T.self)
         guard x.shape.count >= 2 else { throw RuntimeError(.badShape, "pool needs [N, C, ...]") }
         let pixels = x.shape.dropFirst(2).reduce(1, *)
         let y = (0 ..< x.shape[0] * x.shape[1]).map { plane in
             let run = v[plane * pixels ..< (plane + 1) * pixels]
-            return average ? run.reduce(0, +) / Float(max(pixels, 1)) : (run.max() ?? -.infinity)
+            return average ? run.reduce(0, +) / T(max(pixels, 1)) : (run.max() ?? -.infinity)
         }
-        return Value(y, shape: Array(x.shape.prefix(2)) + [Int](repeating: 1, count: x.shape.count - 2), type: x.type)
+        return Value(floating: y, shape: Array(x.shape.prefix(2)) + [Int](repeating: 1, count: x.shape.count - 2), type: x.type)
     }
 }

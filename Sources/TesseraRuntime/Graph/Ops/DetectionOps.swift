@@ -16,12 +16,13 @@ enum DetectionOps {
         }
         let (batches, classes, count) = (scores.shape[0], scores.shape[1], scores.shape[2])
         let limit = max(Int(c.optionalInput(2)?.asInts.first ?? 0), 0)
-        let iouThreshold = c.optionalInput(3)?.asFloats.first ?? 0
-        let scoreThreshold = c.optionalInput(4)?.asFloats.first
+        // Boxes and scores are read in Double (exact for float32): float64 ones keep their precision.
+        let iouThreshold = c.optionalInput(3)?.asDoubles.first ?? 0
+        let scoreThreshold = c.optionalInput(4)?.asDoubles.first
         let centered = c.int("center_point_box", 0) != 0
-        let b = boxes.asFloats, s = scores.asFloats
+        let b = boxes.asDoubles, s = scores.asDoubles
         /// (x min, y min, x max, y max) of box i of a batch.
-        func corners(_ batch: Int, _ i: Int) -> (Float, Float, Float, Float) {
+        func corners(_ batch: Int, _ i: Int) -> (Double, Double, Double, Double) {
             let p = (batch * count + i) * 4
             if centered {
                 let (x, y, w, h) = (b[p], b[p + 1], b[p + 2] / 2, b[p + 3] / 2)
@@ -74,8 +75,8 @@ enum DetectionOps {
         guard outH > 0, outW > 0, ratio >= 0, mode == "avg" || mode == "max" else {
             throw RuntimeError(.badGraph, "RoiAlign needs positive output sizes, a sampling_ratio >= 0 and mode avg or max")
         }
-        let v = x.asFloats, boxes = rois.asFloats.map(Double.init)
-        var out = [Float](repeating: 0, count: try elementCount([rois.shape[0], channels, outH, outW]))
+        let v = x.asDoubles, boxes = rois.asDoubles
+        var out = [Double](repeating: 0, count: try elementCount([rois.shape[0], channels, outH, outW]))
         for r in 0 ..< rois.shape[0] {
             let image = Int(batchIndices[r])
             guard image >= 0, image < x.shape[0] else { throw RuntimeError(.badShape, "batch index \(image) is outside \(x.shape[0]) images") }
@@ -115,7 +116,7 @@ enum DetectionOps {
                 for bin in 0 ..< outH * outW {
                     var value = 0.0, first = true
                     for s in samples[bin * gridH * gridW ..< (bin + 1) * gridH * gridW] {
-                        let corners = (0 ..< 4).map { s.weights[$0] * Double(v[plane + s.positions[$0]]) }
+                        let corners = (0 ..< 4).map { s.weights[$0] * v[plane + s.positions[$0]] }
                         if mode == "avg" {
                             value += corners.reduce(0, +)
                         } else {
@@ -123,10 +124,10 @@ enum DetectionOps {
                             first = false
                         }
                     }
-                    out[((r * channels + ch) * outH * outW) + bin] = Float(mode == "avg" ? value / count : value)
+                    out[((r * channels + ch) * outH * outW) + bin] = mode == "avg" ? value / count : value
                 }
             }
         }
-        return Value(out, shape: [rois.shape[0], channels, outH, outW], type: x.type)
+        return Value(computed: out, shape: [rois.shape[0], channels, outH, outW], type: x.type)
     }
 }

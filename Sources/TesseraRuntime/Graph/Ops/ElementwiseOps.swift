@@ -33,48 +33,72 @@ enum ElementwiseOps {
         t["Round"] = { c in [try floatMap(c, { $0.rounded(.toNearestOrEven) }, { $0.rounded(.toNearestOrEven) })] }
         t["HardSwish"] = { c in [try floatMap(c, { $0 * max(0, min(1, $0 / 6 + 0.5)) }, { $0 * max(0, min(1, $0 / 6 + 0.5)) })] }
         t["Mish"] = { c in [try floatMap(c, { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) }, { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) })] }
-        t["Swish"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { $0 * sigmoid(a * $0) }] }
+        // Attributes are float32; float64 inputs compute with them widened.
+        t["Swish"] = { c in
+            let a = c.float("alpha", 1), d = Double(a)
+            return [try floatMap(c, { $0 * sigmoid(a * $0) }, { $0 * sigmoid(d * $0) })]
+        }
         t["SwiGLU"] = { c in
             let gate = try c.input(0), linear = try c.input(1), alpha = c.float("alpha", 1)
             guard gate.shape == linear.shape else { throw RuntimeError(.badShape, "SwiGLU's A \(gate.shape) and B \(linear.shape) differ (it does not broadcast)") }
+            if gate.type == .double {
+                let d = Double(alpha)
+                return [Value(zip(try c.floats(0, as: Double.self), try c.floats(1, as: Double.self)).map { $0 * sigmoid(d * $0) * $1 }, shape: gate.shape)]
+            }
             let a = try c.floats(0), b = try c.floats(1)
             return [Value(zip(a, b).map { $0 * sigmoid(alpha * $0) * $1 }, shape: gate.shape, type: gate.type)]
         }
-        t["Celu"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { max(0, $0) + min(0, a * (Foundation.exp($0 / a) - 1)) }] }
-        t["ThresholdedRelu"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { $0 > a ? $0 : 0 }] }
-        t["IsNaN"] = { c in let x = try c.input(0); return [Value(try c.floats(0).map(\.isNaN), shape: x.shape)] }
+        t["Celu"] = { c in
+            let a = c.float("alpha", 1), d = Double(a)
+            return [try floatMap(c, { max(0, $0) + min(0, a * (Foundation.exp($0 / a) - 1)) }, { max(0, $0) + min(0, d * (Foundation.exp($0 / d) - 1)) })]
+        }
+        t["ThresholdedRelu"] = { c in
+            let a = c.float("alpha", 1), d = Double(a)
+            return [try floatMap(c, { $0 > a ? $0 : 0 }, { $0 > d ? $0 : 0 })]
+        }
+        // Read in float64 (exact for float32 too): a float64 beyond float32's range is not infinite.
+        t["IsNaN"] = { c in let x = try c.input(0); return [Value(try c.floats(0, as: Double.self).map(\.isNaN), shape: x.shape)] }
         t["IsInf"] = { c in
             let x = try c.input(0), negative = c.int("detect_negative", 1) != 0, positive = c.int("detect_positive", 1) != 0
-            return [Value(try c.floats(0).map { $0.isInfinite && ($0 < 0 ? negative : positive) }, shape: x.shape)]
+            return [Value(try c.floats(0, as: Double.self).map { $0.isInfinite && ($0 < 0 ? negative : positive) }, shape: x.shape)]
         }
-        t["Elu"] = { c in let a = c.float("alpha", 1); return [try floatMap(c) { $0 >= 0 ? $0 : a * (Foundation.exp($0) - 1) }] }
+        t["Elu"] = { c in
+            let a = c.float("alpha", 1), d = Double(a)
+            return [try floatMap(c, { $0 >= 0 ? $0 : a * (Foundation.exp($0) - 1) }, { $0 >= 0 ? $0 : d * (Foundation.exp($0) - 1) })]
+        }
         t["Selu"] = { c in
             let a = c.float("alpha", 1.67326319217681884765625), g = c.float("gamma", 1.05070102214813232421875)
-            return [try floatMap(c) { $0 > 0 ? g * $0 : g * a * (Foundation.exp($0) - 1) }]
+            let ad = Double(a), gd = Double(g)
+            return [try floatMap(c, { $0 > 0 ? g * $0 : g * a * (Foundation.exp($0) - 1) }, { $0 > 0 ? gd * $0 : gd * ad * (Foundation.exp($0) - 1) })]
         }
-        t["LeakyRelu"] = { c in let a = c.float("alpha", 0.01); return [try floatMap(c) { $0 >= 0 ? $0 : a * $0 }] }
+        t["LeakyRelu"] = { c in
+            let a = c.float("alpha", 0.01), d = Double(a)
+            return [try floatMap(c, { $0 >= 0 ? $0 : a * $0 }, { $0 >= 0 ? $0 : d * $0 })]
+        }
         t["HardSigmoid"] = { c in
-            let a = c.float("alpha", 0.2), b = c.float("beta", 0.5)
-            return [try floatMap(c) { max(0, min(1, a * $0 + b)) }]
+            let a = c.float("alpha", 0.2), b = c.float("beta", 0.5), ad = Double(a), bd = Double(b)
+            return [try floatMap(c, { max(0, min(1, a * $0 + b)) }, { max(0, min(1, ad * $0 + bd)) })]
         }
         t["Shrink"] = { c in
-            let bias = c.float("bias", 0), lambd = c.float("lambd", 0.5)
-            return [try floatMap(c) { $0 < -lambd ? $0 + bias : ($0 > lambd ? $0 - bias : 0) }]
+            let bias = c.float("bias", 0), lambd = c.float("lambd", 0.5), bd = Double(bias), ld = Double(lambd)
+            return [try floatMap(c, { $0 < -lambd ? $0 + bias : ($0 > lambd ? $0 - bias : 0) }, { $0 < -ld ? $0 + bd : ($0 > ld ? $0 - bd : 0) })]
         }
         t["Gelu"] = { c in
             guard c.string("approximate", "none") == "tanh" else {
-                return [try floatMap(c) { 0.5 * $0 * (1 + Foundation.erf($0 / Float(2).squareRoot())) }]
+                return [try floatMap(c, { 0.5 * $0 * (1 + Foundation.erf($0 / Float(2).squareRoot())) }, { 0.5 * $0 * (1 + Foundation.erf($0 / Double(2).squareRoot())) })]
             }
-            let k = Float((2 / Double.pi).squareRoot())
-            return [try floatMap(c) { 0.5 * $0 * (1 + Foundation.tanh(k * ($0 + 0.044715 * $0 * $0 * $0))) }]
+            let k = (2 / Double.pi).squareRoot(), kf = Float(k)
+            return [try floatMap(c, { 0.5 * $0 * (1 + Foundation.tanh(kf * ($0 + 0.044715 * $0 * $0 * $0))) }, { 0.5 * $0 * (1 + Foundation.tanh(k * ($0 + 0.044715 * $0 * $0 * $0))) })]
         }
         t["Clip"] = { c in
             let x = try c.input(0)
-            let low = c.opset < 11 ? Double(c.float("min", -.greatestFiniteMagnitude)) : c.optionalInput(1).map { Double($0.asFloats[0]) }
-            let high = c.opset < 11 ? Double(c.float("max", .greatestFiniteMagnitude)) : c.optionalInput(2).map { Double($0.asFloats[0]) }
+            // Bounds in the input's precision: Double for floats, Int64 for integers.
+            let low = c.opset < 11 ? Double(c.float("min", -.greatestFiniteMagnitude)) : c.optionalInput(1)?.asDoubles.first
+            let high = c.opset < 11 ? Double(c.float("max", .greatestFiniteMagnitude)) : c.optionalInput(2)?.asDoubles.first
             switch x.elements {
             case .int(let v):
-                let lo = low.map(Value.saturatingInt) ?? .min, hi = high.map(Value.saturatingInt) ?? .max
+                let lo = (c.opset < 11 ? low.map(Value.saturatingInt) : c.optionalInput(1)?.asInts.first) ?? .min
+                let hi = (c.opset < 11 ? high.map(Value.saturatingInt) : c.optionalInput(2)?.asInts.first) ?? .max
                 return [Value(v.map { min(max($0, lo), hi) }, shape: x.shape, type: x.type)]
             default:
                 let lo = Float(low ?? -.infinity), hi = Float(high ?? .infinity)
@@ -106,7 +130,7 @@ enum ElementwiseOps {
         t["Pow"] = { c in
             let base = try c.input(0), exponent = try c.input(1)
             if case .int(let b) = base.elements {
-                let (y, shape) = try Broadcast.apply(b, base.shape, exponent.asFloats, exponent.shape) { Value.saturatingInt(Foundation.pow(Double($0), Double($1))) }
+                let (y, shape) = try Broadcast.apply(b, base.shape, exponent.asDoubles, exponent.shape) { Value.saturatingInt(Foundation.pow(Double($0), $1)) }
                 return [Value(y, shape: shape, type: base.type)]
             }
             if base.type == .double {
@@ -198,12 +222,12 @@ enum ElementwiseOps {
     static func sigmoid(_ x: Float) -> Float { x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x)) }
     static func sigmoid(_ x: Double) -> Double { x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x)) }
 
-    /// `f` over input 0, which must be a float tensor; the output keeps its type. A double
-    /// tensor goes through `d` when given, else through the float32 view.
+    /// `f` over input 0, which must be a float tensor; the output keeps its type. A float64
+    /// tensor goes through `d`, the same function on Double.
     @inline(__always)
-    static func floatMap(_ c: NodeContext, _ f: (Float) -> Float, _ d: ((Double) -> Double)? = nil) throws -> Value {
+    static func floatMap(_ c: NodeContext, _ f: (Float) -> Float, _ d: (Double) -> Double) throws -> Value {
         let x = try c.input(0)
-        if let d, let v = x.doubles { return Value(v.map(d), shape: x.shape) }
+        if let v = x.doubles { return Value(v.map(d), shape: x.shape) }
         let v = try c.floats(0)
         let y = [Float](unsafeUninitializedCapacity: v.count) { out, initialized in
             v.withUnsafeBufferPointer { v in

@@ -88,7 +88,8 @@ enum IndexingOps {
         }
         t["NonZero"] = { c in
             let x = try c.input(0)
-            let nonZero = x.asFloats.indices.filter { x.asFloats[$0] != 0 }
+            let v = x.asDoubles   // exact: a nonzero of any type stays nonzero
+            let nonZero = v.indices.filter { v[$0] != 0 }
             let strides = Broadcast.strides(x.shape)
             var coordinates: [Int64] = []
             for axis in x.shape.indices { coordinates += nonZero.map { Int64($0 / strides[axis] % x.shape[axis]) } }
@@ -158,11 +159,12 @@ enum IndexingOps {
         let axis: Int
         if case .int(let a)? = c.attribute("axis") { axis = try normalizedAxis(Int(a), rank: x.shape.count) } else { x = x.reshaped([x.count]); axis = 0 }
         let (outer, n, inner) = ReductionOps.split(x.shape, axis)
-        let values = x.asFloats
+        // Compared as Double: exact for float64, float32 and integers up to 2^53.
+        let values = x.asDoubles
         // Slice k along the axis, as a key to compare (elementwise, lexicographically).
         let slices = (0 ..< n).map { k in (0 ..< outer).flatMap { o in (0 ..< inner).map { i in values[(o * n + k) * inner + i] } } }
         var firsts: [Int] = [], groupOf = [Int](repeating: 0, count: n)
-        var seen: [[Float]: Int] = [:]
+        var seen: [[Double]: Int] = [:]
         for k in 0 ..< n {
             if let g = seen[slices[k]] { groupOf[k] = g; continue }
             seen[slices[k]] = firsts.count
@@ -192,7 +194,7 @@ enum IndexingOps {
         guard let k = try c.input(1).asInts.first.map(Int.init), k >= 0, k <= n else {
             throw RuntimeError(.badShape, "TopK's k must be in 0...\(n)")
         }
-        let v = x.asFloats, largest = c.int("largest", 1) != 0
+        let v = x.asDoubles, largest = c.int("largest", 1) != 0   // exact for float64 and float32
         var shape = x.shape
         shape[axis] = k
         var picks: [Int] = [], indices: [Int64] = []

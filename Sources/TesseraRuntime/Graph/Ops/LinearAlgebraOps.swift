@@ -54,7 +54,7 @@ enum LinearAlgebraOps {
         let outShape = output.map { sizes[$0]! }
         var y = [Double](repeating: 0, count: try elementCount(outShape))
         _ = try elementCount(extents)
-        let values = operands.map { $0.asFloats }
+        let values = operands.map { $0.asDoubles }
         let position = { (term: String, x: Value, index: [Character: Int]) -> Int in
             zip(term, Broadcast.strides(x.shape)).enumerated().reduce(0) { sum, item in
                 let (axis, (letter, stride)) = item
@@ -66,14 +66,14 @@ enum LinearAlgebraOps {
         for _ in 0 ..< extents.reduce(1, *) {
             let index = Dictionary(uniqueKeysWithValues: zip(letters, counter))
             var product = 1.0
-            for (k, term) in terms.enumerated() { product *= Double(values[k][position(term, operands[k], index)]) }
+            for (k, term) in terms.enumerated() { product *= values[k][position(term, operands[k], index)] }
             y[zip(output, outStrides).reduce(0) { $0 + index[$1.0]! * $1.1 }] += product
             var d = letters.count - 1
             while d >= 0 { counter[d] += 1; if counter[d] < extents[d] { break }; counter[d] = 0; d -= 1 }
         }
         let first = operands[0]
         if case .int = first.elements { return Value(y.map { Int64($0) }, shape: outShape, type: first.type) }
-        return Value(y.map { Float($0) }, shape: outShape, type: first.type)
+        return Value(computed: y, shape: outShape, type: first.type)
     }
 
     /// The determinant of each `[M, M]` matrix of `[..., M, M]`, by LU with partial pivoting.
@@ -82,10 +82,10 @@ enum LinearAlgebraOps {
         guard x.shape.count >= 2, x.shape[x.shape.count - 1] == x.shape[x.shape.count - 2] else {
             throw RuntimeError(.badShape, "Det needs [..., M, M], got \(x.shape)")
         }
-        let n = x.shape.last!, v = x.asFloats
+        let n = x.shape.last!, v = x.asDoubles
         let batch = x.shape.dropLast(2).reduce(1, *)
-        let dets = (0 ..< batch).map { b -> Float in
-            var a = v[b * n * n ..< (b + 1) * n * n].map(Double.init)
+        let dets = (0 ..< batch).map { b -> Double in
+            var a = Array(v[b * n * n ..< (b + 1) * n * n])
             var det = 1.0
             for col in 0 ..< n {
                 let pivot = (col ..< n).max { abs(a[$0 * n + col]) < abs(a[$1 * n + col]) }!
@@ -100,8 +100,8 @@ enum LinearAlgebraOps {
                     for k in col ..< n { a[row * n + k] -= f * a[col * n + k] }
                 }
             }
-            return Float(det)
+            return det
         }
-        return Value(dets, shape: Array(x.shape.dropLast(2)), type: x.type)
+        return Value(computed: dets, shape: Array(x.shape.dropLast(2)), type: x.type)
     }
 }

@@ -25,22 +25,23 @@ enum LossOps {
             throw RuntimeError(.badShape, "input \(x.shape) and target \(target.shape) do not fit [N, C, d...] and [N, d...]")
         }
         let classes = x.shape[1], spatial = x.shape.dropFirst(2).reduce(1, *)
-        let weights = c.optionalInput(2)?.asFloats
+        let weights = c.optionalInput(2)?.asDoubles
         if let weights, weights.count != classes { throw RuntimeError(.badShape, "\(weights.count) weights for \(classes) classes") }
         let ignored = c.optionalInt("ignore_index").map(Int64.init)
-        let v = x.asFloats
-        var losses = [Float](repeating: 0, count: target.count), weightSum = 0.0
+        // Losses in Double: exact products of float32 operands, and float64 kept as it is.
+        let v = x.asDoubles
+        var losses = [Double](repeating: 0, count: target.count), weightSum = 0.0
         for (p, t) in target.asInts.enumerated() where t != ignored {
             guard t >= 0, t < classes else { throw RuntimeError(.badShape, "target \(t) is not a class in 0..<\(classes)") }
             let w = weights?[Int(t)] ?? 1
             let n = p / max(spatial, 1), d = p % max(spatial, 1)
             losses[p] = -w * v[(n * classes + Int(t)) * spatial + d]
-            weightSum += Double(w)
+            weightSum += w
         }
         switch c.string("reduction", "mean") {
-        case "none": return Value(losses, shape: target.shape, type: x.type)
-        case "sum": return Value([Float(losses.reduce(0.0) { $0 + Double($1) })], shape: [], type: x.type)
-        case "mean": return Value([Float(losses.reduce(0.0) { $0 + Double($1) } / weightSum)], shape: [], type: x.type)
+        case "none": return Value(computed: losses, shape: target.shape, type: x.type)
+        case "sum": return Value(computed: [losses.reduce(0, +)], shape: [], type: x.type)
+        case "mean": return Value(computed: [losses.reduce(0, +) / weightSum], shape: [], type: x.type)
         case let other: throw RuntimeError(.badGraph, "reduction '\(other)' is not none, sum or mean")
         }
     }

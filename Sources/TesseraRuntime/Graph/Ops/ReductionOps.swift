@@ -22,15 +22,16 @@ enum ReductionOps {
                 return m + Foundation.log(run.reduce(0) { $0 + Foundation.exp($1 - m) })
             }]
         }
-        t["ArgMax"] = { c in [try argReduce(c, >)] }
-        t["ArgMin"] = { c in [try argReduce(c, <)] }
+        t["ArgMax"] = { c in [try argReduce(c, largest: true)] }
+        t["ArgMin"] = { c in [try argReduce(c, largest: false)] }
         t["Softmax"] = { c in [try softmax(c, log: false)] }
         t["LogSoftmax"] = { c in [try softmax(c, log: true)] }
-        t["Hardmax"] = { c in [try hardmax(c)] }
-        t["LpNormalization"] = { c in [try lpNormalization(c)] }
-        t["LayerNormalization"] = { c in try layerNorm(c) }
-        t["RMSNormalization"] = { c in [try rmsNorm(c)] }
-        t["GroupNormalization"] = { c in [try groupNorm(c)] }
+        // Generic over the precision: float64 inputs compute in Double, the rest in Float.
+        t["Hardmax"] = { c in [try c.isDouble(0) ? hardmax(c, Double.self) : hardmax(c, Float.self)] }
+        t["LpNormalization"] = { c in [try c.isDouble(0) ? lpNormalization(c, Double.self) : lpNormalization(c, Float.self)] }
+        t["LayerNormalization"] = { c in try c.isDouble(0) ? layerNorm(c, Double.self) : layerNorm(c, Float.self) }
+        t["RMSNormalization"] = { c in [try c.isDouble(0) ? rmsNorm(c, Double.self) : rmsNorm(c, Float.self)] }
+        t["GroupNormalization"] = { c in [try c.isDouble(0) ? groupNorm(c, Double.self) : groupNorm(c, Float.self)] }
         t["MeanVarianceNormalization"] = { c in
             // (x - E[x]) / (sqrt(E[x²] - E[x]²) + 1e-9) over `axes`, as the op's function body computes.
             let x = try c.input(0)
@@ -39,24 +40,26 @@ enum ReductionOps {
             let kept = (0 ..< rank).filter { !axes.contains($0) }, reduced = axes.sorted()
             let moved = ShapeOps.transpose(x, kept + reduced)
             let run = reduced.map { x.shape[$0] }.reduce(1, *)
-            var v = moved.asFloats
+            var v = moved.asDoubles
             for start in stride(from: 0, to: v.count, by: max(run, 1)) {
                 let slice = v[start ..< start + run]
-                let mean = slice.reduce(0.0) { $0 + Double($1) } / Double(run)
-                let meanSquare = slice.reduce(0.0) { $0 + Double($1) * Double($1) } / Double(run)
+                let mean = slice.reduce(0, +) / Double(run)
+                let meanSquare = slice.reduce(0) { $0 + $1 * $1 } / Double(run)
                 let deviation = max(meanSquare - mean * mean, 0).squareRoot() + 1e-9
-                for i in start ..< start + run { v[i] = Float((Double(v[i]) - mean) / deviation) }
+                for i in start ..< start + run { v[i] = (v[i] - mean) / deviation }
             }
             var inverse = [Int](repeating: 0, count: rank)
             for (i, axis) in (kept + reduced).enumerated() { inverse[axis] = i }
-            return [ShapeOps.transpose(Value(v, shape: moved.shape, type: x.type), inverse)]
+            return [ShapeOps.transpose(Value(computed: v, shape: moved.shape, type: x.type), inverse)]
         }
         t["BatchNormalization"] = { c in
-            guard c.int("training_mode", 0) != 0 else { return [try channelNorm(c, instance: false)] }
-            return try batchNormTraining(c)
+            guard c.int("training_mode", 0) != 0 else {
+                return [try c.isDouble(0) ? channelNorm(c, instance: false, Double.self) : channelNorm(c, instance: false, Float.self)]
+            }
+            return try c.isDouble(0) ? batchNormTraining(c, Double.self) : batchNormTraining(c, Float.self)
         }
-        t["InstanceNormalization"] = { c in [try channelNorm(c, instance: true)] }
-        t["LRN"] = { c in [try lrn(c)] }
+        t["InstanceNormalization"] = { c in [try c.isDouble(0) ? channelNorm(c, instance: true, Double.self) : channelNorm(c, instance: true, Float.self)] }
+        t["LRN"] = { c in [try c.isDouble(0) ? lrn(c, Double.self) : lrn(c, Float.self)] }
         return t
     }
 
@@ -85,22 +88,31 @@ enum ReductionOps {
         }
     }
 
-    static func argReduce(_ c: NodeContext, _ better: (Float, Float) -> Bool) throws -> Value {
+    /// The index of the largest (or smallest) element along the axis, compared in the input's
+    /// own type (integers beyond 2^24 and float64 stay exact).
+    static func argReduce(_ c: NodeContext, largest: Bool) throws -> Value {
         let x = try c.input(0)
         let axis = try normalizedAxis(c.int("axis", 0), rank: x.shape.count, scalarAllowed: true)
         let (outer, n, inner) = split(x.shape, axis)
         guard n > 0 else { throw RuntimeError(.badShape, "no arg-max over the empty axis \(axis) of \(x.shape)") }
-        let v = x.asFloats, last = c.int("select_last_index", 0) != 0
+        let last = c.int("select_last_index", 0) != 0
         var out = [Int64](repeating: 0, count: outer * inner)
-        for o in 0 ..< outer {
-            for i in 0 ..< inner {
-                var best = 0
-                for k in 1 ..< max(n, 1) {
-                    let a = v[(o * n + k) * inner + i], b = v[(o * n + best) * inner + i]
-                    if better(a, b) || (last && a == b) { best = k }
+        func pick<T: Comparable>(_ v: [T]) {
+            for o in 0 ..< outer {
+                for i in 0 ..< inner {
+                    var best = 0
+                    for k in 1 ..< max(n, 1) {
+                        let a = v[(o * n + k) * inner + i], b = v[(o * n + best) * inner + i]
+                        if (largest ? a > b : a < b) || (last && a == b) { best = k }
+                    }
+                    out[o * inner + i] = Int64(best)
                 }
-                out[o * inner + i] = Int64(best)
             }
+        }
+        switch x.elements {
+        case .int(let v): pick(v)
+        case .double(let v): pick(v)
+        default: pick(x.asFloats)
         }
         var shape = x.shape
         if c.int("keepdims", 1) != 0 { shape[axis] = 1 } else { shape.remove(at: axis) }
@@ -114,7 +126,10 @@ enum ReductionOps {
 
     static func softmax(_ c: NodeContext, log: Bool) throws -> Value {
         let x = try c.input(0)
-        _ = try c.floats(0)
+        switch x.elements {
+        case .float, .double: break
+        default: throw RuntimeError(.unsupportedType, "input 0 is \(x.type); this op computes on float tensors")
+        }
         return softmax(x, view: try axisView(c, x.shape), log: log)
     }
 
@@ -168,11 +183,11 @@ enum ReductionOps {
     }
 
     /// 1 at the first largest element along the axis, 0 elsewhere.
-    static func hardmax(_ c: NodeContext) throws -> Value {
+    static func hardmax<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type) throws -> Value {
         let x = try c.input(0)
-        let v = try c.floats(0)
+        let v = try c.floats(0, as: T.self)
         let (outer, n, inner) = try axisView(c, x.shape)
-        var y = [Float](repeating: 0, count: v.count)
+        var y = [T](repeating: 0, count: v.count)
         for o in 0 ..< outer {
             for i in 0 ..< inner where n > 0 {
                 var best = 0
@@ -180,13 +195,13 @@ enum ReductionOps {
                 y[(o * n + best) * inner + i] = 1
             }
         }
-        return Value(y, shape: x.shape, type: x.type)
+        return Value(floating: y, shape: x.shape, type: x.type)
     }
 
     /// x / ||x||_p along `axis` (p is 1 or 2); a zero norm gives zeros.
-    static func lpNormalization(_ c: NodeContext) throws -> Value {
+    static func lpNormalization<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type) throws -> Value {
         let x = try c.input(0)
-        var v = try c.floats(0)
+        var v = try c.floats(0, as: T.self)
         let p = c.int("p", 2)
         guard p == 1 || p == 2 else { throw RuntimeError(.badGraph, "LpNormalization's p must be 1 or 2, got \(p)") }
         let (outer, n, inner) = split(x.shape, try normalizedAxis(c.int("axis", -1), rank: x.shape.count))
@@ -194,49 +209,49 @@ enum ReductionOps {
             for i in 0 ..< inner {
                 let at = (0 ..< n).map { (o * n + $0) * inner + i }
                 let norm = p == 1 ? at.reduce(0.0) { $0 + Double(abs(v[$1])) } : at.reduce(0.0) { $0 + Double(v[$1] * v[$1]) }.squareRoot()
-                for k in at { v[k] = norm == 0 ? 0 : Float(Double(v[k]) / norm) }
+                for k in at { v[k] = norm == 0 ? 0 : T(Double(v[k]) / norm) }
             }
         }
-        return Value(v, shape: x.shape, type: x.type)
+        return Value(floating: v, shape: x.shape, type: x.type)
     }
 
     /// x / sqrt(mean(x^2) + epsilon) * scale, over the axes from `axis` on.
-    static func rmsNorm(_ c: NodeContext) throws -> Value {
+    static func rmsNorm<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type) throws -> Value {
         let x = try c.input(0)
-        let v = try c.floats(0)
+        let v = try c.floats(0, as: T.self)
         let axis = try normalizedAxis(c.int("axis", -1), rank: x.shape.count)
         let normShape = Array(x.shape[axis...])
         let n = normShape.reduce(1, *), outer = x.count / max(n, 1)
         let epsilon = Double(c.float("epsilon", 1e-5))
         let scale = try c.input(1)
-        let scaleIndex = try Broadcast.sourceIndices(of: scale.shape, in: normShape), gamma = scale.asFloats
-        var y = [Float](repeating: 0, count: v.count)
+        let scaleIndex = try Broadcast.sourceIndices(of: scale.shape, in: normShape), gamma = scale.floating(T.self)
+        var y = [T](repeating: 0, count: v.count)
         for o in 0 ..< outer {
             let meanSquare = v[o * n ..< (o + 1) * n].reduce(0.0) { $0 + Double($1) * Double($1) } / Double(n)
             let inverse = 1 / (meanSquare + epsilon).squareRoot()
-            for k in 0 ..< n { y[o * n + k] = Float(Double(v[o * n + k]) * inverse) * gamma[scaleIndex[k]] }
+            for k in 0 ..< n { y[o * n + k] = T(Double(v[o * n + k]) * inverse) * gamma[scaleIndex[k]] }
         }
-        return Value(y, shape: x.shape, type: x.type)
+        return Value(floating: y, shape: x.shape, type: x.type)
     }
 
     /// Statistics per sample and group of channels; scale and bias per channel (per group
     /// before opset 21).
-    static func groupNorm(_ c: NodeContext) throws -> Value {
+    static func groupNorm<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type) throws -> Value {
         let x = try c.input(0)
-        let v = try c.floats(0)
+        let v = try c.floats(0, as: T.self)
         let groups = c.int("num_groups", 0)
         guard x.shape.count >= 2, groups >= 1, x.shape[1] % groups == 0 else {
             throw RuntimeError(.badShape, "GroupNormalization needs [N, C, ...] with C divisible by num_groups (\(x.shape), \(groups))")
         }
         let (batch, channels) = (x.shape[0], x.shape[1]), spatial = x.shape.dropFirst(2).reduce(1, *)
         let perGroup = channels / groups * spatial
-        let scale = try c.input(1).asFloats, bias = try c.input(2).asFloats
+        let scale = try c.input(1).floating(T.self), bias = try c.input(2).floating(T.self)
         let perChannel = scale.count == channels
         guard perChannel || scale.count == groups, bias.count == scale.count else {
             throw RuntimeError(.badShape, "scale and bias must have one value per channel (or per group before opset 21)")
         }
         let epsilon = Double(c.float("epsilon", 1e-5))
-        var y = [Float](repeating: 0, count: v.count)
+        var y = [T](repeating: 0, count: v.count)
         for n in 0 ..< batch {
             for g in 0 ..< groups {
                 let start = (n * groups + g) * perGroup
@@ -246,85 +261,88 @@ enum ReductionOps {
                 let inverse = 1 / (variance + epsilon).squareRoot()
                 for i in 0 ..< perGroup {
                     let k = perChannel ? g * (channels / groups) + i / max(spatial, 1) : g
-                    y[start + i] = Float((Double(v[start + i]) - mean) * inverse) * scale[k] + bias[k]
+                    y[start + i] = T((Double(v[start + i]) - mean) * inverse) * scale[k] + bias[k]
                 }
             }
         }
-        return Value(y, shape: x.shape, type: x.type)
+        return Value(floating: y, shape: x.shape, type: x.type)
     }
 
-    static func layerNorm(_ c: NodeContext) throws -> [Value] {
+    static func layerNorm<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type) throws -> [Value] {
         let x = try c.input(0)
-        let v = try c.floats(0)
+        let v = try c.floats(0, as: T.self)
         let axis = try normalizedAxis(c.int("axis", -1), rank: x.shape.count, scalarAllowed: true)
         let normShape = Array(x.shape[axis...])
         let n = normShape.reduce(1, *), outer = x.count / max(n, 1)
         let epsilon = Double(c.float("epsilon", 1e-5))
         let scale = try c.input(1), bias = c.optionalInput(2)
         let scaleIndex = try Broadcast.sourceIndices(of: scale.shape, in: normShape)
-        let gamma = scale.asFloats, beta = bias?.asFloats
+        let gamma = scale.floating(T.self), beta = bias?.floating(T.self)
         let betaIndex = try bias.map { try Broadcast.sourceIndices(of: $0.shape, in: normShape) }
-        var y = [Float](repeating: 0, count: v.count)
-        var means = [Float](repeating: 0, count: outer), inverse = [Float](repeating: 0, count: outer)
+        var y = [T](repeating: 0, count: v.count)
+        var means = [T](repeating: 0, count: outer), inverse = [T](repeating: 0, count: outer)
         for o in 0 ..< outer {
             let row = v[o * n ..< (o + 1) * n]
             let mean = row.reduce(0.0) { $0 + Double($1) } / Double(n)
             let variance = row.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(n)
             let inv = 1 / (variance + epsilon).squareRoot()
-            means[o] = Float(mean); inverse[o] = Float(inv)
+            means[o] = T(mean); inverse[o] = T(inv)
             for k in 0 ..< n {
-                var value = Float((Double(v[o * n + k]) - mean) * inv) * gamma[scaleIndex[k]]
+                var value = T((Double(v[o * n + k]) - mean) * inv) * gamma[scaleIndex[k]]
                 if let beta, let betaIndex { value += beta[betaIndex[k]] }
                 y[o * n + k] = value
             }
         }
         let statShape = x.shape.indices.map { $0 < axis ? x.shape[$0] : 1 }
-        return [Value(y, shape: x.shape, type: x.type), Value(means, shape: statShape), Value(inverse, shape: statShape)]
+        // The statistics are float32 under stash_type 1 (the default), else in x's type.
+        let statType: DataType = c.int("stash_type", 1) == 1 ? .float : x.type
+        return [Value(floating: y, shape: x.shape, type: x.type), Value(computed: means.map { Double($0) }, shape: statShape, type: statType),
+                Value(computed: inverse.map { Double($0) }, shape: statShape, type: statType)]
     }
 
     /// BatchNormalization (inference: stored mean and variance) or InstanceNormalization
     /// (statistics of each sample's channel), over `[N, C, ...]`.
-    static func channelNorm(_ c: NodeContext, instance: Bool) throws -> Value {
+    static func channelNorm<T: BinaryFloatingPoint>(_ c: NodeContext, instance: Bool, _: T.Type) throws -> Value {
         let x = try c.input(0)
-        var v = try c.floats(0)
+        var v = try c.floats(0, as: T.self)
         guard x.shape.count >= 2 else { throw RuntimeError(.badShape, "input \(x.shape) has no channel axis") }
         let batch = x.shape[0], channels = x.shape[1], spatial = x.shape.dropFirst(2).reduce(1, *)
         let epsilon = Double(c.float("epsilon", 1e-5))
-        let scale = try c.input(1).asFloats, bias = try c.input(2).asFloats
-        let mean = instance ? [] : try c.input(3).asFloats, variance = instance ? [] : try c.input(4).asFloats
+        let scale = try c.input(1).asDoubles, bias = try c.input(2).asDoubles
+        let mean = instance ? [] : try c.input(3).asDoubles, variance = instance ? [] : try c.input(4).asDoubles
         for p in [scale, bias] + (instance ? [] : [mean, variance]) where p.count != channels {
             throw RuntimeError(.badShape, "a per-channel parameter has \(p.count) values for \(channels) channels")
         }
         for n in 0 ..< batch {
             for ch in 0 ..< channels {
                 let base = (n * channels + ch) * spatial
-                var mu = instance ? 0 : Double(mean[ch]), sigma2 = instance ? 0 : Double(variance[ch])
+                var mu = instance ? 0 : mean[ch], sigma2 = instance ? 0 : variance[ch]
                 if instance {
                     let run = v[base ..< base + spatial]
                     mu = run.reduce(0.0) { $0 + Double($1) } / Double(max(spatial, 1))
                     sigma2 = run.reduce(0.0) { $0 + (Double($1) - mu) * (Double($1) - mu) } / Double(max(spatial, 1))
                 }
-                let k = Double(scale[ch]) / (sigma2 + epsilon).squareRoot()
-                for i in base ..< base + spatial { v[i] = Float((Double(v[i]) - mu) * k + Double(bias[ch])) }
+                let k = scale[ch] / (sigma2 + epsilon).squareRoot()
+                for i in base ..< base + spatial { v[i] = T((Double(v[i]) - mu) * k + bias[ch]) }
             }
         }
-        return Value(v, shape: x.shape, type: x.type)
+        return Value(floating: v, shape: x.shape, type: x.type)
     }
 
     /// BatchNormalization with training_mode: normalised by this batch's statistics, which
     /// also update the running mean and variance (weight `momentum` on the old ones).
-    static func batchNormTraining(_ c: NodeContext) throws -> [Value] {
+    static func batchNormTraining<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type) throws -> [Value] {
         let x = try c.input(0)
         guard x.shape.count >= 2 else { throw RuntimeError(.badShape, "input \(x.shape) has no channel axis") }
-        let v = try c.floats(0)
+        let v = try c.floats(0, as: T.self)
         let (batch, channels) = (x.shape[0], x.shape[1]), spatial = x.shape.dropFirst(2).reduce(1, *)
-        let scale = try c.input(1).asFloats, bias = try c.input(2).asFloats
-        let runningMean = try c.input(3).asFloats, runningVariance = try c.input(4).asFloats
-        guard [scale, bias, runningMean, runningVariance].allSatisfy({ $0.count == channels }) else {
+        let scale = try c.input(1).asDoubles, bias = try c.input(2).asDoubles
+        let runningMean = try c.input(3).floating(T.self), runningVariance = try c.input(4).floating(T.self)
+        guard [scale.count, bias.count, runningMean.count, runningVariance.count].allSatisfy({ $0 == channels }) else {
             throw RuntimeError(.badShape, "a per-channel parameter does not have \(channels) values")
         }
-        let epsilon = Double(c.float("epsilon", 1e-5)), momentum = c.float("momentum", 0.9)
-        var y = v, means = [Float](repeating: 0, count: channels), variances = means
+        let epsilon = Double(c.float("epsilon", 1e-5)), momentum = T(c.float("momentum", 0.9))
+        var y = v, means = [T](repeating: 0, count: channels), variances = means
         let count = Double(max(batch * spatial, 1))
         for ch in 0 ..< channels {
             var indices: [Int] = []
@@ -337,36 +355,37 @@ enum ReductionOps {
             let mean = sum / count
             for i in indices { let d = Double(v[i]) - mean; squares += d * d }
             let variance = squares / count
-            let k = Double(scale[ch]) / (variance + epsilon).squareRoot()
-            for i in indices { y[i] = Float((Double(v[i]) - mean) * k + Double(bias[ch])) }
-            means[ch] = runningMean[ch] * momentum + Float(mean) * (1 - momentum)
-            variances[ch] = runningVariance[ch] * momentum + Float(variance) * (1 - momentum)
+            let k = scale[ch] / (variance + epsilon).squareRoot()
+            for i in indices { y[i] = T((Double(v[i]) - mean) * k + bias[ch]) }
+            means[ch] = runningMean[ch] * momentum + T(mean) * (1 - momentum)
+            variances[ch] = runningVariance[ch] * momentum + T(variance) * (1 - momentum)
         }
-        return [Value(y, shape: x.shape, type: x.type), Value(means, shape: [channels], type: x.type), Value(variances, shape: [channels], type: x.type)]
+        return [Value(floating: y, shape: x.shape, type: x.type), Value(floating: means, shape: [channels], type: x.type),
+                Value(floating: variances, shape: [channels], type: x.type)]
     }
 
-    static func lrn(_ c: NodeContext) throws -> Value {
+    static func lrn<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type) throws -> Value {
         let x = try c.input(0)
-        let v = try c.floats(0)
+        let v = try c.floats(0, as: T.self)
         let size = c.int("size", 1)
         guard x.shape.count >= 2, size >= 1 else { throw RuntimeError(.badShape, "LRN needs [N, C, ...] and size >= 1, got \(x.shape) and \(size)") }
-        let alpha = c.float("alpha", 1e-4), beta = c.float("beta", 0.75), bias = c.float("bias", 1)
+        let alpha = Double(c.float("alpha", 1e-4)), beta = Double(c.float("beta", 0.75)), bias = Double(c.float("bias", 1))
         let channels = x.shape[1], spatial = x.shape.dropFirst(2).reduce(1, *)
         let below = (size - 1) / 2, above = size - 1 - below
         var y = v
         for n in 0 ..< x.shape[0] {
             for ch in 0 ..< channels {
                 for s in 0 ..< spatial {
-                    var sum: Float = 0
+                    var sum: T = 0
                     for j in max(0, ch - below) ... min(channels - 1, ch + above) {
                         let e = v[(n * channels + j) * spatial + s]
                         sum += e * e
                     }
                     let i = (n * channels + ch) * spatial + s
-                    y[i] = v[i] / Foundation.pow(bias + alpha / Float(size) * sum, beta)
+                    y[i] = v[i] / T(Foundation.pow(bias + alpha / Double(size) * Double(sum), beta))
                 }
             }
         }
-        return Value(y, shape: x.shape, type: x.type)
+        return Value(floating: y, shape: x.shape, type: x.type)
     }
 }

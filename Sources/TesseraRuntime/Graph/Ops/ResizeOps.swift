@@ -68,8 +68,8 @@ enum ResizeOps {
             return [((a * (s + 1) - 5 * a) * (s + 1) + 8 * a) * (s + 1) - 4 * a, ((a + 2) * s - (a + 3)) * s * s + 1,
                     ((a + 2) * (1 - s) - (a + 3)) * (1 - s) * (1 - s) + 1, ((a * (2 - s) - 5 * a) * (2 - s) + 8 * a) * (2 - s) - 4 * a]
         }
-        let v = x.asFloats, g = grid.asFloats
-        var y = [Float](repeating: 0, count: try elementCount([batch, channels, points]))
+        let v = x.asDoubles, g = grid.asDoubles
+        var y = [Double](repeating: 0, count: try elementCount([batch, channels, points]))
         for n in 0 ..< batch {
             for p in 0 ..< points {
                 // Grid coordinates are (x, y, z...): the reverse of the dims' order.
@@ -104,15 +104,15 @@ enum ResizeOps {
                             weight *= w
                             coordinates[d] = bases[d] + offset
                         }
-                        if let at = index(coordinates) { sum += weight * Double(v[plane + at]) }
+                        if let at = index(coordinates) { sum += weight * v[plane + at] }
                         var d = r - 1
                         while d >= 0 { counter[d] += 1; if counter[d] < taps[d].count { break }; counter[d] = 0; d -= 1 }
                     }
-                    y[(n * channels + ch) * points + p] = Float(sum)
+                    y[(n * channels + ch) * points + p] = sum
                 }
             }
         }
-        return Value(y, shape: [batch, channels] + Array(grid.shape.dropFirst().dropLast()), type: x.type)
+        return Value(computed: y, shape: [batch, channels] + Array(grid.shape.dropFirst().dropLast()), type: x.type)
     }
 
     /// The sampling grid of affine maps `theta` `[N, 2, 3]` (or `[N, 3, 4]`) over an output of
@@ -122,9 +122,9 @@ enum ResizeOps {
         let r = size.count - 2
         guard r == 2 || r == 3, theta.shape == [size[0], r, r + 1] else { throw RuntimeError(.badShape, "AffineGrid of theta \(theta.shape) for size \(size)") }
         let dims = Array(size.dropFirst(2)), align = c.int("align_corners", 0) != 0
-        let points = try elementCount(dims), strides = Broadcast.strides(dims), t = theta.asFloats
+        let points = try elementCount(dims), strides = Broadcast.strides(dims), t = theta.asDoubles
         func base(_ i: Int, _ s: Int) -> Double { align ? (s == 1 ? 0 : -1 + 2 * Double(i) / Double(s - 1)) : -1 + (2 * Double(i) + 1) / Double(s) }
-        var y = [Float](repeating: 0, count: try elementCount([size[0], points, r]))
+        var y = [Double](repeating: 0, count: try elementCount([size[0], points, r]))
         for n in 0 ..< size[0] {
             for p in 0 ..< points {
                 // (x, y[, z], 1): x runs along the last dim.
@@ -133,11 +133,11 @@ enum ResizeOps {
                     return base(p / strides[d] % dims[d], dims[d])
                 } + [1]
                 for row in 0 ..< r {
-                    y[(n * points + p) * r + row] = Float((0 ... r).reduce(0.0) { $0 + Double(t[(n * r + row) * (r + 1) + $1]) * homogeneous[$1] })
+                    y[(n * points + p) * r + row] = (0 ... r).reduce(0.0) { $0 + t[(n * r + row) * (r + 1) + $1] * homogeneous[$1] }
                 }
             }
         }
-        return Value(y, shape: [size[0]] + dims + [r], type: theta.type)
+        return Value(computed: y, shape: [size[0]] + dims + [r], type: theta.type)
     }
 
     struct Options {
@@ -180,8 +180,8 @@ enum ResizeOps {
         if c.opset < 11 {
             return try interpolate(x, scales: try c.input(1).asFloats.map(Double.init), sizes: nil, roi: nil, options: try Options(c, legacy: true))
         }
-        let roi = c.optionalInput(1).map { $0.asFloats.map(Double.init) }.flatMap { $0.isEmpty ? nil : $0 }
-        let scales = c.optionalInput(2).map { $0.asFloats.map(Double.init) }.flatMap { $0.isEmpty ? nil : $0 }
+        let roi = c.optionalInput(1).map(\.asDoubles).flatMap { $0.isEmpty ? nil : $0 }
+        let scales = c.optionalInput(2).map(\.asDoubles).flatMap { $0.isEmpty ? nil : $0 }
         let sizes = c.optionalInput(3).map { $0.asInts.map(Int.init) }.flatMap { $0.isEmpty ? nil : $0 }
         guard (scales == nil) != (sizes == nil) else { throw RuntimeError(.badGraph, "Resize needs exactly one of scales and sizes") }
         let rank = x.shape.count
@@ -228,7 +228,7 @@ enum ResizeOps {
             }
         }
         _ = try elementCount(output)
-        var values = x.asFloats.map(Double.init), shape = x.shape
+        var values = x.asDoubles, shape = x.shape
         for axis in axes {
             let identity = abs(factors[axis] - 1) < 1e-9 && output[axis] == shape[axis]
                 && (roi == nil || (roi![axis] == 0 && roi![rank + axis] == 1))
@@ -243,7 +243,7 @@ enum ResizeOps {
             return Value(values.map { Int64(min(max($0.rounded(.towardZero), Double(bounds.lowerBound)), Double(bounds.upperBound))) },
                          shape: shape, type: x.type)
         }
-        return Value(values.map { Float($0) }, shape: shape, type: x.type)
+        return Value(computed: values, shape: shape, type: x.type)
     }
 
     /// For each output position along one axis: the input positions it reads (clamped to the

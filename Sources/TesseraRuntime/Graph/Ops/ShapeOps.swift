@@ -168,6 +168,12 @@ enum ShapeOps {
                 let n = try rangeCount(Double(l) - Double(s), Double(d))
                 return [Value((0 ..< n).map { s &+ Int64($0) &* d }, shape: [n], type: start.type)]
             }
+            if start.type == .double {
+                let s = start.asDoubles[0], l = limit.asDoubles[0], d = delta.asDoubles[0]
+                guard d != 0 else { throw RuntimeError(.badShape, "Range delta is 0") }
+                let n = try rangeCount(l - s, d)
+                return [Value((0 ..< n).map { s + Double($0) * d }, shape: [n])]
+            }
             let s = start.asFloats[0], l = limit.asFloats[0], d = delta.asFloats[0]
             guard d != 0 else { throw RuntimeError(.badShape, "Range delta is 0") }
             let n = try rangeCount(Double(l) - Double(s), Double(d))
@@ -349,7 +355,9 @@ enum ShapeOps {
         case .double(let v):
             let fill = c.opset < 11 ? Double(fill) : (c.optionalInput(2)?.asDoubles.first ?? 0)
             return Value(sources.map { $0 < 0 ? fill : v[$0] }, shape: shape)
-        case .int(let v): return Value(sources.map { $0 < 0 ? Value.saturatingInt(fill) : v[$0] }, shape: shape, type: x.type)
+        case .int(let v):
+            let fill = c.opset < 11 ? Value.saturatingInt(fill) : (c.optionalInput(2)?.asInts.first ?? 0)
+            return Value(sources.map { $0 < 0 ? fill : v[$0] }, shape: shape, type: x.type)
         case .bool(let v): return Value(sources.map { $0 < 0 ? fill != 0 : v[$0] }, shape: shape)
         }
     }

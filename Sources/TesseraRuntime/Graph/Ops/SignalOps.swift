@@ -23,7 +23,7 @@ enum SignalOps {
         guard let size = try c.input(0).asInts.first.map(Int.init), size >= 0 else { throw RuntimeError(.badShape, "the window size must be a non-negative scalar") }
         _ = try elementCount([size])
         let span = Double(c.int("periodic", 1) != 0 ? size : size - 1)
-        let values = (0 ..< size).map { Float(f(Double($0), span)) }
+        let values = (0 ..< size).map { f(Double($0), span) }
         return try Value(values, shape: [size]).cast(to: try dataType(c.int("output_datatype", Int(DataType.float.rawValue))))
     }
 
@@ -53,13 +53,13 @@ enum SignalOps {
         var shape = x.shape
         shape[axis] = bins
         shape[rank - 1] = inverse && onesided ? 1 : 2
-        var y = [Float](repeating: 0, count: try elementCount(shape))
+        var y = [Double](repeating: 0, count: try elementCount(shape))
         _ = try elementCount([bins, length])
-        let v = x.asFloats, outParts = shape[rank - 1]
+        let v = x.asDoubles, outParts = shape[rank - 1]
         func input(_ o: Int, _ k: Int, _ i: Int) -> (Double, Double) {
             guard k < n else { return (0, 0) }
             let p = ((o * n + k) * inner + i) * parts
-            return (Double(v[p]), parts == 2 ? Double(v[p + 1]) : 0)
+            return (v[p], parts == 2 ? v[p + 1] : 0)
         }
         let sign: Double = inverse ? 1 : -1
         for o in 0 ..< outer {
@@ -84,12 +84,12 @@ enum SignalOps {
                     }
                     if inverse { re /= Double(length); im /= Double(length) }
                     let p = ((o * bins + k) * inner + i) * outParts
-                    y[p] = Float(re)
-                    if outParts == 2 { y[p + 1] = Float(im) }
+                    y[p] = re
+                    if outParts == 2 { y[p + 1] = im }
                 }
             }
         }
-        return Value(y, shape: shape, type: x.type)
+        return Value(computed: y, shape: shape, type: x.type)
     }
 
     /// STFT: frames of `frame_length` every `frame_step` along the signal `[B, L, 1 or 2]`, each
@@ -99,14 +99,14 @@ enum SignalOps {
         guard x.shape.count == 3, x.shape[2] == 1 || x.shape[2] == 2 else { throw RuntimeError(.badShape, "STFT's signal \(x.shape) must be [batch, length, 1 or 2]") }
         let (batch, signalLength, parts) = (x.shape[0], x.shape[1], x.shape[2])
         guard let step = try c.input(1).asInts.first.map(Int.init), step > 0 else { throw RuntimeError(.badShape, "frame_step must be a positive scalar") }
-        let window = c.optionalInput(2)?.asFloats
+        let window = c.optionalInput(2)?.asDoubles
         let frameLength = c.optionalInput(3)?.asInts.first.map(Int.init) ?? window?.count ?? signalLength
         guard frameLength >= 1, frameLength <= signalLength, window.map({ $0.count == frameLength }) ?? true else {
             throw RuntimeError(.badShape, "frame_length \(frameLength) must be in 1...\(signalLength) and equal the window's length")
         }
         let frames = (signalLength - frameLength) / step + 1
-        let v = x.asFloats
-        var framed = [Float](repeating: 0, count: try elementCount([batch, frames, frameLength, parts]))
+        let v = x.asDoubles
+        var framed = [Double](repeating: 0, count: try elementCount([batch, frames, frameLength, parts]))
         for b in 0 ..< batch {
             for f in 0 ..< frames {
                 for t in 0 ..< frameLength {
@@ -117,7 +117,8 @@ enum SignalOps {
             }
         }
         let onesided = c.int("onesided", 1) != 0
-        return try dft(Value(framed, shape: [batch, frames, frameLength, parts], type: x.type), axis: 2, length: frameLength, inverse: false, onesided: onesided)
+        // Framed in x's precision (a float32 product rounds the exact double product).
+        return try dft(Value(computed: framed, shape: [batch, frames, frameLength, parts], type: x.type), axis: 2, length: frameLength, inverse: false, onesided: onesided)
     }
 
     /// MelWeightMatrix: `[dft_length/2 + 1, num_mel_bins]` triangular filters between edges

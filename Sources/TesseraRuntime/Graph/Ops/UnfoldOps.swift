@@ -5,14 +5,15 @@ import Tessera
 enum UnfoldOps {
     static var table: [String: OpKernel] {
         var t: [String: OpKernel] = [:]
-        t["Col2Im"] = { c in [try col2im(c)] }
-        t["MaxUnpool"] = { c in [try maxUnpool(c)] }
+        // Generic over the precision: float64 in Double, the rest in Float.
+        t["Col2Im"] = { c in [try c.isDouble(0) ? col2im(c, Double.self) : col2im(c, Float.self)] }
+        t["MaxUnpool"] = { c in [try c.isDouble(0) ? maxUnpool(c, Double.self) : maxUnpool(c, Float.self)] }
         return t
     }
 
     /// Col2Im: input `[N, C·∏block, L]`, L the number of block positions over `image_shape` with
     /// `pads`, `strides` and `dilations`; each column's values are added at its block's pixels.
-    static func col2im(_ c: NodeContext) throws -> Value {
+    static func col2im<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type) throws -> Value {
         let x = try c.input(0), image = try c.input(1).asInts.map(Int.init), block = try c.input(2).asInts.map(Int.init)
         let dims = image.count
         let pads = c.ints("pads") ?? [Int](repeating: 0, count: 2 * dims)
@@ -33,8 +34,8 @@ enum UnfoldOps {
         }
         let (n, channels) = (x.shape[0], x.shape[1] / blockSize)
         let pixels = image.reduce(1, *)
-        let v = x.asFloats
-        var out = [Float](repeating: 0, count: try elementCount([n, channels] + image))
+        let v = x.floating(T.self)
+        var out = [T](repeating: 0, count: try elementCount([n, channels] + image))
         let blockStrides = Broadcast.strides(block), positionStrides = Broadcast.strides(positions), imageStrides = Broadcast.strides(image)
         for plane in 0 ..< n * channels {
             for b in 0 ..< blockSize {
@@ -49,12 +50,12 @@ enum UnfoldOps {
                 }
             }
         }
-        return Value(out, shape: [n, channels] + image, type: x.type)
+        return Value(floating: out, shape: [n, channels] + image, type: x.type)
     }
 
     /// MaxUnpool: zeros of the shape MaxPool came from (or `output_shape`), with each value of
     /// X at its flat index in I.
-    static func maxUnpool(_ c: NodeContext) throws -> Value {
+    static func maxUnpool<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type) throws -> Value {
         let x = try c.input(0), indices = try c.input(1).asInts
         guard let kernel = c.ints("kernel_shape"), x.shape.count == kernel.count + 2, indices.count == x.count else {
             throw RuntimeError(.badShape, "MaxUnpool needs kernel_shape for the spatial dims of \(x.shape) and one index per value")
@@ -69,19 +70,19 @@ enum UnfoldOps {
             throw RuntimeError(.badShape, "output_shape \(shape) is smaller than the unpooled \(inferred)")
         }
         // Indices address the inferred shape; a larger output_shape holds it in its leading corner.
-        let count = try elementCount(inferred), v = x.asFloats
-        var unpooled = [Float](repeating: 0, count: count)
+        let count = try elementCount(inferred), v = x.floating(T.self)
+        var unpooled = [T](repeating: 0, count: count)
         for (k, i) in indices.enumerated() {
             guard i >= 0, i < count else { throw RuntimeError(.badShape, "index \(i) is outside the unpooled \(inferred)") }
             unpooled[Int(i)] = v[k]
         }
         let inferredStrides = Broadcast.strides(inferred), outStrides = Broadcast.strides(shape)
-        var out = [Float](repeating: 0, count: try elementCount(shape))
+        var out = [T](repeating: 0, count: try elementCount(shape))
         for i in 0 ..< count {
             var position = 0
             for d in 0 ..< shape.count { position += i / inferredStrides[d] % inferred[d] * outStrides[d] }
             out[position] = unpooled[i]
         }
-        return Value(out, shape: shape, type: x.type)
+        return Value(floating: out, shape: shape, type: x.type)
     }
 }
