@@ -53,7 +53,7 @@ public enum EndToEndVerifier {
     /// One set of graph inputs and where it came from.
     public struct Sample: Sendable {
         public var origin: String
-        public var inputs: [String: Value]
+        public var inputs: [String: GraphValue]
     }
 
     /// The inputs to run: files given by name, else the source's `test_data_set_*` folders
@@ -61,22 +61,28 @@ public enum EndToEndVerifier {
     public static func samples(for graph: ONNXGraph, source: String, given: [String: String], dims: [String: Int],
                                seed: UInt64, threads: Int = 1) throws -> [Sample] {
         if !given.isEmpty {
-            return [Sample(origin: "given files", inputs: try given.mapValues { try InputFiles.read($0) })]
+            // Read as the graph declares each input (a sequence from a SequenceProto); a name the
+            // graph lacks is read as a tensor, for the run to refuse by name.
+            let declared = Dictionary(graph.inputs.map { ($0.name, $0) }) { first, _ in first }
+            return [Sample(origin: "given files", inputs: try given.reduce(into: [:]) { inputs, item in
+                inputs[item.key] = try InputFiles.read(item.value, as: declared[item.key] ?? ONNXGraph.ValueInfo(name: item.key))
+            })]
         }
         let folder = URL(fileURLWithPath: source).deletingLastPathComponent()
         let sets = ((try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? [])
             .filter { $0.hasPrefix("test_data_set_") }.sorted()
         let fromSets = try sets.compactMap { set -> Sample? in
-            var inputs: [String: Value] = [:]
+            var inputs: [String: GraphValue] = [:]
             for (k, info) in graph.inputs.enumerated() {
                 let path = folder.appendingPathComponent(set).appendingPathComponent("input_\(k).pb").path
                 guard FileManager.default.fileExists(atPath: path) else { return nil }
-                inputs[info.name] = try InputFiles.read(path)
+                inputs[info.name] = try InputFiles.read(path, as: info)
             }
             return Sample(origin: set, inputs: inputs)
         }
         if !fromSets.isEmpty { return fromSets }
-        return [Sample(origin: "generated (seed \(seed))", inputs: try generatedThatRun(graph, dims: dims, seed: seed, threads: threads))]
+        let generated = try generatedThatRun(graph, dims: dims, seed: seed, threads: threads)
+        return [Sample(origin: "generated (seed \(seed))", inputs: generated.mapValues(GraphValue.tensor))]
     }
 
     /// Generated inputs the graph accepts. Dynamic dims other than the batch start at 8 and
@@ -167,7 +173,12 @@ public enum EndToEndVerifier {
         var outputs: [String: (expected: [Value], actual: [Value])] = [:]
         var order: [String] = []
         for sample in samples {
-            let expected = try sourceRun.run(sample.inputs), actual = try convertedRun.run(sample.inputs)
+            // Sequence outputs compare item by item, as NAME[0], NAME[1], ….
+            let flat = { (outputs: [(name: String, value: GraphValue)]) in outputs.flatMap { $0.value.tensors(named: $0.name) } }
+            let expected = flat(try sourceRun.evaluate(sample.inputs)), actual = flat(try convertedRun.evaluate(sample.inputs))
+            guard expected.map(\.name) == actual.map(\.name) else {
+                throw RuntimeError(.badGraph, "the converted model's outputs (\(actual.map(\.name).joined(separator: ", "))) differ from the source's (\(expected.map(\.name).joined(separator: ", ")))")
+            }
             for ((name, e), (_, a)) in zip(expected, actual) {
                 if outputs[name] == nil { order.append(name) }
                 outputs[name, default: ([], [])].expected.append(e)

@@ -87,15 +87,12 @@ struct Run: ParsableCommand {
             var arrays: [(name: String, value: Value)] = []
             for (name, value) in outputs {
                 switch value {
-                case .tensor(let v):
-                    rows.append([name, "\(v.type)", "\(v.shape)"])
-                    arrays.append((name, v))
+                case .tensor(let v): rows.append([name, "\(v.type)", "\(v.shape)"])
                 case .sequence(let items, let type):
                     rows.append([name, "sequence of \(items.count) \(type)", items.map { "\($0.shape)" }.joined(separator: " ")])
-                    arrays += items.enumerated().map { ("\(name)[\($0.offset)]", $0.element) }
-                case .none:
-                    rows.append([name, "optional", "no value"])
+                case .none: rows.append([name, "optional", "no value"])
                 }
+                arrays += value.tensors(named: name)
             }
             let timing = repeats == 1 ? String(format: "in %.3f s", times[0])
                 : String(format: "%d times: best %.2f ms, median %.2f ms", repeats, times[0] * 1000, times[repeats / 2] * 1000)

@@ -1,5 +1,6 @@
 """The graph executor (`tessera run`) against onnxruntime and the onnx wheel's stored outputs."""
 import glob
+import json
 import os
 import sys
 
@@ -351,7 +352,6 @@ def test_verify_level_4_runs_both_models_and_applies_thresholds(work):
 
     lossy = work / "lossy.tess"
     tessera("convert", minilm_path(), "-o", lossy, "--quiet", "--prune", "2:4")
-    import json
     result = tessera("verify", lossy, "--source", minilm_path(), "--dim", "sequence_length=5", "--json",
                      "--min-output-cosine", "0.99", check=False)
     assert result.returncode == 1 and "problem(s)" in result.stderr
@@ -378,6 +378,35 @@ def test_verify_level_4_uses_test_data_sets_and_reports_missing_ops(work):
     assert "level 4 skipped: the executor lacks StringNormalizer" in tessera("verify", tess, "--source", strings).stdout
     strict = tessera("verify", tess, "--source", strings, "--min-output-cosine", "0.9", check=False)
     assert strict.returncode == 1
+
+
+def test_verify_level_4_feeds_and_compares_sequences(work):
+    """A graph whose input and output are sequences: verify reads the SequenceProto from the
+    test data set (or --input) and compares the output sequence item by item."""
+    rng = np.random.default_rng(3)
+    w = numpy_helper.from_array(rng.standard_normal((4, 64)).astype(np.float32), "w")
+    nodes = [helper.make_node("ConcatFromSequence", ["seq"], ["x"], axis=0),
+             helper.make_node("MatMul", ["x", "w"], ["y"]),
+             helper.make_node("SplitToSequence", ["y"], ["parts"], axis=0)]
+    sequence = helper.make_tensor_sequence_value_info("seq", TensorProto.FLOAT, [None, 4])
+    parts = helper.make_tensor_sequence_value_info("parts", TensorProto.FLOAT, None)
+    graph = helper.make_graph(nodes, "seq", [sequence], [parts], initializer=[w])
+    folder = work / "model"
+    (folder / "test_data_set_0").mkdir(parents=True)
+    source = folder / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), source)
+    items = [rng.standard_normal((n, 4)).astype(np.float32) for n in (1, 2, 3)]
+    proto = numpy_helper.from_list(items, "seq")
+    (folder / "test_data_set_0" / "input_0.pb").write_bytes(proto.SerializeToString())
+    tess = work / "m.tess"
+    tessera("convert", source, "-o", tess, "--quiet")
+    result = tessera("verify", tess, "--source", source, "--min-output-cosine", "0.999999", "--json")
+    report = json.loads(result.stdout)["end_to_end"]
+    assert report["samples"] == ["test_data_set_0"]
+    assert [o["name"] for o in report["outputs"]] == ["parts[0]", "parts[1]", "parts[2]", "parts[3]", "parts[4]", "parts[5]"]
+    assert all(o["min_cosine"] > 0.999999 for o in report["outputs"])
+    given = tessera("verify", tess, "--source", source, "--input", f"seq={folder / 'test_data_set_0' / 'input_0.pb'}")
+    assert "run on 1 sample(s): given files" in given.stdout and "verdict: OK" in given.stdout
 
 
 def test_control_flow_bodies_read_outer_values_and_hold_their_own_weights(work):

@@ -50,6 +50,16 @@ public enum GraphValue: Sendable {
         }
     }
 
+    /// The tensors this value holds under `name`, as files and comparisons name them: a tensor
+    /// as NAME, a sequence's as NAME[0], NAME[1], …, an empty optional none.
+    public func tensors(named name: String) -> [(name: String, value: Value)] {
+        switch self {
+        case .tensor(let v): return [(name, v)]
+        case .sequence(let items, _): return items.enumerated().map { ("\(name)[\($0.offset)]", $0.element) }
+        case .none: return []
+        }
+    }
+
     /// The element type of the tensor or of the sequence's tensors (nil for an empty optional).
     var elementType: DataType? {
         switch self {
