@@ -23,8 +23,9 @@ SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_PACKAGES := pkg-config libzstd-dev libxxhash-dev libprotobuf-c-dev zstd time
 VENV := .venv
 RELEASE := .build/release
-# The kernels use explicit 16-float SIMD; on the baseline x86-64 target every fused multiply-add
-# becomes a library call. Build for this machine's CPU; `make ARCH_FLAGS=` builds a portable binary.
+# The hot kernels are C, chosen at run time per CPU, so any build is fast. Building the Swift code
+# for this machine's CPU speeds up the rest (its 16-float SIMD); `make ARCH_FLAGS=` builds a
+# portable binary with the same results.
 # On a CPU with AVX-512 the 2:4 kernels also use its two-source permute (TESSERA_AVX512), and
 # with VBMI and VNNI its byte permutes and int8 dot products (TESSERA_AVX512_VNNI).
 AVX512 := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo -Xswiftc -DTESSERA_AVX512)

@@ -88,12 +88,11 @@ struct CSRKernel: WeightKernel {
                                 let xt = t.xt + (block * CSRGatherIndex.depthBlock * ld + b)
                                 for r in range {
                                     let bounds = first[r] ..< first[r &+ 1], out = t.yt + (r &* ld &+ b)
-                                    switch width {
-                                    case 64: gatherRow(Sums64.self, bounds, depth, values, xt, ld, out, add)
-                                    case 48: gatherRow(Sums32.self, bounds, depth, values, xt, ld, out, add)
-                                        gatherRow(Sums16.self, bounds, depth, values, xt + 32, ld, out + 32, add)
-                                    case 32: gatherRow(Sums32.self, bounds, depth, values, xt, ld, out, add)
-                                    default: gatherRow(Sums16.self, bounds, depth, values, xt, ld, out, add)
+                                    if width == 48 {
+                                        csrRow(32, bounds, depth, values, xt, ld, out, add)
+                                        csrRow(16, bounds, depth, values, xt + 32, ld, out + 32, add)
+                                    } else {
+                                        csrRow(width, bounds, depth, values, xt, ld, out, add)
                                     }
                                 }
                             }
@@ -106,11 +105,27 @@ struct CSRKernel: WeightKernel {
     }
 }
 
+/// One CSR output row's sums over 64, 32 or 16 batch columns (`gatherRow`), in the variant
+/// `KernelDispatch` chose.
+@inline(__always)
+private func csrRow(_ width: Int, _ bounds: Range<Int>, _ depth: UnsafePointer<UInt8>, _ values: UnsafePointer<Float>,
+                    _ xt: UnsafePointer<Float>, _ ld: Int, _ out: UnsafeMutablePointer<Float>, _ adding: Bool) {
+    if let k = KernelDispatch.kernels {
+        k.csr_row(width, bounds.lowerBound, bounds.upperBound, depth, values, xt, ld, out, adding ? 1 : 0)
+        return
+    }
+    switch width {
+    case 64: gatherRow(Sums64.self, bounds, depth, values, xt, ld, out, adding)
+    case 32: gatherRow(Sums32.self, bounds, depth, values, xt, ld, out, adding)
+    default: gatherRow(Sums16.self, bounds, depth, values, xt, ld, out, adding)
+    }
+}
+
 /// `out = (adding ? out : 0) + Σ values[i] · xt[depth[i]·ld ..< +S.width]` over the entries
 /// `bounds`: the sums of one output row and `S.width` batch columns, in registers. Two entries
 /// at a time into two sets of sums, since one set would wait on the FMA latency.
 @inline(__always)
-private func gatherRow<S: ColumnSums>(_: S.Type, _ bounds: Range<Int>, _ depth: UnsafePointer<UInt8>, _ values: UnsafePointer<Float>,
+func gatherRow<S: ColumnSums>(_: S.Type, _ bounds: Range<Int>, _ depth: UnsafePointer<UInt8>, _ values: UnsafePointer<Float>,
                                       _ xt: UnsafePointer<Float>, _ ld: Int, _ out: UnsafeMutablePointer<Float>, _ adding: Bool) {
     var a = adding ? S(out) : S(), c = S()
     var i = bounds.lowerBound
@@ -124,7 +139,7 @@ private func gatherRow<S: ColumnSums>(_: S.Type, _ bounds: Range<Int>, _ depth: 
 }
 
 /// Sums over `width` adjacent floats, held in registers.
-private protocol ColumnSums {
+protocol ColumnSums {
     init()
     init(_ p: UnsafePointer<Float>)
     mutating func add(_ p: UnsafePointer<Float>, times w: Float)
@@ -132,7 +147,7 @@ private protocol ColumnSums {
     func store(adding other: Self, to p: UnsafeMutablePointer<Float>)
 }
 
-private struct Sums64: ColumnSums {
+struct Sums64: ColumnSums {
     var s0 = Vec(), s1 = Vec(), s2 = Vec(), s3 = Vec()
     init() {}
     @inline(__always) init(_ p: UnsafePointer<Float>) { (s0, s1, s2, s3) = (load(p), load(p + 16), load(p + 32), load(p + 48)) }
@@ -146,7 +161,7 @@ private struct Sums64: ColumnSums {
     }
 }
 
-private struct Sums32: ColumnSums {
+struct Sums32: ColumnSums {
     var s0 = Vec(), s1 = Vec()
     init() {}
     @inline(__always) init(_ p: UnsafePointer<Float>) { (s0, s1) = (load(p), load(p + 16)) }
@@ -159,7 +174,7 @@ private struct Sums32: ColumnSums {
     }
 }
 
-private struct Sums16: ColumnSums {
+struct Sums16: ColumnSums {
     var s0 = Vec()
     init() {}
     @inline(__always) init(_ p: UnsafePointer<Float>) { s0 = load(p) }

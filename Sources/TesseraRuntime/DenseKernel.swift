@@ -106,68 +106,20 @@ struct DenseKernel: WeightKernel {
     /// `y[range] = Σ_k x[k] · W[k, range]`, one stored row at a time: the weights stream in
     /// order and the outputs stay in L1.
     private func columnsFloat32(_ f: UnsafePointer<Float>, _ range: Range<Int>) {
-        accumulateColumns(range, f, load) { $0 }
+        columns(problem.x, f + range.lowerBound, rows: problem.op.rows, depth: problem.op.depth, problem.y + range.lowerBound, width: range.count)
     }
 
     /// `columnsFloat32` for int8 codes with one scale per output: the codes are widened sixteen
     /// at a time and the scale and zero point applied once per output,
     /// `y[n] = s[n] · (Σ_k x[k]·c[k, n] − z[n] · Σ_k x[k])`.
     private func columnsInt8(_ w: DequantizingReader<Int8Codes>, _ rowBase: UnsafePointer<Int>, _ range: Range<Int>) {
-        accumulateColumns(range, w.codes.bytes, loadFloats) { Float($0) }
+        columns(problem.x, w.codes.bytes + range.lowerBound, rows: problem.op.rows, depth: problem.op.depth, problem.y + range.lowerBound, width: range.count)
         var xSum: Float = 0
         for k in 0 ..< problem.op.depth { xSum += problem.x[k] }
         let out = problem.y + range.lowerBound
         for i in 0 ..< range.count {
             let s = rowBase[range.lowerBound &+ i]
             out[i] = w.scales[s] * (out[i] - w.zeroPoints[s] * xSum)
-        }
-    }
-
-    /// `y[range] = Σ_k x[k] · values[k, range]` over stored `[depth, rows]` values: four depths
-    /// at a time, so each 64 outputs are loaded and stored once per four weight rows (once per
-    /// row, loading and storing the outputs bounded the int8 loop).
-    @inline(__always)
-    private func accumulateColumns<T>(_ range: Range<Int>, _ values: UnsafePointer<T>, _ vector: (UnsafePointer<T>) -> Vec,
-                                      _ scalar: (T) -> Float) {
-        let rows = problem.op.rows, depth = problem.op.depth, x = problem.x
-        let out = problem.y + range.lowerBound, width = range.count
-        out.initialize(repeating: 0, count: width)
-        var k = 0
-        while k &+ 4 <= depth {
-            let s0 = Vec(repeating: x[k]), s1 = Vec(repeating: x[k &+ 1]), s2 = Vec(repeating: x[k &+ 2]), s3 = Vec(repeating: x[k &+ 3])
-            let row0 = values + (k &* rows &+ range.lowerBound)
-            let row1 = row0 + rows, row2 = row1 + rows, row3 = row2 + rows
-            @inline(__always) func update(_ i: Int) {
-                let sum = load(out + i).addingProduct(vector(row0 + i), s0).addingProduct(vector(row1 + i), s1)
-                store(sum.addingProduct(vector(row2 + i), s2).addingProduct(vector(row3 + i), s3), out + i)
-            }
-            var i = 0
-            while i &+ 64 <= width {
-                update(i); update(i &+ 16); update(i &+ 32); update(i &+ 48)
-                i &+= 64
-            }
-            while i &+ 16 <= width {
-                update(i)
-                i &+= 16
-            }
-            while i < width {
-                out[i] += x[k] * scalar(row0[i]) + x[k &+ 1] * scalar(row1[i]) + x[k &+ 2] * scalar(row2[i]) + x[k &+ 3] * scalar(row3[i])
-                i &+= 1
-            }
-            k &+= 4
-        }
-        while k < depth {
-            let s = Vec(repeating: x[k]), row = values + (k &* rows &+ range.lowerBound)
-            var i = 0
-            while i &+ 16 <= width {
-                store(load(out + i).addingProduct(vector(row + i), s), out + i)
-                i &+= 16
-            }
-            while i < width {
-                out[i] += x[k] * scalar(row[i])
-                i &+= 1
-            }
-            k &+= 1
         }
     }
 

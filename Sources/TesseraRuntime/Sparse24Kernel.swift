@@ -1,4 +1,4 @@
-import CPrefetch
+import CTesseraKernels
 
 /// 2:4 weights: every group of four along the reduction axis stores two values and a nibble
 /// with their positions (`i0 | i1 << 2`, spec §7.3). Both kernels do only the stored half of
@@ -228,54 +228,69 @@ struct Sparse24Kernel: WeightKernel {
     }
 }
 
-/// Row stride of a decoded 2:4 panel: two kept values for each of `groupBlock` groups. A literal,
-/// so the tiles address each row's entries with a fixed displacement.
-let sparsePanelStride = 128
+/// Row stride of a decoded 2:4 panel: two kept values for each of `groupBlock` groups. A
+/// constant (shared with the C kernels), so the tiles address each row's entries with a fixed
+/// displacement.
+let sparsePanelStride = Int(TESSERA_SPARSE_PANEL_STRIDE)
 
 /// 8 rows x 32 batch columns of `yᵀ` from a decoded 2:4 panel: each kept value multiplies the
 /// activation vectors at its offset (only stored values are multiplied).
-@inline(never)
+@inline(__always)
 func sparseTile8x32(_ v: UnsafePointer<Float>, _ off: UnsafePointer<Int32>, _ count: Int,
                     _ xt: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ ldo: Int) {
-    let o0 = out, o1 = out + ldo, o2 = o1 + ldo, o3 = o2 + ldo, o4 = o3 + ldo, o5 = o4 + ldo, o6 = o5 + ldo, o7 = o6 + ldo
-    var c00 = load(o0), c01 = load(o0 + 16), c10 = load(o1), c11 = load(o1 + 16)
-    var c20 = load(o2), c21 = load(o2 + 16), c30 = load(o3), c31 = load(o3 + 16)
-    var c40 = load(o4), c41 = load(o4 + 16), c50 = load(o5), c51 = load(o5 + 16)
-    var c60 = load(o6), c61 = load(o6 + 16), c70 = load(o7), c71 = load(o7 + 16)
-    let s = sparsePanelStride
-    for j in 0 ..< count {
-        var p = xt + Int(off[j]), b = Vec(repeating: v[j]); c00.addProduct(load(p), b); c01.addProduct(load(p + 16), b)
-        p = xt + Int(off[j &+ s]); b = Vec(repeating: v[j &+ s]); c10.addProduct(load(p), b); c11.addProduct(load(p + 16), b)
-        p = xt + Int(off[j &+ 2 &* s]); b = Vec(repeating: v[j &+ 2 &* s]); c20.addProduct(load(p), b); c21.addProduct(load(p + 16), b)
-        p = xt + Int(off[j &+ 3 &* s]); b = Vec(repeating: v[j &+ 3 &* s]); c30.addProduct(load(p), b); c31.addProduct(load(p + 16), b)
-        p = xt + Int(off[j &+ 4 &* s]); b = Vec(repeating: v[j &+ 4 &* s]); c40.addProduct(load(p), b); c41.addProduct(load(p + 16), b)
-        p = xt + Int(off[j &+ 5 &* s]); b = Vec(repeating: v[j &+ 5 &* s]); c50.addProduct(load(p), b); c51.addProduct(load(p + 16), b)
-        p = xt + Int(off[j &+ 6 &* s]); b = Vec(repeating: v[j &+ 6 &* s]); c60.addProduct(load(p), b); c61.addProduct(load(p + 16), b)
-        p = xt + Int(off[j &+ 7 &* s]); b = Vec(repeating: v[j &+ 7 &* s]); c70.addProduct(load(p), b); c71.addProduct(load(p + 16), b)
-    }
-    store(c00, o0); store(c01, o0 + 16); store(c10, o1); store(c11, o1 + 16)
-    store(c20, o2); store(c21, o2 + 16); store(c30, o3); store(c31, o3 + 16)
-    store(c40, o4); store(c41, o4 + 16); store(c50, o5); store(c51, o5 + 16)
-    store(c60, o6); store(c61, o6 + 16); store(c70, o7); store(c71, o7 + 16)
+    if let k = KernelDispatch.kernels { k.sparse_tile8x32(v, off, count, xt, out, ldo) } else { PortableKernels.sparseTile8x32(v, off, count, xt, out, ldo) }
 }
 
-@inline(never)
+@inline(__always)
 func sparseTile8x16(_ v: UnsafePointer<Float>, _ off: UnsafePointer<Int32>, _ count: Int,
                     _ xt: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ ldo: Int) {
-    let o0 = out, o1 = out + ldo, o2 = o1 + ldo, o3 = o2 + ldo, o4 = o3 + ldo, o5 = o4 + ldo, o6 = o5 + ldo, o7 = o6 + ldo
-    var c0 = load(o0), c1 = load(o1), c2 = load(o2), c3 = load(o3)
-    var c4 = load(o4), c5 = load(o5), c6 = load(o6), c7 = load(o7)
-    let s = sparsePanelStride
-    for j in 0 ..< count {
-        c0.addProduct(load(xt + Int(off[j])), Vec(repeating: v[j]))
-        c1.addProduct(load(xt + Int(off[j &+ s])), Vec(repeating: v[j &+ s]))
-        c2.addProduct(load(xt + Int(off[j &+ 2 &* s])), Vec(repeating: v[j &+ 2 &* s]))
-        c3.addProduct(load(xt + Int(off[j &+ 3 &* s])), Vec(repeating: v[j &+ 3 &* s]))
-        c4.addProduct(load(xt + Int(off[j &+ 4 &* s])), Vec(repeating: v[j &+ 4 &* s]))
-        c5.addProduct(load(xt + Int(off[j &+ 5 &* s])), Vec(repeating: v[j &+ 5 &* s]))
-        c6.addProduct(load(xt + Int(off[j &+ 6 &* s])), Vec(repeating: v[j &+ 6 &* s]))
-        c7.addProduct(load(xt + Int(off[j &+ 7 &* s])), Vec(repeating: v[j &+ 7 &* s]))
+    if let k = KernelDispatch.kernels { k.sparse_tile8x16(v, off, count, xt, out, ldo) } else { PortableKernels.sparseTile8x16(v, off, count, xt, out, ldo) }
+}
+
+extension PortableKernels {
+    @inline(never)
+    static func sparseTile8x32(_ v: UnsafePointer<Float>, _ off: UnsafePointer<Int32>, _ count: Int,
+                        _ xt: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ ldo: Int) {
+        let o0 = out, o1 = out + ldo, o2 = o1 + ldo, o3 = o2 + ldo, o4 = o3 + ldo, o5 = o4 + ldo, o6 = o5 + ldo, o7 = o6 + ldo
+        var c00 = load(o0), c01 = load(o0 + 16), c10 = load(o1), c11 = load(o1 + 16)
+        var c20 = load(o2), c21 = load(o2 + 16), c30 = load(o3), c31 = load(o3 + 16)
+        var c40 = load(o4), c41 = load(o4 + 16), c50 = load(o5), c51 = load(o5 + 16)
+        var c60 = load(o6), c61 = load(o6 + 16), c70 = load(o7), c71 = load(o7 + 16)
+        let s = sparsePanelStride
+        for j in 0 ..< count {
+            var p = xt + Int(off[j]), b = Vec(repeating: v[j]); c00.addProduct(load(p), b); c01.addProduct(load(p + 16), b)
+            p = xt + Int(off[j &+ s]); b = Vec(repeating: v[j &+ s]); c10.addProduct(load(p), b); c11.addProduct(load(p + 16), b)
+            p = xt + Int(off[j &+ 2 &* s]); b = Vec(repeating: v[j &+ 2 &* s]); c20.addProduct(load(p), b); c21.addProduct(load(p + 16), b)
+            p = xt + Int(off[j &+ 3 &* s]); b = Vec(repeating: v[j &+ 3 &* s]); c30.addProduct(load(p), b); c31.addProduct(load(p + 16), b)
+            p = xt + Int(off[j &+ 4 &* s]); b = Vec(repeating: v[j &+ 4 &* s]); c40.addProduct(load(p), b); c41.addProduct(load(p + 16), b)
+            p = xt + Int(off[j &+ 5 &* s]); b = Vec(repeating: v[j &+ 5 &* s]); c50.addProduct(load(p), b); c51.addProduct(load(p + 16), b)
+            p = xt + Int(off[j &+ 6 &* s]); b = Vec(repeating: v[j &+ 6 &* s]); c60.addProduct(load(p), b); c61.addProduct(load(p + 16), b)
+            p = xt + Int(off[j &+ 7 &* s]); b = Vec(repeating: v[j &+ 7 &* s]); c70.addProduct(load(p), b); c71.addProduct(load(p + 16), b)
+        }
+        store(c00, o0); store(c01, o0 + 16); store(c10, o1); store(c11, o1 + 16)
+        store(c20, o2); store(c21, o2 + 16); store(c30, o3); store(c31, o3 + 16)
+        store(c40, o4); store(c41, o4 + 16); store(c50, o5); store(c51, o5 + 16)
+        store(c60, o6); store(c61, o6 + 16); store(c70, o7); store(c71, o7 + 16)
     }
-    store(c0, o0); store(c1, o1); store(c2, o2); store(c3, o3)
-    store(c4, o4); store(c5, o5); store(c6, o6); store(c7, o7)
+
+    @inline(never)
+    static func sparseTile8x16(_ v: UnsafePointer<Float>, _ off: UnsafePointer<Int32>, _ count: Int,
+                        _ xt: UnsafePointer<Float>, _ out: UnsafeMutablePointer<Float>, _ ldo: Int) {
+        let o0 = out, o1 = out + ldo, o2 = o1 + ldo, o3 = o2 + ldo, o4 = o3 + ldo, o5 = o4 + ldo, o6 = o5 + ldo, o7 = o6 + ldo
+        var c0 = load(o0), c1 = load(o1), c2 = load(o2), c3 = load(o3)
+        var c4 = load(o4), c5 = load(o5), c6 = load(o6), c7 = load(o7)
+        let s = sparsePanelStride
+        for j in 0 ..< count {
+            c0.addProduct(load(xt + Int(off[j])), Vec(repeating: v[j]))
+            c1.addProduct(load(xt + Int(off[j &+ s])), Vec(repeating: v[j &+ s]))
+            c2.addProduct(load(xt + Int(off[j &+ 2 &* s])), Vec(repeating: v[j &+ 2 &* s]))
+            c3.addProduct(load(xt + Int(off[j &+ 3 &* s])), Vec(repeating: v[j &+ 3 &* s]))
+            c4.addProduct(load(xt + Int(off[j &+ 4 &* s])), Vec(repeating: v[j &+ 4 &* s]))
+            c5.addProduct(load(xt + Int(off[j &+ 5 &* s])), Vec(repeating: v[j &+ 5 &* s]))
+            c6.addProduct(load(xt + Int(off[j &+ 6 &* s])), Vec(repeating: v[j &+ 6 &* s]))
+            c7.addProduct(load(xt + Int(off[j &+ 7 &* s])), Vec(repeating: v[j &+ 7 &* s]))
+        }
+        store(c0, o0); store(c1, o1); store(c2, o2); store(c3, o3)
+        store(c4, o4); store(c5, o5); store(c6, o6); store(c7, o7)
+    }
 }

@@ -37,7 +37,7 @@ struct Bench: ParsableCommand {
         try reportingErrors {
             resources.apply()
             let tess = try TessFile.open(file)
-            print("\(file.terminalSafe): kernel against dense float32 on the same shape, \(threads) thread(s), best of \(budget) s")
+            print("\(file.terminalSafe): kernel against dense float32 on the same shape, \(threads) thread(s), \(KernelDispatch.selected.rawValue) kernels, best of \(budget) s")
             var rows = [["tensor", "layout", "quant", "rows x depth", "batch", "kernel ms", "dense ms", "speedup", "uint8 x ms"]]
             for index in tess.tensors.indices {
                 let stored = try tess.tensor(index)

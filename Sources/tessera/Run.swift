@@ -96,7 +96,7 @@ struct Run: ParsableCommand {
             }
             let timing = repeats == 1 ? String(format: "in %.3f s", times[0])
                 : String(format: "%d times: best %.2f ms, median %.2f ms", repeats, times[0] * 1000, times[repeats / 2] * 1000)
-            print("\(file.terminalSafe): ran \(graph.nodes.count) nodes \(timing), \(threads) thread(s)")
+            print("\(file.terminalSafe): ran \(graph.nodes.count) nodes \(timing), \(threads) thread(s), \(KernelDispatch.selected.rawValue) kernels")
             print(TextTable.lines(rows).joined(separator: "\n"))
             if let profile = executor.profile {
                 let total = profile.entries.values.reduce(0) { $0 + $1.seconds }

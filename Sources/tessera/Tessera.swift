@@ -16,6 +16,7 @@ struct TesseraCommand: ParsableCommand {
 
 /// Runs `body`, turning a format or ONNX error into one line on stderr and exit status 1.
 func reportingErrors(_ body: () throws -> Void) throws {
+    if let problem = KernelDispatch.environmentProblem { fail(problem) }
     do {
         try body()
     } catch let error as TessError {

@@ -304,6 +304,38 @@ def test_more_float64_ops_compute_in_float64(work, op, inputs, attributes, opset
     np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-14)
 
 
+def test_every_kernel_variant_gives_the_same_outputs(work):
+    """TESSERA_ISA picks the kernels' variant (capped at what this CPU runs): MiniLM (GEMM tiles
+    and attention products) and the digits MLP dense, 2:4 and CSR, batched and one row (GEMV),
+    give the same bits through the portable kernels as through the one chosen for this CPU."""
+    import subprocess
+    from conftest import tessera_binary
+    rng = np.random.default_rng(5)
+    cases = [(minilm_path(), minilm_feeds(batch=2, tokens=9)), (minilm_path(), minilm_feeds(batch=1, tokens=1))]
+    for name, args in [("dense", []), ("sparse24", ["--prune", "2:4"]), ("csr", ["--prune", "magnitude:0.8", "--layout", "csr"])]:
+        tessera("convert", DIGITS, "-o", work / f"{name}.tess", "--quiet", *args)
+        cases += [(work / f"{name}.tess", {"X": rng.standard_normal((rows, 64)).astype(np.float32)}) for rows in (37, 1)]
+    for k, (model, feeds) in enumerate(cases):
+        paths = []
+        for input_name, value in feeds.items():
+            np.save(work / f"{input_name}.npy", value)
+            paths += ["--input", f"{input_name}={work / f'{input_name}.npy'}"]
+        outputs = []
+        for isa in ("portable", ""):   # "": the variant chosen for this CPU
+            out = work / f"out{isa}.npz"
+            result = subprocess.run([tessera_binary(), "run", model, *paths, "-o", out, "--force"], capture_output=True, text=True,
+                                    env={**os.environ, "TESSERA_ISA": isa})
+            assert result.returncode == 0, result.stderr
+            assert isa != "portable" or ", portable kernels" in result.stdout, result.stdout
+            with np.load(out) as archive:
+                outputs.append({key: archive[key] for key in archive.files})
+        for key, value in outputs[0].items():
+            assert np.array_equal(value, outputs[1][key]), (k, key)
+    refused = subprocess.run([tessera_binary(), "run", minilm_path(), "-o", work / "x.npz"], capture_output=True, text=True,
+                             env={**os.environ, "TESSERA_ISA": "sse9"})
+    assert refused.returncode == 1 and "TESSERA_ISA is 'sse9'; it must be one of portable, avx2, avx512" in refused.stderr
+
+
 def test_missing_ops_are_all_named_before_running(work):
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("ImageDecoder", ["a"], ["b"]),
              helper.make_node("StringNormalizer", ["b"], ["c"]), helper.make_node("ImageDecoder", ["c"], ["y"])]

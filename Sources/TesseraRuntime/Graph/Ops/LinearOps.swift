@@ -107,44 +107,6 @@ enum LinearOps {
         }
         return Value(y, shape: [a.shape[0], b.shape[1]])
     }
-
-    /// `c = a · b` for row-major `a [m, k]`, `b [k, n]`: rows of `b` accumulated into rows of `c`,
-    /// an inner loop the compiler vectorises.
-    static func denseProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: UnsafeMutablePointer<Float>, m: Int, k: Int, n: Int) {
-        // Each row of `c` 64 and then 16 columns at a time, summed in registers over all of `k`
-        // (summing into memory once per `k` made the stores the bottleneck).
-        for i in 0 ..< m {
-            let aRow = a + i * k, row = c + i * n
-            var j = 0
-            while j + 64 <= n {
-                var s0 = Vec(), s1 = Vec(), s2 = Vec(), s3 = Vec()
-                for p in 0 ..< k {
-                    let s = Vec(repeating: aRow[p]), source = b + p * n + j
-                    s0.addProduct(s, load(source)); s1.addProduct(s, load(source + 16))
-                    s2.addProduct(s, load(source + 32)); s3.addProduct(s, load(source + 48))
-                }
-                store(s0, row + j); store(s1, row + j + 16); store(s2, row + j + 32); store(s3, row + j + 48)
-                j += 64
-            }
-            while j + 16 <= n {
-                // Two sums, so that consecutive depths do not wait on each other.
-                var s0 = Vec(), s1 = Vec(), p = 0
-                while p + 2 <= k {
-                    s0.addProduct(Vec(repeating: aRow[p]), load(b + p * n + j))
-                    s1.addProduct(Vec(repeating: aRow[p + 1]), load(b + (p + 1) * n + j))
-                    p += 2
-                }
-                if p < k { s0.addProduct(Vec(repeating: aRow[p]), load(b + p * n + j)) }
-                store(s0 + s1, row + j)
-                j += 16
-            }
-            for j in j ..< n {
-                var sum: Float = 0
-                for p in 0 ..< k { sum.addProduct(aRow[p], b[p * n + j]) }
-                row[j] = sum
-            }
-        }
-    }
 }
 
 extension LinearOperator {

@@ -1,0 +1,11 @@
+/* The float32 kernels for AVX2 with FMA (Haswell and later): 16-float vectors are two ymm registers. */
+#include "tessera_kernels.h"
+
+#if defined(__x86_64__)
+
+#pragma clang fp contract(off)
+#pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
+#define SUFFIX _avx2
+#include "kernels_body.h"
+#pragma clang attribute pop
+#endif

@@ -1,0 +1,204 @@
+/* The float32 kernels, written once over 16-float vectors and included by one file per
+   instruction set, which sets the target and the SUFFIX of the names. The loops mirror the
+   portable Swift kernels (Microkernels.swift, DenseKernel.swift, LinearOps.swift) operation for
+   operation: explicit fused multiply-adds, no contraction, the same summation order. */
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define NAME(f) CAT(f, SUFFIX)
+
+typedef float vec __attribute__((vector_size(64), aligned(4)));
+typedef signed char v16i8 __attribute__((vector_size(16), aligned(1)));
+
+static inline vec NAME(load)(const float *p) { vec v; __builtin_memcpy(&v, p, sizeof v); return v; }
+static inline void NAME(store)(vec v, float *p) { __builtin_memcpy(p, &v, sizeof v); }
+static inline vec NAME(splat)(float s) { return (vec){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
+#define LOAD NAME(load)
+#define STORE NAME(store)
+#define SPLAT NAME(splat)
+#define FMA(acc, a, b) __builtin_elementwise_fma(a, b, acc)
+
+/* The horizontal sum in the order of Swift's SIMD16.sum(): lane by lane from -0. */
+static inline float NAME(sum)(vec v) {
+    float s = -0.0f;
+    for (int i = 0; i < 16; i++) s += v[i];
+    return s;
+}
+
+static void NAME(tile8x32)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
+                           float *out, ptrdiff_t ldo) {
+    float *o[8];
+    for (int i = 0; i < 8; i++) o[i] = out + i * ldo;
+    vec c0[8], c1[8];
+    for (int i = 0; i < 8; i++) { c0[i] = LOAD(o[i]); c1[i] = LOAD(o[i] + 16); }
+    for (ptrdiff_t k = 0; k < depth; k++) {
+        vec x0 = LOAD(xt), x1 = LOAD(xt + 16);
+        for (int i = 0; i < 8; i++) {
+            vec b = SPLAT(w[i]);
+            c0[i] = FMA(c0[i], x0, b);
+            c1[i] = FMA(c1[i], x1, b);
+        }
+        w += ks;
+        xt += ldx;
+    }
+    for (int i = 0; i < 8; i++) { STORE(c0[i], o[i]); STORE(c1[i], o[i] + 16); }
+}
+
+static void NAME(tile8x16)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
+                           float *out, ptrdiff_t ldo) {
+    vec c[8];
+    for (int i = 0; i < 8; i++) c[i] = LOAD(out + i * ldo);
+    for (ptrdiff_t k = 0; k < depth; k++) {
+        vec x0 = LOAD(xt);
+        for (int i = 0; i < 8; i++) c[i] = FMA(c[i], x0, SPLAT(w[i]));
+        w += ks;
+        xt += ldx;
+    }
+    for (int i = 0; i < 8; i++) STORE(c[i], out + i * ldo);
+}
+
+static float NAME(dot)(const float *a, const float *b, ptrdiff_t n) {
+    vec s0 = SPLAT(0), s1 = SPLAT(0);
+    ptrdiff_t k = 0;
+    for (; k + 32 <= n; k += 32) {
+        s0 = FMA(s0, LOAD(a + k), LOAD(b + k));
+        s1 = FMA(s1, LOAD(a + k + 16), LOAD(b + k + 16));
+    }
+    if (k + 16 <= n) { s0 = FMA(s0, LOAD(a + k), LOAD(b + k)); k += 16; }
+    float s = NAME(sum)(s0 + s1);
+    for (; k < n; k++) s += a[k] * b[k];
+    return s;
+}
+
+static inline __attribute__((always_inline)) void NAME(columns_of)(const float *x, const void *values_, int int8, ptrdiff_t rows,
+                                                                     ptrdiff_t depth, float *out, ptrdiff_t width) {
+    const float *values = values_;
+    const int8_t *codes = values_;
+    /* Sixteen values from element e of the stored rows, and one. */
+#define VALUES(e) (int8 ? __builtin_convertvector(*(const v16i8 *)(codes + (e)), vec) : LOAD(values + (e)))
+#define VALUE(e) (int8 ? (float)codes[e] : values[e])
+    for (ptrdiff_t i = 0; i < width; i++) out[i] = 0;
+    ptrdiff_t k = 0;
+    for (; k + 4 <= depth; k += 4) {
+        vec s0 = SPLAT(x[k]), s1 = SPLAT(x[k + 1]), s2 = SPLAT(x[k + 2]), s3 = SPLAT(x[k + 3]);
+        ptrdiff_t r0 = k * rows, r1 = r0 + rows, r2 = r1 + rows, r3 = r2 + rows;
+        ptrdiff_t i = 0;
+        for (; i + 16 <= width; i += 16) {
+            vec sum = FMA(FMA(LOAD(out + i), VALUES(r0 + i), s0), VALUES(r1 + i), s1);
+            STORE(FMA(FMA(sum, VALUES(r2 + i), s2), VALUES(r3 + i), s3), out + i);
+        }
+        for (; i < width; i++)
+            out[i] += x[k] * VALUE(r0 + i) + x[k + 1] * VALUE(r1 + i) + x[k + 2] * VALUE(r2 + i) + x[k + 3] * VALUE(r3 + i);
+    }
+    for (; k < depth; k++) {
+        vec s = SPLAT(x[k]);
+        ptrdiff_t row = k * rows;
+        ptrdiff_t i = 0;
+        for (; i + 16 <= width; i += 16) STORE(FMA(LOAD(out + i), VALUES(row + i), s), out + i);
+        for (; i < width; i++) out[i] += x[k] * VALUE(row + i);
+    }
+#undef VALUES
+#undef VALUE
+}
+
+static void NAME(columns)(const float *x, const float *values, ptrdiff_t rows, ptrdiff_t depth, float *out, ptrdiff_t width) {
+    NAME(columns_of)(x, values, 0, rows, depth, out, width);
+}
+
+static void NAME(columns_int8)(const float *x, const int8_t *codes, ptrdiff_t rows, ptrdiff_t depth, float *out, ptrdiff_t width) {
+    NAME(columns_of)(x, codes, 1, rows, depth, out, width);
+}
+
+static void NAME(product)(const float *a, const float *b, float *c, ptrdiff_t m, ptrdiff_t k, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < m; i++) {
+        const float *a_row = a + i * k;
+        float *row = c + i * n;
+        ptrdiff_t j = 0;
+        for (; j + 64 <= n; j += 64) {
+            vec s0 = SPLAT(0), s1 = SPLAT(0), s2 = SPLAT(0), s3 = SPLAT(0);
+            for (ptrdiff_t p = 0; p < k; p++) {
+                vec s = SPLAT(a_row[p]);
+                const float *source = b + p * n + j;
+                s0 = FMA(s0, s, LOAD(source)); s1 = FMA(s1, s, LOAD(source + 16));
+                s2 = FMA(s2, s, LOAD(source + 32)); s3 = FMA(s3, s, LOAD(source + 48));
+            }
+            STORE(s0, row + j); STORE(s1, row + j + 16); STORE(s2, row + j + 32); STORE(s3, row + j + 48);
+        }
+        for (; j + 16 <= n; j += 16) {
+            vec s0 = SPLAT(0), s1 = SPLAT(0);
+            ptrdiff_t p = 0;
+            for (; p + 2 <= k; p += 2) {
+                s0 = FMA(s0, SPLAT(a_row[p]), LOAD(b + p * n + j));
+                s1 = FMA(s1, SPLAT(a_row[p + 1]), LOAD(b + (p + 1) * n + j));
+            }
+            if (p < k) s0 = FMA(s0, SPLAT(a_row[p]), LOAD(b + p * n + j));
+            STORE(s0 + s1, row + j);
+        }
+        for (; j < n; j++) {
+            float sum = 0;
+            for (ptrdiff_t p = 0; p < k; p++) sum = __builtin_fmaf(a_row[p], b[p * n + j], sum);
+            row[j] = sum;
+        }
+    }
+}
+
+static void NAME(sparse_tile8x32)(const float *v, const int32_t *off, ptrdiff_t count, const float *xt, float *out,
+                                  ptrdiff_t ldo) {
+    const ptrdiff_t s = TESSERA_SPARSE_PANEL_STRIDE;
+    vec c0[8], c1[8];
+    for (int i = 0; i < 8; i++) { c0[i] = LOAD(out + i * ldo); c1[i] = LOAD(out + i * ldo + 16); }
+    for (ptrdiff_t j = 0; j < count; j++) {
+        for (int i = 0; i < 8; i++) {
+            const float *p = xt + off[j + i * s];
+            vec b = SPLAT(v[j + i * s]);
+            c0[i] = FMA(c0[i], LOAD(p), b);
+            c1[i] = FMA(c1[i], LOAD(p + 16), b);
+        }
+    }
+    for (int i = 0; i < 8; i++) { STORE(c0[i], out + i * ldo); STORE(c1[i], out + i * ldo + 16); }
+}
+
+static void NAME(sparse_tile8x16)(const float *v, const int32_t *off, ptrdiff_t count, const float *xt, float *out,
+                                  ptrdiff_t ldo) {
+    const ptrdiff_t s = TESSERA_SPARSE_PANEL_STRIDE;
+    vec c[8];
+    for (int i = 0; i < 8; i++) c[i] = LOAD(out + i * ldo);
+    for (ptrdiff_t j = 0; j < count; j++)
+        for (int i = 0; i < 8; i++) c[i] = FMA(c[i], LOAD(xt + off[j + i * s]), SPLAT(v[j + i * s]));
+    for (int i = 0; i < 8; i++) STORE(c[i], out + i * ldo);
+}
+
+/* One width's CSR row, its vector count a constant so that the sums stay in registers. */
+static inline __attribute__((always_inline)) void NAME(csr_row_n)(int n, ptrdiff_t lo, ptrdiff_t hi, const uint8_t *depth,
+                                                                   const float *values, const float *xt, ptrdiff_t ld,
+                                                                   float *out, int adding) {
+    vec a[4], c[4];
+    for (int q = 0; q < n; q++) { a[q] = adding ? LOAD(out + 16 * q) : SPLAT(0); c[q] = SPLAT(0); }
+    ptrdiff_t i = lo;
+    for (; i + 2 <= hi; i += 2) {
+        const float *p = xt + depth[i] * ld, *r = xt + depth[i + 1] * ld;
+        vec w = SPLAT(values[i]), u = SPLAT(values[i + 1]);
+        for (int q = 0; q < n; q++) a[q] = FMA(a[q], LOAD(p + 16 * q), w);
+        for (int q = 0; q < n; q++) c[q] = FMA(c[q], LOAD(r + 16 * q), u);
+    }
+    if (i < hi) {
+        const float *p = xt + depth[i] * ld;
+        vec w = SPLAT(values[i]);
+        for (int q = 0; q < n; q++) a[q] = FMA(a[q], LOAD(p + 16 * q), w);
+    }
+    for (int q = 0; q < n; q++) STORE(a[q] + c[q], out + 16 * q);
+}
+
+static void NAME(csr_row)(ptrdiff_t width, ptrdiff_t lo, ptrdiff_t hi, const uint8_t *depth, const float *values,
+                          const float *xt, ptrdiff_t ld, float *out, int adding) {
+    switch (width) {
+    case 64: NAME(csr_row_n)(4, lo, hi, depth, values, xt, ld, out, adding); break;
+    case 32: NAME(csr_row_n)(2, lo, hi, depth, values, xt, ld, out, adding); break;
+    default: NAME(csr_row_n)(1, lo, hi, depth, values, xt, ld, out, adding); break;
+    }
+}
+
+const tessera_kernels NAME(tessera_kernels) = {
+    NAME(tile8x32), NAME(tile8x16), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
+    NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row),
+};

@@ -1,0 +1,103 @@
+import Testing
+@testable import TesseraRuntime
+
+/// Each C variant of the float32 kernels that this CPU runs, against the portable Swift kernels:
+/// bit for bit, since both make the same fused multiply-adds in the same order.
+@Suite struct KernelVariantTests {
+    static var variants: [InstructionSet] { InstructionSet.allCases.filter { $0 != .portable && $0 <= KernelDispatch.supported } }
+
+    static func random(_ count: Int, seed: UInt64) -> [Float] {
+        var state = seed &* 0x9E37_79B9_7F4A_7C15 | 1
+        return (0 ..< count).map { _ in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Float(Int64(bitPattern: state >> 11) % 2001 - 1000) / 997
+        }
+    }
+
+    @Test func theSelectedVariantIsOneThisCPURuns() {
+        #expect(KernelDispatch.selected <= KernelDispatch.supported)
+        #expect((KernelDispatch.kernels == nil) == (KernelDispatch.selected == .portable))
+    }
+
+    @Test func tilesMatchThePortableKernels() throws {
+        for isa in Self.variants {
+            let k = try #require(KernelDispatch.table(for: isa))
+            for (depth, ks) in [(1, 8), (37, 8), (256, 8), (19, 24)] {
+                let w = Self.random(ks * depth + 8, seed: 1), xt = Self.random(depth * 40, seed: 2), start = Self.random(8 * 40, seed: 3)
+                for wide in [true, false] {
+                    var expected = start, got = start
+                    w.withUnsafeBufferPointer { w in
+                        xt.withUnsafeBufferPointer { xt in
+                            expected.withUnsafeMutableBufferPointer { o in
+                                (wide ? PortableKernels.tile8x32 : PortableKernels.tile8x16)(w.baseAddress!, ks, depth, xt.baseAddress!, 40, o.baseAddress!, 40)
+                            }
+                            got.withUnsafeMutableBufferPointer { o in
+                                (wide ? k.tile8x32 : k.tile8x16)(w.baseAddress!, ks, depth, xt.baseAddress!, 40, o.baseAddress!, 40)
+                            }
+                        }
+                    }
+                    #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) tile (wide: \(wide)) at depth \(depth)")
+                }
+            }
+        }
+    }
+
+    @Test func dotColumnsAndProductsMatchThePortableKernels() throws {
+        for isa in Self.variants {
+            let k = try #require(KernelDispatch.table(for: isa))
+            for n in [0, 1, 15, 16, 31, 47, 64, 100, 385] {
+                let a = Self.random(n, seed: 4), b = Self.random(n, seed: 5)
+                #expect(k.dot(a, b, n).bitPattern == PortableKernels.dot(a, b, n).bitPattern, "\(isa) dot of \(n)")
+            }
+            for (rows, depth, width) in [(70, 9, 70), (200, 4, 131), (64, 3, 17), (1, 5, 1)] {
+                let x = Self.random(depth, seed: 6), values = Self.random(rows * depth, seed: 7)
+                var expected = [Float](repeating: .nan, count: width), got = expected
+                PortableKernels.columns(x, values, rows: rows, depth: depth, &expected, width: width, load) { $0 }
+                k.columns(x, values, rows, depth, &got, width)
+                #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) columns \(rows)x\(depth) width \(width)")
+                let codes = values.map { Int8(clamping: Int($0 * 120)) }
+                PortableKernels.columns(x, codes, rows: rows, depth: depth, &expected, width: width, loadFloats) { Float($0) }
+                k.columns_int8(x, codes, rows, depth, &got, width)
+                #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) int8 columns \(rows)x\(depth) width \(width)")
+            }
+            for (m, depth, n) in [(3, 5, 130), (1, 64, 64), (4, 7, 17), (2, 1, 3)] {
+                let a = Self.random(m * depth, seed: 8), b = Self.random(depth * n, seed: 9)
+                var expected = [Float](repeating: .nan, count: m * n), got = expected
+                PortableKernels.denseProduct(a, b, &expected, m: m, k: depth, n: n)
+                k.product(a, b, &got, m, depth, n)
+                #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) product \(m)x\(depth)x\(n)")
+            }
+        }
+    }
+
+    @Test func sparseTilesAndCSRRowsMatchThePortableKernels() throws {
+        let ld = 96, stride = sparsePanelStride
+        let xt = Self.random(ld * 200, seed: 10), start = Self.random(8 * ld, seed: 11)
+        for isa in Self.variants {
+            let k = try #require(KernelDispatch.table(for: isa))
+            for count in [1, 7, 128] {
+                let v = Self.random(8 * stride, seed: 12)
+                let off = (0 ..< 8 * stride).map { Int32(($0 * 37) % 150 * ld) }
+                for wide in [true, false] {
+                    var expected = start, got = start
+                    (wide ? PortableKernels.sparseTile8x32 : PortableKernels.sparseTile8x16)(v, off, count, xt, &expected, ld)
+                    (wide ? k.sparse_tile8x32 : k.sparse_tile8x16)(v, off, count, xt, &got, ld)
+                    #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) 2:4 tile (wide: \(wide)), \(count) values")
+                }
+            }
+            let depth = (0 ..< 50).map { UInt8(($0 * 53) % 200) }, values = Self.random(50, seed: 13)
+            for (width, lo, hi) in [(64, 0, 50), (32, 3, 20), (16, 5, 6), (64, 9, 9)] {
+                for adding in [false, true] {
+                    var expected = start, got = start
+                    switch width {
+                    case 64: gatherRow(Sums64.self, lo ..< hi, depth, values, xt, ld, &expected, adding)
+                    case 32: gatherRow(Sums32.self, lo ..< hi, depth, values, xt, ld, &expected, adding)
+                    default: gatherRow(Sums16.self, lo ..< hi, depth, values, xt, ld, &expected, adding)
+                    }
+                    k.csr_row(width, lo, hi, depth, values, xt, ld, &got, adding ? 1 : 0)
+                    #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) CSR row of width \(width), entries \(lo)..<\(hi)")
+                }
+            }
+        }
+    }
+}
