@@ -13,6 +13,10 @@ typedef signed char v16i8 __attribute__((vector_size(16), aligned(1)));
 static inline vec NAME(load)(const float *p) { vec v; __builtin_memcpy(&v, p, sizeof v); return v; }
 static inline void NAME(store)(vec v, float *p) { __builtin_memcpy(p, &v, sizeof v); }
 static inline vec NAME(splat)(float s) { return (vec){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
+typedef int vint __attribute__((vector_size(64)));
+/* Lane by lane, `mask` (a comparison's all-ones or zero lanes) ? a : b. */
+static inline vec NAME(select)(vint mask, vec a, vec b) { return (vec)((mask & (vint)a) | (~mask & (vint)b)); }
+#define SELECT NAME(select)
 #define LOAD NAME(load)
 #define STORE NAME(store)
 #define SPLAT NAME(splat)
@@ -55,6 +59,48 @@ static void NAME(tile8x16)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const 
         xt += ldx;
     }
     for (int i = 0; i < 8; i++) STORE(c[i], out + i * ldo);
+}
+
+/* R rows of x times V vectors of w's columns from column j, over all of k, in registers. */
+static inline __attribute__((always_inline)) void NAME(rows_tile)(int R, int V, const float *x, const float *w, float *y,
+                                                                   ptrdiff_t n, ptrdiff_t k, ptrdiff_t j) {
+    vec acc[8][2];
+    for (int i = 0; i < R; i++)
+        for (int v = 0; v < V; v++) acc[i][v] = SPLAT(0);
+    const float *wp = w + j;
+    for (ptrdiff_t kk = 0; kk < k; kk++, wp += n) {
+        vec b[2];
+        for (int v = 0; v < V; v++) b[v] = LOAD(wp + 16 * v);
+        for (int i = 0; i < R; i++) {
+            vec a = SPLAT(x[i * k + kk]);
+            for (int v = 0; v < V; v++) acc[i][v] = FMA(acc[i][v], b[v], a);
+        }
+    }
+    for (int i = 0; i < R; i++)
+        for (int v = 0; v < V; v++) STORE(acc[i][v], y + i * n + j + 16 * v);
+}
+
+/* Every row for the columns [j, j + 16·V), in blocks of 8, 4, 2 and 1 rows. */
+static inline __attribute__((always_inline)) void NAME(rows_panel)(int V, const float *x, const float *w, float *y,
+                                                                    ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t j) {
+    ptrdiff_t i = 0;
+    for (; i + 8 <= m; i += 8) NAME(rows_tile)(8, V, x + i * k, w, y + i * n, n, k, j);
+    if (i + 4 <= m) { NAME(rows_tile)(4, V, x + i * k, w, y + i * n, n, k, j); i += 4; }
+    if (i + 2 <= m) { NAME(rows_tile)(2, V, x + i * k, w, y + i * n, n, k, j); i += 2; }
+    if (i < m) NAME(rows_tile)(1, V, x + i * k, w, y + i * n, n, k, j);
+}
+
+static void NAME(gemm_rows)(const float *x, const float *w, float *y, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t j0,
+                            ptrdiff_t j1) {
+    ptrdiff_t j = j0;
+    for (; j + 32 <= j1; j += 32) NAME(rows_panel)(2, x, w, y, m, n, k, j);
+    if (j + 16 <= j1) { NAME(rows_panel)(1, x, w, y, m, n, k, j); j += 16; }
+    for (ptrdiff_t i = 0; i < m; i++)   /* the last columns one by one */
+        for (ptrdiff_t jj = j; jj < j1; jj++) {
+            float sum = 0;
+            for (ptrdiff_t kk = 0; kk < k; kk++) sum = __builtin_fmaf(x[i * k + kk], w[kk * n + jj], sum);
+            y[i * n + jj] = sum;
+        }
 }
 
 static float NAME(dot)(const float *a, const float *b, ptrdiff_t n) {
@@ -198,7 +244,104 @@ static void NAME(csr_row)(ptrdiff_t width, ptrdiff_t lo, ptrdiff_t hi, const uin
     }
 }
 
+/* One operator's loops: the compiler vectorises each (exactly rounded operations, so any order
+   of lanes gives the same bits). */
+#define BINARY_LOOPS(EXPR)                                                                                  \
+    for (ptrdiff_t o = 0; o < outer; o++) {                                                               \
+        if (inner == 1) {                                                                                 \
+            const float *f = full + o * middle; float *y = out + o * middle;                              \
+            for (ptrdiff_t m = 0; m < middle; m++) { float x = f[m], p = part[m]; y[m] = (EXPR); }        \
+        } else {                                                                                          \
+            for (ptrdiff_t m = 0; m < middle; m++) {                                                      \
+                const float *f = full + (o * middle + m) * inner; float *y = out + (o * middle + m) * inner; \
+                float p = part[m];                                                                        \
+                for (ptrdiff_t j = 0; j < inner; j++) { float x = f[j]; y[j] = (EXPR); }                  \
+            }                                                                                             \
+        }                                                                                                 \
+    }
+
+static void NAME(binary)(int op, const float *full, const float *part, float *out, ptrdiff_t outer, ptrdiff_t middle,
+                         ptrdiff_t inner, int part_first) {
+    switch (op * 2 + (part_first != 0)) {
+    case TESSERA_ADD * 2: case TESSERA_ADD * 2 + 1: BINARY_LOOPS(x + p) break;
+    case TESSERA_MUL * 2: case TESSERA_MUL * 2 + 1: BINARY_LOOPS(x * p) break;
+    case TESSERA_SUB * 2: BINARY_LOOPS(x - p) break;
+    case TESSERA_SUB * 2 + 1: BINARY_LOOPS(p - x) break;
+    case TESSERA_DIV * 2: BINARY_LOOPS(x / p) break;
+    case TESSERA_DIV * 2 + 1: BINARY_LOOPS(p / x) break;
+    }
+}
+#undef BINARY_LOOPS
+
+/* exp(x) to about 1 ulp: x = n·ln2 + r with |r| <= ln2/2 (ln2 in two parts), e^r by a degree-7
+   polynomial (Cephes' expf coefficients), times 2^n in two exact steps so that n may reach
+   -150 (subnormal results) or 128. Beyond the range: 0 or infinity; NaN stays NaN. */
+static inline vec NAME(exp_v)(vec x) {
+    const vec hi = SPLAT(88.72283935546875f), lo = SPLAT(-103.97207641601562f);
+    vec c = __builtin_elementwise_min(__builtin_elementwise_max(x, lo), hi);
+    vec n = __builtin_elementwise_roundeven(c * SPLAT(1.44269502162933349609375f));
+    vec r = FMA(c, n, SPLAT(-0.693359375f));
+    r = FMA(r, n, SPLAT(2.12194440e-4f));
+    vec z = r * r;
+    vec p = SPLAT(1.9875691500e-4f);
+    p = FMA(SPLAT(1.3981999507e-3f), p, r);
+    p = FMA(SPLAT(8.3334519073e-3f), p, r);
+    p = FMA(SPLAT(4.1665795894e-2f), p, r);
+    p = FMA(SPLAT(1.6666665459e-1f), p, r);
+    p = FMA(SPLAT(5.0000001201e-1f), p, r);
+    p = FMA(r, p, z) + SPLAT(1.0f);
+    vint k = __builtin_convertvector(n, vint), half = k >> 1;
+    vec y = p * (vec)((half + 127) << 23) * (vec)((k - half + 127) << 23);
+    y = SELECT(x > hi, SPLAT(__builtin_inff()), y);
+    y = SELECT(x < lo, SPLAT(0.0f), y);
+    return SELECT(x != x, x, y);
+}
+
+/* erf(x) to about 1 ulp (minimax polynomials, split at |x| = 0.921875): x + x·P(x²) below, and
+   1 − exp(−Q(|x|)) with the sign of x above. */
+static inline vec NAME(erf_v)(vec x) {
+    vec t = __builtin_elementwise_abs(x), s = x * x;
+    vec small = SPLAT(-0x1.3a1a82p-11f);
+    small = FMA(SPLAT(0x1.473f48p-08f), small, s);
+    small = FMA(SPLAT(-0x1.b68bd2p-06f), small, s);
+    small = FMA(SPLAT(0x1.ce1a46p-04f), small, s);
+    small = FMA(SPLAT(-0x1.8126e0p-02f), small, s);
+    small = FMA(SPLAT(0x1.06eba6p-03f), small, s);
+    small = FMA(x, small, x);
+    vec big = FMA(SPLAT(-0x1.91d2ccp-12f), SPLAT(0x1.222900p-16f), t);
+    vec u = FMA(SPLAT(-0x1.8d6300p-06f), SPLAT(0x1.fd1336p-09f), t);
+    big = FMA(u, big, s);
+    big = FMA(SPLAT(0x1.b55cb0p-4f), big, t);
+    big = FMA(SPLAT(0x1.450aa0p-1f), big, t);
+    big = FMA(SPLAT(0x1.079d0cp-3f), big, t);
+    big = FMA(t, big, t);
+    big = SPLAT(1.0f) - NAME(exp_v)(-big);
+    big = __builtin_elementwise_copysign(big, x);
+    return SELECT(t >= SPLAT(0.921875f), big, small);
+}
+
+/* 1 / (1 + e^−x), as e^x / (1 + e^x) for negative x, so that tiny results keep their precision. */
+static inline vec NAME(sigmoid_v)(vec x) {
+    vec e = NAME(exp_v)(-__builtin_elementwise_abs(x)), d = SPLAT(1.0f) + e;
+    return SELECT(x < SPLAT(0.0f), e / d, SPLAT(1.0f) / d);
+}
+
+static void NAME(unary)(int op, const float *x, float *y, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        vec v = LOAD(x + i);
+        STORE(op == TESSERA_EXP ? NAME(exp_v)(v) : op == TESSERA_ERF ? NAME(erf_v)(v) : NAME(sigmoid_v)(v), y + i);
+    }
+    if (i < n) {   /* the tail through one padded vector */
+        float in[16] = {0}, out[16];
+        for (ptrdiff_t j = 0; i + j < n; j++) in[j] = x[i + j];
+        vec v = LOAD(in);
+        STORE(op == TESSERA_EXP ? NAME(exp_v)(v) : op == TESSERA_ERF ? NAME(erf_v)(v) : NAME(sigmoid_v)(v), out);
+        for (ptrdiff_t j = 0; i + j < n; j++) y[i + j] = out[j];
+    }
+}
+
 const tessera_kernels NAME(tessera_kernels) = {
-    NAME(tile8x32), NAME(tile8x16), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
-    NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row),
+    NAME(tile8x32), NAME(tile8x16), NAME(gemm_rows), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
+    NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row), NAME(binary), NAME(unary),
 };

@@ -34,6 +34,7 @@ struct Bench: ParsableCommand {
     }
 
     func run() throws {
+        GraphExecutor.keepFreedMemoryForReuse()
         try reportingErrors {
             resources.apply()
             let tess = try TessFile.open(file)

@@ -45,6 +45,7 @@ struct Run: ParsableCommand {
     }
 
     func run() throws {
+        GraphExecutor.keepFreedMemoryForReuse()
         try reportingErrors {
             resources.apply()
             // The .npz may replace neither the model nor an input file; checked before running.

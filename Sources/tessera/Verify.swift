@@ -83,6 +83,7 @@ struct Verify: ParsableCommand {
     }
 
     func run() throws {
+        GraphExecutor.keepFreedMemoryForReuse()
         try reportingErrors {
             resources.apply()
             let start = Date()

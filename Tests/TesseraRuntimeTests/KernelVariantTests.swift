@@ -1,3 +1,5 @@
+import CTesseraKernels
+import Foundation
 import Testing
 @testable import TesseraRuntime
 
@@ -47,7 +49,8 @@ import Testing
             let k = try #require(KernelDispatch.table(for: isa))
             for n in [0, 1, 15, 16, 31, 47, 64, 100, 385] {
                 let a = Self.random(n, seed: 4), b = Self.random(n, seed: 5)
-                #expect(k.dot(a, b, n).bitPattern == PortableKernels.dot(a, b, n).bitPattern, "\(isa) dot of \(n)")
+                let got = k.dot(a, b, n), expected = PortableKernels.dot(a, b, n)
+                #expect(got.bitPattern == expected.bitPattern, "\(isa) dot of \(n)")
             }
             for (rows, depth, width) in [(70, 9, 70), (200, 4, 131), (64, 3, 17), (1, 5, 1)] {
                 let x = Self.random(depth, seed: 6), values = Self.random(rows * depth, seed: 7)
@@ -97,6 +100,77 @@ import Testing
                     k.csr_row(width, lo, hi, depth, values, xt, ld, &got, adding ? 1 : 0)
                     #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) CSR row of width \(width), entries \(lo)..<\(hi)")
                 }
+            }
+        }
+    }
+
+    @Test func broadcastArithmeticMatchesScalarArithmetic() throws {
+        let ops: [(Int32, (Float, Float) -> Float)] = [(Int32(TESSERA_ADD), (+)), (Int32(TESSERA_SUB), (-)), (Int32(TESSERA_MUL), (*)), (Int32(TESSERA_DIV), (/))]
+        for isa in Self.variants {
+            let k = try #require(KernelDispatch.table(for: isa))
+            for (outer, middle, inner) in [(1, 37, 1), (5, 19, 1), (3, 4, 21), (2, 1, 40)] {
+                let full = Self.random(outer * middle * inner, seed: 14), part = Self.random(middle, seed: 15).map { $0 == 0 ? 1 : $0 }
+                for (op, f) in ops {
+                    for partFirst in [false, true] {
+                        var got = [Float](repeating: .nan, count: full.count)
+                        k.binary(op, full, part, &got, outer, middle, inner, partFirst ? 1 : 0)
+                        let expected = full.indices.map { e in partFirst ? f(part[e / inner % middle], full[e]) : f(full[e], part[e / inner % middle]) }
+                        #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) op \(op) (part first: \(partFirst)) over \(outer)x\(middle)x\(inner)")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Inputs across each function's whole range: every 4999th float32 bit pattern, plus edges.
+    static let sweep: [Float] = stride(from: UInt32(0), to: UInt32.max - 4999, by: 4999).map { Float(bitPattern: $0) }
+        + [0, -0, 1, -1, 88.72283935546875, 88.8, -103.97207641601562, -104, .infinity, -.infinity, .nan, 0.921875, -0.921875]
+
+    @Test func expErfAndSigmoidAreWithinUlpsAndEveryVariantMatches() throws {
+        func ulps(_ got: Float, _ exact: Double) -> Double {
+            guard exact.isFinite, Float(exact).isFinite else { return got == Float(exact) || (got.isNaN && exact.isNaN) ? 0 : .infinity }
+            let ulp = Double(Float(exact).ulp == 0 ? Float.leastNonzeroMagnitude : Float(exact).ulp)
+            return abs(Double(got) - exact) / max(ulp, Double(Float.leastNonzeroMagnitude))
+        }
+        let exactSigmoid: (Double) -> Double = { $0 < 0 ? Foundation.exp($0) / (1 + Foundation.exp($0)) : 1 / (1 + Foundation.exp(-$0)) }
+        // Sigmoid adds a division's and a sum's roundings to exp's.
+        let functions: [(ElementaryFunction, (Double) -> Double, bound: Double)] = [
+            (.exp, { Foundation.exp($0) }, 2), (.erf, { Foundation.erf($0) }, 2), (.sigmoid, exactSigmoid, 3)]
+        for (f, exact, bound) in functions {
+            let portable = Self.sweep.map(f.portable)
+            var worst = 0.0
+            for (x, y) in zip(Self.sweep, portable) where !x.isNaN {
+                worst = max(worst, ulps(y, exact(Double(x))))
+            }
+            #expect(worst <= bound, "\(f) is off by \(worst) ulp")
+            #expect(portable[Self.sweep.firstIndex { $0.isNaN }!].isNaN)
+            for isa in Self.variants {
+                let k = try #require(KernelDispatch.table(for: isa))
+                var got = [Float](repeating: 0, count: Self.sweep.count)
+                k.unary(f.code, Self.sweep, &got, Self.sweep.count)
+                #expect(got.map(\.bitPattern) == portable.map(\.bitPattern), "\(isa) \(f)")
+            }
+        }
+    }
+
+    /// The row-major GEMM against each output's chain of fused multiply-adds, which is what the
+    /// transposed tiles compute.
+    @Test func rowMajorGEMMIsEachOutputsChainOfFusedMultiplyAdds() throws {
+        for isa in Self.variants {
+            let k = try #require(KernelDispatch.table(for: isa))
+            for (m, n, depth) in [(1, 16, 5), (3, 40, 1), (13, 77, 300), (37, 128, 19), (8, 32, 64)] {
+                let x = Self.random(m * depth, seed: 16), w = Self.random(depth * n, seed: 17)
+                var got = [Float](repeating: .nan, count: m * n)
+                for (j0, j1) in [(0, n / 2 / 32 * 32), (n / 2 / 32 * 32, n)] { k.gemm_rows(x, w, &got, m, n, depth, j0, j1) }
+                var expected = [Float](repeating: 0, count: m * n)
+                for i in 0 ..< m {
+                    for j in 0 ..< n {
+                        var sum: Float = 0
+                        for p in 0 ..< depth { sum = sum.addingProduct(x[i * depth + p], w[p * n + j]) }
+                        expected[i * n + j] = sum
+                    }
+                }
+                #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) \(m)x\(n)x\(depth)")
             }
         }
     }

@@ -15,6 +15,11 @@
 /* out[i][b] += Σ_k w[i + k·ks] · xt[k·ldx + b] for 8 rows i and 32 (or 16) columns b. */
 typedef void (*tessera_tile_fn)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const float *xt,
                                 ptrdiff_t ldx, float *out, ptrdiff_t ldo);
+/* y[i·n + j] = Σ_k x[i·k + kk] · w[kk·n + j] (row-major x [m, k], w [k, n]) for every row i and
+   columns j0 ≤ j < j1, each sum a chain of fused multiply-adds over kk in order: the bits of
+   the transposed tiles above, without transposing x or y. */
+typedef void (*tessera_rows_fn)(const float *x, const float *w, float *y, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
+                                ptrdiff_t j0, ptrdiff_t j1);
 /* Σ a[k]·b[k] over n values. */
 typedef float (*tessera_dot_fn)(const float *a, const float *b, ptrdiff_t n);
 /* out[i] = Σ_k x[k] · values[k·rows + i] for i < width (`values` at the first output). */
@@ -35,9 +40,22 @@ typedef void (*tessera_sparse_tile_fn)(const float *v, const int32_t *off, ptrdi
 typedef void (*tessera_csr_row_fn)(ptrdiff_t width, ptrdiff_t lo, ptrdiff_t hi, const uint8_t *depth, const float *values,
                                    const float *xt, ptrdiff_t ld, float *out, int adding);
 
+/* Elementwise float32 arithmetic with one operand broadcast: for every o < outer, m < middle,
+   j < inner, out[e] = full[e] OP part[m] (or part[m] OP full[e] when part_first), e being
+   (o·middle + m)·inner + j. Same shapes are outer 1, inner 1; a scalar is middle 1. */
+enum { TESSERA_ADD, TESSERA_SUB, TESSERA_MUL, TESSERA_DIV };
+typedef void (*tessera_binary_fn)(int op, const float *full, const float *part, float *out, ptrdiff_t outer,
+                                  ptrdiff_t middle, ptrdiff_t inner, int part_first);
+
+/* y[i] = f(x[i]) for Tessera's float32 exp, erf and sigmoid (y may be x). The same arithmetic
+   as PortableKernels' scalar versions, so every variant gives the same bits. */
+enum { TESSERA_EXP, TESSERA_ERF, TESSERA_SIGMOID };
+typedef void (*tessera_unary_fn)(int op, const float *x, float *y, ptrdiff_t n);
+
 typedef struct {
     tessera_tile_fn tile8x32;
     tessera_tile_fn tile8x16;
+    tessera_rows_fn gemm_rows;
     tessera_dot_fn dot;
     tessera_columns_fn columns;
     tessera_columns_int8_fn columns_int8;
@@ -45,6 +63,8 @@ typedef struct {
     tessera_sparse_tile_fn sparse_tile8x32;
     tessera_sparse_tile_fn sparse_tile8x16;
     tessera_csr_row_fn csr_row;
+    tessera_binary_fn binary;
+    tessera_unary_fn unary;
 } tessera_kernels;
 
 /* The instruction sets this CPU (and its OS, for the wide registers) supports. */
@@ -58,6 +78,10 @@ int tessera_cpu_features(void);
 extern const tessera_kernels tessera_kernels_avx2;
 extern const tessera_kernels tessera_kernels_avx512;
 #endif
+
+/* Keeps freed memory in the process for reuse (glibc: large blocks from the heap, not mmap, and
+   no trimming below 512 MB), instead of returning it to the kernel and faulting it back in. */
+void tessera_keep_freed_memory(void);
 
 /* Asks for the cache line holding `address` to be brought into L2 ahead of its use. A hint:
    it never faults, whatever the address. (Swift cannot call the builtin itself.) */

@@ -1,3 +1,5 @@
+import CTesseraKernels
+
 /// numpy broadcasting: shapes are aligned on their last axis; a dim of 1 stretches.
 enum Broadcast {
     static func shape(_ shapes: [[Int]]) throws -> [Int] {
@@ -124,12 +126,40 @@ enum Broadcast {
         return (result, out)
     }
 
+    /// Float32 `a OP b` (OP a `TESSERA_ADD`… constant) through the dispatched C kernel, when
+    /// one operand has the output's shape and the other varies along one run of its axes (every
+    /// case but the rarest); nil otherwise, or with the portable kernels (the generic path gives
+    /// the same bits: these operations are exactly rounded).
+    static func arithmetic(_ a: [Float], _ aShape: [Int], _ b: [Float], _ bShape: [Int], _ op: Int32) throws -> ([Float], [Int])? {
+        guard let kernels = KernelDispatch.kernels else { return nil }
+        let out = aShape == bShape ? aShape : try shape([aShape, bShape])
+        let full: [Float], part: [Float], blocks: Blocks, partFirst: Bool
+        if aShape == bShape {
+            (full, part, blocks, partFirst) = (a, b, Blocks(outer: 1, middle: a.count, inner: 1), false)
+        } else if out == aShape, let layout = Blocks(bShape, in: out) {
+            (full, part, blocks, partFirst) = (a, b, layout, false)
+        } else if out == bShape, let layout = Blocks(aShape, in: out) {
+            (full, part, blocks, partFirst) = (b, a, layout, true)
+        } else {
+            return nil
+        }
+        let count = full.count
+        guard count > 0 else { return ([], out) }
+        let y = [Float](unsafeUninitializedCapacity: count) { y, initialized in
+            kernels.binary(op, full, part, y.baseAddress!, blocks.outer, blocks.middle, blocks.inner, partFirst ? 1 : 0)
+            initialized = count
+        }
+        return (y, out)
+    }
+
     /// An operand that varies along one run of adjacent output axes only (a scalar, a row of
     /// the last axes, one value per row, a mask over the last axis): output element
     /// `(o·middle + m)·inner + j` pairs with its element `m`. Saves the general path's index
     /// arrays, which cost more than the arithmetic.
     private struct Blocks {
         let outer: Int, middle: Int, inner: Int
+
+        init(outer: Int, middle: Int, inner: Int) { (self.outer, self.middle, self.inner) = (outer, middle, inner) }
 
         init?(_ s: [Int], in out: [Int]) {
             let pad = out.count - s.count

@@ -39,7 +39,9 @@ public struct Value: Sendable {
     /// A float result of an op generic over its precision: float64 when computed in Double,
     /// else `type` (a float32-computed type).
     init<T: BinaryFloatingPoint>(floating v: [T], shape: [Int], type: DataType) {
-        if T.self == Double.self { self.init(v as! [Double], shape: shape) } else { self.init(T.self == Float.self ? v as! [Float] : v.map(Float.init), shape: shape, type: type) }
+        if T.self == Double.self { self.init(unsafeBitCast(v, to: [Double].self), shape: shape) } else {
+            self.init(T.self == Float.self ? unsafeBitCast(v, to: [Float].self) : v.map(Float.init), shape: shape, type: type)
+        }
     }
 
     /// Float results an op computed in Double, stored as `type` holds them: float64 as they
@@ -121,8 +123,9 @@ public struct Value: Sendable {
     /// integers up to 2^53), `Float` is the float32 view. Ops generic over the two are called
     /// with Double for float64 inputs (`NodeContext.isDouble`).
     func floating<T: BinaryFloatingPoint>(_: T.Type) -> [T] {
-        if T.self == Double.self { return asDoubles as! [T] }
-        if T.self == Float.self { return asFloats as! [T] }
+        // The same array under its own type (`as!` copied element by element).
+        if T.self == Double.self { return unsafeBitCast(asDoubles, to: [T].self) }
+        if T.self == Float.self { return unsafeBitCast(asFloats, to: [T].self) }
         return asDoubles.map(T.init)
     }
     var ints: [Int64]? { if case .int(let v) = elements { return v } else { return nil } }

@@ -1,3 +1,4 @@
+import CTesseraKernels
 import Foundation
 import Tessera
 
@@ -8,11 +9,11 @@ enum ElementwiseOps {
         // Each function twice, float32 for the float types and float64 for double (the same
         // text), written in the entry itself so that it compiles into the loop.
         t["Relu"] = { c in [try floatMap(c, { max($0, 0) }, { max($0, 0) })] }
-        t["Sigmoid"] = { c in [try floatMap(c, sigmoid, sigmoid)] }
+        t["Sigmoid"] = { c in [try elementary(c, .sigmoid, sigmoid)] }
         t["Tanh"] = { c in [try floatMap(c, { Foundation.tanh($0) }, { Foundation.tanh($0) })] }
-        t["Erf"] = { c in [try floatMap(c, { Foundation.erf($0) }, { Foundation.erf($0) })] }
+        t["Erf"] = { c in [try elementary(c, .erf) { Foundation.erf($0) }] }
         t["Sqrt"] = { c in [try floatMap(c, { $0.squareRoot() }, { $0.squareRoot() })] }
-        t["Exp"] = { c in [try floatMap(c, { Foundation.exp($0) }, { Foundation.exp($0) })] }
+        t["Exp"] = { c in [try elementary(c, .exp) { Foundation.exp($0) }] }
         t["Log"] = { c in [try floatMap(c, { Foundation.log($0) }, { Foundation.log($0) })] }
         t["Reciprocal"] = { c in [try floatMap(c, { 1 / $0 }, { 1 / $0 })] }
         t["Floor"] = { c in [try floatMap(c, { $0.rounded(.down) }, { $0.rounded(.down) })] }
@@ -35,8 +36,10 @@ enum ElementwiseOps {
         t["Mish"] = { c in [try floatMap(c, { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) }, { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) })] }
         // Attributes are float32; float64 inputs compute with them widened.
         t["Swish"] = { c in
-            let a = c.float("alpha", 1), d = Double(a)
-            return [try floatMap(c, { $0 * sigmoid(a * $0) }, { $0 * sigmoid(d * $0) })]
+            let a = c.float("alpha", 1), x = try c.input(0)
+            if let v = x.doubles { return [Value(v.map { $0 * sigmoid(Double(a) * $0) }, shape: x.shape)] }
+            let v = try c.floats(0)
+            return [Value(zip(v, ElementaryFunction.sigmoid(v.map { a * $0 })).map(*), shape: x.shape, type: x.type)]
         }
         t["SwiGLU"] = { c in
             let gate = try c.input(0), linear = try c.input(1), alpha = c.float("alpha", 1)
@@ -85,7 +88,10 @@ enum ElementwiseOps {
         }
         t["Gelu"] = { c in
             guard c.string("approximate", "none") == "tanh" else {
-                return [try floatMap(c, { 0.5 * $0 * (1 + Foundation.erf($0 / Float(2).squareRoot())) }, { 0.5 * $0 * (1 + Foundation.erf($0 / Double(2).squareRoot())) })]
+                let x = try c.input(0)
+                if let v = x.doubles { return [Value(v.map { 0.5 * $0 * (1 + Foundation.erf($0 / Double(2).squareRoot())) }, shape: x.shape)] }
+                let v = try c.floats(0)
+                return [Value(zip(v, ElementaryFunction.erf(v.map { $0 / Float(2).squareRoot() })).map { 0.5 * $0 * (1 + $1) }, shape: x.shape, type: x.type)]
             }
             let k = (2 / Double.pi).squareRoot(), kf = Float(k)
             return [try floatMap(c, { 0.5 * $0 * (1 + Foundation.tanh(kf * ($0 + 0.044715 * $0 * $0 * $0))) }, { 0.5 * $0 * (1 + Foundation.tanh(k * ($0 + 0.044715 * $0 * $0 * $0))) })]
@@ -238,6 +244,14 @@ enum ElementwiseOps {
         return Value(y, shape: x.shape, type: x.type)
     }
 
+    /// An elementary function over input 0: float32 through Tessera's vectorised version (the
+    /// same bits in every kernel variant), float64 through Foundation's `d`.
+    static func elementary(_ c: NodeContext, _ f: ElementaryFunction, _ d: (Double) -> Double) throws -> Value {
+        let x = try c.input(0)
+        if let v = x.doubles { return Value(v.map(d), shape: x.shape) }
+        return Value(f(try c.floats(0)), shape: x.shape, type: x.type)
+    }
+
     /// An op exact in either precision (Neg, Abs, Sign): written once on Double.
     static func signed(_ c: NodeContext, _ f: @escaping (Double) -> Double, _ g: (Int64) -> Int64) throws -> [Value] {
         let x = try c.input(0)
@@ -259,6 +273,16 @@ enum ElementwiseOps {
     /// `f` over two broadcast float tensors, in float64 when either is float64 (the output is
     /// then float64), else in float32 with the output in `a`'s type.
     static func floating(_ a: Value, _ b: Value, _ f: FloatFunction) throws -> Value {
+        if case .float(let x) = a.elements, case .float(let y) = b.elements {
+            let op: Int32? = switch f {
+            case .add: Int32(TESSERA_ADD)
+            case .subtract: Int32(TESSERA_SUB)
+            case .multiply: Int32(TESSERA_MUL)
+            case .divide: Int32(TESSERA_DIV)
+            default: nil
+            }
+            if let op, let (z, shape) = try Broadcast.arithmetic(x, a.shape, y, b.shape, op) { return Value(z, shape: shape, type: a.type) }
+        }
         switch f {
         case .add: return try floating(a, b, +, +)
         case .subtract: return try floating(a, b, -, -)

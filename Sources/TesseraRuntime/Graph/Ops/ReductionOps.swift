@@ -145,8 +145,38 @@ enum ReductionOps {
             return Value(v, shape: x.shape)
         }
         var v = x.asFloats
-        softmaxLines(&v, view: view, log: log, exp: { Foundation.exp($0) }, ln: { Foundation.log($0) })
+        if view.2 == 1 {
+            softmaxRows(&v, rows: view.0, n: view.1, log: log)
+        } else {
+            softmaxLines(&v, view: view, log: log, exp: ElementaryFunction.exp.portable, ln: { Foundation.log($0) })
+        }
         return Value(v, shape: x.shape, type: x.type)
+    }
+
+    /// `softmaxLines` over contiguous float32 rows, the exponentials a row at a time through the
+    /// vectorised exp (the same arithmetic, so the same bits).
+    static func softmaxRows(_ values: inout [Float], rows: Int, n: Int, log: Bool) {
+        guard n > 0 else { return }
+        var e = [Float](repeating: 0, count: n)
+        values.withUnsafeMutableBufferPointer { v in
+            e.withUnsafeMutableBufferPointer { e in
+                for o in 0 ..< rows {
+                    let row = v.baseAddress! + o * n
+                    var m = -Float.infinity
+                    for k in 0 ..< n { m = max(m, row[k]) }
+                    for k in 0 ..< n { e[k] = row[k] - m }
+                    ElementaryFunction.exp.apply(e.baseAddress!, count: n)
+                    var sum: Float = 0
+                    for k in 0 ..< n { sum += e[k] }
+                    if log {
+                        let logSum = Foundation.log(sum)
+                        for k in 0 ..< n { row[k] = row[k] - m - logSum }
+                    } else {
+                        for k in 0 ..< n { row[k] = e[k] / sum }
+                    }
+                }
+            }
+        }
     }
 
     static func softmaxLines<T: BinaryFloatingPoint>(_ values: inout [T], view: (Int, Int, Int), log: Bool, exp: (T) -> T, ln: (T) -> T) {
