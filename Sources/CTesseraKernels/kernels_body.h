@@ -341,7 +341,43 @@ static void NAME(unary)(int op, const float *x, float *y, ptrdiff_t n) {
     }
 }
 
+/* Output columns [lo, hi) whose input column ox·s + offset lies in [0, w). */
+static inline void NAME(inside)(ptrdiff_t offset, ptrdiff_t s, ptrdiff_t w, ptrdiff_t ow, ptrdiff_t *lo, ptrdiff_t *hi) {
+    ptrdiff_t first = offset >= 0 ? 0 : (-offset + s - 1) / s;
+    ptrdiff_t last = w - 1 - offset < 0 ? -1 : (w - 1 - offset) / s;   /* the largest ox reading column < w */
+    *lo = first;
+    *hi = last + 1 < ow ? last + 1 : ow;
+    if (*hi < *lo) *hi = *lo;
+}
+
+static void NAME(depthwise)(const float *in, ptrdiff_t h, ptrdiff_t w, const float *weights, ptrdiff_t kh, ptrdiff_t kw,
+                            ptrdiff_t sy, ptrdiff_t sx, ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py, ptrdiff_t px, float *out,
+                            ptrdiff_t oh, ptrdiff_t ow) {
+    for (ptrdiff_t oy = 0; oy < oh; oy++) {
+        float *row = out + oy * ow;
+        for (ptrdiff_t ky = 0; ky < kh; ky++) {
+            ptrdiff_t iy = oy * sy + ky * dy - py;
+            if (iy < 0 || iy >= h) continue;
+            const float *source = in + iy * w;
+            for (ptrdiff_t kx = 0; kx < kw; kx++) {
+                float weight = weights[ky * kw + kx];
+                ptrdiff_t offset = kx * dx - px, lo, hi;
+                NAME(inside)(offset, sx, w, ow, &lo, &hi);
+                if (sx == 1) {
+                    const float *s1 = source + offset;
+                    for (ptrdiff_t ox = lo; ox < hi; ox++) row[ox] = row[ox] + weight * s1[ox];
+                } else if (sx == 2) {
+                    const float *s2 = source + offset;
+                    for (ptrdiff_t ox = lo; ox < hi; ox++) row[ox] = row[ox] + weight * s2[2 * ox];
+                } else {
+                    for (ptrdiff_t ox = lo; ox < hi; ox++) row[ox] = row[ox] + weight * source[ox * sx + offset];
+                }
+            }
+        }
+    }
+}
+
 const tessera_kernels NAME(tessera_kernels) = {
     NAME(tile8x32), NAME(tile8x16), NAME(gemm_rows), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
-    NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row), NAME(binary), NAME(unary),
+    NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row), NAME(binary), NAME(unary), NAME(depthwise),
 };

@@ -336,6 +336,40 @@ def test_every_kernel_variant_gives_the_same_outputs(work):
     assert refused.returncode == 1 and "TESSERA_ISA is 'sse9'; it must be one of portable, avx2, avx512" in refused.stderr
 
 
+def test_depthwise_convolutions_agree_across_kernel_variants(work):
+    """2-D depthwise Conv (the C kernel's vector rows) against the portable tap table: the same
+    bits, for strides 1 to 3, dilations, asymmetric pads, SAME padding and channel multipliers;
+    and onnxruntime's values."""
+    import subprocess
+    from conftest import tessera_binary
+    rng = np.random.default_rng(11)
+    cases = [({"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, 1), ({"kernel_shape": [5, 5], "pads": [2, 1, 2, 3], "strides": [2, 2]}, 1),
+             ({"kernel_shape": [3, 3], "dilations": [2, 3], "pads": [2, 3, 2, 3]}, 1), ({"kernel_shape": [3, 5], "strides": [3, 1]}, 1),
+             ({"kernel_shape": [3, 3], "auto_pad": "SAME_UPPER", "strides": [2, 2]}, 2), ({"kernel_shape": [7, 7], "pads": [3, 3, 3, 3]}, 1)]
+    for k, (attributes, multiplier) in enumerate(cases):
+        channels = 4
+        kh, kw = attributes["kernel_shape"]
+        weight = numpy_helper.from_array(rng.standard_normal((channels * multiplier, 1, kh, kw)).astype(np.float32), "w")
+        bias = numpy_helper.from_array(rng.standard_normal(channels * multiplier).astype(np.float32), "b")
+        node = helper.make_node("Conv", ["x", "w", "b"], ["y"], group=channels, **attributes)
+        graph = helper.make_graph([node], "dw", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, channels, 19, 23])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[weight, bias])
+        model = work / f"dw{k}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
+        x = rng.standard_normal((2, channels, 19, 23)).astype(np.float32)
+        np.save(work / "x.npy", x)
+        outputs = []
+        for isa in ("portable", ""):
+            out = work / f"out{isa}.npz"
+            result = subprocess.run([tessera_binary(), "run", model, "--input", f"x={work / 'x.npy'}", "-o", out, "--force"],
+                                    capture_output=True, text=True, env={**os.environ, "TESSERA_ISA": isa})
+            assert result.returncode == 0, result.stderr
+            with np.load(out) as archive:
+                outputs.append(archive["y"])
+        assert np.array_equal(outputs[0], outputs[1]), attributes
+        np.testing.assert_allclose(outputs[1], ort_run(str(model), {"x": x})["y"], rtol=1e-5, atol=1e-5, err_msg=str(attributes))
+
+
 def test_missing_ops_are_all_named_before_running(work):
     nodes = [helper.make_node("Relu", ["x"], ["a"]), helper.make_node("ImageDecoder", ["a"], ["b"]),
              helper.make_node("StringNormalizer", ["b"], ["c"]), helper.make_node("ImageDecoder", ["c"], ["y"])]

@@ -52,6 +52,14 @@ typedef void (*tessera_binary_fn)(int op, const float *full, const float *part, 
 enum { TESSERA_EXP, TESSERA_ERF, TESSERA_SIGMOID };
 typedef void (*tessera_unary_fn)(int op, const float *x, float *y, ptrdiff_t n);
 
+/* One plane of a 2-D depthwise convolution, added to `out` (which holds the bias):
+   out[oy][ox] += w[ky][kx] · in[oy·sy + ky·dy − py][ox·sx + kx·dx − px] for each tap in order
+   (ky, then kx), a multiply then an add, taps reading outside the input skipped: the portable
+   `ConvolutionOps.direct`'s arithmetic. */
+typedef void (*tessera_depthwise_fn)(const float *in, ptrdiff_t h, ptrdiff_t w, const float *weights, ptrdiff_t kh,
+                                     ptrdiff_t kw, ptrdiff_t sy, ptrdiff_t sx, ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py,
+                                     ptrdiff_t px, float *out, ptrdiff_t oh, ptrdiff_t ow);
+
 typedef struct {
     tessera_tile_fn tile8x32;
     tessera_tile_fn tile8x16;
@@ -65,6 +73,7 @@ typedef struct {
     tessera_csr_row_fn csr_row;
     tessera_binary_fn binary;
     tessera_unary_fn unary;
+    tessera_depthwise_fn depthwise;
 } tessera_kernels;
 
 /* The instruction sets this CPU (and its OS, for the wide registers) supports. */

@@ -1,3 +1,4 @@
+import CTesseraKernels
 import Foundation
 import Tessera
 
@@ -162,7 +163,12 @@ enum ConvolutionOps {
         if let op = c.weight {
             try kn2row(input, op, s, plan.sources, into: &y, threads: c.threads)
         } else if s.groupIn == 1 {
-            direct(input, try c.floats(1), s, plan.sources, into: &y)
+            let w = try c.floats(1)
+            if let k = KernelDispatch.kernels, plan.window.input.count == 2 {
+                depthwise2D(k, input, w, s, plan.window, into: &y)
+            } else {
+                direct(input, w, s, plan.sources, into: &y)
+            }
         } else {
             let operators = try plan.operators ?? ConvPlan.operators(try c.floats(1), s, name: c.node.outputs.first ?? "")
             try im2col(input, operators, s, plan.sources, into: &y, threads: c.threads)
@@ -266,6 +272,28 @@ enum ConvolutionOps {
 
     /// One input channel per group (depthwise, with any channel multiplier): each output plane
     /// adds, tap by tap, the weight times the input pixel that tap reads.
+    /// A 2-D depthwise convolution plane by plane through the C kernel, which computes what
+    /// `direct` computes (the same products and sums, in the same order) with vector loops
+    /// over each output row instead of the tap table.
+    static func depthwise2D(_ k: tessera_kernels, _ input: [Float], _ w: [Float], _ s: Geometry, _ window: Window, into y: inout [Float]) {
+        let (h, width) = (window.input[0], window.input[1]), (oh, ow) = (window.output[0], window.output[1])
+        input.withUnsafeBufferPointer { input in
+            w.withUnsafeBufferPointer { w in
+                y.withUnsafeMutableBufferPointer { y in
+                    for n in 0 ..< s.batch {
+                        for channel in 0 ..< s.outChannels {
+                            k.depthwise(input.baseAddress! + (n * s.channels + channel / s.groupOut) * s.pixels, h, width,
+                                        w.baseAddress! + channel * s.taps, window.kernel[0], window.kernel[1],
+                                        window.strides[0], window.strides[1], window.dilations[0], window.dilations[1],
+                                        window.padBegin[0], window.padBegin[1],
+                                        y.baseAddress! + (n * s.outChannels + channel) * s.outPixels, oh, ow)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     /// Direct convolution over the tap table, tap by tap across an output plane: depthwise
     /// convolutions (one input channel per group), and every float64 Conv.
     static func direct<T: BinaryFloatingPoint>(_ input: [T], _ w: [T], _ s: Geometry, _ sources: [Int32], into y: inout [T]) {

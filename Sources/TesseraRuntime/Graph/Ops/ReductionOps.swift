@@ -343,17 +343,22 @@ enum ReductionOps {
         for p in [scale, bias] + (instance ? [] : [mean, variance]) where p.count != channels {
             throw RuntimeError(.badShape, "a per-channel parameter has \(p.count) values for \(channels) channels")
         }
-        for n in 0 ..< batch {
-            for ch in 0 ..< channels {
-                let base = (n * channels + ch) * spatial
-                var mu = instance ? 0 : mean[ch], sigma2 = instance ? 0 : variance[ch]
-                if instance {
-                    let run = v[base ..< base + spatial]
-                    mu = run.reduce(0.0) { $0 + Double($1) } / Double(max(spatial, 1))
-                    sigma2 = run.reduce(0.0) { $0 + (Double($1) - mu) * (Double($1) - mu) } / Double(max(spatial, 1))
+        v.withUnsafeMutableBufferPointer { v in
+            for n in 0 ..< batch {
+                for ch in 0 ..< channels {
+                    let plane = v.baseAddress! + (n * channels + ch) * spatial
+                    var mu = instance ? 0 : mean[ch], sigma2 = instance ? 0 : variance[ch]
+                    if instance {
+                        var sum = 0.0, squares = 0.0
+                        for i in 0 ..< spatial { sum += Double(plane[i]) }
+                        mu = sum / Double(max(spatial, 1))
+                        for i in 0 ..< spatial { squares += (Double(plane[i]) - mu) * (Double(plane[i]) - mu) }
+                        sigma2 = squares / Double(max(spatial, 1))
+                    }
+                    // One multiply-add per element, in float64 (a vector loop).
+                    let k = scale[ch] / (sigma2 + epsilon).squareRoot(), shift = bias[ch] - mu * k
+                    for i in 0 ..< spatial { plane[i] = T(Double(plane[i]) * k + shift) }
                 }
-                let k = scale[ch] / (sigma2 + epsilon).squareRoot()
-                for i in base ..< base + spatial { v[i] = T((Double(v[i]) - mu) * k + bias[ch]) }
             }
         }
         return Value(floating: v, shape: x.shape, type: x.type)
