@@ -82,6 +82,16 @@ enum ConvTransposeOps {
             guard bias.count == outChannels else { throw RuntimeError(.badShape, "bias has \(bias.count) values for \(outChannels) output channels") }
             for n in 0 ..< batch { for m in 0 ..< outChannels { for o in 0 ..< outPixels { y[(n * outChannels + m) * outPixels + o] = bias[m] } } }
         }
+        if T.self == Float.self {
+            // Float32: per group, every (output channel, tap) row for every input pixel as one
+            // GEMM (Wᵀ · X), then each product added where its pixel and tap land.
+            var yf = unsafeBitCast(y, to: [Float].self)
+            let transpose = { transposedWeights(unsafeBitCast(weights, to: [Float].self), groups: groups, groupIn: groupIn, columns: groupOut * taps) }
+            let wt = c.isConstant(1) ? try c.cache.value(for: w.shape, transpose) : transpose()
+            scatterProducts(unsafeBitCast(input, to: [Float].self), wt, target, into: &yf, batch: batch, groups: groups, groupIn: groupIn,
+                            groupOut: groupOut, taps: taps, pixels: pixels, outPixels: outPixels)
+            return Value(yf, shape: [batch, outChannels] + g.output, type: x.type)
+        }
         for n in 0 ..< batch {
             for group in 0 ..< groups {
                 for ci in 0 ..< groupIn {
@@ -103,5 +113,46 @@ enum ConvTransposeOps {
             }
         }
         return Value(floating: y, shape: [batch, outChannels] + g.output, type: x.type)
+    }
+
+    /// Per group, the weight's `[groupIn, columns]` block transposed to `[columns, groupIn]`.
+    static func transposedWeights(_ w: [Float], groups: Int, groupIn: Int, columns: Int) -> [Float] {
+        var out = [Float](repeating: 0, count: w.count)
+        for g in 0 ..< groups {
+            let base = g * groupIn * columns
+            for i in 0 ..< groupIn { for j in 0 ..< columns { out[base + j * groupIn + i] = w[base + i * columns + j] } }
+        }
+        return out
+    }
+
+    /// `y[n, m, target] += (Wᵀ·X)[m·taps + t, p]` for every pixel p and tap t that lands inside.
+    static func scatterProducts(_ input: [Float], _ wt: [Float], _ target: [Int], into y: inout [Float], batch: Int, groups: Int,
+                                groupIn: Int, groupOut: Int, taps: Int, pixels: Int, outPixels: Int) {
+        let rows = groupOut * taps
+        var products = [Float](repeating: 0, count: rows * pixels)
+        input.withUnsafeBufferPointer { x in
+            wt.withUnsafeBufferPointer { w in
+                products.withUnsafeMutableBufferPointer { products in
+                    y.withUnsafeMutableBufferPointer { y in
+                        for n in 0 ..< batch {
+                            for g in 0 ..< groups {
+                                denseProduct(w.baseAddress! + g * rows * groupIn, x.baseAddress! + (n * groups + g) * groupIn * pixels,
+                                             products.baseAddress!, m: rows, k: groupIn, n: pixels)
+                                for m in 0 ..< groupOut {
+                                    let out = y.baseAddress! + (n * groups * groupOut + g * groupOut + m) * outPixels
+                                    for t in 0 ..< taps {
+                                        let row = products.baseAddress! + (m * taps + t) * pixels
+                                        for p in 0 ..< pixels {
+                                            let o = target[p * taps + t]
+                                            if o >= 0 { out[o] += row[p] }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -227,7 +227,10 @@ enum ResizeOps {
                 return Int(size)
             }
         }
-        _ = try elementCount(output)
+        let count = try elementCount(output)
+        if options.mode == "nearest", let gathered = try nearest(x, output: output, factors: factors, roi: roi, options: options, axes: axes, count: count) {
+            return gathered
+        }
         var values = x.asDoubles, shape = x.shape
         for axis in axes {
             let identity = abs(factors[axis] - 1) < 1e-9 && output[axis] == shape[axis]
@@ -244,6 +247,31 @@ enum ResizeOps {
                          shape: shape, type: x.type)
         }
         return Value(computed: values, shape: shape, type: x.type)
+    }
+
+    /// Nearest-neighbour resizing as a gather (each output copies one input element, exactly,
+    /// whatever the type), from the same per-axis taps; nil where some output is not a copy
+    /// (tf_crop_and_resize's extrapolation outside the crop).
+    static func nearest(_ x: Value, output: [Int], factors: [Double], roi: [Double]?, options: Options, axes: [Int], count: Int) throws -> Value? {
+        let rank = x.shape.count
+        guard rank > 0 else { return nil }
+        var maps = x.shape.map { Array(0 ..< $0) }
+        for axis in axes {
+            let taps = try Taps(input: x.shape[axis], output: output[axis], scale: factors[axis],
+                                roi: roi.map { ($0[axis], $0[rank + axis]) }, options: options)
+            guard !taps.outside.contains(true), taps.indices.allSatisfy({ $0.count == 1 }), taps.weights.allSatisfy({ $0 == [1] }) else { return nil }
+            maps[axis] = taps.indices.map { $0[0] }
+        }
+        guard count > 0 else { return x.picking([], shape: output) }
+        let strides = Broadcast.strides(x.shape)
+        // Offsets of the rows (every axis but the last), then each row's elements.
+        var rows = [0]
+        for axis in 0 ..< rank - 1 { rows = rows.flatMap { base in maps[axis].map { base + $0 * strides[axis] } } }
+        let last = maps[rank - 1].map { $0 * strides[rank - 1] }
+        var positions: [Int] = []
+        positions.reserveCapacity(count)
+        for base in rows { for offset in last { positions.append(base + offset) } }
+        return x.picking(positions, shape: output)
     }
 
     /// For each output position along one axis: the input positions it reads (clamped to the
