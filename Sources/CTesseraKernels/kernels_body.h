@@ -377,7 +377,30 @@ static void NAME(depthwise)(const float *in, ptrdiff_t h, ptrdiff_t w, const flo
     }
 }
 
+static void NAME(maxpool)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sy, ptrdiff_t sx,
+                          ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py, ptrdiff_t px, float *out, ptrdiff_t oh, ptrdiff_t ow,
+                          unsigned char *seen) {
+    for (ptrdiff_t oy = 0; oy < oh; oy++) {
+        float *row = out + oy * ow;
+        for (ptrdiff_t ox = 0; ox < ow; ox++) { row[ox] = -__builtin_inff(); seen[ox] = 0; }
+        for (ptrdiff_t ky = 0; ky < kh; ky++) {
+            ptrdiff_t iy = oy * sy + ky * dy - py;
+            if (iy < 0 || iy >= h) continue;
+            const float *source = in + iy * w;
+            for (ptrdiff_t kx = 0; kx < kw; kx++) {
+                ptrdiff_t offset = kx * dx - px, lo, hi;
+                NAME(inside)(offset, sx, w, ow, &lo, &hi);
+                for (ptrdiff_t ox = lo; ox < hi; ox++) {
+                    float v = source[ox * sx + offset];
+                    row[ox] = (!seen[ox] || v > row[ox]) ? v : row[ox];
+                    seen[ox] = 1;
+                }
+            }
+        }
+    }
+}
+
 const tessera_kernels NAME(tessera_kernels) = {
     NAME(tile8x32), NAME(tile8x16), NAME(gemm_rows), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
-    NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row), NAME(binary), NAME(unary), NAME(depthwise),
+    NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row), NAME(binary), NAME(unary), NAME(depthwise), NAME(maxpool),
 };

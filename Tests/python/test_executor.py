@@ -336,6 +336,34 @@ def test_every_kernel_variant_gives_the_same_outputs(work):
     assert refused.returncode == 1 and "TESSERA_ISA is 'sse9'; it must be one of portable, avx2, avx512" in refused.stderr
 
 
+def test_maxpool_agrees_across_kernel_variants(work):
+    """2-D MaxPool without indices (the C kernel's rows) against the portable tap table: the
+    same bits for strides, dilations, pads, SAME padding and ceil_mode, and onnxruntime's values."""
+    import subprocess
+    from conftest import tessera_binary
+    rng = np.random.default_rng(12)
+    for k, attributes in enumerate([{"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
+                                    {"kernel_shape": [2, 2], "auto_pad": "SAME_UPPER"}, {"kernel_shape": [3, 3], "dilations": [2, 2]},
+                                    {"kernel_shape": [3, 2], "strides": [2, 3], "ceil_mode": 1, "pads": [0, 1, 2, 1]}]):
+        node = helper.make_node("MaxPool", ["x"], ["y"], **attributes)
+        graph = helper.make_graph([node], "mp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 17, 22])],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+        model = work / f"mp{k}.onnx"
+        onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)]), model)
+        x = rng.standard_normal((2, 3, 17, 22)).astype(np.float32)
+        np.save(work / "x.npy", x)
+        outputs = []
+        for isa in ("portable", ""):
+            out = work / f"out{isa}.npz"
+            result = subprocess.run([tessera_binary(), "run", model, "--input", f"x={work / 'x.npy'}", "-o", out, "--force"],
+                                    capture_output=True, text=True, env={**os.environ, "TESSERA_ISA": isa})
+            assert result.returncode == 0, result.stderr
+            with np.load(out) as archive:
+                outputs.append(archive["y"])
+        assert np.array_equal(outputs[0], outputs[1]), attributes
+        np.testing.assert_array_equal(outputs[1], ort_run(str(model), {"x": x})["y"], err_msg=str(attributes))
+
+
 def test_depthwise_convolutions_agree_across_kernel_variants(work):
     """2-D depthwise Conv (the C kernel's vector rows) against the portable tap table: the same
     bits, for strides 1 to 3, dilations, asymmetric pads, SAME padding and channel multipliers;

@@ -60,6 +60,12 @@ typedef void (*tessera_depthwise_fn)(const float *in, ptrdiff_t h, ptrdiff_t w, 
                                      ptrdiff_t kw, ptrdiff_t sy, ptrdiff_t sx, ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py,
                                      ptrdiff_t px, float *out, ptrdiff_t oh, ptrdiff_t ow);
 
+/* One plane of a 2-D MaxPool: out[oy][ox] is the first in-range tap's input, replaced by each
+   later tap's (ky, then kx) that is greater; −∞ where no tap is in range. `seen` holds ow bytes. */
+typedef void (*tessera_maxpool_fn)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sy,
+                                   ptrdiff_t sx, ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py, ptrdiff_t px, float *out,
+                                   ptrdiff_t oh, ptrdiff_t ow, unsigned char *seen);
+
 typedef struct {
     tessera_tile_fn tile8x32;
     tessera_tile_fn tile8x16;
@@ -74,6 +80,7 @@ typedef struct {
     tessera_binary_fn binary;
     tessera_unary_fn unary;
     tessera_depthwise_fn depthwise;
+    tessera_maxpool_fn maxpool;
 } tessera_kernels;
 
 /* The instruction sets this CPU (and its OS, for the wide registers) supports. */

@@ -11,7 +11,10 @@ enum ConvolutionOps {
         var t: [String: OpKernel] = [:]
         t["Conv"] = { [try conv($0)] }
         // Pooling is generic over the precision: float64 in Double, the rest in Float.
-        t["MaxPool"] = { c in try c.isDouble(0) ? pool(c, .max, Double.self) : pool(c, .max, Float.self) }
+        t["MaxPool"] = { c in
+            if let pooled = try maxPool2D(c) { return pooled }
+            return try c.isDouble(0) ? pool(c, .max, Double.self) : pool(c, .max, Float.self)
+        }
         t["AveragePool"] = { c in try c.isDouble(0) ? pool(c, .average, Double.self) : pool(c, .average, Float.self) }
         t["LpPool"] = { c in
             let p = Double(c.int("p", 2))
@@ -422,6 +425,30 @@ enum ConvolutionOps {
         let shape = Array(x.shape.prefix(2)) + window.output
         let pooled = try Value(floating: y, shape: shape, type: .float).cast(to: x.type)
         return [pooled, Value(indices, shape: shape)]
+    }
+
+    /// A float32 2-D MaxPool that does not ask for indices, plane by plane through the C kernel
+    /// (`pool`'s comparisons in `pool`'s order); nil for anything else.
+    static func maxPool2D(_ c: NodeContext) throws -> [Value]? {
+        let x = try c.input(0)
+        guard let k = KernelDispatch.kernels, x.type == .float, case .float(let v) = x.elements, x.shape.count == 4,
+              !v.isEmpty,
+              c.node.outputs.count < 2 || c.node.outputs[1].isEmpty, let kernel = c.ints("kernel_shape"), kernel.count == 2 else { return nil }
+        let window = try Window(c, input: Array(x.shape.dropFirst(2)), kernel: kernel, ceilMode: c.int("ceil_mode", 0) != 0)
+        let planes = x.shape[0] * x.shape[1], (h, w) = (x.shape[2], x.shape[3]), (oh, ow) = (window.output[0], window.output[1])
+        guard oh > 0, ow > 0 else { return nil }
+        var y = [Float](repeating: 0, count: try elementCount([planes, oh, ow]))
+        var seen = [UInt8](repeating: 0, count: ow)
+        v.withUnsafeBufferPointer { v in
+            y.withUnsafeMutableBufferPointer { y in
+                for plane in 0 ..< planes {
+                    k.maxpool(v.baseAddress! + plane * h * w, h, w, kernel[0], kernel[1], window.strides[0], window.strides[1],
+                              window.dilations[0], window.dilations[1], window.padBegin[0], window.padBegin[1],
+                              y.baseAddress! + plane * oh * ow, oh, ow, &seen)
+                }
+            }
+        }
+        return [Value(y, shape: Array(x.shape.prefix(2)) + window.output)]
     }
 
     static func globalPool<T: BinaryFloatingPoint>(_ c: NodeContext, average: Bool, _: T.Type) throws -> Value {

@@ -259,8 +259,14 @@ enum ResizeOps {
         for axis in axes {
             let taps = try Taps(input: x.shape[axis], output: output[axis], scale: factors[axis],
                                 roi: roi.map { ($0[axis], $0[rank + axis]) }, options: options)
-            guard !taps.outside.contains(true), taps.indices.allSatisfy({ $0.count == 1 }), taps.weights.allSatisfy({ $0 == [1] }) else { return nil }
-            maps[axis] = taps.indices.map { $0[0] }
+            // Nearest's taps weigh one input 1 and the other 0.
+            var map: [Int] = []
+            for (positions, weights) in zip(taps.indices, taps.weights) {
+                guard weights.allSatisfy({ $0 == 0 || $0 == 1 }), weights.filter({ $0 == 1 }).count == 1 else { return nil }
+                map.append(positions[weights.firstIndex(of: 1)!])
+            }
+            guard !taps.outside.contains(true) else { return nil }
+            maps[axis] = map
         }
         guard count > 0 else { return x.picking([], shape: output) }
         let strides = Broadcast.strides(x.shape)
