@@ -21,6 +21,7 @@ struct DenseKernel: WeightKernel {
             }
             return
         }
+        let packed = op.panels
         problem.withTransposedOperands(accumulating: true) { t in
             let ld = t.ld
             Threads.split((rows + 7) / 8, threads: problem.threads) { panels in
@@ -34,6 +35,9 @@ struct DenseKernel: WeightKernel {
                         if let f = inPlace, r0 + 8 <= rows {
                             wp = f + k0 * rows + r0
                             ks = rows
+                        } else if let packed {
+                            wp = UnsafePointer(packed.values) + 8 * (p * depth + k0)
+                            ks = 8
                         } else {
                             decodePanel(w, firstRow: r0, k0: k0, count: kn, into: panel)
                             wp = UnsafePointer(panel)
@@ -56,6 +60,14 @@ struct DenseKernel: WeightKernel {
     private func decodePanel<R: WeightReader>(_ w: R, firstRow r0: Int, k0: Int, count kn: Int,
                                               into panel: UnsafeMutablePointer<Float>) {
         let op = problem.op, inner = op.view.inner
+        if let f = w.float32Values, inner == 1, r0 + 8 <= op.rows {
+            // Float32 rows along the reduction axis (Conv's, Gemm's with transB): a plain 8 x kn transpose.
+            for i in 0 ..< 8 {
+                let row = f + op.denseOffset(row: r0 + i) + k0
+                for k in 0 ..< kn { panel[k &* 8 &+ i] = row[k] }
+            }
+            return
+        }
         for i in 0 ..< 8 {
             let r = r0 + i
             guard r < op.rows else {

@@ -17,6 +17,9 @@ public struct LinearOperator: @unchecked Sendable {
     let scaleMap: ScaleMap
     /// A CSR weight's entries regrouped for the batched kernel.
     private(set) var csrGatherIndex: CSRGatherIndex?
+    /// Float32 rows along the reduction axis packed once into the batched kernel's 8-row panels
+    /// (`withPackedPanels`): panel p holds weight (8p + i, k) at `8·(p·depth + k) + i`.
+    private(set) var panels: PackedPanels?
 
     public var name: String { tensor.name }
     public var layout: LayoutKind { tensor.storage.kind }
@@ -44,6 +47,24 @@ public struct LinearOperator: @unchecked Sendable {
             scaleMap = .unquantized
         }
         csrGatherIndex = CSRGatherIndex(self)
+    }
+
+    /// This operator with its panels packed, for weights the batched kernel meets many times
+    /// (a convolution's, once per block of output pixels): float32 rows along the reduction
+    /// axis only. Costs a copy of the weight.
+    func withPackedPanels() -> LinearOperator {
+        guard case .dense(let bytes) = tensor.storage, tensor.dataType == .float, tensor.quantization == nil, view.inner == 1 else { return self }
+        let panels = PackedPanels(count: roundUp(rows, 8) * depth)
+        bytes.withUnsafeBytes { raw in
+            let w = raw.bindMemory(to: Float.self)
+            for r in 0 ..< rows {
+                let row = denseOffset(row: r), (p, i) = (r / 8, r % 8)
+                for k in 0 ..< depth { panels.values[8 * (p * depth + k) + i] = w[row + k] }
+            }
+        }
+        var packed = self
+        packed.panels = panels
+        return packed
     }
 
     /// `y[b, r] = Σ_k x[b, k] · W[r, k]` for `batch` rows of `x` (`[batch, depth]`, row-major);
@@ -153,4 +174,16 @@ struct Problem: @unchecked Sendable {
     let threads: Int
     /// Operands the caller built transposed (`applyTransposed`); `x` and `y` are then unused.
     var transposed: TransposedOperands? = nil
+}
+
+/// Packed weight panels, owned here so that kernels may hold their address.
+final class PackedPanels: @unchecked Sendable {
+    let values: UnsafeMutablePointer<Float>
+
+    init(count: Int) {
+        values = alignedFloats(count)
+        values.initialize(repeating: 0, count: count)
+    }
+
+    deinit { values.deallocate() }
 }

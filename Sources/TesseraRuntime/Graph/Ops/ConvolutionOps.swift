@@ -220,7 +220,8 @@ enum ConvolutionOps {
             let depth = s.groupIn * s.taps, size = s.groupOut * depth
             return try (0 ..< s.groups).map { (g: Int) -> LinearOperator in
                 let block = Array(w[g * size ..< (g + 1) * size])
-                return try LinearOperator.dense(block, shape: [s.groupOut, depth], reductionAxis: 1, name: name)
+                // Packed once: every block of output pixels runs the batched kernel over them.
+                return try LinearOperator.dense(block, shape: [s.groupOut, depth], reductionAxis: 1, name: name).withPackedPanels()
             }
         }
     }
@@ -237,34 +238,41 @@ enum ConvolutionOps {
     static func im2col(_ input: [Float], _ operators: [LinearOperator], _ s: Geometry, _ sources: [Int32],
                        into y: inout [Float], threads: Int) throws {
         let depth = s.groupIn * s.taps, pixels = s.outPixels
-        let columns = roundUp(pixels, vecWidth), ld = TransposedOperands.leadingDimension(columns: columns)
+        // Output pixels a block at a time, so that the block's columns (`depth` x `block` floats,
+        // about 512 KB) stay in L2 while every output channel's weights pass over them. The whole
+        // image's columns at once streamed from memory once per 8 output channels.
+        let block = min(roundUp(pixels, vecWidth), max(64, Self.columnBlockFloats / max(depth, 1) / 32 * 32))
+        let ld = TransposedOperands.leadingDimension(columns: block)
         let xt = alignedFloats(depth * ld), yt = alignedFloats(roundUp(s.groupOut, 8) * ld)
         defer { xt.deallocate(); yt.deallocate() }
-        for k in 0 ..< depth { (xt + k * ld + pixels).initialize(repeating: 0, count: ld - pixels) }
         try input.withUnsafeBufferPointer { input in
             try sources.withUnsafeBufferPointer { sources in
                 try y.withUnsafeMutableBufferPointer { y in
                     for n in 0 ..< s.batch {
                         for g in 0 ..< s.groups {
-                            for ci in 0 ..< s.groupIn {
-                                let plane = input.baseAddress! + (n * s.channels + g * s.groupIn + ci) * s.pixels
-                                for t in 0 ..< s.taps {
-                                    let row = xt + (ci * s.taps + t) * ld, tap = sources.baseAddress! + t * pixels
-                                    for o in 0 ..< pixels {
-                                        let source = Int(tap[o])
-                                        row[o] = source >= 0 ? plane[source] : 0
+                            for p0 in stride(from: 0, to: pixels, by: block) {
+                                let count = min(block, pixels - p0), columns = roundUp(count, vecWidth)
+                                for ci in 0 ..< s.groupIn {
+                                    let plane = input.baseAddress! + (n * s.channels + g * s.groupIn + ci) * s.pixels
+                                    for t in 0 ..< s.taps {
+                                        let row = xt + (ci * s.taps + t) * ld, tap = sources.baseAddress! + t * pixels + p0
+                                        for o in 0 ..< count {
+                                            let source = Int(tap[o])
+                                            row[o] = source >= 0 ? plane[source] : 0
+                                        }
+                                        for o in count ..< columns { row[o] = 0 }
                                     }
                                 }
-                            }
-                            if pixels > 1 {
-                                operators[g].applyTransposed(TransposedOperands(columns: columns, ld: ld, xt: xt, yt: yt), batch: pixels, threads: threads)
-                            } else {   // one output pixel: a GEMV on the one column
-                                let product = try operators[g].apply((0 ..< depth).map { xt[$0 * ld] }, batch: 1, threads: threads)
-                                for co in 0 ..< s.groupOut { yt[co * ld] = product[co] }
-                            }
-                            for co in 0 ..< s.groupOut {
-                                let out = y.baseAddress! + (n * s.outChannels + g * s.groupOut + co) * pixels, result = yt + co * ld
-                                for o in 0 ..< pixels { out[o] += result[o] }
+                                if count > 1 {
+                                    operators[g].applyTransposed(TransposedOperands(columns: columns, ld: ld, xt: xt, yt: yt), batch: count, threads: threads)
+                                } else {   // one output pixel: a GEMV on the one column
+                                    let product = try operators[g].apply((0 ..< depth).map { xt[$0 * ld] }, batch: 1, threads: threads)
+                                    for co in 0 ..< s.groupOut { yt[co * ld] = product[co] }
+                                }
+                                for co in 0 ..< s.groupOut {
+                                    let out = y.baseAddress! + (n * s.outChannels + g * s.groupOut + co) * pixels + p0, result = yt + co * ld
+                                    for o in 0 ..< count { out[o] += result[o] }
+                                }
                             }
                         }
                     }
@@ -272,6 +280,9 @@ enum ConvolutionOps {
             }
         }
     }
+
+    /// Floats of im2col columns per block (512 KB).
+    static let columnBlockFloats = 1 << 17
 
     /// One input channel per group (depthwise, with any channel multiplier): each output plane
     /// adds, tap by tap, the weight times the input pixel that tap reads.
