@@ -28,13 +28,13 @@ extension Problem {
         let columns = roundUp(batch, vecWidth), ld = TransposedOperands.leadingDimension(columns: columns)
         let xt = alignedFloats(depth * ld), yt = alignedFloats(roundUp(rows, 8) * ld)
         defer { xt.deallocate(); yt.deallocate() }
-        transpose(x, rows: batch, columns: depth, ld: depth, into: xt, ld: ld)
+        transposeMatrix(x, rows: batch, columns: depth, ld: depth, into: xt, ld: ld)
         if batch < columns {
             for k in 0 ..< depth { (xt + k * ld + batch).initialize(repeating: 0, count: columns - batch) }
         }
         if accumulating { yt.initialize(repeating: 0, count: roundUp(rows, 8) * ld) }
         body(TransposedOperands(columns: columns, ld: ld, xt: xt, yt: yt))
-        transpose(yt, rows: rows, columns: batch, ld: ld, into: y, ld: rows)
+        transposeMatrix(yt, rows: rows, columns: batch, ld: ld, into: y, ld: rows)
     }
 }
 
@@ -46,8 +46,8 @@ func alignedFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
 
 /// `dst[j·dstLd + i] = src[i·srcLd + j]` for a `rows x columns` matrix: whole 16 x 16 blocks in
 /// registers, the edges one element at a time.
-private func transpose(_ src: UnsafePointer<Float>, rows: Int, columns: Int, ld srcLd: Int,
-                       into dst: UnsafeMutablePointer<Float>, ld dstLd: Int) {
+func transposeMatrix(_ src: UnsafePointer<Float>, rows: Int, columns: Int, ld srcLd: Int,
+                     into dst: UnsafeMutablePointer<Float>, ld dstLd: Int) {
     let fullRows = rows / 16 * 16, fullColumns = columns / 16 * 16
     for i0 in stride(from: 0, to: fullRows, by: 16) {
         for j0 in stride(from: 0, to: fullColumns, by: 16) {

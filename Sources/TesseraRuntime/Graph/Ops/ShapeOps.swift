@@ -266,6 +266,24 @@ enum ShapeOps {
 
     static func transpose(_ x: Value, _ perm: [Int]) -> Value {
         let shape = perm.map { x.shape[$0] }
+        // Two adjacent runs of trailing axes swapped (NCHW <-> NHWC, attention's heads): float32
+        // moves as a batch of 2-D transposes in 16 x 16 blocks, not element by element.
+        if case .float(let v) = x.elements, let p = perm.indices.first(where: { perm[$0] != $0 }), let q = perm[p...].first,
+           perm == Array(0 ..< p) + Array(q ..< perm.count) + Array(p ..< q), !v.isEmpty {
+            let batch = x.shape[..<p].reduce(1, *), rows = x.shape[p ..< q].reduce(1, *), columns = x.shape[q...].reduce(1, *)
+            var out = x
+            out.shape = shape
+            out.elements = .float([Float](unsafeUninitializedCapacity: v.count) { y, initialized in
+                v.withUnsafeBufferPointer { v in
+                    for b in 0 ..< batch {
+                        transposeMatrix(v.baseAddress! + b * rows * columns, rows: rows, columns: columns, ld: columns,
+                                        into: y.baseAddress! + b * rows * columns, ld: rows)
+                    }
+                }
+                initialized = v.count
+            })
+            return out
+        }
         let inStrides = Broadcast.strides(x.shape)
         let strides = perm.map { inStrides[$0] }
         return x.walking(shape, strides: strides, base: 0)
