@@ -44,6 +44,25 @@ import TesseraONNX
         #expect(throws: RuntimeError.self) { try run("Gather", [iota([2, 3]), ints([3])], attributes: ["axis": .int(1)]) }
     }
 
+    /// Nodes computed from constants alone run once; later runs reuse their outputs. A default
+    /// the caller may override is not a constant.
+    @Test func constantSubgraphsAreFoldedOnceAndOverridesStillApply() throws {
+        let w = Tensor(name: "w", dataType: .float, shape: [2], storage: .dense(values: TensorBytes(float32: [1, 2])))
+        let d = Tensor(name: "d", dataType: .float, shape: [2], storage: .dense(values: TensorBytes(float32: [10, 20])))
+        let nodes = [ONNXGraph.Node(opType: "Mul", inputs: ["w", "w"], outputs: ["w2"], attributes: [:]),   // constant: folded
+                     ONNXGraph.Node(opType: "Mul", inputs: ["d", "w2"], outputs: ["dw"], attributes: [:]),   // d may be overridden
+                     ONNXGraph.Node(opType: "Add", inputs: ["x", "dw"], outputs: ["y"], attributes: [:])]
+        var graph = ONNXGraph(nodes: nodes, inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
+                              initializers: ["w": w, "d": d])
+        graph.overridableInputs = [ONNXGraph.ValueInfo(name: "d")]
+        let executor = try GraphExecutor(graph)
+        #expect(executor.foldable == [true, false, false])
+        let x = floats([1, 1], [2])
+        #expect(try executor.run(["x": x])[0].value.asFloats == [11, 81])
+        #expect(try executor.run(["x": floats([2, 3], [2])])[0].value.asFloats == [12, 83])
+        #expect(try executor.run(["x": x, "d": floats([1, 1], [2])])[0].value.asFloats == [2, 5])
+    }
+
     /// What FuzzGraph found: shapes and values that trapped instead of being refused.
     @Test func fuzzFindingsAreRefusedOrDefined() throws {
         let scalar = Value([Float(1)], shape: [])

@@ -23,6 +23,13 @@ public final class GraphExecutor {
     private let bodies: [Int: [String: GraphExecutor]]   // subgraph executors by node index and attribute
     private let caches: [NodeCache]                        // by node index
     private var constants: [String: Value] = [:]
+    /// Names whose value no run can change: initializers the caller cannot override, and the
+    /// outputs of nodes computed from them alone (`foldable`).
+    private let constantNames: Set<String>
+    /// Nodes whose inputs are all constant (a Cast of fp16 weights, a shape computation on
+    /// constants): computed on the first run, their outputs kept for the later ones.
+    let foldable: [Bool]
+    private var folded: [Int: [GraphValue]] = [:]
     /// When set, every node's wall time is added here by op type (`tessera run --profile`).
     public var profile: OpProfile?
 
@@ -114,11 +121,22 @@ public final class GraphExecutor {
             }
         }
         for output in graph.outputs { lastUse[output.name] = graph.nodes.count }
+        var constantNames = Set(graph.initializers.keys).subtracting(graph.overridableInputs.map(\.name))
+        foldable = graph.nodes.map { node in
+            let fold = !Self.nondeterministic.contains(node.opType) && Self.subgraphs(of: node).isEmpty
+                && node.inputs.allSatisfy { $0.isEmpty || constantNames.contains($0) }
+            if fold { constantNames.formUnion(node.outputs.filter { !$0.isEmpty }) }
+            return fold
+        }
+        self.constantNames = constantNames
         self.weights = weights
         self.lastUse = lastUse
         self.bodies = bodies
         caches = graph.nodes.map { _ in NodeCache() }
     }
+
+    /// Ops whose outputs differ from run to run: never folded.
+    static let nondeterministic: Set<String> = ["RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"]
 
     /// The operator for a node's stored GEMM weight, when its layout and reduction axis fit the use.
     private static func storedWeight(_ node: ONNXGraph.Node, _ initializers: [String: Tensor]) throws -> LinearOperator? {
@@ -146,15 +164,15 @@ public final class GraphExecutor {
         return try LinearOperator(tensor)
     }
 
-    /// Runs the graph on `inputs` (every graph input by name, and optionally values for graph
-    /// inputs that have an initializer as their default) and returns its outputs in order.
-    /// For graphs whose inputs and outputs are tensors; `evaluate` takes and gives any value.
     /// For processes that run graphs (the CLI): freed memory stays with the process for reuse.
     /// Each node allocates and frees buffers of the same large sizes on every run; glibc otherwise
     /// returns them to the kernel and faults them back in zeroed (MiniLM 1x128: median 26 ms,
     /// 23 ms so). Process-wide, so it is the caller's choice, not the executor's.
     public static func keepFreedMemoryForReuse() { tessera_keep_freed_memory() }
 
+    /// Runs the graph on `inputs` (every graph input by name, and optionally values for graph
+    /// inputs that have an initializer as their default) and returns its outputs in order.
+    /// For graphs whose inputs and outputs are tensors; `evaluate` takes and gives any value.
     public func run(_ inputs: [String: Value]) throws -> [(name: String, value: Value)] {
         try evaluate(inputs.mapValues(GraphValue.tensor)).map { name, value in
             guard case .tensor(let tensor) = value else {
@@ -191,6 +209,11 @@ public final class GraphExecutor {
         }
         let opset = graph.defaultOpset
         for (index, node) in graph.nodes.enumerated() {
+            if let outputs = folded[index] {
+                for (name, value) in zip(node.outputs, outputs) where !name.isEmpty { values[name] = value }
+                for name in node.inputs where lastUse[name] == index { values[name] = nil }
+                continue
+            }
             do {
                 // A stored weight runs through its kernel unless the caller overrode it.
                 let weight = weights[index].flatMap { values[node.inputs[1]] == nil ? $0 : nil }
@@ -200,7 +223,7 @@ public final class GraphExecutor {
                 }
                 var context = NodeContext(node: node, opset: opset, values: operands, weight: weight, threads: threads)
                 context.cache = caches[index]
-                context.constantInputs = node.inputs.map { !$0.isEmpty && values[$0] == nil && graph.initializers[$0] != nil }
+                context.constantInputs = node.inputs.map { !$0.isEmpty && constantNames.contains($0) }
                 if let nodeBodies = bodies[index] {
                     context.bodies = nodeBodies
                     let visible = values
@@ -209,10 +232,12 @@ public final class GraphExecutor {
                 let started = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
                 let results = try Self.kernels[Self.key(node)]!(context)
                 profile?.add(Self.key(node), nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
-                for (name, result) in zip(node.outputs, results) where !name.isEmpty { values[name] = result.representable() }
+                let outputs = results.map { $0.representable() }
+                for (name, result) in zip(node.outputs, outputs) where !name.isEmpty { values[name] = result }
                 if let missing = node.outputs.dropFirst(results.count).first(where: { !$0.isEmpty }) {
                     throw RuntimeError(.unsupportedOp, "output '\(missing)' is not computed by the executor")
                 }
+                if foldable[index] { folded[index] = outputs }
             } catch let error as RuntimeError {
                 throw error.at(node: node.label)
             }
