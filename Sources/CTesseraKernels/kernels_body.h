@@ -326,17 +326,41 @@ static inline vec NAME(sigmoid_v)(vec x) {
     return SELECT(x < SPLAT(0.0f), e / d, SPLAT(1.0f) / d);
 }
 
+/* tanh(x): below |x| = 0.625 x + x³·P(x²) (Cephes' tanhf coefficients), above it
+   1 − 2 / (e^{2|x|} + 1) with the sign of x. */
+static inline vec NAME(tanh_v)(vec x) {
+    vec t = __builtin_elementwise_abs(x), z = x * x;
+    vec p = SPLAT(-5.70498872745e-3f);
+    p = FMA(SPLAT(2.06390887954e-2f), p, z);
+    p = FMA(SPLAT(-5.37397155531e-2f), p, z);
+    p = FMA(SPLAT(1.33314422036e-1f), p, z);
+    p = FMA(SPLAT(-3.33332819422e-1f), p, z);
+    vec small = FMA(x, p * z, x);
+    vec big = SPLAT(1.0f) - SPLAT(2.0f) / (NAME(exp_v)(t + t) + SPLAT(1.0f));
+    big = __builtin_elementwise_copysign(big, x);
+    return SELECT(t >= SPLAT(0.625f), big, small);
+}
+
+static inline vec NAME(unary_v)(int op, vec v) {
+    switch (op) {
+    case TESSERA_EXP: return NAME(exp_v)(v);
+    case TESSERA_ERF: return NAME(erf_v)(v);
+    case TESSERA_SIGMOID: return NAME(sigmoid_v)(v);
+    default: return NAME(tanh_v)(v);
+    }
+}
+
 static void NAME(unary)(int op, const float *x, float *y, ptrdiff_t n) {
     ptrdiff_t i = 0;
     for (; i + 16 <= n; i += 16) {
         vec v = LOAD(x + i);
-        STORE(op == TESSERA_EXP ? NAME(exp_v)(v) : op == TESSERA_ERF ? NAME(erf_v)(v) : NAME(sigmoid_v)(v), y + i);
+        STORE(NAME(unary_v)(op, v), y + i);
     }
     if (i < n) {   /* the tail through one padded vector */
         float in[16] = {0}, out[16];
         for (ptrdiff_t j = 0; i + j < n; j++) in[j] = x[i + j];
         vec v = LOAD(in);
-        STORE(op == TESSERA_EXP ? NAME(exp_v)(v) : op == TESSERA_ERF ? NAME(erf_v)(v) : NAME(sigmoid_v)(v), out);
+        STORE(NAME(unary_v)(op, v), out);
         for (ptrdiff_t j = 0; i + j < n; j++) y[i + j] = out[j];
     }
 }

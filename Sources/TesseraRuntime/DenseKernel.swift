@@ -43,13 +43,13 @@ struct DenseKernel: WeightKernel {
                             wp = UnsafePointer(panel)
                             ks = 8
                         }
-                        let out = t.yt + r0 * ld, xBlock = t.xt + k0 * ld
+                        let out = t.yt + r0 * t.yld, xBlock = t.xt + k0 * ld
                         var b = 0
                         while b + 32 <= t.columns {
-                            tile8x32(wp, ks, kn, xBlock + b, ld, out + b, ld)
+                            tile8x32(wp, ks, kn, xBlock + b, ld, out + b, t.yld)
                             b += 32
                         }
-                        if b < t.columns { tile8x16(wp, ks, kn, xBlock + b, ld, out + b, ld) }
+                        if b < t.columns { tile8x16(wp, ks, kn, xBlock + b, ld, out + b, t.yld) }
                     }
                 }
             }

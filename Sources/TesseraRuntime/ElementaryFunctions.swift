@@ -1,16 +1,17 @@
 import CTesseraKernels
 
-/// Tessera's float32 exp, erf and sigmoid: about 1 ulp, in vector form in the C kernels and
+/// Tessera's float32 exp, erf, sigmoid and tanh: about 1 ulp, in vector form in the C kernels and
 /// here as the portable scalar reference, operation for operation the same (so every variant
 /// gives the same bits). glibc's scalar functions cost 20 to 40 times as much per element.
 enum ElementaryFunction {
-    case exp, erf, sigmoid
+    case exp, erf, sigmoid, tanh
 
     var code: Int32 {
         switch self {
         case .exp: Int32(TESSERA_EXP)
         case .erf: Int32(TESSERA_ERF)
         case .sigmoid: Int32(TESSERA_SIGMOID)
+        case .tanh: Int32(TESSERA_TANH)
         }
     }
 
@@ -34,6 +35,7 @@ enum ElementaryFunction {
         case .exp: PortableKernels.exp(x)
         case .erf: PortableKernels.erf(x)
         case .sigmoid: PortableKernels.sigmoid(x)
+        case .tanh: PortableKernels.tanh(x)
         }
     }
 }
@@ -65,6 +67,19 @@ extension PortableKernels {
     static func sigmoid(_ x: Float) -> Float {
         let e = exp(-abs(x)), d = 1 + e
         return x < 0 ? e / d : 1 / d
+    }
+
+    /// tanh(x): below |x| = 0.625 x + x³·P(x²) (Cephes' tanhf coefficients), above it
+    /// 1 − 2 / (e^{2|x|} + 1) with the sign of x.
+    static func tanh(_ x: Float) -> Float {
+        let t = abs(x), z = x * x
+        if t >= 0.625 { return Float(signOf: x, magnitudeOf: 1 - 2 / (exp(t + t) + 1)) }
+        var p: Float = -5.70498872745e-3
+        p = (2.06390887954e-2 as Float).addingProduct(p, z)
+        p = (-5.37397155531e-2 as Float).addingProduct(p, z)
+        p = (1.33314422036e-1 as Float).addingProduct(p, z)
+        p = (-3.33332819422e-1 as Float).addingProduct(p, z)
+        return x.addingProduct(p * z, x)
     }
 
     /// erf(x) (minimax polynomials, split at |x| = 0.921875): x + x·P(x²) below, and

@@ -12,6 +12,13 @@ struct TransposedOperands: @unchecked Sendable {
     let ld: Int
     let xt: UnsafePointer<Float>
     let yt: UnsafeMutablePointer<Float>
+    /// Row stride of `yᵀ` when it differs from `xᵀ`'s (a 1x1 convolution reads its input
+    /// planes in place as `xᵀ`); only the dense kernel takes such operands.
+    let yld: Int
+
+    init(columns: Int, ld: Int, xt: UnsafePointer<Float>, yt: UnsafeMutablePointer<Float>, yld: Int? = nil) {
+        (self.columns, self.ld, self.xt, self.yt, self.yld) = (columns, ld, xt, yt, yld ?? ld)
+    }
 }
 
 extension Problem {
@@ -21,7 +28,7 @@ extension Problem {
     func withTransposedOperands(accumulating: Bool, _ body: (TransposedOperands) -> Void) {
         let depth = op.depth, rows = op.rows
         if let given = transposed {
-            if accumulating { given.yt.initialize(repeating: 0, count: roundUp(rows, 8) * given.ld) }
+            if accumulating { given.yt.initialize(repeating: 0, count: roundUp(rows, 8) * given.yld) }
             body(given)
             return
         }

@@ -126,7 +126,7 @@ import Testing
     static let sweep: [Float] = stride(from: UInt32(0), to: UInt32.max - 4999, by: 4999).map { Float(bitPattern: $0) }
         + [0, -0, 1, -1, 88.72283935546875, 88.8, -103.97207641601562, -104, .infinity, -.infinity, .nan, 0.921875, -0.921875]
 
-    @Test func expErfAndSigmoidAreWithinUlpsAndEveryVariantMatches() throws {
+    @Test func elementaryFunctionsAreWithinUlpsAndEveryVariantMatches() throws {
         func ulps(_ got: Float, _ exact: Double) -> Double {
             guard exact.isFinite, Float(exact).isFinite else { return got == Float(exact) || (got.isNaN && exact.isNaN) ? 0 : .infinity }
             let ulp = Double(Float(exact).ulp == 0 ? Float.leastNonzeroMagnitude : Float(exact).ulp)
@@ -135,7 +135,7 @@ import Testing
         let exactSigmoid: (Double) -> Double = { $0 < 0 ? Foundation.exp($0) / (1 + Foundation.exp($0)) : 1 / (1 + Foundation.exp(-$0)) }
         // Sigmoid adds a division's and a sum's roundings to exp's.
         let functions: [(ElementaryFunction, (Double) -> Double, bound: Double)] = [
-            (.exp, { Foundation.exp($0) }, 2), (.erf, { Foundation.erf($0) }, 2), (.sigmoid, exactSigmoid, 3)]
+            (.exp, { Foundation.exp($0) }, 2), (.erf, { Foundation.erf($0) }, 2), (.sigmoid, exactSigmoid, 3), (.tanh, { Foundation.tanh($0) }, 3)]
         for (f, exact, bound) in functions {
             let portable = Self.sweep.map(f.portable)
             var worst = 0.0

@@ -47,9 +47,9 @@ enum { TESSERA_ADD, TESSERA_SUB, TESSERA_MUL, TESSERA_DIV };
 typedef void (*tessera_binary_fn)(int op, const float *full, const float *part, float *out, ptrdiff_t outer,
                                   ptrdiff_t middle, ptrdiff_t inner, int part_first);
 
-/* y[i] = f(x[i]) for Tessera's float32 exp, erf and sigmoid (y may be x). The same arithmetic
+/* y[i] = f(x[i]) for Tessera's float32 exp, erf, sigmoid and tanh (y may be x). The same arithmetic
    as PortableKernels' scalar versions, so every variant gives the same bits. */
-enum { TESSERA_EXP, TESSERA_ERF, TESSERA_SIGMOID };
+enum { TESSERA_EXP, TESSERA_ERF, TESSERA_SIGMOID, TESSERA_TANH };
 typedef void (*tessera_unary_fn)(int op, const float *x, float *y, ptrdiff_t n);
 
 /* One plane of a 2-D depthwise convolution, added to `out` (which holds the bias):

@@ -238,6 +238,10 @@ enum ConvolutionOps {
     static func im2col(_ input: [Float], _ operators: [LinearOperator], _ s: Geometry, _ sources: [Int32],
                        into y: inout [Float], threads: Int) throws {
         let depth = s.groupIn * s.taps, pixels = s.outPixels
+        // A 1x1 convolution with stride 1 and no padding reads each input pixel as it is: the
+        // input planes are already the columns (`[channels][pixels]`), so whole vectors of
+        // pixels need no gathering.
+        let pointwise = s.taps == 1 && pixels == s.pixels && sources.elementsEqual(0 ..< Int32(pixels))
         // Output pixels a block at a time, so that the block's columns (`depth` x `block` floats,
         // about 512 KB) stay in L2 while every output channel's weights pass over them. The whole
         // image's columns at once streamed from memory once per 8 output channels.
@@ -252,6 +256,15 @@ enum ConvolutionOps {
                         for g in 0 ..< s.groups {
                             for p0 in stride(from: 0, to: pixels, by: block) {
                                 let count = min(block, pixels - p0), columns = roundUp(count, vecWidth)
+                                if pointwise && count == columns && count > 1 {
+                                    let planes = input.baseAddress! + (n * s.channels + g * s.groupIn) * s.pixels + p0
+                                    operators[g].applyTransposed(TransposedOperands(columns: columns, ld: pixels, xt: planes, yt: yt, yld: ld), batch: count, threads: threads)
+                                    for co in 0 ..< s.groupOut {
+                                        let out = y.baseAddress! + (n * s.outChannels + g * s.groupOut + co) * pixels + p0, result = yt + co * ld
+                                        for o in 0 ..< count { out[o] += result[o] }
+                                    }
+                                    continue
+                                }
                                 for ci in 0 ..< s.groupIn {
                                     let plane = input.baseAddress! + (n * s.channels + g * s.groupIn + ci) * s.pixels
                                     for t in 0 ..< s.taps {

@@ -10,7 +10,7 @@ enum ElementwiseOps {
         // text), written in the entry itself so that it compiles into the loop.
         t["Relu"] = { c in [try floatMap(c, { max($0, 0) }, { max($0, 0) })] }
         t["Sigmoid"] = { c in [try elementary(c, .sigmoid, sigmoid)] }
-        t["Tanh"] = { c in [try floatMap(c, { Foundation.tanh($0) }, { Foundation.tanh($0) })] }
+        t["Tanh"] = { c in [try elementary(c, .tanh) { Foundation.tanh($0) }] }
         t["Erf"] = { c in [try elementary(c, .erf) { Foundation.erf($0) }] }
         t["Sqrt"] = { c in [try floatMap(c, { $0.squareRoot() }, { $0.squareRoot() })] }
         t["Exp"] = { c in [try elementary(c, .exp) { Foundation.exp($0) }] }
