@@ -376,26 +376,47 @@ static inline void NAME(inside)(ptrdiff_t offset, ptrdiff_t s, ptrdiff_t w, ptrd
 
 static void NAME(depthwise)(const float *in, ptrdiff_t h, ptrdiff_t w, const float *weights, ptrdiff_t kh, ptrdiff_t kw,
                             ptrdiff_t sy, ptrdiff_t sx, ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py, ptrdiff_t px, float *out,
-                            ptrdiff_t oh, ptrdiff_t ow) {
+                            ptrdiff_t oh, ptrdiff_t ow, float *padded) {
+    /* The rows the windows read, zeros around the input, each wide enough that every block of
+       16 outputs (the last one too) loads whole vectors. */
+    const ptrdiff_t ph = (oh - 1) * sy + (kh - 1) * dy + 1, ps = tessera_depthwise_stride(ow, kw, sx, dx);
+    for (ptrdiff_t r = 0; r < ph; r++) {
+        ptrdiff_t iy = r - py;
+        float *row = padded + r * ps;
+        for (ptrdiff_t c = 0; c < ps; c++) row[c] = 0.0f;
+        if (iy < 0 || iy >= h) continue;
+        ptrdiff_t first = px < 0 ? -px : 0, last = w < ps - px ? w : ps - px;   /* input columns that land in the row */
+        for (ptrdiff_t ix = first; ix < last; ix++) row[ix + px] = in[iy * w + ix];
+    }
     for (ptrdiff_t oy = 0; oy < oh; oy++) {
         float *row = out + oy * ow;
-        for (ptrdiff_t ky = 0; ky < kh; ky++) {
-            ptrdiff_t iy = oy * sy + ky * dy - py;
-            if (iy < 0 || iy >= h) continue;
-            const float *source = in + iy * w;
-            for (ptrdiff_t kx = 0; kx < kw; kx++) {
-                float weight = weights[ky * kw + kx];
-                ptrdiff_t offset = kx * dx - px, lo, hi;
-                NAME(inside)(offset, sx, w, ow, &lo, &hi);
-                if (sx == 1) {
-                    const float *s1 = source + offset;
-                    for (ptrdiff_t ox = lo; ox < hi; ox++) row[ox] = row[ox] + weight * s1[ox];
-                } else if (sx == 2) {
-                    const float *s2 = source + offset;
-                    for (ptrdiff_t ox = lo; ox < hi; ox++) row[ox] = row[ox] + weight * s2[2 * ox];
-                } else {
-                    for (ptrdiff_t ox = lo; ox < hi; ox++) row[ox] = row[ox] + weight * source[ox * sx + offset];
+        const float *top = padded + oy * sy * ps;
+        for (ptrdiff_t ox = 0; ox < ow; ox += 16) {
+            /* Sixteen outputs summed over every tap in a register; the last block through a copy. */
+            float part[16] = {0};
+            int whole = ox + 16 <= ow;
+            if (!whole) for (ptrdiff_t j = 0; ox + j < ow; j++) part[j] = row[ox + j];
+            vec acc = LOAD(whole ? row + ox : part);
+            for (ptrdiff_t ky = 0; ky < kh; ky++) {
+                const float *source = top + ky * dy * ps + ox * sx;
+                for (ptrdiff_t kx = 0; kx < kw; kx++) {
+                    const float *s = source + kx * dx;
+                    vec x;
+                    if (sx == 1) {
+                        x = LOAD(s);
+                    } else if (sx == 2) {
+                        x = __builtin_shufflevector(LOAD(s), LOAD(s + 16), 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                    } else {
+                        for (int j = 0; j < 16; j++) x[j] = s[j * sx];
+                    }
+                    acc = acc + SPLAT(weights[ky * kw + kx]) * x;
                 }
+            }
+            if (whole) {
+                STORE(acc, row + ox);
+            } else {
+                STORE(acc, part);
+                for (ptrdiff_t j = 0; ox + j < ow; j++) row[ox + j] = part[j];
             }
         }
     }

@@ -54,17 +54,27 @@ typedef void (*tessera_unary_fn)(int op, const float *x, float *y, ptrdiff_t n);
 
 /* One plane of a 2-D depthwise convolution, added to `out` (which holds the bias):
    out[oy][ox] += w[ky][kx] · in[oy·sy + ky·dy − py][ox·sx + kx·dx − px] for each tap in order
-   (ky, then kx), a multiply then an add, taps reading outside the input skipped: the portable
-   `ConvolutionOps.direct`'s arithmetic. */
+   (ky, then kx), a multiply then an add, with zeros outside the input: the portable
+   `ConvolutionOps.direct`'s arithmetic. `padded` holds the plane with its zeros, rows wide
+   enough for whole vectors: tessera_depthwise_scratch floats. */
 typedef void (*tessera_depthwise_fn)(const float *in, ptrdiff_t h, ptrdiff_t w, const float *weights, ptrdiff_t kh,
                                      ptrdiff_t kw, ptrdiff_t sy, ptrdiff_t sx, ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py,
-                                     ptrdiff_t px, float *out, ptrdiff_t oh, ptrdiff_t ow);
+                                     ptrdiff_t px, float *out, ptrdiff_t oh, ptrdiff_t ow, float *padded);
 
 /* One plane of a 2-D MaxPool: out[oy][ox] is the first in-range tap's input, replaced by each
    later tap's (ky, then kx) that is greater; −∞ where no tap is in range. `seen` holds ow bytes. */
 typedef void (*tessera_maxpool_fn)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sy,
                                    ptrdiff_t sx, ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py, ptrdiff_t px, float *out,
                                    ptrdiff_t oh, ptrdiff_t ow, unsigned char *seen);
+
+/* The row stride and size of a depthwise plane's padded copy. */
+static inline ptrdiff_t tessera_depthwise_stride(ptrdiff_t ow, ptrdiff_t kw, ptrdiff_t sx, ptrdiff_t dx) {
+    return (ow + 15) / 16 * 16 * sx + (kw - 1) * dx + 16;
+}
+static inline ptrdiff_t tessera_depthwise_scratch(ptrdiff_t oh, ptrdiff_t ow, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sy, ptrdiff_t sx,
+                                                  ptrdiff_t dy, ptrdiff_t dx) {
+    return ((oh - 1) * sy + (kh - 1) * dy + 1) * tessera_depthwise_stride(ow, kw, sx, dx) + 16;
+}
 
 typedef struct {
     tessera_tile_fn tile8x32;

@@ -304,6 +304,10 @@ enum ConvolutionOps {
     /// over each output row instead of the tap table.
     static func depthwise2D(_ k: tessera_kernels, _ input: [Float], _ w: [Float], _ s: Geometry, _ window: Window, into y: inout [Float]) {
         let (h, width) = (window.input[0], window.input[1]), (oh, ow) = (window.output[0], window.output[1])
+        guard oh > 0, ow > 0 else { return }
+        let padded = alignedFloats(tessera_depthwise_scratch(oh, ow, window.kernel[0], window.kernel[1], window.strides[0], window.strides[1],
+                                                             window.dilations[0], window.dilations[1]))
+        defer { padded.deallocate() }
         input.withUnsafeBufferPointer { input in
             w.withUnsafeBufferPointer { w in
                 y.withUnsafeMutableBufferPointer { y in
@@ -313,7 +317,7 @@ enum ConvolutionOps {
                                         w.baseAddress! + channel * s.taps, window.kernel[0], window.kernel[1],
                                         window.strides[0], window.strides[1], window.dilations[0], window.dilations[1],
                                         window.padBegin[0], window.padBegin[1],
-                                        y.baseAddress! + (n * s.outChannels + channel) * s.outPixels, oh, ow)
+                                        y.baseAddress! + (n * s.outChannels + channel) * s.outPixels, oh, ow, padded)
                         }
                     }
                 }
@@ -321,8 +325,8 @@ enum ConvolutionOps {
         }
     }
 
-    /// Direct convolution over the tap table, tap by tap across an output plane: depthwise
-    /// convolutions (one input channel per group), and every float64 Conv.
+    /// Direct convolution over the tap table, tap by tap across an output plane (padding read
+    /// as zeros): depthwise convolutions (one input channel per group), and every float64 Conv.
     static func direct<T: BinaryFloatingPoint>(_ input: [T], _ w: [T], _ s: Geometry, _ sources: [Int32], into y: inout [T]) {
         let pixels = s.outPixels
         input.withUnsafeBufferPointer { input in
@@ -337,7 +341,7 @@ enum ConvolutionOps {
                                     let weight = w[(channel * s.groupIn + ci) * s.taps + t], tap = sources.baseAddress! + t * pixels
                                     for o in 0 ..< pixels {
                                         let source = Int(tap[o])
-                                        if source >= 0 { out[o] += weight * plane[source] }
+                                        out[o] += weight * (source >= 0 ? plane[source] : 0)   // zeros in the padding, as the C kernel reads them
                                     }
                                 }
                             }
