@@ -174,22 +174,22 @@ enum ConvolutionOps {
             }
         } else {
             let operators = try plan.operators ?? ConvPlan.operators(try c.floats(1), s, name: c.node.outputs.first ?? "")
-            try im2col(input, operators, s, plan.sources, into: &y, threads: c.threads)
+            try im2col(input, operators, s, plan.sources, plan.window, into: &y, threads: c.threads)
         }
         return Value(y, shape: shape, type: x.type)
     }
 
     /// The output filled with each channel's bias (zeros without one).
     static func biased<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type, _ s: Geometry, count: Int) -> [T] {
-        var y = [T](repeating: 0, count: count)
-        guard let bias = c.optionalInput(2)?.floating(T.self) else { return y }
-        for n in 0 ..< s.batch {
-            for channel in 0 ..< s.outChannels {
-                let base = (n * s.outChannels + channel) * s.outPixels
-                for o in 0 ..< s.outPixels { y[base + o] = bias[channel] }
+        guard let bias = c.optionalInput(2)?.floating(T.self) else { return [T](repeating: 0, count: count) }
+        return [T](unsafeUninitializedCapacity: count) { y, initialized in
+            for n in 0 ..< s.batch {
+                for channel in 0 ..< s.outChannels {
+                    (y.baseAddress! + (n * s.outChannels + channel) * s.outPixels).initialize(repeating: bias[channel], count: s.outPixels)
+                }
             }
+            initialized = count
         }
-        return y
     }
 
     /// What a Conv node needs besides its input: the window, its tap-by-pixel source table and,
@@ -235,7 +235,7 @@ enum ConvolutionOps {
     /// Dense weights: each group's receptive fields gathered as im2col columns (`Cin/g · taps`
     /// rows of output pixels, zeros in the padding) in the transposed layout the GEMM kernel
     /// reads, so its `[Cout/g][pixels]` result is already the output's layout.
-    static func im2col(_ input: [Float], _ operators: [LinearOperator], _ s: Geometry, _ sources: [Int32],
+    static func im2col(_ input: [Float], _ operators: [LinearOperator], _ s: Geometry, _ sources: [Int32], _ window: Window,
                        into y: inout [Float], threads: Int) throws {
         let depth = s.groupIn * s.taps, pixels = s.outPixels
         // A 1x1 convolution with stride 1 and no padding reads each input pixel as it is: the
@@ -249,11 +249,16 @@ enum ConvolutionOps {
         let ld = TransposedOperands.leadingDimension(columns: block)
         let xt = alignedFloats(depth * ld), yt = alignedFloats(roundUp(s.groupOut, 8) * ld)
         defer { xt.deallocate(); yt.deallocate() }
+        // A 2-D window reads each output row's columns as runs of a zero-padded copy of the
+        // input planes (copied rows for stride 1), not element by element through the tap
+        // table; worth it where output rows are long enough to copy as runs.
+        let rows = window.input.count == 2 && window.output[1] >= 8 && !pointwise ? PaddedPlanes(window, channels: s.groupIn) : nil
         try input.withUnsafeBufferPointer { input in
             try sources.withUnsafeBufferPointer { sources in
                 try y.withUnsafeMutableBufferPointer { y in
                     for n in 0 ..< s.batch {
                         for g in 0 ..< s.groups {
+                            rows?.fill(from: input.baseAddress! + (n * s.channels + g * s.groupIn) * s.pixels)
                             for p0 in stride(from: 0, to: pixels, by: block) {
                                 let count = min(block, pixels - p0), columns = roundUp(count, vecWidth)
                                 if pointwise && count == columns && count > 1 {
@@ -266,6 +271,11 @@ enum ConvolutionOps {
                                     continue
                                 }
                                 for ci in 0 ..< s.groupIn {
+                                    if let rows {
+                                        for t in 0 ..< s.taps { rows.copy(channel: ci, tap: t, pixels: p0 ..< p0 + count, into: xt + (ci * s.taps + t) * ld) }
+                                        for t in 0 ..< s.taps { (xt + (ci * s.taps + t) * ld + count).initialize(repeating: 0, count: columns - count) }
+                                        continue
+                                    }
                                     let plane = input.baseAddress! + (n * s.channels + g * s.groupIn + ci) * s.pixels
                                     for t in 0 ..< s.taps {
                                         let row = xt + (ci * s.taps + t) * ld, tap = sources.baseAddress! + t * pixels + p0
@@ -290,6 +300,58 @@ enum ConvolutionOps {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// The input planes of one group with the window's padding around them as zeros, so that
+    /// the columns of a 2-D convolution are runs of its rows.
+    final class PaddedPlanes {
+        let window: Window
+        let channels: Int
+        /// Rows and row stride of each padded plane: the rows and columns the windows read.
+        let height: Int, stride: Int
+        let values: UnsafeMutablePointer<Float>
+
+        init(_ window: Window, channels: Int) {
+            self.window = window
+            self.channels = channels
+            height = (window.output[0] - 1) * window.strides[0] + (window.kernel[0] - 1) * window.dilations[0] + 1
+            stride = (window.output[1] - 1) * window.strides[1] + (window.kernel[1] - 1) * window.dilations[1] + 1
+            values = alignedFloats(channels * height * stride)
+        }
+
+        deinit { values.deallocate() }
+
+        /// Copies `channels` input planes (adjacent, from `planes`) into place.
+        func fill(from planes: UnsafePointer<Float>) {
+            let (h, w) = (window.input[0], window.input[1]), (top, left) = (window.padBegin[0], window.padBegin[1])
+            for c in 0 ..< channels {
+                for r in 0 ..< height {
+                    let row = values + (c * height + r) * stride, iy = r - top
+                    row.initialize(repeating: 0, count: stride)
+                    guard iy >= 0, iy < h else { continue }
+                    let first = max(0, -left), last = min(w, stride - left)
+                    if first < last { (row + first + left).update(from: planes + (c * h + iy) * w + first, count: last - first) }
+                }
+            }
+        }
+
+        /// Column `tap` of `channel` for the output pixels `pixels` (row-major), into `out`.
+        func copy(channel: Int, tap: Int, pixels: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+            let ow = window.output[1], (ky, kx) = (tap / window.kernel[1], tap % window.kernel[1])
+            let (sy, sx) = (window.strides[0], window.strides[1])
+            let plane = values + channel * height * stride + ky * window.dilations[0] * stride + kx * window.dilations[1]
+            var p = pixels.lowerBound
+            while p < pixels.upperBound {
+                let oy = p / ow, ox = p % ow, run = min(ow - ox, pixels.upperBound - p)
+                let source = plane + oy * sy * stride + ox * sx, target = out + (p - pixels.lowerBound)
+                if sx == 1 {
+                    target.update(from: source, count: run)
+                } else {
+                    for j in 0 ..< run { target[j] = source[j * sx] }
+                }
+                p += run
             }
         }
     }
