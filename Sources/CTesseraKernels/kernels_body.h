@@ -61,48 +61,6 @@ static void NAME(tile8x16)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const 
     for (int i = 0; i < 8; i++) STORE(c[i], out + i * ldo);
 }
 
-/* R rows of x times V vectors of w's columns from column j, over all of k, in registers. */
-static inline __attribute__((always_inline)) void NAME(rows_tile)(int R, int V, const float *x, const float *w, float *y,
-                                                                   ptrdiff_t n, ptrdiff_t k, ptrdiff_t j) {
-    vec acc[8][2];
-    for (int i = 0; i < R; i++)
-        for (int v = 0; v < V; v++) acc[i][v] = SPLAT(0);
-    const float *wp = w + j;
-    for (ptrdiff_t kk = 0; kk < k; kk++, wp += n) {
-        vec b[2];
-        for (int v = 0; v < V; v++) b[v] = LOAD(wp + 16 * v);
-        for (int i = 0; i < R; i++) {
-            vec a = SPLAT(x[i * k + kk]);
-            for (int v = 0; v < V; v++) acc[i][v] = FMA(acc[i][v], b[v], a);
-        }
-    }
-    for (int i = 0; i < R; i++)
-        for (int v = 0; v < V; v++) STORE(acc[i][v], y + i * n + j + 16 * v);
-}
-
-/* Every row for the columns [j, j + 16·V), in blocks of 8, 4, 2 and 1 rows. */
-static inline __attribute__((always_inline)) void NAME(rows_panel)(int V, const float *x, const float *w, float *y,
-                                                                    ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t j) {
-    ptrdiff_t i = 0;
-    for (; i + 8 <= m; i += 8) NAME(rows_tile)(8, V, x + i * k, w, y + i * n, n, k, j);
-    if (i + 4 <= m) { NAME(rows_tile)(4, V, x + i * k, w, y + i * n, n, k, j); i += 4; }
-    if (i + 2 <= m) { NAME(rows_tile)(2, V, x + i * k, w, y + i * n, n, k, j); i += 2; }
-    if (i < m) NAME(rows_tile)(1, V, x + i * k, w, y + i * n, n, k, j);
-}
-
-static void NAME(gemm_rows)(const float *x, const float *w, float *y, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, ptrdiff_t j0,
-                            ptrdiff_t j1) {
-    ptrdiff_t j = j0;
-    for (; j + 32 <= j1; j += 32) NAME(rows_panel)(2, x, w, y, m, n, k, j);
-    if (j + 16 <= j1) { NAME(rows_panel)(1, x, w, y, m, n, k, j); j += 16; }
-    for (ptrdiff_t i = 0; i < m; i++)   /* the last columns one by one */
-        for (ptrdiff_t jj = j; jj < j1; jj++) {
-            float sum = 0;
-            for (ptrdiff_t kk = 0; kk < k; kk++) sum = __builtin_fmaf(x[i * k + kk], w[kk * n + jj], sum);
-            y[i * n + jj] = sum;
-        }
-}
-
 static float NAME(dot)(const float *a, const float *b, ptrdiff_t n) {
     vec s0 = SPLAT(0), s1 = SPLAT(0);
     ptrdiff_t k = 0;
@@ -446,6 +404,6 @@ static void NAME(maxpool)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t k
 }
 
 const tessera_kernels NAME(tessera_kernels) = {
-    NAME(tile8x32), NAME(tile8x16), NAME(gemm_rows), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
+    NAME(tile8x32), NAME(tile8x16), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
     NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row), NAME(binary), NAME(unary), NAME(depthwise), NAME(maxpool),
 };

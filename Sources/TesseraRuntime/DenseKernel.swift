@@ -14,13 +14,6 @@ struct DenseKernel: WeightKernel {
         // Float32 rows of a [K, N]-like weight (nothing before the reduction axis) sit next to
         // each other, so 8 rows at one depth are 8 adjacent floats: no panel needed.
         let inPlace = op.view.outer == 1 ? w.float32Values : nil
-        // There the C kernels multiply the row-major operands as they are, with the same sums.
-        if let f = inPlace, problem.transposed == nil, let k = KernelDispatch.kernels {
-            Threads.split(rows, threads: problem.threads, granularity: 32) { columns in
-                k.gemm_rows(problem.x, f, problem.y, problem.batch, rows, depth, columns.lowerBound, columns.upperBound)
-            }
-            return
-        }
         let packed = op.panels
         problem.withTransposedOperands(accumulating: true) { t in
             let ld = t.ld

@@ -152,26 +152,4 @@ import Testing
             }
         }
     }
-
-    /// The row-major GEMM against each output's chain of fused multiply-adds, which is what the
-    /// transposed tiles compute.
-    @Test func rowMajorGEMMIsEachOutputsChainOfFusedMultiplyAdds() throws {
-        for isa in Self.variants {
-            let k = try #require(KernelDispatch.table(for: isa))
-            for (m, n, depth) in [(1, 16, 5), (3, 40, 1), (13, 77, 300), (37, 128, 19), (8, 32, 64)] {
-                let x = Self.random(m * depth, seed: 16), w = Self.random(depth * n, seed: 17)
-                var got = [Float](repeating: .nan, count: m * n)
-                for (j0, j1) in [(0, n / 2 / 32 * 32), (n / 2 / 32 * 32, n)] { k.gemm_rows(x, w, &got, m, n, depth, j0, j1) }
-                var expected = [Float](repeating: 0, count: m * n)
-                for i in 0 ..< m {
-                    for j in 0 ..< n {
-                        var sum: Float = 0
-                        for p in 0 ..< depth { sum = sum.addingProduct(x[i * depth + p], w[p * n + j]) }
-                        expected[i * n + j] = sum
-                    }
-                }
-                #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) \(m)x\(n)x\(depth)")
-            }
-        }
-    }
 }

@@ -15,11 +15,6 @@
 /* out[i][b] += Σ_k w[i + k·ks] · xt[k·ldx + b] for 8 rows i and 32 (or 16) columns b. */
 typedef void (*tessera_tile_fn)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const float *xt,
                                 ptrdiff_t ldx, float *out, ptrdiff_t ldo);
-/* y[i·n + j] = Σ_k x[i·k + kk] · w[kk·n + j] (row-major x [m, k], w [k, n]) for every row i and
-   columns j0 ≤ j < j1, each sum a chain of fused multiply-adds over kk in order: the bits of
-   the transposed tiles above, without transposing x or y. */
-typedef void (*tessera_rows_fn)(const float *x, const float *w, float *y, ptrdiff_t m, ptrdiff_t n, ptrdiff_t k,
-                                ptrdiff_t j0, ptrdiff_t j1);
 /* Σ a[k]·b[k] over n values. */
 typedef float (*tessera_dot_fn)(const float *a, const float *b, ptrdiff_t n);
 /* out[i] = Σ_k x[k] · values[k·rows + i] for i < width (`values` at the first output). */
@@ -79,7 +74,6 @@ static inline ptrdiff_t tessera_depthwise_scratch(ptrdiff_t oh, ptrdiff_t ow, pt
 typedef struct {
     tessera_tile_fn tile8x32;
     tessera_tile_fn tile8x16;
-    tessera_rows_fn gemm_rows;
     tessera_dot_fn dot;
     tessera_columns_fn columns;
     tessera_columns_int8_fn columns_int8;

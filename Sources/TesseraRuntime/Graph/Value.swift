@@ -327,3 +327,8 @@ public struct Value: Sendable {
         }
     }
 }
+
+extension Array {
+    /// The elements at `indices`, in order.
+    func picking(_ indices: [Int]) -> [Element] { indices.map { self[$0] } }
+}

@@ -306,21 +306,24 @@ enum ReductionOps {
         let n = normShape.reduce(1, *), outer = x.count / max(n, 1)
         let epsilon = Double(c.float("epsilon", 1e-5))
         let scale = try c.input(1), bias = c.optionalInput(2)
-        let scaleIndex = try Broadcast.sourceIndices(of: scale.shape, in: normShape)
-        let gamma = scale.floating(T.self), beta = bias?.floating(T.self)
-        let betaIndex = try bias.map { try Broadcast.sourceIndices(of: $0.shape, in: normShape) }
+        // Scale and bias spread over the normalised shape (broadcast where they are smaller).
+        let gamma = try scale.floating(T.self).picking(Broadcast.sourceIndices(of: scale.shape, in: normShape))
+        let beta = try bias.map { try $0.floating(T.self).picking(Broadcast.sourceIndices(of: $0.shape, in: normShape)) }
         var y = [T](repeating: 0, count: v.count)
         var means = [T](repeating: 0, count: outer), inverse = [T](repeating: 0, count: outer)
-        for o in 0 ..< outer {
-            let row = v[o * n ..< (o + 1) * n]
-            let mean = row.reduce(0.0) { $0 + Double($1) } / Double(n)
-            let variance = row.reduce(0.0) { $0 + (Double($1) - mean) * (Double($1) - mean) } / Double(n)
-            let inv = 1 / (variance + epsilon).squareRoot()
-            means[o] = T(mean); inverse[o] = T(inv)
-            for k in 0 ..< n {
-                var value = T((Double(v[o * n + k]) - mean) * inv) * gamma[scaleIndex[k]]
-                if let beta, let betaIndex { value += beta[betaIndex[k]] }
-                y[o * n + k] = value
+        v.withUnsafeBufferPointer { v in
+            y.withUnsafeMutableBufferPointer { y in
+                for o in 0 ..< outer {
+                    let row = v.baseAddress! + o * n, out = y.baseAddress! + o * n
+                    var sum = 0.0, squares = 0.0
+                    for k in 0 ..< n { sum += Double(row[k]) }
+                    let mean = sum / Double(n)
+                    for k in 0 ..< n { squares += (Double(row[k]) - mean) * (Double(row[k]) - mean) }
+                    let inv = 1 / (squares / Double(n) + epsilon).squareRoot()
+                    means[o] = T(mean); inverse[o] = T(inv)
+                    for k in 0 ..< n { out[k] = T((Double(row[k]) - mean) * inv) * gamma[k] }
+                    if let beta { for k in 0 ..< n { out[k] += beta[k] } }
+                }
             }
         }
         let statShape = x.shape.indices.map { $0 < axis ? x.shape[$0] : 1 }
