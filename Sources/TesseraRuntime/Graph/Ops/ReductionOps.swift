@@ -166,8 +166,11 @@ enum ReductionOps {
                     for k in 0 ..< n { m = max(m, row[k]) }
                     for k in 0 ..< n { e[k] = row[k] - m }
                     ElementaryFunction.exp.apply(e.baseAddress!, count: n)
-                    var sum: Float = 0
-                    for k in 0 ..< n { sum += e[k] }
+                    // Sixteen partial sums (a sequential sum waits on every add), then the rest.
+                    var lanes = Vec(), k = 0
+                    while k + vecWidth <= n { lanes += load(e.baseAddress! + k); k += vecWidth }
+                    var sum = lanes.sum()
+                    while k < n { sum += e[k]; k += 1 }
                     if log {
                         let logSum = Foundation.log(sum)
                         for k in 0 ..< n { row[k] = row[k] - m - logSum }
