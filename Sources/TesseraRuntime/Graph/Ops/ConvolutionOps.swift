@@ -163,10 +163,10 @@ enum ConvolutionOps {
         }
         let input = try c.floats(0)
         var y = try biased(c, Float.self, s, count: elementCount(shape))
-        if let op = c.weight {
+        if let op = c.weight, s.groupIn > 1 {
             try kn2row(input, op, s, plan.sources, into: &y, threads: c.threads)
         } else if s.groupIn == 1 {
-            let w = try c.floats(1)
+            let w = try plan.depthwiseWeights ?? c.floats(1)
             if let k = KernelDispatch.kernels, plan.window.input.count == 2 {
                 depthwise2D(k, input, w, s, plan.window, into: &y)
             } else {
@@ -199,6 +199,10 @@ enum ConvolutionOps {
         let sources: [Int32]
         let shape: Geometry
         let operators: [LinearOperator]?
+        /// A stored (quantized or sparse) depthwise weight, decoded: kn2row's one operator for
+        /// every group would multiply each group's pixels by every channel's weights (each
+        /// group keeping its own), and depthwise weights are few.
+        let depthwiseWeights: [Float]?
 
         init(_ c: NodeContext, input: [Int], weight: [Int]) throws {
             let (batch, channels) = (input[0], input[1])
@@ -213,6 +217,7 @@ enum ConvolutionOps {
                              pixels: input.dropFirst(2).reduce(1, *), taps: window.taps, outPixels: window.outputCount)
             let denseGEMM = c.weight == nil && shape.groupIn > 1
             operators = denseGEMM && c.isConstant(1) && !c.isDouble(1) ? try Self.operators(try c.floats(1), shape, name: c.node.outputs.first ?? "") : nil
+            depthwiseWeights = shape.groupIn == 1 ? try c.weight?.tensor.densify() : nil
         }
 
         /// A dense float weight [Cout, Cin/g, k...] is, per group, a contiguous [Cout/g, Cin/g · taps] matrix.
