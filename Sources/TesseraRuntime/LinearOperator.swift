@@ -111,6 +111,14 @@ public struct LinearOperator: @unchecked Sendable {
         }
     }
 
+    /// The threads worth using on `batch` rows: each must get at least half a million
+    /// multiply-adds, since handing work to another core costs about as much as that many
+    /// (small convolutions and GEMMs ran slower on two threads than on one). The executor's
+    /// ops ask for this; `apply` itself uses the threads it is given.
+    func worthwhileThreads(_ threads: Int, batch: Int) -> Int {
+        max(1, min(threads, batch * rows * depth / (1 << 19)))
+    }
+
     /// Runs `kernel` with the reader for this weight's value type.
     @discardableResult
     func withReader<K: WeightKernel>(_ kernel: K) -> K.Result {

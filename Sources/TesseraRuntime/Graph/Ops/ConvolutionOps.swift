@@ -268,7 +268,8 @@ enum ConvolutionOps {
                                 let count = min(block, pixels - p0), columns = roundUp(count, vecWidth)
                                 if pointwise && count == columns && count > 1 {
                                     let planes = input.baseAddress! + (n * s.channels + g * s.groupIn) * s.pixels + p0
-                                    operators[g].applyTransposed(TransposedOperands(columns: columns, ld: pixels, xt: planes, yt: yt, yld: ld), batch: count, threads: threads)
+                                    operators[g].applyTransposed(TransposedOperands(columns: columns, ld: pixels, xt: planes, yt: yt, yld: ld), batch: count,
+                                                                 threads: operators[g].worthwhileThreads(threads, batch: count))
                                     for co in 0 ..< s.groupOut {
                                         let out = y.baseAddress! + (n * s.outChannels + g * s.groupOut + co) * pixels + p0, result = yt + co * ld
                                         for o in 0 ..< count { out[o] += result[o] }
@@ -292,7 +293,8 @@ enum ConvolutionOps {
                                     }
                                 }
                                 if count > 1 {
-                                    operators[g].applyTransposed(TransposedOperands(columns: columns, ld: ld, xt: xt, yt: yt), batch: count, threads: threads)
+                                    operators[g].applyTransposed(TransposedOperands(columns: columns, ld: ld, xt: xt, yt: yt), batch: count,
+                                                                 threads: operators[g].worthwhileThreads(threads, batch: count))
                                 } else {   // one output pixel: a GEMV on the one column
                                     let product = try operators[g].apply((0 ..< depth).map { xt[$0 * ld] }, batch: 1, threads: threads)
                                     for co in 0 ..< s.groupOut { yt[co * ld] = product[co] }

@@ -16,7 +16,8 @@ enum LinearOps {
             let k = a.shape.last!
             guard k == op.depth else { throw RuntimeError(.badShape, "A \(a.shape) does not fit B \(op.tensor.shape)") }
             _ = try elementCount(a.shape.dropLast() + [op.rows])
-            let y = try op.apply(x, batch: x.count / max(k, 1), threads: c.threads)
+            let batch = x.count / max(k, 1)
+            let y = try op.apply(x, batch: batch, threads: op.worthwhileThreads(c.threads, batch: batch))
             return Value(y, shape: a.shape.dropLast() + [op.rows], type: a.type)
         }
         let b = try c.input(1)
@@ -52,7 +53,7 @@ enum LinearOps {
             guard op.depth == k else { throw RuntimeError(.badShape, "A's \(k) columns do not fit B \(op.tensor.shape)") }
             n = op.rows
             _ = try elementCount([m, n])
-            y = try op.apply(x, batch: m, threads: c.threads)
+            y = try op.apply(x, batch: m, threads: op.worthwhileThreads(c.threads, batch: m))
         } else {
             var b = try c.input(1)
             guard b.shape.count == 2 else { throw RuntimeError(.badShape, "Gemm's B must be 2-D, got \(b.shape)") }
