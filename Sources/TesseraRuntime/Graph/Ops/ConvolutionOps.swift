@@ -4,8 +4,8 @@ import Tessera
 
 /// Conv and the pools over `[N, C, spatial...]` with any number of spatial dims.
 ///
-/// Conv multiplies through `LinearOperator`s: im2col for dense float weights, kn2row for weights
-/// stored sparse or quantized, so that those run through their own kernel, never densified.
+/// Conv multiplies its float32 weights (decoded once, whatever the file stores) through
+/// `LinearOperator`s on im2col columns, or with the depthwise kernel.
 enum ConvolutionOps {
     static var table: [String: OpKernel] {
         var t: [String: OpKernel] = [:]
@@ -145,10 +145,10 @@ enum ConvolutionOps {
     static func conv(_ c: NodeContext) throws -> Value {
         let x = try c.input(0)
         guard x.shape.count >= 3 else { throw RuntimeError(.badShape, "Conv input \(x.shape) needs [N, C, spatial...]") }
-        let weightShape = try c.weight?.tensor.shape ?? c.input(1).shape
+        let weightShape = try c.input(1).shape
         guard weightShape.count == x.shape.count else { throw RuntimeError(.badShape, "weight \(weightShape) does not fit input \(x.shape)") }
         // The window tables and the weight's per-group operators are made once per input shape.
-        let plan = c.weight != nil || c.isConstant(1) ? try c.cache.value(for: x.shape + weightShape) { try ConvPlan(c, input: x.shape, weight: weightShape) }
+        let plan = c.isConstant(1) ? try c.cache.value(for: x.shape + weightShape) { try ConvPlan(c, input: x.shape, weight: weightShape) }
             : try ConvPlan(c, input: x.shape, weight: weightShape)
         let s = plan.shape
         let shape = [s.batch, s.outChannels] + plan.window.output
@@ -163,10 +163,8 @@ enum ConvolutionOps {
         }
         let input = try c.floats(0)
         var y = try biased(c, Float.self, s, count: elementCount(shape))
-        if let op = c.weight, s.groupIn > 1 {
-            try kn2row(input, op, s, plan.sources, into: &y, threads: c.threads)
-        } else if s.groupIn == 1 {
-            let w = try plan.depthwiseWeights ?? c.floats(1)
+        if s.groupIn == 1 {
+            let w = try c.floats(1)
             if let k = KernelDispatch.kernels, plan.window.input.count == 2 {
                 depthwise2D(k, input, w, s, plan.window, into: &y)
             } else {
@@ -199,10 +197,6 @@ enum ConvolutionOps {
         let sources: [Int32]
         let shape: Geometry
         let operators: [LinearOperator]?
-        /// A stored (quantized or sparse) depthwise weight, decoded: kn2row's one operator for
-        /// every group would multiply each group's pixels by every channel's weights (each
-        /// group keeping its own), and depthwise weights are few.
-        let depthwiseWeights: [Float]?
 
         init(_ c: NodeContext, input: [Int], weight: [Int]) throws {
             let (batch, channels) = (input[0], input[1])
@@ -215,9 +209,7 @@ enum ConvolutionOps {
             sources = window.sources().index
             shape = Geometry(batch: batch, channels: channels, outChannels: outChannels, groups: groups,
                              pixels: input.dropFirst(2).reduce(1, *), taps: window.taps, outPixels: window.outputCount)
-            let denseGEMM = c.weight == nil && shape.groupIn > 1
-            operators = denseGEMM && c.isConstant(1) && !c.isDouble(1) ? try Self.operators(try c.floats(1), shape, name: c.node.outputs.first ?? "") : nil
-            depthwiseWeights = shape.groupIn == 1 ? try c.weight?.tensor.densify() : nil
+            operators = shape.groupIn > 1 && c.isConstant(1) && !c.isDouble(1) ? try Self.operators(try c.floats(1), shape, name: c.node.outputs.first ?? "") : nil
         }
 
         /// A dense float weight [Cout, Cin/g, k...] is, per group, a contiguous [Cout/g, Cin/g · taps] matrix.
@@ -413,39 +405,6 @@ enum ConvolutionOps {
                                         out[o] += weight * (source >= 0 ? plane[source] : 0)   // zeros in the padding, as the C kernel reads them
                                     }
                                 }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// Stored (sparse or quantized) weights: the operator's per-tap view turns each input pixel's
-    /// channels into every (output channel, tap) product; each output pixel sums, over the taps,
-    /// the product at the pixel that tap reads. Input pixels go in blocks to bound the memory.
-    /// With groups, the one operator computes every group's channels and each group keeps its own.
-    static func kn2row(_ input: [Float], _ op: LinearOperator, _ s: Geometry, _ sources: [Int32],
-                       into y: inout [Float], threads: Int) throws {
-        let block = max(1, min(s.pixels, (1 << 22) / max(op.rows, 1)))
-        var pixelsChannels = [Float](repeating: 0, count: block * s.groupIn)
-        for n in 0 ..< s.batch {
-            for g in 0 ..< s.groups {
-                for first in stride(from: 0, to: s.pixels, by: block) {
-                    let count = min(block, s.pixels - first)
-                    for ci in 0 ..< s.groupIn {
-                        let plane = (n * s.channels + g * s.groupIn + ci) * s.pixels + first
-                        for p in 0 ..< count { pixelsChannels[p * s.groupIn + ci] = input[plane + p] }
-                    }
-                    let products = try op.apply(Array(pixelsChannels[0 ..< count * s.groupIn]), batch: count, threads: threads)
-                    for co in 0 ..< s.groupOut {
-                        let channel = g * s.groupOut + co
-                        let base = (n * s.outChannels + channel) * s.outPixels
-                        for t in 0 ..< s.taps {
-                            let column = channel * s.taps + t
-                            for o in 0 ..< s.outPixels {
-                                let source = Int(sources[t * s.outPixels + o]) - first
-                                if source >= 0 && source < count { y[base + o] += products[source * op.rows + column] }
                             }
                         }
                     }
