@@ -243,58 +243,65 @@ enum ConvolutionOps {
         // about 512 KB) stay in L2 while every output channel's weights pass over them. The whole
         // image's columns at once streamed from memory once per 8 output channels.
         let block = min(roundUp(pixels, vecWidth), max(64, Self.columnBlockFloats / max(depth, 1) / 32 * 32))
-        let ld = TransposedOperands.leadingDimension(columns: block)
-        let xt = alignedFloats(depth * ld), yt = alignedFloats(roundUp(s.groupOut, 8) * ld)
-        defer { xt.deallocate(); yt.deallocate() }
+        let ld = TransposedOperands.leadingDimension(columns: block), blocks = (pixels + block - 1) / block
         // A 2-D window reads each output row's columns as runs of a zero-padded copy of the
         // input planes (copied rows for stride 1), not element by element through the tap
         // table; worth it where output rows are long enough to copy as runs.
         let rows = window.input.count == 2 && window.output[1] >= 8 && !pointwise ? PaddedPlanes(window, channels: s.groupIn) : nil
-        try input.withUnsafeBufferPointer { input in
-            try sources.withUnsafeBufferPointer { sources in
-                try y.withUnsafeMutableBufferPointer { y in
-                    for n in 0 ..< s.batch {
-                        for g in 0 ..< s.groups {
-                            rows?.fill(from: input.baseAddress! + (n * s.channels + g * s.groupIn) * s.pixels)
-                            for p0 in stride(from: 0, to: pixels, by: block) {
-                                let count = min(block, pixels - p0), columns = roundUp(count, vecWidth)
-                                if pointwise && count == columns && count > 1 {
-                                    let planes = input.baseAddress! + (n * s.channels + g * s.groupIn) * s.pixels + p0
-                                    operators[g].applyTransposed(TransposedOperands(columns: columns, ld: pixels, xt: planes, yt: yt, yld: ld), batch: count,
-                                                                 threads: operators[g].worthwhileThreads(threads, batch: count))
-                                    for co in 0 ..< s.groupOut {
-                                        let out = y.baseAddress! + (n * s.outChannels + g * s.groupOut + co) * pixels + p0, result = yt + co * ld
-                                        for o in 0 ..< count { out[o] += result[o] }
-                                    }
-                                    continue
-                                }
-                                for ci in 0 ..< s.groupIn {
+        input.withUnsafeBufferPointer { input in
+            sources.withUnsafeBufferPointer { sources in
+                y.withUnsafeMutableBufferPointer { y in
+                    /// Output pixels `p0 ..< p0 + count` of image `n`, group `g`, with column and
+                    /// product buffers `xt` and `yt`.
+                    func run(_ n: Int, _ g: Int, _ p0: Int, _ xt: UnsafeMutablePointer<Float>, _ yt: UnsafeMutablePointer<Float>, threads: Int) {
+                        let count = min(block, pixels - p0), columns = roundUp(count, vecWidth)
+                        let planes = input.baseAddress! + (n * s.channels + g * s.groupIn) * s.pixels
+                        if pointwise && count == columns && count > 1 {
+                            operators[g].applyTransposed(TransposedOperands(columns: columns, ld: pixels, xt: planes + p0, yt: yt, yld: ld), batch: count,
+                                                         threads: operators[g].worthwhileThreads(threads, batch: count))
+                        } else {
+                            for ci in 0 ..< s.groupIn {
+                                for t in 0 ..< s.taps {
+                                    let row = xt + (ci * s.taps + t) * ld
                                     if let rows {
-                                        for t in 0 ..< s.taps { rows.copy(channel: ci, tap: t, pixels: p0 ..< p0 + count, into: xt + (ci * s.taps + t) * ld) }
-                                        for t in 0 ..< s.taps { (xt + (ci * s.taps + t) * ld + count).initialize(repeating: 0, count: columns - count) }
-                                        continue
-                                    }
-                                    let plane = input.baseAddress! + (n * s.channels + g * s.groupIn + ci) * s.pixels
-                                    for t in 0 ..< s.taps {
-                                        let row = xt + (ci * s.taps + t) * ld, tap = sources.baseAddress! + t * pixels + p0
+                                        rows.copy(channel: ci, tap: t, pixels: p0 ..< p0 + count, into: row)
+                                    } else {
+                                        let plane = planes + ci * s.pixels, tap = sources.baseAddress! + t * pixels + p0
                                         for o in 0 ..< count {
                                             let source = Int(tap[o])
                                             row[o] = source >= 0 ? plane[source] : 0
                                         }
-                                        for o in count ..< columns { row[o] = 0 }
                                     }
+                                    (row + count).initialize(repeating: 0, count: columns - count)
                                 }
-                                if count > 1 {
-                                    operators[g].applyTransposed(TransposedOperands(columns: columns, ld: ld, xt: xt, yt: yt), batch: count,
-                                                                 threads: operators[g].worthwhileThreads(threads, batch: count))
-                                } else {   // one output pixel: a GEMV on the one column
-                                    let product = try operators[g].apply((0 ..< depth).map { xt[$0 * ld] }, batch: 1, threads: threads)
-                                    for co in 0 ..< s.groupOut { yt[co * ld] = product[co] }
+                            }
+                            if count > 1 {
+                                operators[g].applyTransposed(TransposedOperands(columns: columns, ld: ld, xt: xt, yt: yt), batch: count,
+                                                             threads: operators[g].worthwhileThreads(threads, batch: count))
+                            } else {   // one output pixel: a GEMV on the one column, its products down yt's first column
+                                let column = (0 ..< depth).map { xt[$0 * ld] }
+                                let product = [Float](unsafeUninitializedCapacity: s.groupOut) { product, initialized in
+                                    operators[g].apply(column, batch: 1, into: product.baseAddress!, threads: 1)
+                                    initialized = s.groupOut
                                 }
-                                for co in 0 ..< s.groupOut {
-                                    let out = y.baseAddress! + (n * s.outChannels + g * s.groupOut + co) * pixels + p0, result = yt + co * ld
-                                    for o in 0 ..< count { out[o] += result[o] }
-                                }
+                                for co in 0 ..< s.groupOut { yt[co * ld] = product[co] }
+                            }
+                        }
+                        for co in 0 ..< s.groupOut {
+                            let out = y.baseAddress! + (n * s.outChannels + g * s.groupOut + co) * pixels + p0, result = yt + co * ld
+                            for o in 0 ..< count { out[o] += result[o] }
+                        }
+                    }
+                    for n in 0 ..< s.batch {
+                        for g in 0 ..< s.groups {
+                            rows?.fill(from: input.baseAddress! + (n * s.channels + g * s.groupIn) * s.pixels)
+                            // Several blocks: each thread takes whole blocks with buffers of its
+                            // own (splitting every block's GEMM cost a dispatch per block). One
+                            // block: its GEMM may split.
+                            Threads.split(blocks, threads: blocks > 1 ? threads : 1) { range in
+                                let xt = alignedFloats(depth * ld), yt = alignedFloats(roundUp(s.groupOut, 8) * ld)
+                                defer { xt.deallocate(); yt.deallocate() }
+                                for b in range { run(n, g, b * block, xt, yt, threads: blocks > 1 ? 1 : threads) }
                             }
                         }
                     }
