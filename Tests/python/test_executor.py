@@ -304,6 +304,27 @@ def test_more_float64_ops_compute_in_float64(work, op, inputs, attributes, opset
     np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-14)
 
 
+def portable_and_chosen(model, feeds, work):
+    """The outputs of `model` on `feeds` with TESSERA_ISA=portable and with the kernel variant
+    chosen for this CPU."""
+    import subprocess
+    from conftest import tessera_binary
+    args = []
+    for name, value in feeds.items():
+        np.save(work / f"{name}.npy", value)
+        args += ["--input", f"{name}={work / f'{name}.npy'}"]
+    outputs = []
+    for isa in ("portable", ""):
+        out = work / f"out{isa}.npz"
+        result = subprocess.run([tessera_binary(), "run", model, *args, "-o", out, "--force"], capture_output=True, text=True,
+                                env={**os.environ, "TESSERA_ISA": isa})
+        assert result.returncode == 0, result.stderr
+        assert isa != "portable" or ", portable kernels" in result.stdout, result.stdout
+        with np.load(out) as archive:
+            outputs.append({key: archive[key] for key in archive.files})
+    return outputs
+
+
 def test_every_kernel_variant_gives_the_same_outputs(work):
     """TESSERA_ISA picks the kernels' variant (capped at what this CPU runs): MiniLM (GEMM tiles
     and attention products) and the digits MLP dense, 2:4 and CSR, batched and one row (GEMV),
@@ -316,21 +337,9 @@ def test_every_kernel_variant_gives_the_same_outputs(work):
         tessera("convert", DIGITS, "-o", work / f"{name}.tess", "--quiet", *args)
         cases += [(work / f"{name}.tess", {"X": rng.standard_normal((rows, 64)).astype(np.float32)}) for rows in (37, 1)]
     for k, (model, feeds) in enumerate(cases):
-        paths = []
-        for input_name, value in feeds.items():
-            np.save(work / f"{input_name}.npy", value)
-            paths += ["--input", f"{input_name}={work / f'{input_name}.npy'}"]
-        outputs = []
-        for isa in ("portable", ""):   # "": the variant chosen for this CPU
-            out = work / f"out{isa}.npz"
-            result = subprocess.run([tessera_binary(), "run", model, *paths, "-o", out, "--force"], capture_output=True, text=True,
-                                    env={**os.environ, "TESSERA_ISA": isa})
-            assert result.returncode == 0, result.stderr
-            assert isa != "portable" or ", portable kernels" in result.stdout, result.stdout
-            with np.load(out) as archive:
-                outputs.append({key: archive[key] for key in archive.files})
-        for key, value in outputs[0].items():
-            assert np.array_equal(value, outputs[1][key]), (k, key)
+        portable, chosen = portable_and_chosen(model, feeds, work)
+        for key, value in portable.items():
+            assert np.array_equal(value, chosen[key]), (k, key)
     refused = subprocess.run([tessera_binary(), "run", minilm_path(), "-o", work / "x.npz"], capture_output=True, text=True,
                              env={**os.environ, "TESSERA_ISA": "sse9"})
     assert refused.returncode == 1 and "TESSERA_ISA is 'sse9'; it must be one of portable, avx2, avx512" in refused.stderr
@@ -339,8 +348,6 @@ def test_every_kernel_variant_gives_the_same_outputs(work):
 def test_maxpool_agrees_across_kernel_variants(work):
     """2-D MaxPool without indices (the C kernel's rows) against the portable tap table: the
     same bits for strides, dilations, pads, SAME padding and ceil_mode, and onnxruntime's values."""
-    import subprocess
-    from conftest import tessera_binary
     rng = np.random.default_rng(12)
     for k, attributes in enumerate([{"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
                                     {"kernel_shape": [2, 2], "auto_pad": "SAME_UPPER"}, {"kernel_shape": [3, 3], "dilations": [2, 2]},
@@ -351,25 +358,15 @@ def test_maxpool_agrees_across_kernel_variants(work):
         model = work / f"mp{k}.onnx"
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)]), model)
         x = rng.standard_normal((2, 3, 17, 22)).astype(np.float32)
-        np.save(work / "x.npy", x)
-        outputs = []
-        for isa in ("portable", ""):
-            out = work / f"out{isa}.npz"
-            result = subprocess.run([tessera_binary(), "run", model, "--input", f"x={work / 'x.npy'}", "-o", out, "--force"],
-                                    capture_output=True, text=True, env={**os.environ, "TESSERA_ISA": isa})
-            assert result.returncode == 0, result.stderr
-            with np.load(out) as archive:
-                outputs.append(archive["y"])
-        assert np.array_equal(outputs[0], outputs[1]), attributes
-        np.testing.assert_array_equal(outputs[1], ort_run(str(model), {"x": x})["y"], err_msg=str(attributes))
+        portable, chosen = portable_and_chosen(model, {"x": x}, work)
+        assert np.array_equal(portable["y"], chosen["y"]), attributes
+        np.testing.assert_array_equal(chosen["y"], ort_run(str(model), {"x": x})["y"], err_msg=str(attributes))
 
 
 def test_depthwise_convolutions_agree_across_kernel_variants(work):
     """2-D depthwise Conv (the C kernel's vector rows) against the portable tap table: the same
     bits, for strides 1 to 3, dilations, asymmetric pads, SAME padding and channel multipliers;
     and onnxruntime's values."""
-    import subprocess
-    from conftest import tessera_binary
     rng = np.random.default_rng(11)
     cases = [({"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, 1), ({"kernel_shape": [5, 5], "pads": [2, 1, 2, 3], "strides": [2, 2]}, 1),
              ({"kernel_shape": [3, 3], "dilations": [2, 3], "pads": [2, 3, 2, 3]}, 1), ({"kernel_shape": [3, 5], "strides": [3, 1]}, 1),
@@ -385,17 +382,9 @@ def test_depthwise_convolutions_agree_across_kernel_variants(work):
         model = work / f"dw{k}.onnx"
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
         x = rng.standard_normal((2, channels, 19, 23)).astype(np.float32)
-        np.save(work / "x.npy", x)
-        outputs = []
-        for isa in ("portable", ""):
-            out = work / f"out{isa}.npz"
-            result = subprocess.run([tessera_binary(), "run", model, "--input", f"x={work / 'x.npy'}", "-o", out, "--force"],
-                                    capture_output=True, text=True, env={**os.environ, "TESSERA_ISA": isa})
-            assert result.returncode == 0, result.stderr
-            with np.load(out) as archive:
-                outputs.append(archive["y"])
-        assert np.array_equal(outputs[0], outputs[1]), attributes
-        np.testing.assert_allclose(outputs[1], ort_run(str(model), {"x": x})["y"], rtol=1e-5, atol=1e-5, err_msg=str(attributes))
+        portable, chosen = portable_and_chosen(model, {"x": x}, work)
+        assert np.array_equal(portable["y"], chosen["y"]), attributes
+        np.testing.assert_allclose(chosen["y"], ort_run(str(model), {"x": x})["y"], rtol=1e-5, atol=1e-5, err_msg=str(attributes))
 
 
 def test_missing_ops_are_all_named_before_running(work):
