@@ -87,7 +87,7 @@ enum ConvTransposeOps {
             // GEMM (Wᵀ · X), then each product added where its pixel and tap land.
             var yf = unsafeBitCast(y, to: [Float].self)
             let transpose = { transposedWeights(unsafeBitCast(weights, to: [Float].self), groups: groups, groupIn: groupIn, columns: groupOut * taps) }
-            let wt = c.isConstant(1) ? try c.cache.value(for: w.shape, transpose) : transpose()
+            let wt = c.isConstant(1) ? c.cache.value(for: w.shape, transpose) : transpose()
             scatterProducts(unsafeBitCast(input, to: [Float].self), wt, target, into: &yf, batch: batch, groups: groups, groupIn: groupIn,
                             groupOut: groupOut, taps: taps, pixels: pixels, outPixels: outPixels)
             return Value(yf, shape: [batch, outChannels] + g.output, type: x.type)

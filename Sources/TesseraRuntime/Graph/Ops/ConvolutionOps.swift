@@ -172,7 +172,7 @@ enum ConvolutionOps {
             }
         } else {
             let operators = try plan.operators ?? ConvPlan.operators(try c.floats(1), s, name: c.node.outputs.first ?? "")
-            try im2col(input, operators, s, plan.sources, plan.window, into: &y, threads: c.threads)
+            im2col(input, operators, s, plan.sources, plan.window, into: &y, threads: c.threads)
         }
         return Value(y, shape: shape, type: x.type)
     }
@@ -233,7 +233,7 @@ enum ConvolutionOps {
     /// rows of output pixels, zeros in the padding) in the transposed layout the GEMM kernel
     /// reads, so its `[Cout/g][pixels]` result is already the output's layout.
     static func im2col(_ input: [Float], _ operators: [LinearOperator], _ s: Geometry, _ sources: [Int32], _ window: Window,
-                       into y: inout [Float], threads: Int) throws {
+                       into y: inout [Float], threads: Int) {
         let depth = s.groupIn * s.taps, pixels = s.outPixels
         // A 1x1 convolution with stride 1 and no padding reads each input pixel as it is: the
         // input planes are already the columns (`[channels][pixels]`), so whole vectors of
@@ -438,7 +438,7 @@ enum ConvolutionOps {
         var columnStrides = [Int](repeating: 1, count: spatial.count)
         for d in spatial.indices.dropFirst() { columnStrides[d] = columnStrides[d - 1] * spatial[d - 1] }
         let rowStrides = Broadcast.strides(spatial), columnMajor = c.int("storage_order", 0) != 0
-        let (sources, inside) = try c.cache.value(for: x.shape) { window.sources(countPadding: includePad) }
+        let (sources, inside) = c.cache.value(for: x.shape) { window.sources(countPadding: includePad) }
         let planes = x.shape[0] * x.shape[1], pixels = x.shape.dropFirst(2).reduce(1, *), outPixels = window.outputCount
         var y = [T](repeating: 0, count: try elementCount([planes] + window.output))
         var indices = [Int64](repeating: 0, count: y.count)
