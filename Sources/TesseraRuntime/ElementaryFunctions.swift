@@ -1,8 +1,9 @@
 import CTesseraKernels
 
-/// Tessera's float32 exp, erf, sigmoid and tanh: about 1 ulp, in vector form in the C kernels and
-/// here as the portable scalar reference, operation for operation the same (so every variant
-/// gives the same bits). glibc's scalar functions cost 20 to 40 times as much per element.
+/// Tessera's float32 exp, erf, sigmoid and tanh, within 2 or 3 ulp: in vector form in the C
+/// kernels and here as the portable scalar reference, operation for operation the same (so every
+/// variant gives the same bits). Through glibc's scalar functions MiniLM's three Erf nodes took
+/// 4.4 ms; through these, 0.6 ms.
 enum ElementaryFunction {
     case exp, erf, sigmoid, tanh
 
