@@ -118,9 +118,13 @@ enum ConvTransposeOps {
     /// Per group, the weight's `[groupIn, columns]` block transposed to `[columns, groupIn]`.
     static func transposedWeights(_ w: [Float], groups: Int, groupIn: Int, columns: Int) -> [Float] {
         var out = [Float](repeating: 0, count: w.count)
-        for g in 0 ..< groups {
-            let base = g * groupIn * columns
-            for i in 0 ..< groupIn { for j in 0 ..< columns { out[base + j * groupIn + i] = w[base + i * columns + j] } }
+        w.withUnsafeBufferPointer { w in
+            out.withUnsafeMutableBufferPointer { out in
+                for g in 0 ..< groups {
+                    let base = g * groupIn * columns
+                    transposeMatrix(w.baseAddress! + base, rows: groupIn, columns: columns, ld: columns, into: out.baseAddress! + base, ld: groupIn)
+                }
+            }
         }
         return out
     }
