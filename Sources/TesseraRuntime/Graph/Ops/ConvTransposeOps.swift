@@ -118,6 +118,7 @@ enum ConvTransposeOps {
     /// Per group, the weight's `[groupIn, columns]` block transposed to `[columns, groupIn]`.
     static func transposedWeights(_ w: [Float], groups: Int, groupIn: Int, columns: Int) -> [Float] {
         var out = [Float](repeating: 0, count: w.count)
+        guard !w.isEmpty else { return out }
         w.withUnsafeBufferPointer { w in
             out.withUnsafeMutableBufferPointer { out in
                 for g in 0 ..< groups {
