@@ -33,6 +33,9 @@ public final class GraphExecutor {
     private var folded: [Int: [GraphValue]] = [:]
     /// When set, every node's wall time is added here by op type (`tessera run --profile`).
     public var profile: OpProfile?
+    /// When set, `visit` sees each tensor named in `names` as the run produces it, graph inputs
+    /// included (calibration captures GEMM inputs this way).
+    public var observer: (names: Set<String>, visit: (String, Value) throws -> Void)?
 
     static let kernels: [String: ValueKernel] = {
         var all: [String: ValueKernel] = [:]
@@ -206,6 +209,7 @@ public final class GraphExecutor {
             }
             try check(value, against: info)
             values[info.name] = value
+            try observe(info.name, value)
         }
         let opset = graph.defaultOpset
         for (index, node) in graph.nodes.enumerated() {
@@ -233,7 +237,10 @@ public final class GraphExecutor {
                 let results = try Self.kernels[Self.key(node)]!(context)
                 profile?.add(Self.key(node), nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
                 let outputs = results.map { $0.representable() }
-                for (name, result) in zip(node.outputs, outputs) where !name.isEmpty { values[name] = result }
+                for (name, result) in zip(node.outputs, outputs) where !name.isEmpty {
+                    values[name] = result
+                    try observe(name, result)
+                }
                 if let missing = node.outputs.dropFirst(results.count).first(where: { !$0.isEmpty }) {
                     throw RuntimeError(.unsupportedOp, "output '\(missing)' is not computed by the executor")
                 }
@@ -250,6 +257,11 @@ public final class GraphExecutor {
             }
             return (info.name, try value(info.name, in: values, outer: outer))
         }
+    }
+
+    private func observe(_ name: String, _ value: GraphValue) throws {
+        guard let observer, observer.names.contains(name), case .tensor(let tensor) = value else { return }
+        try observer.visit(name, tensor)
     }
 
     private func value(_ name: String, in values: [String: GraphValue], outer: Scope) throws -> GraphValue {

@@ -14,14 +14,83 @@ public enum NumpyFiles {
 
     /// Reads a C-order little-endian `.npy` array.
     public static func read(_ path: String) throws -> Value {
-        let bytes: UnsafeRawBufferPointer
-        let file: MappedFile
+        let file = try map(path)
+        return try array(in: file, 0 ..< file.bytes.count, origin: path)
+    }
+
+    /// Reads every array of an `.npz` archive, by member name without `.npy`, in archive order.
+    /// numpy's `savez` stores its members; `savez_compressed` deflates them, which is refused.
+    public static func readArchive(_ path: String) throws -> [(name: String, value: Value)] {
+        let file = try map(path)
+        let bytes = file.bytes
+        func fail(_ why: String) -> RuntimeError { RuntimeError(.badInput, "\(path): not a readable .npz archive: \(why)") }
+        func u16(_ at: Int) throws -> Int {
+            guard at >= 0, at + 2 <= bytes.count else { throw fail("a record at byte \(at) runs past the end") }
+            return Int(bytes[at]) | Int(bytes[at + 1]) << 8
+        }
+        func u32(_ at: Int) throws -> Int { try u16(at) | (try u16(at + 2)) << 16 }
+        func u64(_ at: Int) throws -> Int {
+            let high = try u32(at + 4)
+            guard high < 1 << 30 else { throw fail("a 64-bit size at byte \(at) is out of range") }
+            return try u32(at) | high << 32
+        }
+        // The end-of-central-directory record: in the last 64 KiB + 22 bytes (its comment).
+        guard bytes.count >= 22 else { throw fail("too short for a zip archive") }
+        guard let end = stride(from: bytes.count - 22, through: max(0, bytes.count - 22 - 65_535), by: -1)
+            .first(where: { (try? u32($0)) == 0x0605_4B50 }) else { throw fail("no zip end-of-directory record") }
+        var count = try u16(end + 10), offset = try u32(end + 16)
+        if end >= 20, try u32(end - 20) == 0x0706_4B50 {   // zip64 locator → zip64 end record
+            let record = try u64(end - 12)
+            guard try u32(record) == 0x0606_4B50 else { throw fail("bad zip64 end-of-directory record") }
+            count = try u64(record + 32); offset = try u64(record + 48)
+        }
+        var arrays: [(name: String, value: Value)] = []
+        var at = offset
+        for _ in 0 ..< count {
+            guard try u32(at) == 0x0201_4B50 else { throw fail("bad central directory entry at byte \(at)") }
+            let method = try u16(at + 10)
+            var size = try u32(at + 24), stored = try u32(at + 20), local = try u32(at + 42)
+            let nameLength = try u16(at + 28), extraLength = try u16(at + 30), commentLength = try u16(at + 32)
+            guard at + 46 + nameLength <= bytes.count else { throw fail("a member name runs past the end") }
+            let member = String(decoding: bytes[(at + 46) ..< (at + 46 + nameLength)], as: UTF8.self)
+            // zip64 extra field: the 64-bit values of the fields set to 0xFFFFFFFF, in order.
+            var extra = at + 46 + nameLength
+            let extraEnd = extra + extraLength
+            while extra + 4 <= extraEnd {
+                let id = try u16(extra), length = try u16(extra + 2)
+                if id == 1 {
+                    var field = extra + 4
+                    if size == 0xFFFF_FFFF { size = try u64(field); field += 8 }
+                    if stored == 0xFFFF_FFFF { stored = try u64(field); field += 8 }
+                    if local == 0xFFFF_FFFF { local = try u64(field) }
+                }
+                extra += 4 + length
+            }
+            guard method == 0 else {
+                throw fail("member '\(member)' is compressed (np.savez_compressed); write the archive with np.savez")
+            }
+            guard try u32(local) == 0x0403_4B50 else { throw fail("bad local header for '\(member)'") }
+            let start = local + 30 + (try u16(local + 26)) + (try u16(local + 28))
+            guard size == stored, start <= bytes.count, size <= bytes.count - start else { throw fail("member '\(member)' runs past the end") }
+            let name = member.hasSuffix(".npy") ? String(member.dropLast(4)) : member
+            guard !arrays.contains(where: { $0.name == name }) else { throw fail("member '\(member)' appears twice") }
+            arrays.append((name, try array(in: file, start ..< start + size, origin: "\(path) member '\(member)'")))
+            at += 46 + nameLength + extraLength + commentLength
+        }
+        return arrays
+    }
+
+    private static func map(_ path: String) throws -> MappedFile {
         do {
-            file = try MappedFile(path: path)   // regular files only, opened without blocking
-            bytes = file.bytes
+            return try MappedFile(path: path)   // regular files only, opened without blocking
         } catch let error as TessError {
             throw RuntimeError(.badInput, "\(path): \(error.message)")
         }
+    }
+
+    /// The `.npy` array in `range` of `file` (a whole file, or a member of an archive).
+    private static func array(in file: MappedFile, _ range: Range<Int>, origin path: String) throws -> Value {
+        let bytes = UnsafeRawBufferPointer(rebasing: file.bytes[range])
         func fail(_ why: String) -> RuntimeError { RuntimeError(.badInput, "\(path): not a readable .npy array: \(why)") }
         guard bytes.count >= 10, Array(bytes[0 ..< 6]) == [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59] else { throw fail("bad magic") }
         let version = bytes[6]
@@ -49,7 +118,8 @@ public enum NumpyFiles {
         guard bytes.count - dataStart == byteCount else {
             throw fail("shape \(shape) of \(type) needs \(byteCount) data bytes, the file holds \(bytes.count - dataStart)")
         }
-        let tensor = Tensor(name: path, dataType: type, shape: shape, storage: .dense(values: TensorBytes(mapped: file, offset: dataStart, count: byteCount)))
+        let tensor = Tensor(name: path, dataType: type, shape: shape,
+                            storage: .dense(values: TensorBytes(mapped: file, offset: range.lowerBound + dataStart, count: byteCount)))
         return try Value(tensor)
     }
 
