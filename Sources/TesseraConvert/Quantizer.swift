@@ -48,14 +48,7 @@ public enum Quantizer {
             ConvertError("cannot quantize tensor '\(tensor.name)': \(reason); keep it exact with a recipe rule {\"match\": \"\(tensor.name)\", \"skip\": true}")
         }
         if let reason = typeObstacle(spec, tensor) { throw refuse(reason) }
-        let granularity: QuantizationGranularity
-        if let block = spec.groupSize, let axis = groupAxis(of: tensor) {
-            granularity = .perGroup(axis: axis, blockSize: block)
-        } else if let axis = outputAxis(of: tensor) {
-            granularity = .perAxis(axis: axis)
-        } else {
-            granularity = .perTensor
-        }
+        let granularity = self.granularity(of: tensor, spec)
         let values = try tensor.densify()
         if let reason = valueObstacle(values) { throw refuse(reason) }
         let geometry = try TensorGeometry(shape: tensor.shape)
@@ -81,6 +74,36 @@ public enum Quantizer {
                 scales[s] = max(abs(low[s]), abs(high[s])) / Float(qmax)
             }
         }
+        return try encode(tensor, spec, granularity, values: values, scales: scales, zeroPoints: zeroPoints)
+    }
+
+    /// Per-channel scales along the output axis, groups along the reduction axis.
+    public static func granularity(of tensor: Tensor, _ spec: QuantizationSpec) -> QuantizationGranularity {
+        if let block = spec.groupSize, let axis = groupAxis(of: tensor) { return .perGroup(axis: axis, blockSize: block) }
+        if let axis = outputAxis(of: tensor) { return .perAxis(axis: axis) }
+        return .perTensor
+    }
+
+    /// `values` (in `tensor`'s element order, already on the grid) quantized with the scale and
+    /// zero point each element was given (a calibrated sweep chooses them), in `tensor`'s layout.
+    public static func quantize(_ tensor: Tensor, _ spec: QuantizationSpec, values: [Float],
+                                elementScales: [Float], elementZeroPoints: [Int32]) throws -> Tensor {
+        let granularity = self.granularity(of: tensor, spec)
+        let geometry = try TensorGeometry(shape: tensor.shape)
+        let groups = ScaleIndexer(granularity, geometry: geometry)
+        var scales = [Float](repeating: 0, count: geometry.scaleCount(granularity))
+        var zeroPoints = [Int32](repeating: 0, count: scales.count)
+        for i in values.indices {
+            scales[groups.index(i)] = elementScales[i]
+            zeroPoints[groups.index(i)] = elementZeroPoints[i]
+        }
+        return try encode(tensor, spec, granularity, values: values, scales: scales, zeroPoints: zeroPoints)
+    }
+
+    private static func encode(_ tensor: Tensor, _ spec: QuantizationSpec, _ granularity: QuantizationGranularity,
+                               values: [Float], scales: [Float], zeroPoints: [Int32]) throws -> Tensor {
+        let groups = ScaleIndexer(granularity, geometry: try TensorGeometry(shape: tensor.shape))
+        let (qmin, qmax) = spec.codeRange
         var codes = [Int32](repeating: 0, count: values.count)
         for (i, x) in values.enumerated() {
             let s = groups.index(i)
