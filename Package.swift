@@ -34,6 +34,10 @@ let package = Package(
         // Pruning, quantization and encoding choice.
         .target(name: "TesseraConvert", dependencies: ["Tessera"]),
 
+        // Calibrated compression: a calibration set through the executor, input statistics per
+        // GEMM weight, and the converter's OBS sweep on them.
+        .target(name: "TesseraCalibrate", dependencies: ["Tessera", "TesseraONNX", "TesseraRuntime", "TesseraConvert"]),
+
         // Reference kernels (GEMM and GEMV over every stored layout and quantization) and the
         // graph executor that runs an ONNX graph on them.
         .target(name: "TesseraRuntime", dependencies: ["Tessera", "TesseraONNX", "CTesseraKernels"]),
@@ -48,7 +52,7 @@ let package = Package(
         // The command-line tool: thin commands over the modules above.
         .executableTarget(
             name: "tessera",
-            dependencies: ["Tessera", "TesseraONNX", "TesseraConvert", "TesseraRuntime", "TesseraVerify", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Tessera", "TesseraONNX", "TesseraConvert", "TesseraRuntime", "TesseraVerify", "TesseraCalibrate", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         // Benchmark harness (run by `make bench`, never by `swift test`).

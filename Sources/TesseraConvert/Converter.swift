@@ -35,9 +35,11 @@ public struct ConversionReport: Codable, Equatable, Sendable {
     public var sourceFileBytes = 0
     /// Bytes of the written .tess file (known after it is written).
     public var fileBytes = 0
+    /// The calibration set and each calibrated layer's error; nil when nothing was calibrated.
+    public var calibration: CalibrationReport?
 
     enum CodingKeys: String, CodingKey {
-        case recipe, tensors
+        case recipe, tensors, calibration
         case sourceFileBytes = "source_file_bytes", fileBytes = "file_bytes"
     }
 
@@ -50,7 +52,8 @@ public struct ConversionReport: Codable, Equatable, Sendable {
         let listed = Array(kept.prefix(EmbeddedReport.maxTensors))
         return EmbeddedReport(recipe: recipe, tensors: listed, tensorCount: tensors.count,
                               changed: tensors.filter { !$0.fidelity.bitExact }.count,
-                              bytesBefore: bytesBefore, bytesAfter: bytesAfter, omitted: kept.count - listed.count)
+                              bytesBefore: bytesBefore, bytesAfter: bytesAfter, omitted: kept.count - listed.count,
+                              calibration: calibration)
     }
 }
 
@@ -69,9 +72,10 @@ public struct EmbeddedReport: Codable, Equatable, Sendable {
     public var bytesBefore: Int
     public var bytesAfter: Int
     public var omitted: Int
+    public var calibration: CalibrationReport?
 
     enum CodingKeys: String, CodingKey {
-        case recipe, tensors, changed, omitted
+        case recipe, tensors, changed, omitted, calibration
         case tensorCount = "tensor_count", bytesBefore = "bytes_before", bytesAfter = "bytes_after"
     }
 }
@@ -83,11 +87,16 @@ public final class Converter {
     public private(set) var report: ConversionReport
     private var globalMagnitudes: [Float] = []
     private var globalThreshold: Float?
+    /// Weights a calibrated sweep already pruned and quantized, by tensor name.
+    private let calibrated: [String: Tensor]
 
-    public init(recipe: Recipe) throws {
+    /// `calibrated` weights replace magnitude pruning and rounding for the tensors they name.
+    public init(recipe: Recipe, calibrated: [String: Tensor] = [:], calibration: CalibrationReport? = nil) throws {
         try recipe.validate()
         self.recipe = recipe
+        self.calibrated = calibrated
         report = ConversionReport(recipe: recipe)
+        report.calibration = calibration
     }
 
     /// True when some tensor may use global magnitude pruning, which needs `observe` to see
@@ -108,27 +117,15 @@ public final class Converter {
         var current = tensor
         var notes: [String] = plan.note.map { [$0] } ?? []
         var pruned: String?
-        if let spec = plan.prune {
-            if let obstacle = Pruner.obstacle(spec, current) {
-                guard plan.source != .exactRule else { throw ConvertError("cannot prune tensor '\(tensor.name)' as its rule asks: \(obstacle)") }
-                notes.append("not pruned: \(obstacle)")
-            } else {
-                if case .globalMagnitude(let fraction) = spec, globalThreshold == nil {
-                    globalThreshold = Pruner.globalThreshold(globalMagnitudes, fraction: fraction)
-                    globalMagnitudes = []
-                }
-                current = try Pruner.prune(current, spec, globalThreshold: globalThreshold)
-                pruned = spec.description
-            }
-        }
         var quantized = false
-        if let spec = plan.quantize {
-            if plan.source == .wildcardRule, let obstacle = try Quantizer.obstacle(spec, current) {
-                notes.append("not quantized: \(obstacle)")   // a wildcard rule applies where it can
-            } else {
-                current = try Quantizer.quantize(current, spec)
-                quantized = true
-            }
+        if let replacement = calibrated[tensor.name] {
+            current = replacement
+            pruned = plan.prune.flatMap { Pruner.obstacle($0, tensor) == nil ? $0.description : nil }
+            quantized = replacement.quantization != nil
+            notes.append("calibrated")
+        } else {
+            (pruned, quantized) = try pruneAndQuantize(&current, plan, notes: &notes)
+            if report.calibration != nil, pruned != nil || quantized { notes.append("uncalibrated") }
         }
         // Computed once and shared by the layout choice, the analysis and the fidelity check.
         let changed = pruned != nil || quantized
@@ -148,6 +145,34 @@ public final class Converter {
             bytesBefore: LayoutChoice.bytes(try tensor.encoded(as: .dense)), bytesAfter: LayoutChoice.bytes(chosen),
             fidelity: fidelity, source24: source24, channelAbsMax: channelAbsMax))
         return chosen
+    }
+
+    /// Magnitude pruning and round-to-nearest quantization, as `plan` asks; returns what was done.
+    private func pruneAndQuantize(_ current: inout Tensor, _ plan: TensorPlan, notes: inout [String]) throws -> (String?, Bool) {
+        var pruned: String?
+        var quantized = false
+        if let spec = plan.prune {
+            if let obstacle = Pruner.obstacle(spec, current) {
+                guard plan.source != .exactRule else { throw ConvertError("cannot prune tensor '\(current.name)' as its rule asks: \(obstacle)") }
+                notes.append("not pruned: \(obstacle)")
+            } else {
+                if case .globalMagnitude(let fraction) = spec, globalThreshold == nil {
+                    globalThreshold = Pruner.globalThreshold(globalMagnitudes, fraction: fraction)
+                    globalMagnitudes = []
+                }
+                current = try Pruner.prune(current, spec, globalThreshold: globalThreshold)
+                pruned = spec.description
+            }
+        }
+        if let spec = plan.quantize {
+            if plan.source == .wildcardRule, let obstacle = try Quantizer.obstacle(spec, current) {
+                notes.append("not quantized: \(obstacle)")   // a wildcard rule applies where it can
+            } else {
+                current = try Quantizer.quantize(current, spec)
+                quantized = true
+            }
+        }
+        return (pruned, quantized)
     }
 
     /// 2:4 along the reduction axis (checked only where it is possible: half the elements zero)

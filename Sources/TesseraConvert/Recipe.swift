@@ -40,6 +40,9 @@ public struct Recipe: Codable, Equatable, Sendable {
     /// Whether `quantize` also applies to embedding tables (Gather data), one scale per row, as
     /// onnxruntime's `quantize_dynamic` does (nil: yes).
     public var quantizeEmbeddings: Bool?
+    /// An `.npz` calibration set (arrays named after the graph inputs, batch axis first): with
+    /// it, pruning and quantization of GEMM weights are solved on data (SparseGPT, GPTQ).
+    public var calibration: String?
     public var rules: [Rule]
 
     public init(prune: String? = nil, quantize: String? = nil, asymmetric: Bool? = nil, layout: String? = nil,
@@ -51,7 +54,7 @@ public struct Recipe: Codable, Equatable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case prune, quantize, asymmetric, layout, rules
-        case minimumElements = "minimum_elements", quantizeEmbeddings = "quantize_embeddings"
+        case minimumElements = "minimum_elements", quantizeEmbeddings = "quantize_embeddings", calibration
     }
 
     /// Every key is optional: a recipe of defaults alone needs no `rules`.
@@ -62,6 +65,7 @@ public struct Recipe: Codable, Equatable, Sendable {
                   minimumElements: try c.decodeIfPresent(Int.self, forKey: .minimumElements),
                   quantizeEmbeddings: try c.decodeIfPresent(Bool.self, forKey: .quantizeEmbeddings),
                   rules: try c.decodeIfPresent([Rule].self, forKey: .rules) ?? [])
+        calibration = try c.decodeIfPresent(String.self, forKey: .calibration)
     }
 
     public static func load(_ path: String) throws -> Recipe {
@@ -89,6 +93,7 @@ public struct Recipe: Codable, Equatable, Sendable {
         _ = try quantize.map { try QuantizationSpec.parse($0, asymmetric: asymmetric ?? false) }
         _ = try Self.layoutRequest(layout)
         guard (minimumElements ?? 0) >= 0 else { throw ConvertError("minimum_elements must not be negative") }
+        if calibration != nil, isLossless { throw ConvertError("a calibration set needs --prune or --quantize: a lossless conversion has nothing to calibrate") }
         for rule in rules {
             _ = try rule.prune.map(PruneSpec.parse)
             _ = try rule.quantize.map { try QuantizationSpec.parse($0, asymmetric: rule.asymmetric ?? asymmetric ?? false) }

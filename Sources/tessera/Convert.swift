@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Tessera
+import TesseraCalibrate
 import TesseraConvert
 import TesseraONNX
 
@@ -41,6 +42,12 @@ struct Convert: ParsableCommand {
     @Flag(help: "With --quantize, leave embedding tables (Gather data) in float; by default they are quantized per row.")
     var noQuantizeEmbeddings = false
 
+    @Option(help: "Calibration set: an .npz (np.savez) of representative model inputs, arrays named after the graph inputs, batch axis first. With it, --prune and --quantize solve each MatMul/Gemm weight on data (SparseGPT, GPTQ).")
+    var calibration: String?
+
+    @Option(help: "Threads for the calibration runs.")
+    var threads = 1
+
     @Option(help: "A JSON recipe: defaults and per-tensor rules matched by glob (see README). Flags override its defaults.")
     var recipe: String?
 
@@ -55,6 +62,7 @@ struct Convert: ParsableCommand {
     func validate() throws {
         _ = try codec()
         if asymmetric && quantize == nil && recipe == nil { throw ValidationError("--asymmetric needs --quantize") }
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
         if recipe == nil {   // flags alone: a mistake in them is a usage error; a recipe file's are checked in run()
             do { _ = try resolvedRecipe() } catch let error as ConvertError { throw ValidationError(error.description) }
         }
@@ -83,6 +91,7 @@ struct Convert: ParsableCommand {
         if let layout { r.layout = layout }
         if let minimumElements { r.minimumElements = minimumElements }
         if noQuantizeEmbeddings { r.quantizeEmbeddings = false }
+        if let calibration { r.calibration = calibration }
         try r.validate()
         return r
     }
@@ -93,9 +102,20 @@ struct Convert: ParsableCommand {
             let (codec, level) = try codec()
             // The .tess file and the report appear together or not at all; neither may replace
             // the model, its external data or the recipe.
-            let outputs = OutputGroup(inputs: [model] + (recipe.map { [$0] } ?? []))
+            let resolved = try resolvedRecipe()
+            let outputs = OutputGroup(inputs: [model] + (recipe.map { [$0] } ?? []) + (resolved.calibration.map { [$0] } ?? []))
             let reportFile = try report.map { try outputs.file($0, replaceExisting: out.force) }
-            let converter = try Converter(recipe: try resolvedRecipe())
+            var calibrated: [String: Tensor] = [:]
+            var calibrationReport: CalibrationReport?
+            if let path = resolved.calibration {
+                var options = Calibrator.Options()
+                options.threads = threads
+                let calibrator = try Calibrator(model: model, calibration: path, recipe: resolved, options: options)
+                for warning in calibrator.warnings { FileHandle.standardError.write(Data("tessera: warning: \(warning)\n".utf8)) }
+                calibrated = calibrator.weights
+                calibrationReport = calibrator.report
+            }
+            let converter = try Converter(recipe: resolved, calibrated: calibrated, calibration: calibrationReport)
             if converter.needsFirstPass { try ONNXImporter.scan(model: model, visit: converter.observe) }
             let progress = ProgressLine(label: "converting")
             let summary = try ONNXImporter.convert(

@@ -48,8 +48,28 @@ struct Inspect: ParsableCommand {
 ]
         out += TextTable.lines([header] + cells, rightAligned: [6, 7, 8, 10])
         if let meta = tess.metadataJSON { out.append("metadata: \(meta.count) bytes of JSON") }
+        out += calibrationLines(tess)
         if let graph = tess.graph { out.append("graph: \(graph.count) bytes") }
         return out.joined(separator: "\n")
+    }
+
+    /// The calibration the conversion ran, from the report in the file's metadata: the set and
+    /// each calibrated weight's relative output error on it.
+    static func calibrationLines(_ tess: TessFile) -> [String] {
+        guard let meta = tess.metadataJSON,
+              let document = (try? JSONSerialization.jsonObject(with: Data(meta))) as? [String: Any],
+              let conversion = document["conversion"] as? [String: Any],
+              let calibration = conversion["calibration"] as? [String: Any],
+              let layers = calibration["layers"] as? [[String: Any]] else { return [] }
+        let sequential = calibration["sequential"] as? Bool == true ? "sequential" : "one pass"
+        var out = ["calibrated on \(calibration["file"] ?? "?") (\(calibration["samples"] ?? "?") samples, sha256 \(calibration["sha256"] ?? "?")), " +
+                   "damp \(calibration["damp"] ?? "?"), block \(calibration["block_size"] ?? "?"), \(sequential):"]
+        let rows = layers.map { layer -> [String] in
+            ["\(layer["tensor"] ?? "")", "\(layer["method"] ?? "")", "\(layer["rows"] ?? "")",
+             (layer["relative_output_error"] as? Double).map { String(format: "%.5f", $0) } ?? "?"]
+        }
+        out += TextTable.lines([["tensor", "method", "rows", "output error"]] + rows, rightAligned: [2, 3]).map { "  " + $0 }
+        return out.map(\.terminalSafe)
     }
 
     static func json(_ tess: TessFile, _ rows: [TensorSummary]) throws -> String {
