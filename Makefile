@@ -105,6 +105,7 @@ bench: build venv
 	$(RELEASE)/tessera-bench onnx --model $(MINILM) --python $(VENV)/bin/python
 	$(RELEASE)/tessera-bench kernels --python $(VENV)/bin/python
 	$(VENV)/bin/python Benchmarks/end_to_end.py --tessera $(RELEASE)/tessera
+	$(VENV)/bin/python Benchmarks/calibration.py --tessera $(RELEASE)/tessera
 
 results: build venv
 	TESSERA=$(RELEASE)/tessera $(VENV)/bin/python Benchmarks/compression_results.py > /dev/null

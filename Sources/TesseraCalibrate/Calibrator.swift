@@ -54,10 +54,8 @@ public final class Calibrator {
         let targets = try Self.targets(graph, recipe: recipe)
         var batch = Self.defaultBatchSize
         for input in graph.inputs { if case .fixed(let n)? = input.dims?.first, n > 0 { batch = min(batch, n) } }
-        let batches = stride(from: 0, to: samples, by: batch).map { start in
-            arrays.map { ($0.name, Self.slice($0.value, start ..< min(start + batch, samples))) }
-        }
         let mask = graph.inputs.first { $0.name.lowercased().contains("mask") }?.name
+        let batches = Self.batches(arrays, samples: samples, size: batch, mask: mask)
 
         if samples < Self.recommendedSamples {
             warnings.append("the calibration set has \(samples) samples; \(Self.recommendedSamples) or more give statistics that generalize")
@@ -215,17 +213,45 @@ public final class Calibrator {
         return out
     }
 
-    /// Rows `range` of a batch-first array.
-    static func slice(_ value: Value, _ range: Range<Int>) -> Value {
+    /// The calibration set in batches of `size` samples. With a padding mask (`[samples, length]`),
+    /// samples go in order of their unpadded length and each batch is cut to its longest sample,
+    /// on every input shaped like the mask: padding costs no compute and enters no statistics.
+    static func batches(_ arrays: [(name: String, value: Value)], samples: Int, size: Int, mask: String?) -> [[(String, Value)]] {
+        var order = Array(0 ..< samples)
+        var lengths = [Int](repeating: 0, count: samples)
+        let maskValue = mask.flatMap { name in arrays.first { $0.name == name }?.value }
+        if let m = maskValue, m.shape.count == 2 {
+            let flags = m.asFloats, width = m.shape[1]
+            for s in 0 ..< samples { lengths[s] = ((0 ..< width).last { flags[s * width + $0] != 0 } ?? -1) + 1 }
+            order.sort { lengths[$0] != lengths[$1] ? lengths[$0] < lengths[$1] : $0 < $1 }
+        }
+        return stride(from: 0, to: samples, by: size).map { start in
+            let members = Array(order[start ..< min(start + size, samples)])
+            let cut = maskValue.flatMap { $0.shape.count == 2 ? members.map { lengths[$0] }.max() : nil }
+            return arrays.map { array in
+                let padded = cut != nil && array.value.shape.count >= 2 && Array(array.value.shape.prefix(2)) == maskValue!.shape
+                return (array.name, Self.gather(array.value, samples: members, length: padded ? max(cut!, 1) : nil))
+            }
+        }
+    }
+
+    /// The given samples of a batch-first array, cut to `length` along axis 1 when given.
+    static func gather(_ value: Value, samples: [Int], length: Int?) -> Value {
         var out = value
         let stride = value.shape.dropFirst().reduce(1, *)
-        out.shape[0] = range.count
-        let elements = (range.lowerBound * stride) ..< (range.upperBound * stride)
+        out.shape[0] = samples.count
+        var take: [Range<Int>] = samples.map { ($0 * stride) ..< (($0 + 1) * stride) }
+        if let length {
+            let inner = value.shape.dropFirst(2).reduce(1, *)
+            out.shape[1] = length
+            take = take.map { $0.lowerBound ..< ($0.lowerBound + length * inner) }
+        }
+        func pick<T>(_ v: [T]) -> [T] { take.flatMap { v[$0] } }
         switch value.elements {
-        case .float(let v): out.elements = .float(Array(v[elements]))
-        case .double(let v): out.elements = .double(Array(v[elements]))
-        case .int(let v): out.elements = .int(Array(v[elements]))
-        case .bool(let v): out.elements = .bool(Array(v[elements]))
+        case .float(let v): out.elements = .float(pick(v))
+        case .double(let v): out.elements = .double(pick(v))
+        case .int(let v): out.elements = .int(pick(v))
+        case .bool(let v): out.elements = .bool(pick(v))
         }
         return out
     }
