@@ -165,7 +165,7 @@ def main():
     import calibration
     calibrated = calibration.table(TESSERA)
     calibrated_digits = digits_rows(os.path.join(ROOT, "fixtures", "onnx", "digits_mlp.onnx"), [
-        (f"{label}, calibrated (SparseGPT/GPTQ, 128 training images)", [*args, "--calibration", digits_calibration()])
+        (f"{label}, calibrated on 128 training images", [*args, "--calibration", digits_calibration()])
         for label, args in (("2:4", ["--prune", "2:4", *small]), ("2:4 + int8", ["--prune", "2:4", "--quantize", "int8", *small]),
                             ("int4:group=16", ["--quantize", "int4:group=16", *small]))
     ])
@@ -211,7 +211,7 @@ dense bytes before and stored bytes after (zstd-3).
 
 Calibrated on 128 training images (fixed seed), scored on the same 450 test images:
 
-{chr(10).join(calibrated_digits[3:])}
+{chr(10).join(calibrated_digits[:2] + calibrated_digits[3:])}
 
 ## The same MLP pruned iteratively to 91% zeros (`fixtures/onnx/digits_mlp_pruned.onnx`)
 
