@@ -44,8 +44,7 @@ public final class Calibrator {
 
     /// Calibrates every weight `recipe` prunes or quantizes in the model at `modelPath` on the
     /// arrays of `calibrationPath` (an `.npz` named after the graph inputs, batch axis first).
-    public init(model modelPath: String, calibration calibrationPath: String, recipe: Recipe, options: Options = Options(),
-                progress: ((String) -> Void)? = nil) throws {
+    public init(model modelPath: String, calibration calibrationPath: String, recipe: Recipe, options: Options = Options()) throws {
         var graph = try ONNXGraph(model: modelPath)
         let arrays = try NumpyFiles.readArchive(calibrationPath)
         let mapped = try MappedFile(path: calibrationPath)
@@ -66,7 +65,6 @@ public final class Calibrator {
         let rounds: [[String]] = options.sequential ? inputs.map { [$0.key] } : [inputs.map(\.key)]
         var widest = 0
         for round in rounds {
-            progress?("calibrating \(round.count == 1 ? "'\(round[0])'" : "\(round.count) inputs")")
             let executor = try GraphExecutor(graph, threads: options.threads)
             var statistics: [String: InputStatistics] = [:]
             for name in round { statistics[name] = InputStatistics(k: targets.first { $0.input == name }!.reduction) }
@@ -146,8 +144,9 @@ public final class Calibrator {
                 case .globalMagnitude: continue   // one threshold across tensors: not a per-layer solve
                 }
             }
-            var quantize = plan.quantize
-            if let spec = quantize, try Quantizer.obstacle(spec, tensor) != nil { quantize = nil }
+            let quantize = plan.quantize
+            // A weight that cannot be quantized (NaN) takes the converter's path, which says why.
+            if let spec = quantize, try Quantizer.obstacle(spec, tensor) != nil { continue }
             if let spec = quantize { what.append("GPTQ \(spec)") }
             guard !what.isEmpty else { continue }
             if case .none = mask {
