@@ -22,6 +22,8 @@ public final class Calibrator {
         public var damp = 0.01
         public var blockSize = 128
         public var sequential = true
+        /// Refit each output's kept weights by exact least squares on the final mask.
+        public var refit = false
         public var threads = 1
         public init() {}
     }
@@ -93,7 +95,8 @@ public final class Calibrator {
                     let (tensor, error) = try Self.compress(target, h: h, options: options)
                     weights[target.tensor.name] = tensor
                     layers.append(CalibrationReport.Layer(tensor: target.tensor.name, input: name, rows: stats.rows,
-                                                          method: target.description, relativeError: error))
+                                                          method: target.description + (options.refit && target.mask != .none ? " + LS refit" : ""),
+                                                          relativeError: error))
                     // Later rounds see this weight compressed.
                     graph.initializers[target.initializer] = try Self.dequantized(tensor)
                 }
@@ -168,9 +171,26 @@ public final class Calibrator {
         let (k, n) = (target.reduction, values.count / target.reduction)
         let sweep = OBSSweep(mask: target.mask, grid: target.quantize.map(OBSSweep.Grid.init),
                              damp: options.damp, blockSize: options.blockSize)
-        let result: OBSSweep.Result
+        var result: OBSSweep.Result
         do {
-            result = try sweep.run(weights: kOrder(values, tensor).map(Double.init), k: k, n: n, h: h)
+            let source = kOrder(values, tensor).map(Double.init)
+            if options.refit, target.mask != .none {
+                // Mask from the sweep, kept weights refitted exactly, then (if asked) rounded by a
+                // second sweep that keeps that mask.
+                var pruning = sweep
+                pruning.grid = nil
+                let refitted = try sweep.refit(try pruning.run(weights: source, k: k, n: n, h: h).weights, source: source, k: k, n: n, h: h)
+                if sweep.grid != nil {
+                    var rounding = sweep
+                    rounding.mask = .fixed(refitted.map { $0 != 0 })
+                    result = try rounding.run(weights: refitted, k: k, n: n, h: h)
+                } else {
+                    result = OBSSweep.Result(weights: refitted, relativeError: 0)
+                }
+                result.relativeError = OBSSweep.relativeError(source: source, compressed: result.weights, k: k, n: n, h: h)
+            } else {
+                result = try sweep.run(weights: source, k: k, n: n, h: h)
+            }
         } catch {
             throw ConvertError("cannot calibrate '\(tensor.name)': \(error)")
         }

@@ -45,6 +45,9 @@ struct Convert: ParsableCommand {
     @Option(help: "Calibration set: an .npz (np.savez) of representative model inputs, arrays named after the graph inputs, batch axis first. With it, --prune and --quantize solve each MatMul/Gemm weight on data (SparseGPT, GPTQ).")
     var calibration: String?
 
+    @Flag(help: "With --calibration and pruning: refit each output's kept weights by exact least squares on the final mask (slower: O(outputs x kept^3)).")
+    var calibrationRefit = false
+
     @Option(help: "Threads for the calibration runs.")
     var threads = 1
 
@@ -63,6 +66,7 @@ struct Convert: ParsableCommand {
         _ = try codec()
         if asymmetric && quantize == nil && recipe == nil { throw ValidationError("--asymmetric needs --quantize") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        if calibrationRefit && calibration == nil && recipe == nil { throw ValidationError("--calibration-refit needs --calibration") }
         if recipe == nil {   // flags alone: a mistake in them is a usage error; a recipe file's are checked in run()
             do { _ = try resolvedRecipe() } catch let error as ConvertError { throw ValidationError(error.description) }
         }
@@ -110,6 +114,7 @@ struct Convert: ParsableCommand {
             if let path = resolved.calibration {
                 var options = Calibrator.Options()
                 options.threads = threads
+                options.refit = calibrationRefit
                 let calibrator = try Calibrator(model: model, calibration: path, recipe: resolved, options: options)
                 for warning in calibrator.warnings { FileHandle.standardError.write(Data("tessera: warning: \(warning)\n".utf8)) }
                 calibrated = calibrator.weights

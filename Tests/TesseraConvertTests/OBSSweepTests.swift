@@ -121,6 +121,27 @@ import Testing
         #expect(result.weights[5 * n + 1] == 0)
     }
 
+    @Test func refitIsTheLeastSquaresOptimumOnTheMask() throws {
+        let (k, n) = (12, 2)
+        let (h, w) = Self.problem(k: k, n: n, seed: 9)
+        let sweep = OBSSweep(mask: .twoFour)
+        let pruned = try sweep.run(weights: w, k: k, n: n, h: h).weights
+        let refitted = try sweep.refit(pruned, source: w, k: k, n: n, h: h)
+        var hd = h
+        let mean = (0 ..< k).reduce(0.0) { $0 + h[$1 * k + $1] } / Double(k)
+        for i in 0 ..< k { hd[i * k + i] += 0.01 * mean }
+        for c in 0 ..< n {
+            let kept = (0 ..< k).filter { pruned[$0 * n + c] != 0 }
+            let a = kept.map { i in kept.map { j in hd[i * k + j] } }
+            let b = kept.map { i in (0 ..< k).reduce(0.0) { $0 + hd[i * k + $1] * w[$1 * n + c] } }
+            let expected = Self.solve(a, b)
+            for (t, i) in kept.enumerated() { #expect(abs(refitted[i * n + c] - expected[t]) < 1e-9) }
+            for i in 0 ..< k where !kept.contains(i) { #expect(refitted[i * n + c] == 0) }
+        }
+        #expect(OBSSweep.relativeError(source: w, compressed: refitted, k: k, n: n, h: h)
+                <= OBSSweep.relativeError(source: w, compressed: pruned, k: k, n: n, h: h))
+    }
+
     @Test func choleskyInverse() throws {
         let k = 20
         let (h, _) = Self.problem(k: k, n: 1)

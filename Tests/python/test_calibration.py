@@ -49,6 +49,16 @@ def test_calibrated_2to4_beats_magnitude_on_held_out_digits(digits, mode, floor)
     assert "calibrated on digits.npz (128 samples" in run.stdout
 
 
+@pytest.mark.parametrize("mode", [["--prune", "2:4"], ["--prune", "2:4", "--quantize", "int8"]])
+def test_least_squares_refit_reaches_97_percent(digits, mode):
+    folder, calibration, x_test, y_test = digits
+    sweep, _ = accuracy(folder, "sweep", mode + ["--calibration", calibration], x_test, y_test)
+    refit, run = accuracy(folder, "refit", mode + ["--calibration", calibration, "--calibration-refit"], x_test, y_test)
+    assert refit >= 0.97 and refit >= sweep, (sweep, refit)
+    report = json.loads(tessera("inspect", folder / "refit.tess", "--json").stdout)["metadata"]["conversion"]["calibration"]
+    assert all(layer["method"].endswith("+ LS refit") for layer in report["layers"])
+
+
 def test_calibrated_int4_is_at_least_as_good_as_rounding(digits):
     folder, calibration, x_test, y_test = digits
     plain, _ = accuracy(folder, "plain", ["--quantize", "int4:group=16"], x_test, y_test)

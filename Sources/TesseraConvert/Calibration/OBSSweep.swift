@@ -39,6 +39,10 @@ public struct OBSSweep: Sendable {
         public var zeroPoints: [Int32]?
         /// `‖X(Ŵ − W)‖² / ‖XW‖²` over the calibration rows.
         public var relativeError: Double
+
+        public init(weights: [Double], scales: [Float]? = nil, zeroPoints: [Int32]? = nil, relativeError: Double) {
+            self.weights = weights; self.scales = scales; self.zeroPoints = zeroPoints; self.relativeError = relativeError
+        }
     }
 
     public var mask: Mask = .none
@@ -178,6 +182,35 @@ public struct OBSSweep: Sendable {
         }
         return Result(weights: w, scales: scales, zeroPoints: zeros,
                       relativeError: Self.relativeError(source: source, compressed: w, k: k, n: n, h: h))
+    }
+
+    /// Each output's kept weights (the non-zeros of `weights`) refitted to the exact least-squares
+    /// optimum on that mask: `ŵ_S = H_SS⁻¹ (H w)_S` for the source column `w`, with `H` damped as
+    /// in the sweep. The sweep's own update is greedy (a row once fixed never moves); this is the
+    /// optimum it approximates, at O(n·|S|³) (Frantar & Alistarh 2023 use the sweep alone).
+    public func refit(_ weights: [Double], source: [Double], k: Int, n: Int, h: [Double]) throws -> [Double] {
+        var hd = h
+        let meanDiagonal = (0 ..< k).reduce(0.0) { $0 + h[$1 * k + $1] } / Double(k)
+        for i in 0 ..< k { hd[i * k + i] += damp * meanDiagonal + (h[i * k + i] == 0 ? 1 : 0) }
+        var out = weights
+        for c in 0 ..< n {
+            let kept = (0 ..< k).filter { weights[$0 * n + c] != 0 }
+            guard !kept.isEmpty else { continue }
+            let m = kept.count
+            var a = [Double](repeating: 0, count: m * m), rhs = [Double](repeating: 0, count: m)
+            for (p, i) in kept.enumerated() {
+                for (q, j) in kept.enumerated() { a[p * m + q] = hd[i * k + j] }
+                rhs[p] = (0 ..< k).reduce(0.0) { $0 + hd[i * k + $1] * source[$1 * n + c] }
+            }
+            let l: [Double]
+            do { l = try SymmetricSolver.cholesky(a, n: m) } catch { throw Failure(description: "the refit's statistics are not positive definite") }
+            // L·y = rhs, then Lᵀ·x = y.
+            var y = rhs
+            for p in 0 ..< m { for q in 0 ..< p { y[p] -= l[p * m + q] * y[q] }; y[p] /= l[p * m + p] }
+            for p in (0 ..< m).reversed() { for q in p + 1 ..< m { y[p] -= l[q * m + p] * y[q] }; y[p] /= l[p * m + p] }
+            for (p, i) in kept.enumerated() { out[i * n + c] = y[p] }
+        }
+        return out
     }
 
     @inline(__always) private func saliency(_ x: Double, _ pivot: Double) -> Double { x * x / (pivot * pivot) }
