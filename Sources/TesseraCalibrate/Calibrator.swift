@@ -33,6 +33,8 @@ public final class Calibrator {
         var initializer: String
         var tensor: Tensor
         var input: String
+        /// For a Conv weight: how its input becomes rows (im2col patches); nil for MatMul/Gemm.
+        var patches: Patches?
         var firstUse: Int
         var mask: OBSSweep.Mask
         var quantize: QuantizationSpec?
@@ -63,25 +65,33 @@ public final class Calibrator {
         }
         var layers: [CalibrationReport.Layer] = []
         // Inputs in the order the graph first reads them; each group is one run in sequential mode.
-        let inputs = Dictionary(grouping: targets, by: \.input).sorted { $0.value[0].firstUse < $1.value[0].firstUse }
+        let inputs = Dictionary(grouping: targets, by: \.statisticsKey).sorted { $0.value[0].firstUse < $1.value[0].firstUse }
         let rounds: [[String]] = options.sequential ? inputs.map { [$0.key] } : [inputs.map(\.key)]
         var widest = 0
         for round in rounds {
             let executor = try GraphExecutor(graph, threads: options.threads)
             var statistics: [String: InputStatistics] = [:]
-            for name in round { statistics[name] = InputStatistics(k: targets.first { $0.input == name }!.reduction) }
+            let members = round.map { key in targets.first { $0.statisticsKey == key }! }
+            for target in members { statistics[target.statisticsKey] = InputStatistics(k: target.reduction) }
             var maskValue: [Float]? = nil
-            executor.observer = (Set(round), { name, value in
-                guard var stats = statistics[name] else { return }
-                guard value.shape.last == stats.k else {
-                    throw RuntimeError(.badInput, "input '\(name)' of a calibrated weight has shape \(value.shape), not [..., \(stats.k)]")
+            executor.observer = (Set(members.map(\.input)), { name, value in
+                for target in members where target.input == name {
+                    var stats = statistics[target.statisticsKey]!
+                    var rows: [Float]
+                    if let patches = target.patches {
+                        rows = try patches.rows(value, input: name)
+                    } else {
+                        guard value.shape.last == stats.k else {
+                            throw RuntimeError(.badInput, "input '\(name)' of a calibrated weight has shape \(value.shape), not [..., \(stats.k)]")
+                        }
+                        rows = value.asFloats
+                        if let keep = maskValue, keep.count * stats.k == rows.count {   // padding rows carry no information
+                            rows = Self.keptRows(rows, width: stats.k, keep: keep)
+                        }
+                    }
+                    rows.withUnsafeBufferPointer { stats.add($0) }
+                    statistics[target.statisticsKey] = stats
                 }
-                var rows = value.asFloats
-                if let keep = maskValue, keep.count * stats.k == rows.count {   // padding rows carry no information
-                    rows = Self.keptRows(rows, width: stats.k, keep: keep)
-                }
-                rows.withUnsafeBufferPointer { stats.add($0) }
-                statistics[name] = stats
             })
             for feeds in batches {
                 maskValue = mask.flatMap { name in feeds.first { $0.0 == name }?.1.asFloats }
@@ -91,10 +101,10 @@ public final class Calibrator {
                 let stats = statistics[name]!
                 widest = max(widest, stats.k)
                 let h = stats.symmetricGram
-                for target in targets where target.input == name {
+                for target in targets where target.statisticsKey == name {
                     let (tensor, error) = try Self.compress(target, h: h, options: options)
                     weights[target.tensor.name] = tensor
-                    layers.append(CalibrationReport.Layer(tensor: target.tensor.name, input: name, rows: stats.rows,
+                    layers.append(CalibrationReport.Layer(tensor: target.tensor.name, input: target.input, rows: stats.rows,
                                                           method: target.description + (options.refit && target.mask != .none ? " + LS refit" : ""),
                                                           relativeError: error))
                     // Later rounds see this weight compressed.
@@ -128,15 +138,21 @@ public final class Calibrator {
     }
 
     /// The weights the recipe prunes or quantizes that a sweep can compress: 2-D float32 MatMul
-    /// and Gemm weights (Conv weights keep the uncalibrated path for now).
+    /// and Gemm weights, and 2-D Conv weights of group 1 with explicit pads.
     static func targets(_ graph: ONNXGraph, recipe: Recipe) throws -> [Target] {
         var targets: [Target] = []
         var seen = Set<String>()
-        for (index, node) in graph.nodes.enumerated() where node.domain.isEmpty && (node.opType == "MatMul" || node.opType == "Gemm") {
+        for (index, node) in graph.nodes.enumerated() where node.domain.isEmpty && ["MatMul", "Gemm", "Conv"].contains(node.opType) {
             guard node.inputs.count > 1, let tensor = graph.initializers[node.inputs[1]], !seen.contains(tensor.name),
-                  tensor.dataType == .float, tensor.quantization == nil, tensor.shape.count == 2,
-                  let axis = tensor.reductionAxis, axis <= 1 else { continue }
-            if case .int(let t)? = node.attributes["transA"], t != 0 { continue }
+                  tensor.dataType == .float, tensor.quantization == nil, let axis = tensor.reductionAxis, axis <= 1 else { continue }
+            var patches: Patches?
+            if node.opType == "Conv" {
+                guard let p = Patches(node, weight: tensor) else { continue }   // grouped or padded its own way
+                patches = p
+            } else {
+                guard tensor.shape.count == 2 else { continue }
+                if case .int(let t)? = node.attributes["transA"], t != 0 { continue }
+            }
             let plan = try recipe.plan(for: tensor)
             var mask = OBSSweep.Mask.none
             var what: [String] = []
@@ -151,6 +167,8 @@ public final class Calibrator {
             // A weight that cannot be quantized (NaN) takes the converter's path, which says why.
             if let spec = quantize, try Quantizer.obstacle(spec, tensor) != nil { continue }
             if let spec = quantize { what.append("GPTQ \(spec)") }
+            // Quantization groups run along Cin for each kernel position: whole groups only.
+            if let g = quantize?.groupSize, patches != nil, tensor.shape[1] % g != 0 { continue }
             guard !what.isEmpty else { continue }
             if case .none = mask {
                 // An already sparse weight keeps its zeros: quantization must not refill them.
@@ -158,7 +176,7 @@ public final class Calibrator {
                 if values.contains(0) { mask = .fixed(Self.kOrder(values.map { $0 != 0 }, tensor)); what.append("fixed mask") }
             }
             seen.insert(tensor.name)
-            targets.append(Target(initializer: node.inputs[1], tensor: tensor, input: node.inputs[0], firstUse: index,
+            targets.append(Target(initializer: node.inputs[1], tensor: tensor, input: node.inputs[0], patches: patches, firstUse: index,
                                   mask: mask, quantize: quantize, description: what.joined(separator: " + ")))
         }
         return targets
@@ -204,18 +222,35 @@ public final class Calibrator {
         return (dense, result.relativeError)
     }
 
-    /// A weight's elements with the reduction axis first (`k × n`), from its own element order.
+    /// For each element of a weight (its own row-major order), its place in the sweep's `k × n`
+    /// matrix: rows along the reduction axis, ordered as the format groups them (a Conv's
+    /// `(kh, kw, Cin)` with Cin fastest, so that 2:4 groups are four consecutive rows).
+    static func sweepPositions(_ tensor: Tensor) -> [Int] {
+        let shape = tensor.shape
+        if shape.count == 2 {
+            let (rows, columns) = (shape[0], shape[1])
+            return (0 ..< rows * columns).map { i in
+                tensor.reductionAxis == 0 ? i : (i % columns) * rows + i / columns
+            }
+        }
+        // Conv [Cout, Cin, k...]: element (co, ci, p) sits at row p·Cin + ci, column co.
+        let (cout, cin) = (shape[0], shape[1]), window = shape.dropFirst(2).reduce(1, *)
+        return (0 ..< cout * cin * window).map { i in
+            let (co, ci, p) = (i / (cin * window), i / window % cin, i % window)
+            return (p * cin + ci) * cout + co
+        }
+    }
+
+    /// A weight's elements in the sweep's `k × n` order.
     static func kOrder<T>(_ values: [T], _ tensor: Tensor) -> [T] {
-        tensor.reductionAxis == 0 ? values : transpose(values, rows: tensor.shape[0], columns: tensor.shape[1])
+        var out = values
+        for (i, position) in sweepPositions(tensor).enumerated() { out[position] = values[i] }
+        return out
     }
 
     /// The inverse of `kOrder`.
     static func elementOrder<T>(_ values: [T], _ tensor: Tensor) -> [T] {
-        tensor.reductionAxis == 0 ? values : transpose(values, rows: tensor.shape[1], columns: tensor.shape[0])
-    }
-
-    static func transpose<T>(_ values: [T], rows: Int, columns: Int) -> [T] {
-        (0 ..< rows * columns).map { i in values[(i % rows) * columns + i / rows] }
+        sweepPositions(tensor).map { values[$0] }
     }
 
     /// A compressed weight as the executor should see it in the next round: float32.
@@ -277,5 +312,62 @@ public final class Calibrator {
 }
 
 extension Calibrator.Target {
-    var reduction: Int { tensor.shape[tensor.reductionAxis!] }
+    /// The length of a sweep column: the reduction axis, times the kernel window for a Conv.
+    var reduction: Int { tensor.shape.count == 2 ? tensor.shape[tensor.reductionAxis!] : tensor.shape.dropFirst().reduce(1, *) }
+    /// Weights reading the same rows share statistics: the same input, patched the same way.
+    var statisticsKey: String { patches.map { "\(input) \($0)" } ?? input }
+}
+
+/// How a 2-D Conv (group 1) turns its input `[N, Cin, H, W]` into rows of `Cin·kh·kw` patch
+/// values, ordered `(ky, kx, ci)` with ci fastest; one row per output position. Out-of-image
+/// taps (padding) are zeros, as the convolution sees them.
+struct Patches: CustomStringConvertible, Sendable {
+    var channels: Int, kernel: (Int, Int), strides: (Int, Int), dilations: (Int, Int), pads: (Int, Int, Int, Int)
+
+    init?(_ node: ONNXGraph.Node, weight: Tensor) {
+        guard weight.shape.count == 4 else { return nil }
+        func ints(_ name: String) -> [Int]? {
+            if case .ints(let v)? = node.attributes[name] { return v.map { Int($0) } } else { return nil }
+        }
+        if case .int(let g)? = node.attributes["group"], g != 1 { return nil }
+        if case .string(let pad)? = node.attributes["auto_pad"], pad != "NOTSET" { return nil }
+        channels = weight.shape[1]
+        kernel = (weight.shape[2], weight.shape[3])
+        let s = ints("strides") ?? [1, 1], d = ints("dilations") ?? [1, 1], p = ints("pads") ?? [0, 0, 0, 0]
+        guard s.count == 2, d.count == 2, p.count == 4 else { return nil }
+        strides = (s[0], s[1]); dilations = (d[0], d[1]); pads = (p[0], p[1], p[2], p[3])
+    }
+
+    var description: String { "patches \(kernel) stride \(strides) dilation \(dilations) pads \(pads)" }
+
+    func rows(_ value: Value, input: String) throws -> [Float] {
+        guard value.shape.count == 4, value.shape[1] == channels else {
+            throw RuntimeError(.badInput, "input '\(input)' of a calibrated Conv has shape \(value.shape), not [N, \(channels), H, W]")
+        }
+        let (n, h, w) = (value.shape[0], value.shape[2], value.shape[3])
+        let oh = (h + pads.0 + pads.2 - dilations.0 * (kernel.0 - 1) - 1) / strides.0 + 1
+        let ow = (w + pads.1 + pads.3 - dilations.1 * (kernel.1 - 1) - 1) / strides.1 + 1
+        guard oh > 0, ow > 0 else { return [] }
+        let x = value.asFloats, width = channels * kernel.0 * kernel.1
+        var out = [Float](repeating: 0, count: n * oh * ow * width)
+        var row = 0
+        for b in 0 ..< n {
+            for oy in 0 ..< oh {
+                for ox in 0 ..< ow {
+                    for ky in 0 ..< kernel.0 {
+                        let iy = oy * strides.0 - pads.0 + ky * dilations.0
+                        guard iy >= 0, iy < h else { continue }
+                        for kx in 0 ..< kernel.1 {
+                            let ix = ox * strides.1 - pads.1 + kx * dilations.1
+                            guard ix >= 0, ix < w else { continue }
+                            let base = row * width + (ky * kernel.1 + kx) * channels
+                            for c in 0 ..< channels { out[base + c] = x[((b * channels + c) * h + iy) * w + ix] }
+                        }
+                    }
+                    row += 1
+                }
+            }
+        }
+        return out
+    }
 }

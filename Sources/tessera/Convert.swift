@@ -42,7 +42,7 @@ struct Convert: ParsableCommand {
     @Flag(help: "With --quantize, leave embedding tables (Gather data) in float; by default they are quantized per row.")
     var noQuantizeEmbeddings = false
 
-    @Option(help: "Calibration set: an .npz (np.savez) of representative model inputs, arrays named after the graph inputs, batch axis first. With it, --prune and --quantize solve each MatMul/Gemm weight on data (SparseGPT, GPTQ).")
+    @Option(help: "Calibration set: an .npz (np.savez) of representative model inputs, arrays named after the graph inputs, batch axis first. With it, --prune and --quantize solve each MatMul/Gemm/Conv weight on data (SparseGPT, GPTQ).")
     var calibration: String?
 
     @Flag(help: "With --calibration and pruning: refit each output's kept weights by exact least squares on the final mask (slower: O(outputs x kept^3)).")
