@@ -24,6 +24,9 @@ public final class Calibrator {
         public var sequential = true
         /// Refit each output's kept weights by exact least squares on the final mask.
         public var refit = false
+        /// Shift each constant bias after a calibrated weight by the mean output change,
+        /// `b += (W − Ŵ)ᵀ·E[x]`, so that the outputs keep their mean on the calibration set.
+        public var biasCorrection = false
         public var threads = 1
         public init() {}
     }
@@ -35,6 +38,8 @@ public final class Calibrator {
         var input: String
         /// For a Conv weight: how its input becomes rows (im2col patches); nil for MatMul/Gemm.
         var patches: Patches?
+        /// The graph initializer holding the bias added to this weight's output (one per output).
+        var bias: String?
         var firstUse: Int
         var mask: OBSSweep.Mask
         var quantize: QuantizationSpec?
@@ -102,11 +107,20 @@ public final class Calibrator {
                 widest = max(widest, stats.k)
                 let h = stats.symmetricGram
                 for target in targets where target.statisticsKey == name {
-                    let (tensor, error) = try Self.compress(target, h: h, options: options)
+                    let corrected = options.biasCorrection ? target.bias : nil
+                    let (tensor, error, shift) = try Self.compress(target, h: h, mean: corrected == nil ? nil : stats.mean, options: options)
                     weights[target.tensor.name] = tensor
+                    if let name = corrected, let bias = graph.initializers[name], let shift {
+                        let values = try bias.densify()
+                        let shifted = Tensor(name: bias.name, dataType: .float, shape: bias.shape, role: bias.role, reductionAxis: bias.reductionAxis,
+                                             storage: .dense(values: TensorBytes(float32: zip(values, shift).map { Float(Double($0) + $1) })))
+                        weights[bias.name] = shifted
+                        graph.initializers[name] = shifted
+                    }
+                    var method = target.description + (options.refit && target.mask != .none ? " + LS refit" : "")
+                    if corrected != nil { method += " + bias correction" }
                     layers.append(CalibrationReport.Layer(tensor: target.tensor.name, input: target.input, rows: stats.rows,
-                                                          method: target.description + (options.refit && target.mask != .none ? " + LS refit" : ""),
-                                                          relativeError: error))
+                                                          method: method, relativeError: error))
                     // Later rounds see this weight compressed.
                     graph.initializers[target.initializer] = try Self.dequantized(tensor)
                 }
@@ -141,7 +155,15 @@ public final class Calibrator {
     /// and Gemm weights, and 2-D Conv weights of group 1 with explicit pads.
     static func targets(_ graph: ONNXGraph, recipe: Recipe) throws -> [Target] {
         var targets: [Target] = []
-        var seen = Set<String>()
+        var seen = Set<String>(), biases = Set<String>()
+        var consumers: [String: [Int]] = [:]
+        for (index, node) in graph.nodes.enumerated() { for input in node.inputs where !input.isEmpty { consumers[input, default: []].append(index) } }
+        /// A float32 bias initializer of `outputs` elements (shape [n] or [1, n]) not yet claimed.
+        func bias(_ name: String, outputs: Int) -> String? {
+            guard let t = graph.initializers[name], t.dataType == .float, t.quantization == nil, !biases.contains(name),
+                  t.shape.reduce(1, *) == outputs, t.shape.last == outputs else { return nil }
+            return name
+        }
         for (index, node) in graph.nodes.enumerated() where node.domain.isEmpty && ["MatMul", "Gemm", "Conv"].contains(node.opType) {
             guard node.inputs.count > 1, let tensor = graph.initializers[node.inputs[1]], !seen.contains(tensor.name),
                   tensor.dataType == .float, tensor.quantization == nil, let axis = tensor.reductionAxis, axis <= 1 else { continue }
@@ -176,22 +198,33 @@ public final class Calibrator {
                 if values.contains(0) { mask = .fixed(Self.kOrder(values.map { $0 != 0 }, tensor)); what.append("fixed mask") }
             }
             seen.insert(tensor.name)
-            targets.append(Target(initializer: node.inputs[1], tensor: tensor, input: node.inputs[0], patches: patches, firstUse: index,
+            // The bias: Gemm's and Conv's C/B input, or a MatMul's only consumer being an Add of one.
+            let outputs = tensor.shape[patches != nil ? 0 : 1 - axis]
+            var biasName: String?
+            if node.opType != "MatMul" {
+                biasName = node.inputs.count > 2 ? bias(node.inputs[2], outputs: outputs) : nil
+            } else if let uses = consumers[node.outputs[0]], uses.count == 1, graph.nodes[uses[0]].opType == "Add",
+                      let other = graph.nodes[uses[0]].inputs.first(where: { $0 != node.outputs[0] }) {
+                biasName = bias(other, outputs: outputs)
+            }
+            if let biasName { biases.insert(biasName) }
+            targets.append(Target(initializer: node.inputs[1], tensor: tensor, input: node.inputs[0], patches: patches, bias: biasName, firstUse: index,
                                   mask: mask, quantize: quantize, description: what.joined(separator: " + ")))
         }
         return targets
     }
 
     /// Compresses one weight; returns it as the converter stores it, and its relative error.
-    static func compress(_ target: Target, h: [Double], options: Options) throws -> (Tensor, Double) {
+    /// Also returns, given the input's mean, each output's mean change `(W − Ŵ)ᵀ·E[x]`.
+    static func compress(_ target: Target, h: [Double], mean: [Double]?, options: Options) throws -> (Tensor, Double, [Double]?) {
         let tensor = target.tensor
         let values = try tensor.densify()
         let (k, n) = (target.reduction, values.count / target.reduction)
         let sweep = OBSSweep(mask: target.mask, grid: target.quantize.map(OBSSweep.Grid.init),
                              damp: options.damp, blockSize: options.blockSize)
         var result: OBSSweep.Result
+        let source = kOrder(values, tensor).map(Double.init)
         do {
-            let source = kOrder(values, tensor).map(Double.init)
             if options.refit, target.mask != .none {
                 // Mask from the sweep, kept weights refitted exactly, then (if asked) rounded by a
                 // second sweep that keeps that mask.
@@ -219,7 +252,10 @@ public final class Calibrator {
             dense = try Quantizer.quantize(dense, spec, values: compressed, elementScales: elementOrder(scales, tensor),
                                            elementZeroPoints: elementOrder(zeros, tensor))
         }
-        return (dense, result.relativeError)
+        let shift = mean.map { m in
+            (0 ..< n).map { c in (0 ..< k).reduce(0.0) { $0 + (source[$1 * n + c] - result.weights[$1 * n + c]) * m[$1] } }
+        }
+        return (dense, result.relativeError, shift)
     }
 
     /// For each element of a weight (its own row-major order), its place in the sweep's `k × n`

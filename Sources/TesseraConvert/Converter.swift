@@ -128,7 +128,7 @@ public final class Converter {
             if report.calibration != nil, pruned != nil || quantized { notes.append("uncalibrated") }
         }
         // Computed once and shared by the layout choice, the analysis and the fidelity check.
-        let changed = pruned != nil || quantized
+        let changed = pruned != nil || quantized || calibrated[tensor.name] != nil   // a corrected bias changed too
         let sparsityBefore = try tensor.sparsity()
         let (chosen, reason) = try LayoutChoice.choose(current, plan.layout, sparsity: changed ? nil : sparsityBefore)
         let isFloat = tensor.dataType.isFloatingPoint && tensor.quantization == nil

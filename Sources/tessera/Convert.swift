@@ -48,6 +48,9 @@ struct Convert: ParsableCommand {
     @Flag(help: "With --calibration and pruning: refit each output's kept weights by exact least squares on the final mask (slower: O(outputs x kept^3)).")
     var calibrationRefit = false
 
+    @Flag(help: "With --calibration: shift each calibrated weight's constant bias by its mean output change on the calibration set.")
+    var biasCorrection = false
+
     @Option(help: "Threads for the calibration runs.")
     var threads = 1
 
@@ -66,7 +69,9 @@ struct Convert: ParsableCommand {
         _ = try codec()
         if asymmetric && quantize == nil && recipe == nil { throw ValidationError("--asymmetric needs --quantize") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
-        if calibrationRefit && calibration == nil && recipe == nil { throw ValidationError("--calibration-refit needs --calibration") }
+        if (calibrationRefit || biasCorrection) && calibration == nil && recipe == nil {
+            throw ValidationError("--calibration-refit and --bias-correction need --calibration")
+        }
         if recipe == nil {   // flags alone: a mistake in them is a usage error; a recipe file's are checked in run()
             do { _ = try resolvedRecipe() } catch let error as ConvertError { throw ValidationError(error.description) }
         }
@@ -115,6 +120,7 @@ struct Convert: ParsableCommand {
                 var options = Calibrator.Options()
                 options.threads = threads
                 options.refit = calibrationRefit
+                options.biasCorrection = biasCorrection
                 let calibrator = try Calibrator(model: model, calibration: path, recipe: resolved, options: options)
                 for warning in calibrator.warnings { FileHandle.standardError.write(Data("tessera: warning: \(warning)\n".utf8)) }
                 calibrated = calibrator.weights

@@ -212,3 +212,22 @@ def test_conv_is_calibrated_on_im2col_patches(tmp_path, attributes):
     pruned_out = ort.InferenceSession(str(tmp_path / "calibrated.onnx")).run(None, calibration)[0]
     expected = np.sum((pruned_out.astype(np.float64) - source_out) ** 2) / np.sum(source_out.astype(np.float64) ** 2)
     assert abs(report["layers"][0]["relative_output_error"] - expected) < 1e-3 * expected
+
+
+def test_bias_correction_shifts_the_bias_by_the_mean_output_change(digits):
+    folder, calibration, x_test, y_test = digits
+    corrected, run = accuracy(folder, "bias", ["--prune", "2:4", "--calibration", calibration, "--bias-correction"], x_test, y_test)
+    assert corrected >= 0.95, corrected
+    exported = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(folder / "bias.onnx")).graph.initializer}
+    source = {t.name: numpy_helper.to_array(t) for t in onnx.load(DIGITS).graph.initializer}
+    # The first layer reads the images themselves: its shift is (W − Ŵ)ᵀ · mean of the calibration rows.
+    mean = np.load(calibration)["X"].astype(np.float64).mean(axis=0)
+    shift = (source["coefficient"].astype(np.float64) - exported["coefficient"]).T @ mean
+    assert np.allclose(exported["intercepts"], source["intercepts"] + shift, atol=1e-5)
+    assert not np.array_equal(exported["intercepts"], source["intercepts"])
+    report = json.loads(tessera("inspect", folder / "bias.tess", "--json").stdout)["metadata"]["conversion"]
+    assert all(layer["method"].endswith("+ bias correction") for layer in report["calibration"]["layers"])
+    lines = {t["name"]: t for t in report["tensors"]}
+    assert lines["intercepts"]["fidelity"]["bit_exact"] is False and "calibrated" in lines["intercepts"]["reason"]
+    refused = tessera("convert", DIGITS, "-o", folder / "x.tess", "--prune", "2:4", "--bias-correction", check=False)
+    assert refused.returncode != 0 and "need --calibration" in refused.stderr
