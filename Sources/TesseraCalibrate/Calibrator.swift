@@ -306,7 +306,9 @@ public final class Calibrator {
     /// The calibration set in batches of `size` samples. With a padding mask (`[samples, length]`),
     /// samples go in order of their unpadded length and each batch is cut to its longest sample,
     /// on every input shaped like the mask: padding costs no compute and enters no statistics.
-    static func batches(_ arrays: [(name: String, value: Value)], samples: Int, size: Int, mask: String?) -> [[(String, Value)]] {
+    /// Batches are cut as they are read, so one batch at a time exists beside the set.
+    static func batches(_ arrays: [(name: String, value: Value)], samples: Int, size: Int, mask: String?)
+        -> LazyMapSequence<StrideTo<Int>, [(String, Value)]> {
         var order = Array(0 ..< samples)
         var lengths = [Int](repeating: 0, count: samples)
         let maskValue = mask.flatMap { name in arrays.first { $0.name == name }?.value }
@@ -315,7 +317,7 @@ public final class Calibrator {
             for s in 0 ..< samples { lengths[s] = ((0 ..< width).last { flags[s * width + $0] != 0 } ?? -1) + 1 }
             order.sort { lengths[$0] != lengths[$1] ? lengths[$0] < lengths[$1] : $0 < $1 }
         }
-        return stride(from: 0, to: samples, by: size).map { start in
+        return stride(from: 0, to: samples, by: size).lazy.map { start in
             let members = Array(order[start ..< min(start + size, samples)])
             let cut = maskValue.flatMap { $0.shape.count == 2 ? members.map { lengths[$0] }.max() : nil }
             return arrays.map { array in
