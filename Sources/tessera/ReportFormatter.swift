@@ -37,10 +37,14 @@ enum ReportFormatter {
                      "tensor data \(mb(report.bytesBefore)) -> \(mb(report.bytesAfter)); " +
                      "file \(mb(report.sourceFileBytes)) -> \(mb(report.fileBytes)) " +
                      String(format: "(%.3fx the source)", Double(report.fileBytes) / Double(max(report.sourceFileBytes, 1))))
-        if let c = report.calibration, let worst = c.layers.max(by: { $0.relativeError < $1.relativeError }) {
-            let mean = c.layers.reduce(0) { $0 + $1.relativeError } / Double(c.layers.count)
-            lines.append("calibrated on \(c.file.terminalSafe) (\(c.samples) samples, sha256 \(c.sha256.prefix(12))): \(c.layers.count) weights, " +
-                         String(format: "relative output error mean %.4f, worst %.4f", mean, worst.relativeError) + " (\(worst.tensor.terminalSafe))")
+        if let c = report.calibration {
+            if let worst = c.layers.max(by: { $0.relativeError < $1.relativeError }) {
+                let mean = c.layers.reduce(0) { $0 + $1.relativeError } / Double(c.layers.count)
+                lines.append("calibrated on \(c.file.terminalSafe) (\(c.samples) samples, sha256 \(c.sha256.prefix(12))): \(c.layers.count) weights, " +
+                             String(format: "relative output error mean %.4f, worst %.4f", mean, worst.relativeError) + " (\(worst.tensor.terminalSafe))")
+            } else {
+                lines.append("calibrated on \(c.file.terminalSafe): no weight could be calibrated (float32 MatMul, Gemm or group-1 Conv weights that are pruned or quantized); the others are uncalibrated")
+            }
         } else if report.tensors.contains(where: { $0.prune != nil || $0.quantization != nil && !$0.fidelity.bitExact }) {
             lines.append("uncalibrated: magnitude pruning and round-to-nearest; --calibration DATA.npz solves them on representative inputs")
         }

@@ -231,3 +231,12 @@ def test_bias_correction_shifts_the_bias_by_the_mean_output_change(digits):
     assert lines["intercepts"]["fidelity"]["bit_exact"] is False and "calibrated" in lines["intercepts"]["reason"]
     refused = tessera("convert", DIGITS, "-o", folder / "x.tess", "--prune", "2:4", "--bias-correction", check=False)
     assert refused.returncode != 0 and "need --calibration" in refused.stderr
+
+
+def test_a_set_with_nothing_to_calibrate_says_so(digits, tmp_path):
+    """Every GEMM weight skipped by the recipe: the summary must not claim a calibration."""
+    _, calibration, _, _ = digits
+    recipe = tmp_path / "skip.json"
+    recipe.write_text(json.dumps({"quantize": "int8", "rules": [{"match": "coefficient*", "skip": True}]}))
+    result = tessera("convert", DIGITS, "-o", tmp_path / "out.tess", "--recipe", recipe, "--calibration", calibration)
+    assert "no weight could be calibrated" in result.stdout
