@@ -45,8 +45,13 @@ public struct FileHeader: Equatable, Sendable {
         return w.bytes
     }
 
-    /// Parse and check the header of a file of `fileSize` bytes.
+    /// Parse and check the header of `file`, a whole file.
     static func decode(_ file: UnsafeRawBufferPointer) throws -> FileHeader {
+        try decode(file, fileSize: file.count)
+    }
+
+    /// Parse and check the header at the start of `file`, part of a file of `fileSize` bytes.
+    static func decode(_ file: UnsafeRawBufferPointer, fileSize: Int) throws -> FileHeader {
         let magicLength = Self.magic.count
         guard file.count >= magicLength, file.prefix(magicLength).elementsEqual(Self.magic) else {
             throw TessError(.notTessFile, "not a .tess file (the first bytes are not the Tessera magic)", offset: 0)
@@ -91,9 +96,9 @@ public struct FileHeader: Equatable, Sendable {
             throw TessError(.limitExceeded, "index is \(indexLength) bytes, over the limit of \(Limits.maxIndexBytes)", offset: 40)
         }
         let (end, overflow) = indexOffset.addingReportingOverflow(indexLength)
-        guard !overflow, end == file.count else {
-            let hint = !overflow && end > file.count ? "; the file was truncated" : "; bytes were appended or the header is wrong"
-            throw TessError(.fileSize, "header says the file ends at byte \(overflow ? "(overflow)" : String(end)) but it has \(file.count) bytes\(hint)", offset: 32)
+        guard !overflow, end == fileSize else {
+            let hint = !overflow && end > fileSize ? "; the file was truncated" : "; bytes were appended or the header is wrong"
+            throw TessError(.fileSize, "header says the file ends at byte \(overflow ? "(overflow)" : String(end)) but it has \(fileSize) bytes\(hint)", offset: 32)
         }
         guard indexOffset >= alignUp(Self.size, alignment), indexOffset % alignment == 0 else {
             throw TessError(.bufferLayout, "index offset \(indexOffset) is not an aligned offset after the header", offset: 32)

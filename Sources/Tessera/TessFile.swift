@@ -17,6 +17,7 @@ public final class TessFile: @unchecked Sendable {
     private let tensorIndex: [String: Int]
 
     public var fileSize: Int { map.bytes.count }
+    var mappedBytes: UnsafeRawBufferPointer { map.bytes }
     public var metadataJSON: [UInt8]? { section(.metadata)?.payload }
     public var graph: [UInt8]? { section(.graph)?.payload }
 
