@@ -21,6 +21,10 @@ SWIFT ?= $(or $(shell command -v swift 2>/dev/null),/opt/swift/usr/bin/swift)
 PYTHON ?= python3
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 DEB_PACKAGES := pkg-config libzstd-dev libxxhash-dev libprotobuf-c-dev zstd time
+# The distribution tests' real peers: CNCF Distribution 2.8 (started by the tests on 127.0.0.1
+# with their own config) and skopeo. Installed with a policy-rc.d that stops the package from
+# starting its own service, whose config would listen on every interface.
+SERVICE_PACKAGES := docker-registry skopeo
 VENV := .venv
 RELEASE := .build/release
 # The hot kernels are C, chosen at run time per CPU, so any build is fast. Building the Swift code
@@ -36,7 +40,7 @@ DEMO := .build/demo
 FUZZ_SECONDS ?= 600
 FUZZ := .build/fuzz
 
-.PHONY: all deps venv build test sanitize demo bench results conformance fuzz clean
+.PHONY: all deps service-deps venv build test sanitize demo bench results conformance fuzz clean
 
 all: build
 
@@ -51,6 +55,19 @@ deps:
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
+service-deps:
+	@missing=""; for p in $(SERVICE_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing (no service started)"; \
+	  policy=/usr/sbin/policy-rc.d; created=""; \
+	  if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' | $(SUDO) tee $$policy >/dev/null && $(SUDO) chmod +x $$policy && created=1; fi; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; status=$$?; \
+	  if [ -n "$$created" ]; then $(SUDO) rm -f $$policy; fi; \
+	  exit $$status; \
+	fi
+
 # The Python test oracles, reinstalled when requirements.txt changes.
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt Benchmarks/real-models.txt | deps
@@ -63,14 +80,14 @@ $(VENV)/.installed: requirements.txt Benchmarks/real-models.txt | deps
 build: deps
 	$(SWIFT) build -c release $(ARCH_FLAGS)
 
-test: deps venv
+test: deps service-deps venv
 	$(SWIFT) build --build-tests $(ARCH_FLAGS)
 	$(SWIFT) test --skip-build
 	TESSERA=.build/debug/tessera $(VENV)/bin/python -m pytest -q -p no:cacheprovider Tests/python
 
 # UndefinedBehaviorSanitizer is not available for Swift on Linux (swiftc rejects it).
 # Leak checks are off for the XCTest process itself (XCTest leaks) and on for the CLI.
-sanitize: deps venv
+sanitize: deps service-deps venv
 	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --scratch-path .build-asan --sanitize=address
 	@# The SIGKILL and size-bound tests check no memory behaviour and are slow under ASan; the
 	@# tests that measure memory (RSS, an address-space limit) cannot run under its shadow memory.

@@ -11,6 +11,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // Thin system-library shims: headers and link flags only, no Swift.
@@ -46,13 +47,17 @@ let package = Package(
         // and output by output.
         .target(name: "TesseraVerify", dependencies: ["Tessera", "TesseraONNX", "TesseraRuntime", "TesseraConvert"]),
 
+        // Shipping models: the OCI artifact layout of a .tess file, a registry client and an OCI
+        // image layout on disk, signatures and the site's trust state. Never ONNX or the runtime.
+        .target(name: "TesseraDistribution", dependencies: ["Tessera", .product(name: "Crypto", package: "swift-crypto")]),
+
         // ONNX import and export: the only module that sees CONNXProto.
         .target(name: "TesseraONNX", dependencies: ["Tessera", "CONNXProto"]),
 
         // The command-line tool: thin commands over the modules above.
         .executableTarget(
             name: "tessera",
-            dependencies: ["Tessera", "TesseraONNX", "TesseraConvert", "TesseraRuntime", "TesseraVerify", "TesseraCalibrate", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+            dependencies: ["Tessera", "TesseraONNX", "TesseraConvert", "TesseraRuntime", "TesseraVerify", "TesseraCalibrate", "TesseraDistribution", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
 
         // Benchmark harness (run by `make bench`, never by `swift test`).
@@ -64,6 +69,7 @@ let package = Package(
 
         .testTarget(name: "TesseraTests", dependencies: ["Tessera"]),
         .testTarget(name: "TesseraConvertTests", dependencies: ["TesseraConvert"]),
+        .testTarget(name: "TesseraDistributionTests", dependencies: ["TesseraDistribution", "Tessera", .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "TesseraRuntimeTests", dependencies: ["TesseraRuntime", "TesseraConvert", "TesseraONNX"]),
         // Runs the built `tessera` binary, as a user would.
         .testTarget(name: "TesseraCLITests", dependencies: ["Tessera", "tessera"]),

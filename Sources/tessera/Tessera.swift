@@ -10,7 +10,7 @@ struct TesseraCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tessera",
         abstract: "Small, verifiable model files for edge deployment.",
-        subcommands: [Convert.self, Inspect.self, Verify.self, Export.self, Pack.self, Unpack.self, Run.self, Ops.self, Bench.self]
+        subcommands: [Convert.self, Inspect.self, Verify.self, Export.self, Pack.self, Unpack.self, Run.self, Ops.self, Bench.self, Push.self, Pull.self, Keygen.self]
     )
 }
 

@@ -3,6 +3,7 @@ import Foundation
 import Tessera
 import TesseraONNX
 import TesseraRuntime
+import TesseraDistribution
 import TesseraVerify
 
 struct Verify: ParsableCommand {
@@ -62,6 +63,15 @@ struct Verify: ParsableCommand {
     @Flag(help: "Skip level 4 (running both models).")
     var noRun = false
 
+    @Flag(help: "Check the file against its signed release statement (FILE.sig, written by pull --trust) offline.")
+    var signature = false
+
+    @Option(help: "The signature envelope, if not FILE.sig.")
+    var signatureFile: String?
+
+    @Option(name: .customLong("trust"), help: "KEY.pub: a key the signature must be by (repeatable; required with --signature).")
+    var trust: [String] = []
+
     @Option(help: "Activation rows per kernel check.")
     var batch = 8
 
@@ -76,6 +86,8 @@ struct Verify: ParsableCommand {
         if (maxRelError != nil || minCosine != nil || hasRunThresholds || !inputs.isEmpty || !dims.isEmpty || !classOutputs.isEmpty) && source == nil {
             throw ValidationError("--max-rel-error, --min-cosine, --min-output-cosine, --max-output-error, --min-top1, --input, --dim and --class-output need --source")
         }
+        if signature, trust.isEmpty { throw ValidationError("--signature needs --trust KEY.pub: a signature proves nothing without a key to trust") }
+        if (signatureFile != nil || !trust.isEmpty), !signature { throw ValidationError("--signature-file and --trust go with --signature") }
         _ = try pairs(inputs, "--input")
         for (name, value) in try pairs(dims, "--dim") where Int(value).map({ $0 < 0 }) ?? true {
             throw ValidationError("--dim \(name)=\(value): the size must be a non-negative integer")
@@ -92,7 +104,8 @@ struct Verify: ParsableCommand {
             let graphReferences = try GraphSection.validate(tess)
             let integritySeconds = Date().timeIntervalSince(start)
             let graph = graphReferences.map { ", graph section parsed (\($0) tensor references)" } ?? ""
-            let integrity = "\(file): integrity OK: \(tess.tensors.count) tensors, \(tess.buffers.count) buffers, \(checked) decoded bytes checked\(graph) in \(String(format: "%.3f", integritySeconds)) s"
+            var integrity = "\(file): integrity OK: \(tess.tensors.count) tensors, \(tess.buffers.count) buffers, \(checked) decoded bytes checked\(graph) in \(String(format: "%.3f", integritySeconds)) s"
+            if signature { integrity += "\n" + (try checkSignature(tess)) }
             guard let source else {
                 if json {
                     print(try jsonText(["file": file, "integrity": ["ok": true, "tensors": tess.tensors.count, "decoded_bytes": checked]]))
@@ -127,6 +140,26 @@ struct Verify: ParsableCommand {
             if problems > 0 {
                 fail("\(file): \(problems) problem(s) against \(source)")
             }
+        }
+    }
+
+    /// The file against its signed statement: signature by a trusted key, every tensor and section digest.
+    private func checkSignature(_ tess: TessFile) throws -> String {
+        do {
+            let path = signatureFile ?? file + ".sig"
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw DistributionError(.usage, "\(path): cannot read the signature (pull --trust writes FILE.sig)")
+            }
+            let envelope: Envelope
+            do { envelope = try JSONDecoder().decode(Envelope.self, from: data) } catch {
+                throw DistributionError(.untrusted, "\(path): not a DSSE signature envelope")
+            }
+            let statement = try Signing.verify(envelope, trusted: try trust.map(Signing.loadPublicKey))
+            let present = try Release.check(tess, against: statement, subset: true)
+            let release = statement.predicate
+            return "signature OK: release \(release.sequence) of \(release.repository), signed by a trusted key; \(present) of \(release.tensors.count) signed tensors present, all match"
+        } catch let error as DistributionError {
+            fail(error.description)
         }
     }
 
