@@ -37,7 +37,8 @@ let package = Package(
 
         // Calibrated compression: a calibration set through the executor, input statistics per
         // GEMM weight, and the converter's OBS sweep on them.
-        .target(name: "TesseraCalibrate", dependencies: ["Tessera", "TesseraONNX", "TesseraRuntime", "TesseraConvert"]),
+        .target(name: "TesseraCalibrate", dependencies: ["Tessera", "TesseraONNX", "TesseraRuntime", "TesseraConvert",
+                                                  .product(name: "Crypto", package: "swift-crypto")]),
 
         // Reference kernels (GEMM and GEMV over every stored layout and quantization) and the
         // graph executor that runs an ONNX graph on them.

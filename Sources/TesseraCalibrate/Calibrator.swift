@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import Tessera
 import TesseraConvert
@@ -57,7 +58,7 @@ public final class Calibrator {
         var graph = try ONNXGraph(model: modelPath)
         let arrays = try NumpyFiles.readArchive(calibrationPath)
         let mapped = try MappedFile(path: calibrationPath)
-        let digest = withExtendedLifetime(mapped) { SHA256.hex(mapped.bytes) }
+        let digest = withExtendedLifetime(mapped) { SHA256.hash(data: mapped.bytes).map { String(format: "%02x", $0) }.joined() }
         let samples = try Self.checkInputs(arrays, graph: graph, path: calibrationPath)
         let targets = try Self.targets(graph, recipe: recipe)
         var batch = Self.defaultBatchSize
