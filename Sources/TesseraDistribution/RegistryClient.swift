@@ -186,8 +186,8 @@ public final class RegistryClient: ContentStore, @unchecked Sendable {
             } catch let error as DistributionError {
                 throw error
             } catch {
-                let failure = DistributionError.network("cannot reach \(host) (\(method) \(url.path)): \(error.localizedDescription)")
-                guard retries, attempt < options.attempts else { throw failure }
+                let failure = DistributionError.network("cannot reach \(host) (\(method) \(url.path)): \(describe(error))")
+                guard retries, attempt < options.attempts, !Self.isTLSFailure(error) else { throw failure }
                 Thread.sleep(forTimeInterval: options.backoff * Double(1 << (attempt - 1)))
                 continue
             }
@@ -277,6 +277,22 @@ public final class RegistryClient: ContentStore, @unchecked Sendable {
             parameters[key] = value
         }
         return (scheme, parameters)
+    }
+
+    /// A transport error in words: a stall names the timeout, a TLS failure suggests --insecure.
+    private func describe(_ error: Error) -> String {
+        let nsError = error as NSError
+        if nsError.domain == NSURLErrorDomain, nsError.code == NSURLErrorTimedOut {
+            return "no data for \(options.stallTimeout) s (--stall-timeout)"
+        }
+        let text = error.localizedDescription
+        return !options.insecure && Self.isTLSFailure(error) ? text + " (if the registry speaks plain HTTP, pass --insecure)" : text
+    }
+
+    /// A failed TLS handshake is not retried: it fails the same way every time.
+    static func isTLSFailure(_ error: Error) -> Bool {
+        let text = error.localizedDescription
+        return text.contains("SSL") || text.contains("TLS") || (error as NSError).code == NSURLErrorSecureConnectionFailed
     }
 
     private func failure(_ r: HTTPTransport.Response, _ what: String) -> DistributionError {

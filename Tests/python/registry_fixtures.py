@@ -87,7 +87,7 @@ class Registry:
 class Proxy:
     """Forwards to `target`. Options: `token` (demand `Bearer token`, issued by /token to
     `credentials`), `cut_after` (first GET of each blob closes after that many body bytes),
-    `delay` (seconds between 64 KiB pieces of blob bodies)."""
+    `delay` (seconds before each 64 KiB piece of a blob body)."""
 
     def __init__(self, target, token=None, credentials=None, cut_after=None, delay=0.0):
         self.target = target
@@ -108,12 +108,18 @@ class Proxy:
             def log_message(self, *args):
                 pass
 
-            def do_GET(self): self.forward()
-            def do_HEAD(self): self.forward()
-            def do_PUT(self): self.forward()
-            def do_POST(self): self.forward()
-            def do_PATCH(self): self.forward()
-            def do_DELETE(self): self.forward()
+            def do_GET(self): self.guarded()
+            def do_HEAD(self): self.guarded()
+            def do_PUT(self): self.guarded()
+            def do_POST(self): self.guarded()
+            def do_PATCH(self): self.guarded()
+            def do_DELETE(self): self.guarded()
+
+            def guarded(self):
+                try:
+                    self.forward()
+                except (BrokenPipeError, ConnectionResetError):
+                    pass   # the client went away (killed, or gave up on a stalled transfer)
 
             def reply(self, status, body=b"", headers=()):
                 self.send_response(status)
@@ -162,9 +168,9 @@ class Proxy:
                     return
                 if is_blob_get and proxy.delay:
                     for i in range(0, len(data), 65536):
+                        time.sleep(proxy.delay)
                         self.wfile.write(data[i:i + 65536])
                         self.wfile.flush()
-                        time.sleep(proxy.delay)
                 else:
                     self.wfile.write(data)
 

@@ -5,6 +5,7 @@ import base64
 import glob
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -348,6 +349,17 @@ def test_user_errors_are_one_line_with_nothing_written(registry, digits, tmp_pat
     refused(tessera("push", digits, f"{closed}/m:v1", "--insecure", "--attempts", "1", check=False), "cannot reach", closed)
     refused(tessera("pull", f"{closed}/m:v1", "--insecure", "--attempts", "1", "-o", out, check=False), "cannot reach")
     refused(tessera("push", digits, "no-repository", check=False), "not a registry reference")
+    refused(tessera("pull", f"{registry.host}/models/exists:v1", "-o", out, check=False), "pass --insecure")
+    stalled = Proxy(registry.host, delay=3)
+    try:
+        push(digits, f"{registry.host}/models/stall:v1")
+        start = time.time()
+        refused(tessera("pull", f"{stalled.host}/models/stall:v1", "--insecure", "-o", out, "--stall-timeout", "1", "--attempts", "2", check=False),
+                "no data for 1.0 s")
+        assert time.time() - start < 20
+    finally:
+        stalled.stop()
+    shutil.rmtree(str(tmp_path / ".out.tess.pull"), ignore_errors=True)   # kept for a resume
     refused(tessera("push", digits, f"{registry.host}/Upper/Case:v1", "--insecure", check=False), "lowercase")
     refused(tessera("pull", f"{registry.host}/models/absent:v1", "--insecure", "-o", out, check=False), "no manifest")
     refused(tessera("push", str(tmp_path / "missing.tess"), f"{registry.host}/m:v1", "--insecure", check=False), "missing.tess")
