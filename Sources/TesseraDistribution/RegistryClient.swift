@@ -286,7 +286,13 @@ public final class RegistryClient: ContentStore, @unchecked Sendable {
             return "no data for \(options.stallTimeout) s (--stall-timeout)"
         }
         let text = error.localizedDescription
-        return !options.insecure && Self.isTLSFailure(error) ? text + " (if the registry speaks plain HTTP, pass --insecure)" : text
+        if text.contains("wrong version number") {
+            return text + " (the registry speaks plain HTTP: pass --insecure if that is intended)"
+        }
+        if text.contains("certificate") {
+            return text + " (the registry's certificate is not trusted by this system's CAs; add its CA to them, e.g. update-ca-certificates)"
+        }
+        return text
     }
 
     /// A failed TLS handshake is not retried: it fails the same way every time.

@@ -27,7 +27,7 @@ def free_port():
 
 
 class Registry:
-    def __init__(self, folder, htpasswd_user=None):
+    def __init__(self, folder, htpasswd_user=None, tls=False):
         self.folder = folder
         self.storage = os.path.join(folder, "storage")
         self.port = free_port()
@@ -40,11 +40,23 @@ class Registry:
             with open(path, "w") as f:
                 f.write(f"{user}:{crypt.crypt(password, crypt.mksalt(crypt.METHOD_BLOWFISH))}\n")
             auth = f"auth: {{ htpasswd: {{ realm: tessera-test, path: {path} }} }}\n"
+        tls_config = ""
+        if tls:   # a certificate from a CA of the test's own, which the system does not trust
+            run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)
+            ca, ca_key, key, csr, cert = (os.path.join(folder, n) for n in ("ca.pem", "ca.key", "srv.key", "srv.csr", "srv.pem"))
+            ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"]
+            run("req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=tessera test CA")
+            run("req", *ec, "-keyout", key, "-out", csr, "-subj", "/CN=127.0.0.1")
+            ext = os.path.join(folder, "ext")
+            with open(ext, "w") as f:
+                f.write("subjectAltName=IP:127.0.0.1\n")
+            run("x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial", "-out", cert, "-days", "2", "-extfile", ext)
+            tls_config = f", tls: {{ certificate: {cert}, key: {key} }}"
         config = os.path.join(folder, "config.yml")
         with open(config, "w") as f:
             f.write("version: 0.1\nlog: { level: error }\n"
                     f"storage: {{ filesystem: {{ rootdirectory: {self.storage} }}, delete: {{ enabled: true }} }}\n"
-                    f"http: {{ addr: {self.host} }}\n" + auth)
+                    f"http: {{ addr: {self.host}{tls_config} }}\n" + auth)
         binary = shutil.which("docker-registry")
         assert binary, "docker-registry is installed by `make test` (Debian package docker-registry)"
         self.log = open(os.path.join(folder, "registry.log"), "w")
@@ -52,6 +64,9 @@ class Registry:
         deadline = time.time() + 20
         while True:
             try:
+                if tls:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                    break
                 with urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1):
                     break
             except urllib.error.HTTPError as e:

@@ -326,6 +326,18 @@ def test_basic_auth_from_the_environment_or_a_credentials_file(tmp_path, digits)
         secured.stop()
 
 
+def test_https_is_the_default_and_an_untrusted_certificate_is_refused(tmp_path, digits):
+    secured = Registry(str(tmp_path / "tls"), tls=True)
+    try:
+        refused(tessera("push", digits, f"{secured.host}/models/digits:v1", check=False), "SSL certificate problem", "not trusted")
+        assert secured.blob_files() == {}
+        # --insecure means plain HTTP, never "HTTPS without checking".
+        refused(tessera("push", digits, f"{secured.host}/models/digits:v1", "--insecure", "--attempts", "1", check=False), "HTTP 400")
+        assert secured.blob_files() == {}
+    finally:
+        secured.stop()
+
+
 def test_bearer_token_challenge(registry, digits, tmp_path):
     proxy = Proxy(registry.host, token="t0ken", credentials=("site", "pw"))
     try:
@@ -349,7 +361,7 @@ def test_user_errors_are_one_line_with_nothing_written(registry, digits, tmp_pat
     refused(tessera("push", digits, f"{closed}/m:v1", "--insecure", "--attempts", "1", check=False), "cannot reach", closed)
     refused(tessera("pull", f"{closed}/m:v1", "--insecure", "--attempts", "1", "-o", out, check=False), "cannot reach")
     refused(tessera("push", digits, "no-repository", check=False), "not a registry reference")
-    refused(tessera("pull", f"{registry.host}/models/exists:v1", "-o", out, check=False), "pass --insecure")
+    refused(tessera("pull", f"{registry.host}/models/exists:v1", "-o", out, check=False), "plain HTTP", "--insecure")
     stalled = Proxy(registry.host, delay=3)
     try:
         push(digits, f"{registry.host}/models/stall:v1")
