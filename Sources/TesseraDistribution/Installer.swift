@@ -78,31 +78,13 @@ public enum Installer {
     private static func pull(_ manifest: ImageManifest, digest manifestDigest: Digest, reference: String,
                              from store: ContentStore, work: String, options: Options) throws -> Result {
         // The signature first: nothing big is fetched for an untrusted release.
-        var statement: Statement? = nil
-        var envelopeBytes: Data? = nil
         var state = TrustState()
+        var release: (statement: Statement, envelope: Data)? = nil
         if !options.trusted.isEmpty {
             state = try TrustState.load(options.trustStatePath)
-            guard let signatureBytes = try store.manifest(Publisher.signatureTag(manifestDigest)) else {
-                throw DistributionError.untrusted("\(store.location):\(reference) is not signed; refused (--trust requires a signed release)")
-            }
-            let signature = try CanonicalJSON.decode(ImageManifest.self, from: signatureBytes, what: "signature manifest")
-            guard signature.subject?.digest == manifestDigest, let layer = signature.layers.first, layer.mediaType == MediaType.dsse else {
-                throw DistributionError.untrusted("the signature of \(store.location):\(reference) is not a Tessera signature of this manifest")
-            }
-            let bytes = try store.smallBlob(layer, limit: OCILimits.maxSmallBlobBytes, in: work)
-            let envelope = try CanonicalJSON.decode(Envelope.self, from: bytes, what: "signature envelope")
-            let verified = try Signing.verify(envelope, trusted: options.trusted)
-            guard verified.manifestDigest == manifestDigest.hex else {
-                throw DistributionError.untrusted("the signed statement names manifest \(verified.manifestDigest ?? "none"), not \(manifestDigest); refused")
-            }
-            guard verified.predicate.repository == store.repository else {
-                throw DistributionError.untrusted("the release is signed for repository '\(verified.predicate.repository)', not '\(store.repository)'; refused")
-            }
-            try state.check(verified, manifest: manifestDigest)
-            statement = verified
-            envelopeBytes = bytes
+            release = try trustedRelease(manifestDigest, reference: reference, from: store, work: work, trusted: options.trusted, state: state)
         }
+        let statement = release?.statement
 
         let configBytes = try store.smallBlob(manifest.config, limit: 1 << 20, in: work)
         let config = try CanonicalJSON.decode(ModelConfig.self, from: configBytes, what: "model config")
@@ -170,16 +152,10 @@ public enum Installer {
         do {
             // Every buffer checksum of what is kept, and the signed digests.
             if let statement {
-                let signed = Dictionary(statement.predicate.tensors.map { ($0.name, $0.sha256) }, uniquingKeysWith: { a, _ in a })
-                for d in try Release.tensorDigests(file, only: selected) where signed[d.name] != d.sha256 {
-                    throw DistributionError.untrusted("tensor '\(d.name)' differs from the signed release; refused")
+                if selected == nil, statement.subject.count < 2 || statement.subject[1].digest["sha256"] != config.file.sha256 {
+                    throw DistributionError.untrusted("the signed statement names another file than the manifest's; refused")
                 }
-                if selected == nil {
-                    guard statement.subject.count > 1, statement.subject[1].digest["sha256"] == config.file.sha256 else {
-                        throw DistributionError.untrusted("the signed statement names another file than the manifest's; refused")
-                    }
-                    try Release.check(file, against: statement)
-                }
+                try Release.check(file, against: statement, only: selected)
             } else {
                 for t in file.tensors.indices where selected?.contains(t) ?? true { _ = try file.tensor(t) }
             }
@@ -195,14 +171,15 @@ public enum Installer {
                     alignment: file.header.alignment, codec: options.unpack ? .none : .zstd,
                     zstdLevel: config.zstdLevel ?? 3, replaceExisting: options.replaceExisting), group: group)
                 for t in file.tensors.indices where selected?.contains(t) ?? true { try writer.append(try file.tensor(t)) }
-                try writer.finish(sections: file.sections)
+                // A subset keeps the metadata but not the graph, which names tensors it lacks.
+                try writer.finish(sections: selected == nil ? file.sections : file.sections.filter { $0.kind != Section.Kind.graph.rawValue })
             } else {
                 let out = try group.file(options.output, replaceExisting: options.replaceExisting)
                 try copy(staged, into: out)
             }
-            if let envelopeBytes {
+            if let envelope = release?.envelope {
                 let sig = try group.file(options.output + ".sig", replaceExisting: true)
-                try envelopeBytes.withUnsafeBytes { try sig.write($0) }
+                try envelope.withUnsafeBytes { try sig.write($0) }
             }
             try group.commit()
         } catch let e as TessError {
@@ -218,6 +195,30 @@ public enum Installer {
                       layersDownloaded: toFetch.count, layersFromBase: fromBase.count,
                       bytesDownloaded: toFetch.reduce(0) { $0 + layers[$1].size } + manifest.config.size + manifest.layers[0].size,
                       tensors: selected?.count ?? file.tensors.count, sequence: statement?.predicate.sequence)
+    }
+
+    /// The release statement signed for `manifest` by a trusted key, for this repository, and no
+    /// older than what `state` records; with the envelope's bytes (kept beside the output).
+    private static func trustedRelease(_ manifest: Digest, reference: String, from store: ContentStore, work: String,
+                                       trusted: [P256.Signing.PublicKey], state: TrustState) throws -> (Statement, Data) {
+        guard let signatureBytes = try store.manifest(Publisher.signatureTag(manifest)) else {
+            throw DistributionError.untrusted("\(store.location):\(reference) is not signed; refused (--trust requires a signed release)")
+        }
+        let signature = try CanonicalJSON.decode(ImageManifest.self, from: signatureBytes, what: "signature manifest")
+        guard signature.subject?.digest == manifest, let layer = signature.layers.first, layer.mediaType == MediaType.dsse else {
+            throw DistributionError.untrusted("the signature of \(store.location):\(reference) is not a Tessera signature of this manifest")
+        }
+        let bytes = try store.smallBlob(layer, limit: OCILimits.maxSmallBlobBytes, in: work)
+        let envelope = try CanonicalJSON.decode(Envelope.self, from: bytes, what: "signature envelope")
+        let statement = try Signing.verify(envelope, trusted: trusted)
+        guard statement.manifestDigest == manifest.hex else {
+            throw DistributionError.untrusted("the signed statement names manifest \(statement.manifestDigest ?? "none"), not \(manifest); refused")
+        }
+        guard statement.predicate.repository == store.repository else {
+            throw DistributionError.untrusted("the release is signed for repository '\(statement.predicate.repository)', not '\(store.repository)'; refused")
+        }
+        try state.check(statement, manifest: manifest)
+        return (statement, bytes)
     }
 
     /// Layers whose bytes can be rebuilt from `base`, written into `work` under their digests.

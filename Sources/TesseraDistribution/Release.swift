@@ -24,13 +24,15 @@ public enum Release {
         }
     }
 
-    /// Checks `file` against a verified statement: every tensor of the file is signed with the
-    /// same digest, and so is every section. Returns how many signed tensors the file holds
-    /// (fewer than signed for a `--tensors` subset).
+    /// Checks `file` against a verified statement: every tensor of the file (or of `only`) is
+    /// signed with the same digest, and so is every section. A file may hold fewer tensors (and
+    /// sections) than were signed only with `allowMissing` (a `--tensors` subset) or `only`. Returns how many
+    /// tensors were checked.
     @discardableResult
-    public static func check(_ file: TessFile, against statement: Statement, subset: Bool = false) throws -> Int {
+    public static func check(_ file: TessFile, against statement: Statement, only: Set<Int>? = nil, allowMissing: Bool = false) throws -> Int {
         let signed = Dictionary(statement.predicate.tensors.map { ($0.name, $0.sha256) }, uniquingKeysWith: { a, _ in a })
-        for digest in try tensorDigests(file) {
+        let digests = try tensorDigests(file, only: only)
+        for digest in digests {
             guard let expected = signed[digest.name] else {
                 throw DistributionError.untrusted("\(file.path): tensor '\(digest.name)' is not in the signed release")
             }
@@ -38,7 +40,7 @@ public enum Release {
                 throw DistributionError.untrusted("\(file.path): tensor '\(digest.name)' differs from the signed release (sha256 \(digest.sha256.prefix(12)), signed \(expected.prefix(12)))")
             }
         }
-        if !subset, file.tensors.count != signed.count {
+        if !allowMissing, only == nil, file.tensors.count != signed.count {
             throw DistributionError.untrusted("\(file.path): holds \(file.tensors.count) tensors, the signed release \(signed.count)")
         }
         let signedSections = Dictionary(statement.predicate.sections.map { ($0.name, $0.sha256) }, uniquingKeysWith: { a, _ in a })
@@ -46,10 +48,10 @@ public enum Release {
         for s in sections where signedSections[s.name] != s.sha256 {
             throw DistributionError.untrusted("\(file.path): the \(s.name) section differs from the signed release")
         }
-        guard sections.count == signedSections.count else {
+        guard allowMissing || sections.count == signedSections.count else {
             throw DistributionError.untrusted("\(file.path): has \(sections.count) sections, the signed release \(signedSections.count)")
         }
-        return file.tensors.count
+        return digests.count
     }
 }
 

@@ -203,6 +203,12 @@ def test_signed_releases_are_checked_before_anything_is_written(registry, digits
     v = tessera("verify", good, "--signature", "--trust", key_a + ".pub")
     assert "signature OK" in v.stdout
     refused(tessera("verify", good, "--signature", "--trust", key_b + ".pub", check=False), "not a trusted key")
+    # A subset is checked tensor by tensor, and so is its offline verification.
+    part = str(site / "part.tess")
+    tessera("pull", f"{ref}:v1", "--insecure", "-o", part, "--tensors", "intercepts*", "--trust", key_a + ".pub", "--trust-state", state)
+    assert "3 of 8 signed tensors present" in tessera("verify", part, "--signature", "--trust", key_a + ".pub").stdout
+    os.remove(part)
+    os.remove(part + ".sig")
 
     # Another key, and an unsigned model: refused, nothing written.
     bad = str(site / "bad.tess")
