@@ -82,13 +82,13 @@ public final class RegistryClient: ContentStore, @unchecked Sendable {
     }
 
     public func fetchBlob(_ descriptor: Descriptor, to path: String) throws {
-        if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+        if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
         var attempt = 0
         while true {
             attempt += 1
             let have = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
             if have == descriptor.size { break }
-            if have > descriptor.size { try? FileManager.default.removeItem(atPath: path); FileManager.default.createFile(atPath: path, contents: nil); continue }
+            if have > descriptor.size { try? FileManager.default.removeItem(atPath: path); _ = FileManager.default.createFile(atPath: path, contents: nil); continue }
             guard let handle = FileHandle(forWritingAtPath: path) else { throw DistributionError.io("\(path): cannot write") }
             defer { try? handle.close() }
             try handle.seekToEnd()
@@ -99,7 +99,7 @@ public final class RegistryClient: ContentStore, @unchecked Sendable {
                     // The registry ignored the range: start over from the body it sent.
                     try handle.close()
                     try? FileManager.default.removeItem(atPath: path)
-                    FileManager.default.createFile(atPath: path, contents: nil)
+                    _ = FileManager.default.createFile(atPath: path, contents: nil)
                     continue
                 }
                 guard r.status == 200 || r.status == 206 else { throw failure(r, "cannot download blob \(descriptor.digest.short)") }

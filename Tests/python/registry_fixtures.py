@@ -142,7 +142,8 @@ class Proxy:
                     self.send_header(k, v)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if self.command != "HEAD":   # a body after HEAD would be read as the next response
+                    self.wfile.write(body)
 
             def forward(self):
                 if self.path.startswith("/token"):
