@@ -235,11 +235,10 @@ public final class Calibrator {
                 if sweep.grid != nil {
                     var rounding = sweep
                     rounding.mask = .fixed(refitted.map { $0 != 0 })
-                    result = try rounding.run(weights: refitted, k: k, n: n, h: h)
+                    result = try rounding.run(weights: refitted, k: k, n: n, h: h, errorAgainst: source)
                 } else {
-                    result = OBSSweep.Result(weights: refitted, relativeError: 0)
+                    result = OBSSweep.Result(weights: refitted, relativeError: OBSSweep.relativeError(source: source, compressed: refitted, k: k, n: n, h: h))
                 }
-                result.relativeError = OBSSweep.relativeError(source: source, compressed: result.weights, k: k, n: n, h: h)
             } else {
                 result = try sweep.run(weights: source, k: k, n: n, h: h)
             }

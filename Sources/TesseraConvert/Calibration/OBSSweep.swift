@@ -58,7 +58,9 @@ public struct OBSSweep: Sendable {
     struct Failure: Error, CustomStringConvertible { var description: String }
 
     /// `weights` (`k × n`, row-major) compressed against the statistics `h` (`k × k`, symmetric).
-    public func run(weights source: [Double], k: Int, n: Int, h: [Double]) throws -> Result {
+    /// `errorAgainst`: the weights `relativeError` is measured from (default: `source`), so a
+    /// second sweep over refitted weights reports the error from the original ones.
+    public func run(weights source: [Double], k: Int, n: Int, h: [Double], errorAgainst reference: [Double]? = nil) throws -> Result {
         precondition(source.count == k * n && h.count == k * k)
         if case .twoFour = mask { precondition(k % 4 == 0, "2:4 needs k divisible by 4") }
         var w = source
@@ -181,7 +183,7 @@ public struct OBSSweep: Sendable {
             start = end
         }
         return Result(weights: w, scales: scales, zeroPoints: zeros,
-                      relativeError: Self.relativeError(source: source, compressed: w, k: k, n: n, h: h))
+                      relativeError: Self.relativeError(source: reference ?? source, compressed: w, k: k, n: n, h: h))
     }
 
     /// Each output's kept weights (the non-zeros of `weights`) refitted to the exact least-squares
@@ -204,11 +206,8 @@ public struct OBSSweep: Sendable {
             }
             let l: [Double]
             do { l = try SymmetricSolver.cholesky(a, n: m) } catch { throw Failure(description: "the refit's statistics are not positive definite") }
-            // L·y = rhs, then Lᵀ·x = y.
-            var y = rhs
-            for p in 0 ..< m { for q in 0 ..< p { y[p] -= l[p * m + q] * y[q] }; y[p] /= l[p * m + p] }
-            for p in (0 ..< m).reversed() { for q in p + 1 ..< m { y[p] -= l[q * m + p] * y[q] }; y[p] /= l[p * m + p] }
-            for (p, i) in kept.enumerated() { out[i * n + c] = y[p] }
+            let x = SymmetricSolver.solve(lowerFactor: l, rhs, n: m)
+            for (p, i) in kept.enumerated() { out[i * n + c] = x[p] }
         }
         return out
     }

@@ -1,5 +1,5 @@
-/// Dense float64 linear algebra for the calibration sweep: Cholesky factors and the inverse of a
-/// symmetric positive definite matrix, row-major `n × n`. Loops are axpy-shaped (contiguous
+/// Dense float64 linear algebra for the calibration sweep: Cholesky factors, solves and the
+/// inverse of a symmetric positive definite matrix, row-major `n × n`. Loops are axpy-shaped (contiguous
 /// inner loops the compiler vectorizes); K = 1536 factors in well under a second.
 enum SymmetricSolver {
     struct NotPositiveDefinite: Error { var pivot: Int }
@@ -24,6 +24,14 @@ enum SymmetricSolver {
             }
         }
         return l
+    }
+
+    /// `x` with `a·x = b`, from the lower Cholesky factor of `a`: `L·y = b`, then `Lᵀ·x = y`.
+    static func solve(lowerFactor l: [Double], _ b: [Double], n: Int) -> [Double] {
+        var y = b
+        for p in 0 ..< n { for q in 0 ..< p { y[p] -= l[p * n + q] * y[q] }; y[p] /= l[p * n + p] }
+        for p in (0 ..< n).reversed() { for q in p + 1 ..< n { y[p] -= l[q * n + p] * y[q] }; y[p] /= l[p * n + p] }
+        return y
     }
 
     /// `a⁻¹` from the lower Cholesky factor of `a`: `a⁻¹ = L⁻ᵀ·L⁻¹`.
