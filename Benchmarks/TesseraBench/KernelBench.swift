@@ -39,6 +39,7 @@ struct KernelBench: ParsableCommand {
             let dense = model.normal(k * m)
             variants.append(("dense f32", SyntheticModel.dense("w", dense, [k, m], role: .matmulB, axis: 0), "ort_fp32", false))
             variants.append(("dense int8", SyntheticModel.int8PerChannel("w", dense, k: k, n: m), "ort_int8", false))
+            variants.append(("dense int8 W8A8", SyntheticModel.int8PerChannel("w", dense, k: k, n: m), "ort_int8", true))
             let pruned = model.pruned24(k, m)
             variants.append(("2:4 f32", try SyntheticModel.dense("w", pruned, [k, m], role: .matmulB, axis: 0).encoded(as: .sparse24), "numpy", false))
             let int8Sparse = try SyntheticModel.int8PerChannel("w", pruned, k: k, n: m).encoded(as: .sparse24)
@@ -95,6 +96,8 @@ struct KernelBench: ParsableCommand {
         case ("2:4 f32", "768x768x128"): return [String(format: "2:4 f32 GEMM %@: %.2fx numpy dense (target >= 1.0x)", at, vsNumpy)]
         case ("csr 90%", "768x768x128"):
             return [String(format: "CSR 90%% %@: %.2fx scipy CSR (target >= 3x), %.2fx numpy dense (target >= 1.5x)", at, vsPeer, vsNumpy)]
+        case ("dense int8 W8A8", "768x768x128"):
+            return [String(format: "dense int8 GEMM %@, uint8 activations quantized in the timed call: %.2fx onnxruntime MatMulInteger (target >= 0.7x)", at, vsPeer)]
         case ("2:4 int8", "4096x4096x1"): return [String(format: "2:4 int8 GEMV %@, float activations: %.2fx onnxruntime MatMulInteger", at, vsPeer)]
         case ("2:4 int8 W8A8", "4096x4096x1"):
             return [String(format: "2:4 int8 GEMV %@, uint8 activations like MatMulInteger's (quantized in the timed call): %.2fx onnxruntime MatMulInteger (target >= 1.0x)", at, vsPeer)]

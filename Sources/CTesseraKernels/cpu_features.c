@@ -10,6 +10,7 @@ int tessera_cpu_features(void) {
     if ((features & TESSERA_CPU_AVX2_FMA) && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw")
         && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
         features |= TESSERA_CPU_AVX512;
+    if ((features & TESSERA_CPU_AVX512) && __builtin_cpu_supports("avx512vnni")) features |= TESSERA_CPU_AVX512_VNNI;
     return features;
 #else
     return 0;

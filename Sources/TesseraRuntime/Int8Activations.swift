@@ -2,7 +2,7 @@
 import _Builtin_intrinsics.intel
 #endif
 
-/// Integer execution ("W8A8") of 2:4 weights with int8 codes: each activation row is quantized
+/// Integer execution ("W8A8") of dense and 2:4 weights with int8 codes: each activation row is quantized
 /// to uint8 as ONNX's DynamicQuantizeLinear does, every kept weight code multiplies the code of
 /// the activation its metadata picks, in int32, and each output is scaled back once. This is the
 /// arithmetic of onnxruntime's DynamicQuantizeLinear + MatMulInteger, not the reference one:
@@ -11,20 +11,27 @@ extension LinearOperator {
     /// Whether `applyQuantizingActivations` runs this weight: 2:4 with int8 codes, no zero points,
     /// one scale per output row, and a depth whose int32 sums cannot overflow.
     public var runsQuantizedActivations: Bool {
-        guard case .sparse24 = tensor.storage, let q = tensor.quantization, q.codeType == .int8,
-              scaleMap.isPerRow, !scaleMap.rowBase.isEmpty, scaleMap.zeroPoints.allSatisfy({ $0 == 0 }) else { return false }
-        return depth <= Self.maximumQuantizedDepth
+        guard let q = tensor.quantization, q.codeType == .int8, scaleMap.isPerRow, !scaleMap.rowBase.isEmpty,
+              scaleMap.zeroPoints.allSatisfy({ $0 == 0 }) else { return false }
+        switch tensor.storage {
+        case .sparse24: return depth <= Self.maximumQuantizedDepth
+        case .dense: return depth <= Self.maximumDenseQuantizedDepth
+        default: return false
+        }
     }
 
     /// Each int32 lane sums `depth / 32` terms code_w · (code_x − z) of at most 128 · 255 in
     /// magnitude: 1020 · depth, under 2³¹ up to this depth.
     static let maximumQuantizedDepth = 1 << 20
+    /// The dense GEMM core sums a whole row, code_w · code_x of at most 128 · 255 per depth,
+    /// in one int32: under 2³¹ up to this depth.
+    static let maximumDenseQuantizedDepth = 1 << 16
 
     /// `apply` with integer arithmetic (see above); one activation row at a time, the threads
     /// sharing a single row's outputs or, batched, taking whole rows each.
     public func applyQuantizingActivations(_ x: [Float], batch: Int, threads: Int = 1) throws -> [Float] {
         guard runsQuantizedActivations else {
-            throw RuntimeError(.unsupportedType, "cannot run with quantized activations: that needs a 2:4 weight with symmetric int8 codes, one scale per output and depth at most \(Self.maximumQuantizedDepth)", tensor: name)
+            throw RuntimeError(.unsupportedType, "cannot run with quantized activations: that needs a dense or 2:4 weight with symmetric int8 codes, one scale per output and depth at most \(Self.maximumDenseQuantizedDepth) (dense) or \(Self.maximumQuantizedDepth) (2:4)", tensor: name)
         }
         if let i = x.firstIndex(where: { !$0.isFinite }) {
             throw RuntimeError(.badActivations, "activation \(i) is \(x[i]); quantized activations must be finite", tensor: name)
@@ -35,6 +42,7 @@ extension LinearOperator {
     /// The unchecked form: `runsQuantizedActivations`, finite `x` of `batch * depth` floats, and
     /// room for `batch * rows` in `y`.
     public func applyQuantizingActivations(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int) {
+        if case .dense = tensor.storage { return applyDenseInt8(x, batch: batch, into: y, threads: threads) }
         guard case .sparse24(let values, _) = tensor.storage else { preconditionFailure("not a 2:4 tensor") }
         let (rows, depth) = (rows, depth)
         values.withBaseAddress { v in withSparse24Metadata { metadata in

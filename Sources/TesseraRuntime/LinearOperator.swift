@@ -20,6 +20,8 @@ public struct LinearOperator: @unchecked Sendable {
     /// Float32 rows along the reduction axis packed once into the batched kernel's 8-row panels
     /// (`withPackedPanels`): panel p holds weight (8p + i, k) at `8·(p·depth + k) + i`.
     private(set) var panels: PackedPanels?
+    /// A dense int8 weight's codes packed for the W8A8 GEMM core, made on its first use.
+    let packedInt8 = PackedInt8Cache()
 
     public var name: String { tensor.name }
     public var layout: LayoutKind { tensor.storage.kind }

@@ -21,6 +21,43 @@ import Testing
         #expect((KernelDispatch.kernels == nil) == (KernelDispatch.selected == .portable))
     }
 
+    /// The W8A8 GEMM core's VNNI variant against the portable loop: the same int32 sums (integer
+    /// arithmetic is exact), so the same outputs bit for bit, over partial blocks and tiles.
+    @Test func int8GEMMVariantsGiveTheSameOutputs() throws {
+        guard KernelDispatch.hasVNNI else { return }
+        for (shape, axis, batch) in [([70, 33], 0, 11), ([768, 96], 0, 16), ([5, 129], 1, 3)] {
+            let tensor = try KernelTests.tensor(shape: shape, axis: axis, values: .int8PerOutput, seed: 9)
+            let op = try LinearOperator(tensor)
+            let x = Self.random(batch * op.depth, seed: 4)
+            var portable = [Float](repeating: 0, count: batch * op.rows), vnni = portable
+            x.withUnsafeBufferPointer { xp in
+                portable.withUnsafeMutableBufferPointer { op.applyDenseInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 1, kernels: KernelDispatch.int8Kernels(for: .portable)) }
+                vnni.withUnsafeMutableBufferPointer { op.applyDenseInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 2, kernels: KernelDispatch.int8Kernels(for: .avx512)) }
+            }
+            #expect(portable.map(\.bitPattern) == vnni.map(\.bitPattern), "\(shape) batch \(batch)")
+        }
+    }
+
+    /// Both C quantizers give the codes, scale and zero point of `UInt8Activations`, the
+    /// quantizer of the 2:4 integer path: one definition of DynamicQuantizeLinear.
+    @Test func activationQuantizersAgree() {
+        var isas: [InstructionSet] = [.portable]
+        if KernelDispatch.hasVNNI { isas.append(.avx512) }
+        for (n, seed) in [(1, 1), (17, 2), (768, 3), (100, 4)] {
+            var x = Self.random(n, seed: UInt64(seed))
+            if seed == 4 { x = x.map { abs($0) } }   // no negative value: zero point 0
+            let reference = UInt8Activations(count: n)
+            defer { reference.deallocate() }
+            x.withUnsafeBufferPointer { reference.quantize($0.baseAddress!) }
+            for isa in isas {
+                var codes = [UInt8](repeating: 0, count: n), scale: Float = 0, zeroPoint: Int32 = 0
+                KernelDispatch.int8Kernels(for: isa).quantize(x, n, &codes, &scale, &zeroPoint)
+                #expect(codes == Array(UnsafeBufferPointer(start: reference.codes, count: n)), "\(isa) n \(n)")
+                #expect(scale.bitPattern == reference.scale.bitPattern && zeroPoint == reference.zeroPoint, "\(isa) n \(n)")
+            }
+        }
+    }
+
     @Test func tilesMatchThePortableKernels() throws {
         for isa in Self.variants {
             let k = try #require(KernelDispatch.table(for: isa))

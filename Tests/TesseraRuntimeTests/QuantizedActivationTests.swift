@@ -2,7 +2,7 @@ import Testing
 import Tessera
 import TesseraRuntime
 
-/// `applyQuantizingActivations` (2:4 int8 weights x uint8 activations, integer sums) against an
+/// `applyQuantizingActivations` (dense and 2:4 int8 weights x uint8 activations, integer sums) against an
 /// oracle that quantizes the activations by ONNX DynamicQuantizeLinear's definition and
 /// multiplies in float64, and against the float product within the documented bound.
 @Suite struct QuantizedActivationTests {
@@ -10,13 +10,17 @@ import TesseraRuntime
     /// 32-group vector steps plus a remainder), 129 with rows starting mid-byte, and 512.
     static let weights: [(shape: [Int], axis: Int)] = [([76, 5], 0), ([3, 148], 1), ([260, 9], 0), ([5, 516], 1), ([2048, 3], 0)]
 
-    @Test func integerSumsMatchTheQuantizedOracle() throws {
-        for (index, weight) in Self.weights.enumerated() {
+    /// Dense weights also at 33 and 70 outputs (a partial 32-row block) and 11 rows of batch (a
+    /// full and a partial 8-row tile).
+    @Test(arguments: [LayoutKind.sparse24, .dense])
+    func integerSumsMatchTheQuantizedOracle(layout: LayoutKind) throws {
+        let extra: [(shape: [Int], axis: Int)] = layout == .dense ? [([33, 70], 0), ([70, 33], 1)] : []
+        for (index, weight) in (Self.weights + extra).enumerated() {
             let tensor = try KernelTests.tensor(shape: weight.shape, axis: weight.axis, values: .int8PerOutput, seed: UInt64(index + 3))
-            let op = try LinearOperator(try tensor.encoded(as: .sparse24))
+            let op = try LinearOperator(try tensor.encoded(as: layout))
             try #require(op.runsQuantizedActivations)
             let dense = try tensor.densify()
-            for batch in [1, 3] {
+            for batch in layout == .dense ? [1, 3, 11] : [1, 3] {
                 var x = KernelTests.random(count: batch * op.depth, seed: UInt64(batch * 7 + index))
                 if batch == 3 { x.replaceSubrange(op.depth ..< 2 * op.depth, with: repeatElement(0, count: op.depth)) }   // an all-zero row
                 for threads in [1, 2] {
@@ -43,8 +47,9 @@ import TesseraRuntime
 
     @Test func otherWeightsAndBadActivationsAreRefused() throws {
         let shape = [8, 6], x = KernelTests.random(count: 8, seed: 5)
-        for (values, layout) in [(KernelTests.Values.float32, LayoutKind.sparse24), (.int8PerOutput, .csr), (.int8PerOutput, .dense),
-                                 (.int8AsymmetricPerOutput, .sparse24), (.int8PerDepth, .sparse24)] {
+        for (values, layout) in [(KernelTests.Values.float32, LayoutKind.sparse24), (.int8PerOutput, .csr), (KernelTests.Values.float32, .dense),
+                                 (.int8AsymmetricPerOutput, .sparse24), (.int8PerDepth, .sparse24), (.int8AsymmetricPerOutput, .dense),
+                                 (.int8PerDepth, .dense)] {
             let op = try LinearOperator(try KernelTests.tensor(shape: shape, axis: 0, values: values, seed: 2).encoded(as: layout))
             #expect(!op.runsQuantizedActivations, "\(values) \(layout)")
             #expect(throws: RuntimeError.self, "\(values) \(layout)") { try op.applyQuantizingActivations(x, batch: 1) }

@@ -90,13 +90,41 @@ typedef struct {
 /* The instruction sets this CPU (and its OS, for the wide registers) supports. */
 enum {
     TESSERA_CPU_AVX2_FMA = 1,
-    TESSERA_CPU_AVX512 = 2,   /* F, BW, DQ and VL */
+    TESSERA_CPU_AVX512 = 2,        /* F, BW, DQ and VL */
+    TESSERA_CPU_AVX512_VNNI = 4,   /* with AVX512 */
 };
 int tessera_cpu_features(void);
 
 #if defined(__x86_64__)
 extern const tessera_kernels tessera_kernels_avx2;
 extern const tessera_kernels tessera_kernels_avx512;
+#endif
+
+/* The W8A8 GEMM ("integer path"), in three steps, with a portable variant and one for AVX-512
+   VNNI that computes the same bits:
+   - quantize: x[0 ..< n] to uint8 codes as ONNX DynamicQuantizeLinear does (range
+     [min(0, min x), max(0, max x)] over 255 steps, rounding half to even), with its scale and
+     zero point;
+   - gemm: acc[b·16·blocks + r] = Σ_k x[b·kp + k] · w[r][k], exact in int32, for b < batch and
+     r < 16·blocks; x holds kp codes per row (kp a multiple of 4, zero-padded) and wp the int8
+     codes packed 16 rows at a time: wp[(rb·kp/4 + k4)·64 + 4·j + t] = w[16·rb + j][4·k4 + t];
+     blocks must be even;
+   - finish: out[b·rows + r] = row_scales[r] · scales[b] · (acc[b·ldc + r] − zero_points[b] ·
+     row_sums[r]), the difference exact in int32 (it fits while depth <= 65536). */
+typedef void (*tessera_quantize_u8_fn)(const float *x, ptrdiff_t n, uint8_t *codes, float *scale, int32_t *zero_point);
+typedef void (*tessera_int8_gemm_fn)(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const int8_t *wp,
+                                     ptrdiff_t blocks, int32_t *acc);
+typedef void (*tessera_int8_finish_fn)(const int32_t *acc, ptrdiff_t batch, ptrdiff_t ldc, const int32_t *row_sums,
+                                       const float *row_scales, const int32_t *zero_points, const float *scales,
+                                       float *out, ptrdiff_t rows);
+typedef struct {
+    tessera_quantize_u8_fn quantize;
+    tessera_int8_gemm_fn gemm;
+    tessera_int8_finish_fn finish;
+} tessera_int8_kernels;
+extern const tessera_int8_kernels tessera_int8_kernels_portable;
+#if defined(__x86_64__)
+extern const tessera_int8_kernels tessera_int8_kernels_vnni;
 #endif
 
 /* Keeps freed memory in the process for reuse (glibc: large blocks from the heap, not mmap, and

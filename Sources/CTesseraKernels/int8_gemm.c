@@ -1,0 +1,141 @@
+/* The W8A8 GEMM in three steps: activation rows quantized to uint8 (ONNX DynamicQuantizeLinear),
+   uint8 x int8 codes summed exactly in int32, and the sums scaled back to float. The portable
+   variant is plain C; the VNNI variant computes the same values (exact integer sums, the same
+   float operations in the same order), so results do not depend on the variant. */
+#include <math.h>
+#include <string.h>
+#include "tessera_kernels.h"
+
+void tessera_quantize_u8_portable(const float *x, ptrdiff_t n, uint8_t *codes, float *scale, int32_t *zero_point) {
+    float low = 0, high = 0;
+    for (ptrdiff_t i = 0; i < n; i++) { low = x[i] < low ? x[i] : low; high = x[i] > high ? x[i] : high; }
+    float s = (high - low) / 255;
+    *scale = s;
+    if (!(s > 0)) { *zero_point = 0; memset(codes, 0, (size_t)n); return; }
+    float z = fminf(fmaxf(nearbyintf(-low / s), 0), 255);
+    *zero_point = (int32_t)z;
+    for (ptrdiff_t i = 0; i < n; i++) codes[i] = (uint8_t)fminf(fmaxf(nearbyintf(x[i] / s) + z, 0), 255);
+}
+
+void tessera_int8_gemm_portable(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const int8_t *wp, ptrdiff_t blocks,
+                                int32_t *acc) {
+    ptrdiff_t ldc = blocks * 16, k4n = kp / 4;
+    for (ptrdiff_t b = 0; b < batch; b++) {
+        const uint8_t *xr = x + b * kp;
+        for (ptrdiff_t rb = 0; rb < blocks; rb++) {
+            const int8_t *w = wp + rb * k4n * 64;
+            int32_t s[16] = {0};
+            for (ptrdiff_t k4 = 0; k4 < k4n; k4++)
+                for (int j = 0; j < 16; j++)
+                    for (int t = 0; t < 4; t++) s[j] += (int32_t)xr[4 * k4 + t] * (int32_t)w[64 * k4 + 4 * j + t];
+            memcpy(acc + b * ldc + 16 * rb, s, sizeof s);
+        }
+    }
+}
+
+/* Wrapping int32 arithmetic is exact here: the true difference Σ (code_x − z)·code_w fits. */
+static inline int32_t corrected(int32_t sum, int32_t zero_point, int32_t row_sum) {
+    return (int32_t)((uint32_t)sum - (uint32_t)zero_point * (uint32_t)row_sum);
+}
+
+void tessera_int8_finish_portable(const int32_t *acc, ptrdiff_t batch, ptrdiff_t ldc, const int32_t *row_sums,
+                                  const float *row_scales, const int32_t *zero_points, const float *scales, float *out,
+                                  ptrdiff_t rows) {
+    for (ptrdiff_t b = 0; b < batch; b++)
+        for (ptrdiff_t r = 0; r < rows; r++)
+            out[b * rows + r] = row_scales[r] * scales[b] * (float)corrected(acc[b * ldc + r], zero_points[b], row_sums[r]);
+}
+
+const tessera_int8_kernels tessera_int8_kernels_portable = {
+    tessera_quantize_u8_portable, tessera_int8_gemm_portable, tessera_int8_finish_portable,
+};
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+
+static VNNI void quantize_u8_vnni(const float *x, ptrdiff_t n, uint8_t *codes, float *scale, int32_t *zero_point) {
+    __m512 lo = _mm512_setzero_ps(), hi = _mm512_setzero_ps();
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16) { __m512 v = _mm512_loadu_ps(x + i); lo = _mm512_min_ps(lo, v); hi = _mm512_max_ps(hi, v); }
+    float low = _mm512_reduce_min_ps(lo), high = _mm512_reduce_max_ps(hi);
+    for (; i < n; i++) { low = x[i] < low ? x[i] : low; high = x[i] > high ? x[i] : high; }
+    float s = (high - low) / 255;
+    *scale = s;
+    if (!(s > 0)) { *zero_point = 0; memset(codes, 0, (size_t)n); return; }
+    float z = fminf(fmaxf(nearbyintf(-low / s), 0), 255);
+    *zero_point = (int32_t)z;
+    __m512 vs = _mm512_set1_ps(s), vz = _mm512_set1_ps(z), top = _mm512_set1_ps(255), zero = _mm512_setzero_ps();
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m512 q = _mm512_roundscale_ps(_mm512_div_ps(_mm512_loadu_ps(x + i), vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+        q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, vz), zero), top);
+        _mm_storeu_si128((__m128i *)(codes + i), _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(q)));
+    }
+    for (; i < n; i++) codes[i] = (uint8_t)fminf(fmaxf(nearbyintf(x[i] / s) + z, 0), 255);
+}
+
+/* nb (<= 8) activation rows by two 16-row weight blocks: 16 int32 accumulators in registers,
+   one vpdpbusd per row and block for each four depths. */
+static inline __attribute__((always_inline)) VNNI void tile(int nb, const uint8_t *x, ptrdiff_t kp, const int8_t *w0,
+                                                            const int8_t *w1, ptrdiff_t k4n, int32_t *acc, ptrdiff_t ldc) {
+    __m512i c0[8], c1[8];
+    for (int i = 0; i < nb; i++) { c0[i] = _mm512_setzero_si512(); c1[i] = _mm512_setzero_si512(); }
+    for (ptrdiff_t k4 = 0; k4 < k4n; k4++) {
+        __m512i a0 = _mm512_loadu_si512(w0 + 64 * k4), a1 = _mm512_loadu_si512(w1 + 64 * k4);
+        for (int i = 0; i < nb; i++) {
+            int32_t four;
+            memcpy(&four, x + i * kp + 4 * k4, 4);
+            __m512i xb = _mm512_set1_epi32(four);
+            c0[i] = _mm512_dpbusd_epi32(c0[i], xb, a0);
+            c1[i] = _mm512_dpbusd_epi32(c1[i], xb, a1);
+        }
+    }
+    for (int i = 0; i < nb; i++) {
+        _mm512_storeu_si512(acc + i * ldc, c0[i]);
+        _mm512_storeu_si512(acc + i * ldc + 16, c1[i]);
+    }
+}
+
+static VNNI void int8_gemm_vnni(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const int8_t *wp, ptrdiff_t blocks,
+                                int32_t *acc) {
+    ptrdiff_t ldc = blocks * 16, k4n = kp / 4;
+    for (ptrdiff_t b0 = 0; b0 < batch; b0 += 8) {
+        ptrdiff_t nb = batch - b0 < 8 ? batch - b0 : 8;
+        for (ptrdiff_t rb = 0; rb < blocks; rb += 2) {
+            const int8_t *w0 = wp + rb * k4n * 64, *w1 = w0 + k4n * 64;
+            const uint8_t *xs = x + b0 * kp;
+            int32_t *out = acc + b0 * ldc + 16 * rb;
+            switch (nb) {
+            case 8: tile(8, xs, kp, w0, w1, k4n, out, ldc); break;
+            case 7: tile(7, xs, kp, w0, w1, k4n, out, ldc); break;
+            case 6: tile(6, xs, kp, w0, w1, k4n, out, ldc); break;
+            case 5: tile(5, xs, kp, w0, w1, k4n, out, ldc); break;
+            case 4: tile(4, xs, kp, w0, w1, k4n, out, ldc); break;
+            case 3: tile(3, xs, kp, w0, w1, k4n, out, ldc); break;
+            case 2: tile(2, xs, kp, w0, w1, k4n, out, ldc); break;
+            default: tile(1, xs, kp, w0, w1, k4n, out, ldc); break;
+            }
+        }
+    }
+}
+
+static VNNI void int8_finish_vnni(const int32_t *acc, ptrdiff_t batch, ptrdiff_t ldc, const int32_t *row_sums,
+                                  const float *row_scales, const int32_t *zero_points, const float *scales, float *out,
+                                  ptrdiff_t rows) {
+    for (ptrdiff_t b = 0; b < batch; b++) {
+        __m512i z = _mm512_set1_epi32(zero_points[b]);
+        __m512 s = _mm512_set1_ps(scales[b]);
+        ptrdiff_t r = 0;
+        for (; r + 16 <= rows; r += 16) {
+            __m512i sum = _mm512_sub_epi32(_mm512_loadu_si512(acc + b * ldc + r), _mm512_mullo_epi32(z, _mm512_loadu_si512(row_sums + r)));
+            __m512 f = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(row_scales + r), s), _mm512_cvtepi32_ps(sum));
+            _mm512_storeu_ps(out + b * rows + r, f);
+        }
+        for (; r < rows; r++)
+            out[b * rows + r] = row_scales[r] * scales[b] * (float)corrected(acc[b * ldc + r], zero_points[b], row_sums[r]);
+    }
+}
+
+const tessera_int8_kernels tessera_int8_kernels_vnni = { quantize_u8_vnni, int8_gemm_vnni, int8_finish_vnni };
+#endif

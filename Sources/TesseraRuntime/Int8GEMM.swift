@@ -1,0 +1,109 @@
+import CTesseraKernels
+import Foundation
+import Tessera
+
+/// A dense int8 weight's codes packed for the W8A8 GEMM (`tessera_int8_kernels`): 16 rows at a
+/// time, four depths per 64-byte step, rows padded to a multiple of 32 and depth to a multiple
+/// of 4 with zero codes; each row's code sum (for the activations' zero point) and scale.
+/// Built once, on the first integer product, so a weight never run that way costs nothing.
+final class PackedInt8Weight: @unchecked Sendable {
+    let blocks: Int
+    let paddedDepth: Int
+    let codes: UnsafeMutablePointer<Int8>
+    let rowSums: [Int32]
+    let rowScales: [Float]
+
+    init(_ op: LinearOperator, codes source: UnsafePointer<Int8>) {
+        let (rows, depth) = (op.rows, op.depth)
+        blocks = (rows + 31) / 32 * 2
+        paddedDepth = (depth + 3) / 4 * 4
+        let count = blocks * 16 * paddedDepth
+        codes = .allocate(capacity: max(1, count))
+        codes.initialize(repeating: 0, count: max(1, count))
+        var sums = [Int32](repeating: 0, count: rows)
+        let steps = paddedDepth / 4
+        for r in 0 ..< rows {
+            let (block, j) = (r / 16, r % 16)
+            var sum: Int32 = 0
+            for k in 0 ..< depth {
+                let code = source[op.view.logicalIndex(row: r, k: k)]
+                codes[(block * steps + k / 4) * 64 + 4 * j + k % 4] = code
+                sum += Int32(code)
+            }
+            sums[r] = sum
+        }
+        rowSums = sums
+        rowScales = (0 ..< rows).map { op.scaleMap.scales[op.scaleMap.rowBase[$0]] }
+    }
+
+    deinit { codes.deallocate() }
+}
+
+/// The packed form, made on first use and shared by copies of the operator.
+final class PackedInt8Cache: @unchecked Sendable {
+    private let lock = NSLock()
+    private var packed: PackedInt8Weight?
+
+    func get(_ make: () -> PackedInt8Weight) -> PackedInt8Weight {
+        lock.lock(); defer { lock.unlock() }
+        if let packed { return packed }
+        let made = make()
+        packed = made
+        return made
+    }
+}
+
+extension KernelDispatch {
+    /// The W8A8 GEMM's kernels: the VNNI variant where the CPU has it and the selected variant is
+    /// AVX-512, else the portable C loops. Both give the same bits.
+    static let int8Kernels = int8Kernels(for: selected)
+
+    static func int8Kernels(for isa: InstructionSet) -> tessera_int8_kernels {
+#if arch(x86_64)
+        if isa == .avx512, hasVNNI { return tessera_int8_kernels_vnni }
+#endif
+        return tessera_int8_kernels_portable
+    }
+
+    /// Whether this CPU has AVX-512 VNNI (vpdpbusd).
+    public static let hasVNNI: Bool = {
+#if arch(x86_64)
+        return tessera_cpu_features() & Int32(TESSERA_CPU_AVX512_VNNI) != 0
+#else
+        return false
+#endif
+    }()
+}
+
+extension LinearOperator {
+    /// Activation rows per call of the GEMM core (its register tile).
+    static let int8Tile = 8
+
+    /// A dense int8 weight's W8A8 product (see `applyQuantizingActivations`): activation rows
+    /// quantized to uint8 as DynamicQuantizeLinear does, the integer GEMM on eight rows at a
+    /// time, then per output `scale_w · scale_x · (Σ code_w·code_x − z_x · Σ code_w)`.
+    func applyDenseInt8(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int,
+                        kernels: tessera_int8_kernels = KernelDispatch.int8Kernels) {
+        guard case .dense(let values) = tensor.storage else { preconditionFailure("not a dense tensor") }
+        let packed = values.withBaseAddress { v in
+            packedInt8.get { PackedInt8Weight(self, codes: v.assumingMemoryBound(to: Int8.self)) }
+        }
+        let (rows, depth, kp, ldc, tile) = (rows, depth, packed.paddedDepth, packed.blocks * 16, Self.int8Tile)
+        packed.rowSums.withUnsafeBufferPointer { rowSums in packed.rowScales.withUnsafeBufferPointer { rowScales in
+            Threads.split(batch, threads: threads, granularity: tile) { range in
+                // Eight rows at a time: the scratch stays small and in cache.
+                let xq = UnsafeMutablePointer<UInt8>.allocate(capacity: tile * kp)
+                let acc = UnsafeMutablePointer<Int32>.allocate(capacity: tile * ldc)
+                var scales = [Float](repeating: 0, count: tile), zeroPoints = [Int32](repeating: 0, count: tile)
+                defer { xq.deallocate(); acc.deallocate() }
+                xq.initialize(repeating: 0, count: tile * kp)
+                for start in stride(from: range.lowerBound, to: range.upperBound, by: tile) {
+                    let n = min(tile, range.upperBound - start)
+                    for i in 0 ..< n { kernels.quantize(x + (start + i) * depth, depth, xq + i * kp, &scales[i], &zeroPoints[i]) }
+                    kernels.gemm(xq, n, kp, packed.codes, packed.blocks, acc)
+                    kernels.finish(acc, n, ldc, rowSums.baseAddress!, rowScales.baseAddress!, zeroPoints, scales, y + start * rows, rows)
+                }
+            }
+        } }
+    }
+}
