@@ -198,7 +198,10 @@ public final class AtomicFile {
         guard let dir = opendir(folder) else { return }
         defer { closedir(dir) }
         while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            // d_name is read in place: a record is only as long as its name, so copying the
+            // declared 256-byte array reads past the end of the last record (AddressSanitizer).
+            let name = String(cString: UnsafeRawPointer(entry).advanced(by: MemoryLayout<dirent>.offset(of: \dirent.d_name)!)
+                .assumingMemoryBound(to: CChar.self))
             guard name.hasPrefix(prefix), let pid = Int32(name.dropFirst(prefix.count).prefix { $0 != "-" }), pid > 0 else { continue }
             if kill(pid, 0) != 0 && errno == ESRCH { unlink("\(folder)/\(name)") }
         }
