@@ -8,9 +8,9 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Time each GEMM weight's kernel against the dense float32 kernel on the same shape.",
         discussion: """
-            For 2:4 weights with symmetric int8 codes and one scale per output, batch 1 is also timed \
-            with the activations quantized to uint8 and integer sums (the "uint8 x ms" column; \
-            LinearOperator.applyQuantizingActivations), the arithmetic of onnxruntime's MatMulInteger.
+            For dense and 2:4 weights with symmetric int8 codes and one scale per output, each batch is \
+            also timed with the activations quantized to uint8 and integer sums (the "uint8 x ms" \
+            column; LinearOperator.applyQuantizingActivations), the arithmetic of onnxruntime's MatMulInteger.
             """)
 
     @Argument(help: "A .tess file.")
@@ -49,7 +49,7 @@ struct Bench: ParsableCommand {
                 for n in Set([1, batch]).sorted() {
                     let x = SourceVerifier.activations(count: n * op.depth, seed: 1)
                     let kernel = time(op, x, n), reference = time(dense, x, n)
-                    let integer = n == 1 && op.runsQuantizedActivations ? time(op, x, n, quantizingActivations: true) : nil
+                    let integer = op.runsQuantizedActivations ? time(op, x, n, quantizingActivations: true) : nil
                     rows.append([stored.name, stored.storage.kind.description, stored.quantization.map { "\($0.codeType)" } ?? "-",
                                  "\(op.rows) x \(op.depth)", "\(n)", String(format: "%.4f", kernel * 1e3),
                                  String(format: "%.4f", reference * 1e3), String(format: "%.2fx", reference / kernel),
