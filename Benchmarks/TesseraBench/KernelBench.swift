@@ -98,6 +98,8 @@ struct KernelBench: ParsableCommand {
             return [String(format: "CSR 90%% %@: %.2fx scipy CSR (target >= 3x), %.2fx numpy dense (target >= 1.5x)", at, vsPeer, vsNumpy)]
         case ("dense int8 W8A8", "768x768x128"):
             return [String(format: "dense int8 GEMM %@, uint8 activations quantized in the timed call: %.2fx onnxruntime MatMulInteger (target >= 0.7x)", at, vsPeer)]
+        case ("2:4 int8 W8A8", "768x768x128"):
+            return [String(format: "2:4 int8 GEMM %@, uint8 activations (as a GEMM on packed codes): %.2fx onnxruntime MatMulInteger (target >= 1.2x)", at, vsPeer)]
         case ("2:4 int8", "4096x4096x1"): return [String(format: "2:4 int8 GEMV %@, float activations: %.2fx onnxruntime MatMulInteger", at, vsPeer)]
         case ("2:4 int8 W8A8", "4096x4096x1"):
             return [String(format: "2:4 int8 GEMV %@, uint8 activations like MatMulInteger's (quantized in the timed call): %.2fx onnxruntime MatMulInteger (target >= 1.0x)", at, vsPeer)]

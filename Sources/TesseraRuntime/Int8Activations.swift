@@ -42,32 +42,23 @@ extension LinearOperator {
     /// The unchecked form: `runsQuantizedActivations`, finite `x` of `batch * depth` floats, and
     /// room for `batch * rows` in `y`.
     public func applyQuantizingActivations(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int) {
-        if case .dense = tensor.storage { return applyDenseInt8(x, batch: batch, into: y, threads: threads) }
-        guard case .sparse24(let values, _) = tensor.storage else { preconditionFailure("not a 2:4 tensor") }
+        // A 2:4 weight's single activation row runs the 2:4 GEMV, which reads only kept codes.
+        // Dense weights, and batches, run as a GEMM on packed codes (a 2:4 weight's pruned codes
+        // as zeros): the same integer sums, so the same outputs either way (tested).
+        guard batch > 0 else { return }
+        guard batch == 1, case .sparse24(let values, _) = tensor.storage else {
+            return applyPackedInt8(x, batch: batch, into: y, threads: threads)
+        }
         let (rows, depth) = (rows, depth)
         values.withBaseAddress { v in withSparse24Metadata { metadata in
             scaleMap.scales.withUnsafeBufferPointer { scales in scaleMap.rowBase.withUnsafeBufferPointer { rowBase in
                 let kernel = Sparse24Int8GEMV(codes: v.assumingMemoryBound(to: Int8.self), metadata: metadata,
                                               scales: scales.baseAddress!, rowBase: rowBase.baseAddress!, groupsPerRow: depth / 4)
-                if batch == 1 {
-                    let codes = UInt8Activations(count: depth)
-                    defer { codes.deallocate() }
-                    codes.quantize(x)
-                    Threads.split(rows, threads: threads, granularity: 4) { range in
-                        for r in range { y[r] = kernel.row(r, codes) }
-                    }
-                    return
-                }
-                // Splitting each row's outputs instead cost a dispatch per row: two threads
-                // were slower than one at 768 x 768 x 128.
-                Threads.split(batch, threads: threads) { batchRows in
-                    let codes = UInt8Activations(count: depth)
-                    defer { codes.deallocate() }
-                    for b in batchRows {
-                        codes.quantize(x + b * depth)
-                        let out = y + b * rows
-                        for r in 0 ..< rows { out[r] = kernel.row(r, codes) }
-                    }
+                let codes = UInt8Activations(count: depth)
+                defer { codes.deallocate() }
+                codes.quantize(x)
+                Threads.split(rows, threads: threads, granularity: 4) { range in
+                    for r in range { y[r] = kernel.row(r, codes) }
                 }
             } }
         } }

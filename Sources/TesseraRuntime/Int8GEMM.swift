@@ -2,10 +2,11 @@ import CTesseraKernels
 import Foundation
 import Tessera
 
-/// A dense int8 weight's codes packed for the W8A8 GEMM (`tessera_int8_kernels`): 16 rows at a
-/// time, four depths per 64-byte step, rows padded to a multiple of 32 and depth to a multiple
-/// of 4 with zero codes; each row's code sum (for the activations' zero point) and scale.
-/// Built once, on the first integer product, so a weight never run that way costs nothing.
+/// An int8 weight's codes packed for the W8A8 GEMM (`tessera_int8_kernels`): 16 rows at a time,
+/// four depths per 64-byte step, rows padded to a multiple of 32 and depth to a multiple of 4
+/// with zero codes (a 2:4 weight's pruned codes are zeros too); each row's code sum (for the
+/// activations' zero point) and scale. Built once, on the first integer product, so a weight
+/// never run that way costs nothing.
 final class PackedInt8Weight: @unchecked Sendable {
     let blocks: Int
     let paddedDepth: Int
@@ -13,22 +14,25 @@ final class PackedInt8Weight: @unchecked Sendable {
     let rowSums: [Int32]
     let rowScales: [Float]
 
-    init(_ op: LinearOperator, codes source: UnsafePointer<Int8>) {
+    /// `row(r, out)` writes row r's `depth` codes to `out`.
+    init(_ op: LinearOperator, row: (Int, UnsafeMutablePointer<Int8>) -> Void) {
         let (rows, depth) = (op.rows, op.depth)
         blocks = (rows + 31) / 32 * 2
         paddedDepth = (depth + 3) / 4 * 4
         let count = blocks * 16 * paddedDepth
         codes = .allocate(capacity: max(1, count))
         codes.initialize(repeating: 0, count: max(1, count))
+        let line = UnsafeMutablePointer<Int8>.allocate(capacity: max(1, depth))
+        defer { line.deallocate() }
         var sums = [Int32](repeating: 0, count: rows)
         let steps = paddedDepth / 4
         for r in 0 ..< rows {
             let (block, j) = (r / 16, r % 16)
+            row(r, line)
             var sum: Int32 = 0
             for k in 0 ..< depth {
-                let code = source[op.view.logicalIndex(row: r, k: k)]
-                codes[(block * steps + k / 4) * 64 + 4 * j + k % 4] = code
-                sum += Int32(code)
+                codes[(block * steps + k / 4) * 64 + 4 * j + k % 4] = line[k]
+                sum += Int32(line[k])
             }
             sums[r] = sum
         }
@@ -37,6 +41,27 @@ final class PackedInt8Weight: @unchecked Sendable {
     }
 
     deinit { codes.deallocate() }
+
+    /// A dense weight's codes, read through the operator's view.
+    static func dense(_ op: LinearOperator, codes: UnsafePointer<Int8>) -> PackedInt8Weight {
+        PackedInt8Weight(op) { r, out in
+            for k in 0 ..< op.depth { out[k] = codes[op.view.logicalIndex(row: r, k: k)] }
+        }
+    }
+
+    /// A 2:4 weight's codes, each kept pair at its metadata's positions and zeros elsewhere.
+    static func sparse24(_ op: LinearOperator, codes: UnsafePointer<Int8>, metadata: UnsafePointer<UInt8>) -> PackedInt8Weight {
+        let groups = op.depth / 4
+        return PackedInt8Weight(op) { r, out in
+            out.initialize(repeating: 0, count: op.depth)
+            let first = r * groups
+            for g in 0 ..< groups {
+                let (i0, i1) = keptPositions(metadata, first + g)
+                out[4 * g + i0] = codes[2 * (first + g)]
+                out[4 * g + i1] = codes[2 * (first + g) + 1]
+            }
+        }
+    }
 }
 
 /// The packed form, made on first use and shared by copies of the operator.
@@ -79,14 +104,22 @@ extension LinearOperator {
     /// Activation rows per call of the GEMM core (its register tile).
     static let int8Tile = 8
 
-    /// A dense int8 weight's W8A8 product (see `applyQuantizingActivations`): activation rows
-    /// quantized to uint8 as DynamicQuantizeLinear does, the integer GEMM on eight rows at a
-    /// time, then per output `scale_w · scale_x · (Σ code_w·code_x − z_x · Σ code_w)`.
-    func applyDenseInt8(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int,
-                        kernels: tessera_int8_kernels = KernelDispatch.int8Kernels) {
-        guard case .dense(let values) = tensor.storage else { preconditionFailure("not a dense tensor") }
-        let packed = values.withBaseAddress { v in
-            packedInt8.get { PackedInt8Weight(self, codes: v.assumingMemoryBound(to: Int8.self)) }
+    /// An int8 weight's W8A8 product as a GEMM on its packed codes (see
+    /// `applyQuantizingActivations`): activation rows quantized to uint8 as DynamicQuantizeLinear
+    /// does, the integer GEMM on eight rows at a time, then per output
+    /// `scale_w · scale_x · (Σ code_w·code_x − z_x · Σ code_w)`.
+    func applyPackedInt8(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int,
+                         kernels: tessera_int8_kernels = KernelDispatch.int8Kernels) {
+        let packed: PackedInt8Weight
+        switch tensor.storage {
+        case .dense(let values):
+            packed = values.withBaseAddress { v in packedInt8.get { .dense(self, codes: v.assumingMemoryBound(to: Int8.self)) } }
+        case .sparse24(let values, _):
+            packed = values.withBaseAddress { v in withSparse24Metadata { metadata in
+                packedInt8.get { .sparse24(self, codes: v.assumingMemoryBound(to: Int8.self), metadata: metadata) }
+            } }
+        default:
+            preconditionFailure("not a dense or 2:4 tensor")
         }
         let (rows, depth, kp, ldc, tile) = (rows, depth, packed.paddedDepth, packed.blocks * 16, Self.int8Tile)
         packed.rowSums.withUnsafeBufferPointer { rowSums in packed.rowScales.withUnsafeBufferPointer { rowScales in

@@ -31,8 +31,8 @@ import Testing
             let x = Self.random(batch * op.depth, seed: 4)
             var portable = [Float](repeating: 0, count: batch * op.rows), vnni = portable
             x.withUnsafeBufferPointer { xp in
-                portable.withUnsafeMutableBufferPointer { op.applyDenseInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 1, kernels: KernelDispatch.int8Kernels(for: .portable)) }
-                vnni.withUnsafeMutableBufferPointer { op.applyDenseInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 2, kernels: KernelDispatch.int8Kernels(for: .avx512)) }
+                portable.withUnsafeMutableBufferPointer { op.applyPackedInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 1, kernels: KernelDispatch.int8Kernels(for: .portable)) }
+                vnni.withUnsafeMutableBufferPointer { op.applyPackedInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 2, kernels: KernelDispatch.int8Kernels(for: .avx512)) }
             }
             #expect(portable.map(\.bitPattern) == vnni.map(\.bitPattern), "\(shape) batch \(batch)")
         }

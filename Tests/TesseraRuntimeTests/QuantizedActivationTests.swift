@@ -45,6 +45,22 @@ import TesseraRuntime
         }
     }
 
+    /// A 2:4 batch runs as a GEMM on packed codes, a single row through the 2:4 GEMV: each batch
+    /// row comes out bit for bit as it does alone.
+    @Test func sparseBatchRowsEqualSingleRows() throws {
+        for (index, weight) in Self.weights.enumerated() {
+            let tensor = try KernelTests.tensor(shape: weight.shape, axis: weight.axis, values: .int8PerOutput, seed: UInt64(index + 11))
+            let op = try LinearOperator(try tensor.encoded(as: .sparse24))
+            let batch = 9
+            let x = KernelTests.random(count: batch * op.depth, seed: UInt64(index + 5))
+            let together = try op.applyQuantizingActivations(x, batch: batch, threads: 2)
+            for b in 0 ..< batch {
+                let alone = try op.applyQuantizingActivations(Array(x[b * op.depth ..< (b + 1) * op.depth]), batch: 1)
+                #expect(alone.map(\.bitPattern) == together[b * op.rows ..< (b + 1) * op.rows].map(\.bitPattern), "\(weight.shape) row \(b)")
+            }
+        }
+    }
+
     @Test func otherWeightsAndBadActivationsAreRefused() throws {
         let shape = [8, 6], x = KernelTests.random(count: 8, seed: 5)
         for (values, layout) in [(KernelTests.Values.float32, LayoutKind.sparse24), (.int8PerOutput, .csr), (KernelTests.Values.float32, .dense),
