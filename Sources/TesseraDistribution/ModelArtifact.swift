@@ -66,8 +66,10 @@ public struct ModelArtifact: Sendable {
         tensorRuns = runs
     }
 
-    public func storedBytes(ofTensor t: Int) -> Int {
-        skeleton.tensors[t].buffers.reduce(0) { $0 + skeleton.buffers[$1.buffer].storedLength }
+    public func storedBytes(ofTensor t: Int) -> Int { Self.storedBytes(skeleton, t) }
+
+    static func storedBytes(_ s: FileSkeleton, _ t: Int) -> Int {
+        s.tensors[t].buffers.reduce(0) { $0 + s.buffers[$1.buffer].storedLength }
     }
 
     /// Bytes of the tensor layer for `run`.
@@ -114,7 +116,7 @@ public struct ModelArtifact: Sendable {
             packBytes = 0
         }
         for (t, entry) in s.tensors.enumerated() {
-            let bytes = entry.buffers.reduce(0) { $0 + s.buffers[$1.buffer].storedLength }
+            let bytes = storedBytes(s, t)
             if bytes >= ownLayerBytes {
                 closePack(t)
                 runs.append(t ..< t + 1)
