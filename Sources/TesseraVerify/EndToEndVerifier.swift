@@ -18,14 +18,18 @@ public enum EndToEndVerifier {
         /// `classScoreOutputs`).
         public var classOutputs: Set<String>
         public var threads: Int
+        /// How the converted model's int8 weights meet their activations (the source's run is
+        /// always the float reference).
+        public var activations: ActivationArithmetic
 
         public init(minCosine: Double? = nil, maxAbsError: Double? = nil, minTop1: Double? = nil,
-                    classOutputs: Set<String> = [], threads: Int = 1) {
+                    classOutputs: Set<String> = [], threads: Int = 1, activations: ActivationArithmetic = .float) {
             self.minCosine = minCosine
             self.maxAbsError = maxAbsError
             self.minTop1 = minTop1
             self.classOutputs = classOutputs
             self.threads = threads
+            self.activations = activations
         }
     }
 
@@ -169,7 +173,7 @@ public enum EndToEndVerifier {
 
     public static func compare(source: ONNXGraph, converted: ONNXGraph, samples: [Sample], options: Options) throws -> EndToEndReport {
         let sourceRun = try GraphExecutor(source, threads: options.threads)
-        let convertedRun = try GraphExecutor(converted, threads: options.threads)
+        let convertedRun = try GraphExecutor(converted, threads: options.threads, activations: options.activations)
         var outputs: [String: (expected: [Value], actual: [Value])] = [:]
         var order: [String] = []
         for sample in samples {
@@ -190,7 +194,7 @@ public enum EndToEndVerifier {
             output(name, expected: outputs[name]!.expected, actual: outputs[name]!.actual, classScores: classScores.contains(name),
                    options: options)
         }
-        return EndToEndReport(samples: samples.map(\.origin), outputs: reports)
+        return EndToEndReport(samples: samples.map(\.origin), activations: options.activations.rawValue, outputs: reports)
     }
 
     static func output(_ name: String, expected: [Value], actual: [Value], classScores: Bool, options: Options) -> OutputReport {
@@ -265,6 +269,8 @@ public struct OutputReport: Codable, Sendable {
 
 public struct EndToEndReport: Codable, Sendable {
     public var samples: [String]
+    /// The converted model's activation arithmetic (`ActivationArithmetic`'s raw value).
+    public var activations: String
     public var outputs: [OutputReport]
     public var problemCount: Int { outputs.reduce(0) { $0 + $1.problems.count } }
 }

@@ -29,6 +29,9 @@ struct Run: ParsableCommand {
 
     @OptionGroup var resources: ResourceOptions
 
+    @Option(help: "float: int8 weights are scaled back and multiply float activations (the reference). int8: each activation row is quantized to uint8 and multiplies int8 weight codes in integers (W8A8, as onnxruntime's dynamic quantization; faster, outputs move by the activations' rounding).")
+    var activations = ActivationArithmetic.float
+
     @Option(help: "Threads for the GEMM kernels.")
     var threads = ProcessInfo.processInfo.activeProcessorCount
 
@@ -57,7 +60,7 @@ struct Run: ParsableCommand {
             let written = OutputGroup(inputs: [file] + specs.map(\.path))
             let outputFile = try output.map { try written.file($0, replaceExisting: force) }
             let graph = try ONNXGraph.open(file)
-            let executor = try GraphExecutor(graph, threads: threads)
+            let executor = try GraphExecutor(graph, threads: threads, activations: activations)
             if profile { executor.profile = OpProfile() }
             var values: [String: GraphValue] = [:]
             for (spec, given, path) in specs {
@@ -97,7 +100,7 @@ struct Run: ParsableCommand {
             }
             let timing = repeats == 1 ? String(format: "in %.3f s", times[0])
                 : String(format: "%d times: best %.2f ms, median %.2f ms", repeats, times[0] * 1000, times[repeats / 2] * 1000)
-            print("\(file.terminalSafe): ran \(graph.nodes.count) nodes \(timing), \(threads) thread(s), \(KernelDispatch.selected.rawValue) kernels")
+            print("\(file.terminalSafe): ran \(graph.nodes.count) nodes \(timing), \(threads) thread(s), \(KernelDispatch.selected.rawValue) kernels\(activations == .int8 ? ", int8 activations" : "")")
             print(TextTable.lines(rows).joined(separator: "\n"))
             if let profile = executor.profile {
                 let total = profile.entries.values.reduce(0) { $0 + $1.seconds }

@@ -37,6 +37,9 @@ func fail(_ message: String) -> Never {
 }
 
 /// Options shared by commands that read files: the memory budget (`MemoryBudget`).
+/// `--activations`: how int8 weights meet their activations in the executor.
+extension ActivationArithmetic: ExpressibleByArgument {}
+
 struct ResourceOptions: ParsableArguments {
     @Option(name: .customLong("max-memory"),
             help: "Refuse to allocate more than SIZE for one decoded buffer, tensor or value (e.g. 512M, 8G; default: half of the memory this process may use).")

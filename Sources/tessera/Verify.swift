@@ -60,6 +60,9 @@ struct Verify: ParsableCommand {
     @Option(name: .customLong("class-output"), help: "NAME: an output that holds class scores, besides those made by Softmax, LogSoftmax or Sigmoid or read by ArgMax (repeatable).")
     var classOutputs: [String] = []
 
+    @Option(help: "Level 4 runs the file with these activations, the source always with float. float: int8 weights are scaled back and multiply float activations (the reference). int8: each activation row is quantized to uint8 and multiplies int8 weight codes in integers (W8A8, as onnxruntime's dynamic quantization; faster, outputs move by the activations' rounding).")
+    var activations = ActivationArithmetic.float
+
     @Flag(help: "Skip level 4 (running both models).")
     var noRun = false
 
@@ -212,7 +215,7 @@ struct Verify: ParsableCommand {
             throw RuntimeError(.badInput, "--class-output \(name): not an output of the graph (outputs: \(sourceGraph.outputs.map(\.name).joined(separator: ", ")))")
         }
         let options = EndToEndVerifier.Options(minCosine: minOutputCosine, maxAbsError: maxOutputError, minTop1: minTop1,
-                                               classOutputs: Set(classOutputs), threads: threads)
+                                               classOutputs: Set(classOutputs), threads: threads, activations: activations)
         let report = try EndToEndVerifier.compare(source: sourceGraph, converted: converted, samples: samples, options: options)
         if minTop1 != nil, report.outputs.allSatisfy({ $0.top1Agreement == nil }) {
             throw RuntimeError(.badInput, "--min-top1: no output holds class scores or labels (outputs: \(report.outputs.map(\.name).joined(separator: ", "))); name one with --class-output")
@@ -221,7 +224,8 @@ struct Verify: ParsableCommand {
     }
 
     static func table(_ report: EndToEndReport) -> String {
-        var lines = ["level 4: source and file run on \(report.samples.count) sample(s): \(report.samples.joined(separator: ", ").terminalSafe)"]
+        let arithmetic = report.activations == ActivationArithmetic.float.rawValue ? "" : " (the file with \(report.activations) activations)"
+        var lines = ["level 4: source and file run\(arithmetic) on \(report.samples.count) sample(s): \(report.samples.joined(separator: ", ").terminalSafe)"]
         var rows = [["output", "shape", "max abs err", "min cosine", "top-1 agree"]]
         for o in report.outputs {
             rows.append([o.name, "\(o.shape)", String(format: "%.3g", o.maxAbsError), o.minCosine.map { String(format: "%.6f", $0) } ?? "-",

@@ -102,6 +102,61 @@ def test_converted_minilm_agrees_with_onnxruntime_on_the_export(work):
     assert cosines(got, expected).min() >= 0.99999
 
 
+def dynamic_quantize_rows(x):
+    """Each row as ONNX DynamicQuantizeLinear quantizes it, dequantized again (float64)."""
+    x = x.astype(np.float64)
+    low, high = np.minimum(x.min(1, keepdims=True), 0), np.maximum(x.max(1, keepdims=True), 0)
+    scale = ((high - low) / 255).astype(np.float32).astype(np.float64)
+    safe = np.where(scale == 0, 1, scale)
+    zero = np.clip(np.round(-low / safe), 0, 255)
+    codes = np.clip(np.round(x / safe) + zero, 0, 255)
+    return np.where(scale == 0, 0, (codes - zero) * scale)
+
+
+def test_int8_activations_run_the_quantized_arithmetic(work):
+    """`run --activations int8`: each int8 weight's activation rows are quantized as
+    DynamicQuantizeLinear does before the product (W8A8). The oracle is the digits MLP in numpy,
+    float64, with exactly that rounding on the two layers the converter quantized."""
+    x = digits_split()[1][:40]
+    tess, exported = work / "d.tess", work / "d.onnx"
+    tessera("convert", DIGITS, "-o", tess, "--quiet", "--quantize", "int8")
+    tessera("export", tess, "-o", exported)
+    source = {i.name: numpy_helper.to_array(i) for i in onnx.load(DIGITS).graph.initializer}
+    weights = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in onnx.load(str(exported)).graph.initializer}
+    quantized = {name for name in ("coefficient", "coefficient1", "coefficient2") if not np.array_equal(weights[name], source[name])}
+    assert quantized == {"coefficient", "coefficient1"}
+
+    def mlp(integer):
+        h = x.astype(np.float32).astype(np.float64)
+        for k, suffix in enumerate(["", "1", "2"]):
+            a = dynamic_quantize_rows(h) if integer and "coefficient" + suffix in quantized else h
+            h = a @ weights["coefficient" + suffix] + weights["intercepts" + suffix]
+            h = np.maximum(h, 0) if k < 2 else np.exp(h - h.max(1, keepdims=True)) / np.exp(h - h.max(1, keepdims=True)).sum(1, keepdims=True)
+        return h
+
+    expected, reference = mlp(True), mlp(False)
+    assert np.abs(expected - reference).max() > 1e-4   # the two arithmetics are told apart below
+    got = tessera_run(tess, {"X": x}, work, "--activations", "int8")["probabilities"]
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+    np.testing.assert_allclose(tessera_run(tess, {"X": x}, work)["probabilities"], reference, atol=2e-6)
+
+
+def test_minilm_with_int8_activations_stays_close_and_verify_reports_it(work):
+    """W8A8 on every int8 MatMul of MiniLM stays within cosine 0.999 of onnxruntime's fp32 source,
+    and `verify --activations int8` runs level 4 that way and says so."""
+    feeds = minilm_feeds()
+    expected = ort_run(minilm_path(), feeds)["461"]
+    tess = work / "m.tess"
+    tessera("convert", minilm_path(), "-o", tess, "--quiet", "--quantize", "int8")
+    integer = tessera_run(tess, feeds, work, "--activations", "int8")["461"]
+    reference = tessera_run(tess, feeds, work)["461"]
+    assert cosines(integer, expected).min() >= 0.999
+    assert not np.array_equal(integer, reference)
+    report = json.loads(tessera("verify", tess, "--source", minilm_path(), "--dim", "sequence_length=9", "--json",
+                                "--activations", "int8", "--min-output-cosine", "0.999").stdout)
+    assert report["passed"] and report["end_to_end"]["activations"] == "int8"
+
+
 def small_cnn(path, rng):
     """Conv (groups, strides, pads, dilations), BatchNorm, pools, Flatten, Gemm, Softmax."""
     def init(name, shape):

@@ -19,6 +19,7 @@ typealias Scope = (String) throws -> GraphValue?
 public final class GraphExecutor {
     public let graph: ONNXGraph
     public let threads: Int
+    public let activations: ActivationArithmetic
     private let weights: [Int: LinearOperator]   // by node index
     private let lastUse: [String: Int]            // value name → index of the last node reading it
     private let bodies: [Int: [String: GraphExecutor]]   // subgraph executors by node index and attribute
@@ -94,7 +95,7 @@ public final class GraphExecutor {
         return read
     }
 
-    public init(_ graph: ONNXGraph, threads: Int = 1) throws {
+    public init(_ graph: ONNXGraph, threads: Int = 1, activations: ActivationArithmetic = .float) throws {
         let missing = Self.missingOps(graph)
         guard missing.isEmpty else {
             let list = missing.map { $0.nodes == 1 ? $0.op : "\($0.op) (\($0.nodes) nodes)" }.joined(separator: ", ")
@@ -112,6 +113,7 @@ public final class GraphExecutor {
         }
         self.graph = graph
         self.threads = max(1, threads)
+        self.activations = activations
         var lastUse: [String: Int] = [:]
         var weights: [Int: LinearOperator] = [:]
         var bodies: [Int: [String: GraphExecutor]] = [:]
@@ -120,7 +122,7 @@ public final class GraphExecutor {
             if let op = try Self.storedWeight(node, graph.initializers) { weights[index] = op }
             // A node with bodies also reads what they read from outside: keep those values alive.
             for (name, body) in Self.subgraphs(of: node) {
-                bodies[index, default: [:]][name] = try GraphExecutor(body, threads: threads)
+                bodies[index, default: [:]][name] = try GraphExecutor(body, threads: threads, activations: activations)
                 for outer in Self.outerNames(body) { lastUse[outer] = index }
             }
         }
@@ -226,6 +228,7 @@ public final class GraphExecutor {
                     return try value(name, in: values, outer: outer)
                 }
                 var context = NodeContext(node: node, opset: opset, values: operands, weight: weight, threads: threads)
+                context.activations = activations
                 context.cache = caches[index]
                 context.constantInputs = node.inputs.map { !$0.isEmpty && constantNames.contains($0) }
                 if let nodeBodies = bodies[index] {
@@ -295,6 +298,19 @@ public final class GraphExecutor {
             }
         }
     }
+}
+
+/// How stored int8 GEMM weights meet their activations.
+public enum ActivationArithmetic: String, CaseIterable, Sendable {
+    /// The reference: codes are scaled back to float and multiply float activations, so a
+    /// converted model differs from its source by the weights' rounding alone.
+    case float
+    /// W8A8, as onnxruntime's dynamic quantization runs: each activation row is quantized to
+    /// uint8 (DynamicQuantizeLinear) and multiplies int8 weight codes in int32
+    /// (`LinearOperator.applyQuantizingActivations`). Faster, and outputs move by the
+    /// activations' rounding too. Weights that cannot run so (float, CSR, int4, zero points)
+    /// stay on the float path.
+    case int8
 }
 
 /// Wall time per op type over the runs of an executor (subgraph bodies count inside their node).

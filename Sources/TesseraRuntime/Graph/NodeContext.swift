@@ -10,6 +10,8 @@ struct NodeContext {
     let values: [GraphValue?]
     let weight: LinearOperator?
     let threads: Int
+    /// Whether int8 weights quantize their activations (`ActivationArithmetic`).
+    var activations = ActivationArithmetic.float
     /// For If, Loop and Scan: their bodies by attribute name, and every value the node can see.
     var bodies: [String: GraphExecutor] = [:]
     var scope: Scope = { _ in nil }

@@ -16,8 +16,7 @@ enum LinearOps {
             let k = a.shape.last!
             guard k == op.depth else { throw RuntimeError(.badShape, "A \(a.shape) does not fit B \(op.tensor.shape)") }
             _ = try elementCount(a.shape.dropLast() + [op.rows])
-            let batch = x.count / max(k, 1)
-            let y = try op.apply(x, batch: batch, threads: op.worthwhileThreads(c.threads, batch: batch))
+            let y = try c.applyWeight(op, x, batch: x.count / max(k, 1))
             return Value(y, shape: a.shape.dropLast() + [op.rows], type: a.type)
         }
         let b = try c.input(1)
@@ -53,7 +52,7 @@ enum LinearOps {
             guard op.depth == k else { throw RuntimeError(.badShape, "A's \(k) columns do not fit B \(op.tensor.shape)") }
             n = op.rows
             _ = try elementCount([m, n])
-            y = try op.apply(x, batch: m, threads: op.worthwhileThreads(c.threads, batch: m))
+            y = try c.applyWeight(op, x, batch: m)
         } else {
             var b = try c.input(1)
             guard b.shape.count == 2 else { throw RuntimeError(.badShape, "Gemm's B must be 2-D, got \(b.shape)") }
@@ -107,6 +106,17 @@ enum LinearOps {
             y = sum
         }
         return Value(y, shape: [a.shape[0], b.shape[1]])
+    }
+}
+
+extension NodeContext {
+    /// The stored weight times `batch` rows of `x`, in the run's activation arithmetic.
+    func applyWeight(_ op: LinearOperator, _ x: [Float], batch: Int) throws -> [Float] {
+        let threads = op.worthwhileThreads(threads, batch: batch)
+        if activations == .int8, op.runsQuantizedActivations {
+            return try op.applyQuantizingActivations(x, batch: batch, threads: threads)
+        }
+        return try op.apply(x, batch: batch, threads: threads)
     }
 }
 
