@@ -46,6 +46,22 @@ void tessera_int8_finish_portable(const int32_t *acc, ptrdiff_t batch, ptrdiff_t
             out[b * rows + r] = row_scales[r] * scales[b] * (float)corrected(acc[b * ldc + r], zero_points[b], row_sums[r]);
 }
 
+ptrdiff_t tessera_first_nonfinite(const float *x, ptrdiff_t n) {
+    enum { chunk = 256 };
+    ptrdiff_t i = 0;
+    for (; i + chunk <= n; i += chunk) {
+        uint32_t bad = 0;
+        for (ptrdiff_t j = 0; j < chunk; j++) {
+            uint32_t bits;
+            memcpy(&bits, x + i + j, sizeof bits);
+            bad |= (bits & 0x7f800000u) == 0x7f800000u;
+        }
+        if (bad) break;
+    }
+    for (; i < n; i++) if (!isfinite(x[i])) return i;
+    return n;
+}
+
 const tessera_int8_kernels tessera_int8_kernels_portable = {
     tessera_quantize_u8_portable, tessera_int8_gemm_portable, tessera_int8_finish_portable,
 };

@@ -3,6 +3,8 @@
    portable Swift kernels (Microkernels.swift, DenseKernel.swift, LinearOps.swift) operation for
    operation: explicit fused multiply-adds, no contraction, the same summation order. */
 
+#include <math.h>
+
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 #define NAME(f) CAT(f, SUFFIX)
@@ -323,6 +325,90 @@ static void NAME(unary)(int op, const float *x, float *y, ptrdiff_t n) {
     }
 }
 
+static void NAME(softmax)(const float *x, float *y, ptrdiff_t rows, ptrdiff_t n, int log) {
+    for (ptrdiff_t o = 0; o < rows; o++) {
+        const float *row = x + o * n;
+        float *out = y + o * n;
+        float m = -__builtin_inff();
+        ptrdiff_t k = 0;
+        if (n >= 16) {
+            vec mv = LOAD(row);
+            for (k = 16; k + 16 <= n; k += 16) mv = __builtin_elementwise_max(mv, LOAD(row + k));
+            for (int j = 0; j < 16; j++) m = mv[j] > m ? mv[j] : m;
+        }
+        for (; k < n; k++) m = row[k] > m ? row[k] : m;
+        vec lanes = SPLAT(0), shift = SPLAT(m);
+        for (k = 0; k + 16 <= n; k += 16) {
+            vec e = NAME(exp_v)(LOAD(row + k) - shift);
+            lanes += e;
+            if (!log) STORE(e, out + k);
+        }
+        float sum = NAME(sum)(lanes), tail[16] = {0};
+        if (k < n) {   /* the tail through one padded vector, as `unary` computes it */
+            for (ptrdiff_t j = 0; k + j < n; j++) tail[j] = row[k + j] - m;
+            STORE(NAME(exp_v)(LOAD(tail)), tail);
+            for (ptrdiff_t j = 0; k + j < n; j++) sum += tail[j];
+        }
+        if (log) {
+            vec l = SPLAT(logf(sum));
+            for (k = 0; k + 16 <= n; k += 16) STORE(LOAD(row + k) - shift - l, out + k);
+            for (; k < n; k++) out[k] = row[k] - m - l[0];
+        } else {
+            vec s = SPLAT(sum);
+            ptrdiff_t full = k;
+            for (k = 0; k < full; k += 16) STORE(LOAD(out + k) / s, out + k);
+            for (; k < n; k++) out[k] = tail[k - full] / sum;
+        }
+    }
+}
+
+typedef double vecd __attribute__((vector_size(64), aligned(4)));
+typedef float vec8 __attribute__((vector_size(32), aligned(4)));
+
+static inline vecd NAME(load8d)(const float *p) {
+    vec8 v;
+    __builtin_memcpy(&v, p, sizeof v);
+    return __builtin_convertvector(v, vecd);
+}
+
+static void NAME(layernorm)(const float *x, float *y, ptrdiff_t rows, ptrdiff_t n, const float *gamma, const float *beta,
+                            double epsilon, float *means, float *inverses) {
+    for (ptrdiff_t o = 0; o < rows; o++) {
+        const float *row = x + o * n;
+        float *out = y + o * n;
+        vecd lanes = {0, 0, 0, 0, 0, 0, 0, 0};
+        ptrdiff_t k = 0;
+        for (; k + 8 <= n; k += 8) lanes += NAME(load8d)(row + k);
+        double sum = 0;
+        for (int j = 0; j < 8; j++) sum += lanes[j];
+        for (; k < n; k++) sum += (double)row[k];
+        double mean = sum / (double)n;
+        vecd mv = {mean, mean, mean, mean, mean, mean, mean, mean}, squares8 = {0, 0, 0, 0, 0, 0, 0, 0};
+        for (k = 0; k + 8 <= n; k += 8) {
+            vecd d = NAME(load8d)(row + k) - mv;
+            squares8 += d * d;
+        }
+        double squares = 0;
+        for (int j = 0; j < 8; j++) squares += squares8[j];
+        for (; k < n; k++) squares += ((double)row[k] - mean) * ((double)row[k] - mean);
+        double inverse = 1 / sqrt(squares / (double)n + epsilon);
+        means[o] = (float)mean;
+        inverses[o] = (float)inverse;
+        vecd iv = {inverse, inverse, inverse, inverse, inverse, inverse, inverse, inverse};
+        for (k = 0; k + 8 <= n; k += 8) {
+            vec8 g, r = __builtin_convertvector((NAME(load8d)(row + k) - mv) * iv, vec8);
+            __builtin_memcpy(&g, gamma + k, sizeof g);
+            r = r * g;
+            if (beta) { vec8 b; __builtin_memcpy(&b, beta + k, sizeof b); r = r + b; }
+            __builtin_memcpy(out + k, &r, sizeof r);
+        }
+        for (; k < n; k++) {
+            float r = (float)(((double)row[k] - mean) * inverse) * gamma[k];
+            out[k] = beta ? r + beta[k] : r;
+        }
+    }
+}
+
 /* Output columns [lo, hi) whose input column ox·s + offset lies in [0, w). */
 static inline void NAME(inside)(ptrdiff_t offset, ptrdiff_t s, ptrdiff_t w, ptrdiff_t ow, ptrdiff_t *lo, ptrdiff_t *hi) {
     ptrdiff_t first = offset >= 0 ? 0 : (-offset + s - 1) / s;
@@ -406,4 +492,5 @@ static void NAME(maxpool)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t k
 const tessera_kernels NAME(tessera_kernels) = {
     NAME(tile8x32), NAME(tile8x16), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
     NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row), NAME(binary), NAME(unary), NAME(depthwise), NAME(maxpool),
+    NAME(softmax), NAME(layernorm),
 };

@@ -1,3 +1,4 @@
+import CTesseraKernels
 #if TESSERA_AVX512_VNNI
 import _Builtin_intrinsics.intel
 #endif
@@ -33,8 +34,9 @@ extension LinearOperator {
         guard runsQuantizedActivations else {
             throw RuntimeError(.unsupportedType, "cannot run with quantized activations: that needs a dense or 2:4 weight with symmetric int8 codes, one scale per output and depth at most \(Self.maximumDenseQuantizedDepth) (dense) or \(Self.maximumQuantizedDepth) (2:4)", tensor: name)
         }
-        if let i = x.firstIndex(where: { !$0.isFinite }) {
-            throw RuntimeError(.badActivations, "activation \(i) is \(x[i]); quantized activations must be finite", tensor: name)
+        let nonfinite = x.withUnsafeBufferPointer { tessera_first_nonfinite($0.baseAddress, $0.count) }
+        if nonfinite < x.count {
+            throw RuntimeError(.badActivations, "activation \(nonfinite) is \(x[nonfinite]); quantized activations must be finite", tensor: name)
         }
         return try checked(x, batch: batch) { applyQuantizingActivations($0, batch: batch, into: $1, threads: max(1, threads)) }
     }

@@ -189,4 +189,36 @@ import Testing
             }
         }
     }
+
+    /// Softmax, LogSoftmax and LayerNormalization rows: every variant gives the portable bits, for
+    /// widths with and without a vector tail, and rows holding NaN, infinities and large values.
+    @Test func softmaxAndLayerNormRowsMatchThePortableKernels() throws {
+        func bits(_ x: [Float]) -> [UInt32] { x.map { $0.isNaN ? Float.nan.bitPattern : $0.bitPattern } }
+        for n in [1, 7, 16, 37, 128, 384] {
+            let rows = 5
+            var x = Self.random(rows * n, seed: UInt64(n)).map { $0 * 30 }
+            x[n] = .nan
+            x[2 * n + n / 2] = .infinity
+            for k in 3 * n ..< 4 * n { x[k] = -.infinity }
+            let gamma = Self.random(n, seed: 7), beta = Self.random(n, seed: 8)
+            for log in [false, true] {
+                var portable = x
+                ReductionOps.softmaxRows(&portable, rows: rows, n: n, log: log, kernels: nil)
+                for isa in Self.variants {
+                    var got = x
+                    ReductionOps.softmaxRows(&got, rows: rows, n: n, log: log, kernels: try #require(KernelDispatch.table(for: isa)))
+                    #expect(bits(got) == bits(portable), "\(isa) softmax n \(n) log \(log)")
+                }
+            }
+            let finite = Self.random(rows * n, seed: UInt64(n) + 100).map { $0 * 50 + 3 }
+            for b in [beta, nil] {
+                let portable = ReductionOps.layerNormRows(finite, n: n, gamma: gamma, beta: b, epsilon: 1e-5, kernels: nil)
+                for isa in Self.variants {
+                    let got = ReductionOps.layerNormRows(finite, n: n, gamma: gamma, beta: b, epsilon: 1e-5, kernels: try #require(KernelDispatch.table(for: isa)))
+                    #expect(bits(got.y) == bits(portable.y) && bits(got.means) == bits(portable.means) && bits(got.inverses) == bits(portable.inverses),
+                            "\(isa) layer norm n \(n) beta \(b != nil)")
+                }
+            }
+        }
+    }
 }

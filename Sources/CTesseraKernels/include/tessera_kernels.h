@@ -47,6 +47,20 @@ typedef void (*tessera_binary_fn)(int op, const float *full, const float *part, 
 enum { TESSERA_EXP, TESSERA_ERF, TESSERA_SIGMOID, TESSERA_TANH };
 typedef void (*tessera_unary_fn)(int op, const float *x, float *y, ptrdiff_t n);
 
+/* Softmax (log 0) or LogSoftmax (log 1) of `rows` contiguous rows of n floats into y (which may
+   be x): m = the row's maximum, e = exp(x − m) by `unary`'s exp, their sum over 16 lanes
+   (full vectors, then the lanes in order, then the rest in order), then e / sum or
+   x − m − logf(sum): ReductionOps.softmaxRows' arithmetic. */
+typedef void (*tessera_softmax_fn)(const float *x, float *y, ptrdiff_t rows, ptrdiff_t n, int log);
+
+/* LayerNormalization of `rows` contiguous rows of n floats into y, statistics in float64:
+   sums over 8 lanes (full groups of 8, the lanes in order from 0, then the rest in order),
+   mean = Σx / n, inverse = 1 / sqrt(Σ(x − mean)² / n + epsilon), then
+   y = float((x − mean) · inverse) · gamma[k] (+ beta[k] when beta is given), and each row's mean
+   and inverse as floats: ReductionOps.layerNormRows' arithmetic. */
+typedef void (*tessera_layernorm_fn)(const float *x, float *y, ptrdiff_t rows, ptrdiff_t n, const float *gamma,
+                                     const float *beta, double epsilon, float *means, float *inverses);
+
 /* One plane of a 2-D depthwise convolution, added to `out` (which holds the bias):
    out[oy][ox] += w[ky][kx] · in[oy·sy + ky·dy − py][ox·sx + kx·dx − px] for each tap in order
    (ky, then kx), a multiply then an add, with zeros outside the input: the portable
@@ -85,6 +99,8 @@ typedef struct {
     tessera_unary_fn unary;
     tessera_depthwise_fn depthwise;
     tessera_maxpool_fn maxpool;
+    tessera_softmax_fn softmax;
+    tessera_layernorm_fn layernorm;
 } tessera_kernels;
 
 /* The instruction sets this CPU (and its OS, for the wide registers) supports. */
@@ -126,6 +142,11 @@ extern const tessera_int8_kernels tessera_int8_kernels_portable;
 #if defined(__x86_64__)
 extern const tessera_int8_kernels tessera_int8_kernels_vnni;
 #endif
+
+/* The index of the first infinity or NaN in x[0 ..< n], or n when all are finite (quantized
+   activations must be: DynamicQuantizeLinear's range ignores a NaN). A bit test that
+   vectorizes in any build. */
+ptrdiff_t tessera_first_nonfinite(const float *x, ptrdiff_t n);
 
 /* Keeps freed memory in the process for reuse (glibc: large blocks from the heap, not mmap, and
    no trimming below 512 MB), instead of returning it to the kernel and faulting it back in. */

@@ -238,7 +238,7 @@ public final class GraphExecutor {
                 }
                 let started = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
                 let results = try Self.kernels[Self.key(node)]!(context)
-                profile?.add(Self.key(node), nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+                profile?.add(weight == nil ? Self.key(node) : "\(Self.key(node)) (stored weight)", nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
                 let outputs = results.map { $0.representable() }
                 for (name, result) in zip(node.outputs, outputs) where !name.isEmpty {
                     values[name] = result

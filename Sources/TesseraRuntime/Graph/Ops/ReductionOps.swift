@@ -1,3 +1,4 @@
+import CTesseraKernels
 import Foundation
 import Tessera
 
@@ -155,8 +156,12 @@ enum ReductionOps {
 
     /// `softmaxLines` over contiguous float32 rows, the exponentials a row at a time through the
     /// vectorised exp (the same arithmetic, so the same bits).
-    static func softmaxRows(_ values: inout [Float], rows: Int, n: Int, log: Bool) {
+    static func softmaxRows(_ values: inout [Float], rows: Int, n: Int, log: Bool, kernels: tessera_kernels? = KernelDispatch.kernels) {
         guard n > 0 else { return }
+        if let k = kernels {
+            values.withUnsafeMutableBufferPointer { k.softmax($0.baseAddress!, $0.baseAddress!, rows, n, log ? 1 : 0) }
+            return
+        }
         var e = [Float](repeating: 0, count: n)
         values.withUnsafeMutableBufferPointer { v in
             e.withUnsafeMutableBufferPointer { e in
@@ -165,7 +170,7 @@ enum ReductionOps {
                     var m = -Float.infinity
                     for k in 0 ..< n { m = max(m, row[k]) }
                     for k in 0 ..< n { e[k] = row[k] - m }
-                    ElementaryFunction.exp.apply(e.baseAddress!, count: n)
+                    for k in 0 ..< n { e[k] = PortableKernels.exp(e[k]) }
                     // Sixteen partial sums (a sequential sum waits on every add), then the rest.
                     var lanes = Vec(), k = 0
                     while k + vecWidth <= n { lanes += load(e.baseAddress! + k); k += vecWidth }
@@ -312,28 +317,63 @@ enum ReductionOps {
         // Scale and bias spread over the normalised shape (broadcast where they are smaller).
         let gamma = try scale.floating(T.self).picking(Broadcast.sourceIndices(of: scale.shape, in: normShape))
         let beta = try bias.map { try $0.floating(T.self).picking(Broadcast.sourceIndices(of: $0.shape, in: normShape)) }
-        var y = [T](repeating: 0, count: v.count)
-        var means = [T](repeating: 0, count: outer), inverse = [T](repeating: 0, count: outer)
-        v.withUnsafeBufferPointer { v in
-            y.withUnsafeMutableBufferPointer { y in
-                for o in 0 ..< outer {
-                    let row = v.baseAddress! + o * n, out = y.baseAddress! + o * n
-                    var sum = 0.0, squares = 0.0
-                    for k in 0 ..< n { sum += Double(row[k]) }
-                    let mean = sum / Double(n)
-                    for k in 0 ..< n { squares += (Double(row[k]) - mean) * (Double(row[k]) - mean) }
-                    let inv = 1 / (squares / Double(n) + epsilon).squareRoot()
-                    means[o] = T(mean); inverse[o] = T(inv)
-                    for k in 0 ..< n { out[k] = T((Double(row[k]) - mean) * inv) * gamma[k] }
-                    if let beta { for k in 0 ..< n { out[k] += beta[k] } }
-                }
-            }
-        }
+        let (y, means, inverse) = layerNormRows(v, n: n, gamma: gamma, beta: beta, epsilon: epsilon)
         let statShape = x.shape.indices.map { $0 < axis ? x.shape[$0] : 1 }
         // The statistics are float32 under stash_type 1 (the default), else in x's type.
         let statType: DataType = c.int("stash_type", 1) == 1 ? .float : x.type
         return [Value(floating: y, shape: x.shape, type: x.type), Value(computed: means.map { Double($0) }, shape: statShape, type: statType),
                 Value(computed: inverse.map { Double($0) }, shape: statShape, type: statType)]
+    }
+
+    /// LayerNormalization of the rows of `v` (n wide): the C kernels' `layernorm` for float32,
+    /// `layerNormRow` otherwise (the same bits).
+    static func layerNormRows<T: BinaryFloatingPoint>(_ v: [T], n: Int, gamma: [T], beta: [T]?, epsilon: Double,
+                                                      kernels: tessera_kernels? = KernelDispatch.kernels) -> (y: [T], means: [T], inverses: [T]) {
+        let outer = v.count / max(n, 1)
+        var y = [T](repeating: 0, count: v.count)
+        var means = [T](repeating: 0, count: outer), inverse = [T](repeating: 0, count: outer)
+        if T.self == Float.self, let k = kernels, n > 0 {
+            let f = { (p: UnsafeRawBufferPointer) in p.baseAddress?.assumingMemoryBound(to: Float.self) }
+            let m = { (p: UnsafeMutableRawBufferPointer) in p.baseAddress!.assumingMemoryBound(to: Float.self) }
+            v.withUnsafeBytes { v in y.withUnsafeMutableBytes { y in gamma.withUnsafeBytes { gamma in (beta ?? []).withUnsafeBytes { b in
+                means.withUnsafeMutableBytes { means in inverse.withUnsafeMutableBytes { inverse in
+                    k.layernorm(f(v), m(y), outer, n, f(gamma), beta == nil ? nil : f(b), epsilon, m(means), m(inverse))
+                } }
+            } } } }
+        } else {
+            v.withUnsafeBufferPointer { v in
+                y.withUnsafeMutableBufferPointer { y in
+                    for o in 0 ..< outer {
+                        (means[o], inverse[o]) = layerNormRow(v.baseAddress! + o * n, into: y.baseAddress! + o * n, n: n,
+                                                              gamma: gamma, beta: beta, epsilon: epsilon)
+                    }
+                }
+            }
+        }
+        return (y, means, inverse)
+    }
+
+    /// One row of LayerNormalization, statistics in float64 summed over 8 lanes (the C kernels'
+    /// `layernorm` computes the same bits); returns the row's mean and inverse deviation.
+    static func layerNormRow<T: BinaryFloatingPoint>(_ row: UnsafePointer<T>, into out: UnsafeMutablePointer<T>, n: Int,
+                                                     gamma: [T], beta: [T]?, epsilon: Double) -> (T, T) {
+        func laneSum(_ term: (Int) -> Double) -> Double {
+            var lanes = SIMD8<Double>(), k = 0
+            while k + 8 <= n {
+                for j in 0 ..< 8 { lanes[j] += term(k + j) }
+                k += 8
+            }
+            var sum = 0.0
+            for j in 0 ..< 8 { sum += lanes[j] }
+            while k < n { sum += term(k); k += 1 }
+            return sum
+        }
+        let mean = laneSum { Double(row[$0]) } / Double(n)
+        let squares = laneSum { (Double(row[$0]) - mean) * (Double(row[$0]) - mean) }
+        let inv = 1 / (squares / Double(n) + epsilon).squareRoot()
+        for k in 0 ..< n { out[k] = T((Double(row[k]) - mean) * inv) * gamma[k] }
+        if let beta { for k in 0 ..< n { out[k] += beta[k] } }
+        return (T(mean), T(inv))
     }
 
     /// BatchNormalization (inference: stored mean and variance) or InstanceNormalization
