@@ -6,6 +6,7 @@
 #pragma clang fp contract(off)
 #pragma clang attribute push(__attribute__((target("avx2,fma"))), apply_to = function)
 #define SUFFIX _avx2
+#define PRODUCT_ROWS 2   /* rows sharing b's loads in `product`: their accumulators fit the registers */
 #include "kernels_body.h"
 #pragma clang attribute pop
 #endif

@@ -115,37 +115,56 @@ static void NAME(columns_int8)(const float *x, const int8_t *codes, ptrdiff_t ro
     NAME(columns_of)(x, codes, 1, rows, depth, out, width);
 }
 
-static void NAME(product)(const float *a, const float *b, float *c, ptrdiff_t m, ptrdiff_t k, ptrdiff_t n) {
-    for (ptrdiff_t i = 0; i < m; i++) {
-        const float *a_row = a + i * k;
-        float *row = c + i * n;
-        ptrdiff_t j = 0;
-        for (; j + 64 <= n; j += 64) {
-            vec s0 = SPLAT(0), s1 = SPLAT(0), s2 = SPLAT(0), s3 = SPLAT(0);
-            for (ptrdiff_t p = 0; p < k; p++) {
-                vec s = SPLAT(a_row[p]);
-                const float *source = b + p * n + j;
-                s0 = FMA(s0, s, LOAD(source)); s1 = FMA(s1, s, LOAD(source + 16));
-                s2 = FMA(s2, s, LOAD(source + 32)); s3 = FMA(s3, s, LOAD(source + 48));
+/* R rows of `product`, each with exactly the arithmetic of a row alone (so the same bits): the
+   rows only share the loads of b. */
+static inline __attribute__((always_inline)) void NAME(product_rows)(int R, const float *a, const float *b, float *c,
+                                                                     ptrdiff_t k, ptrdiff_t n) {
+    ptrdiff_t j = 0;
+    for (; j + 64 <= n; j += 64) {
+        vec s[4][4];
+        for (int r = 0; r < R; r++) s[r][0] = s[r][1] = s[r][2] = s[r][3] = SPLAT(0);
+        for (ptrdiff_t p = 0; p < k; p++) {
+            const float *source = b + p * n + j;
+            vec b0 = LOAD(source), b1 = LOAD(source + 16), b2 = LOAD(source + 32), b3 = LOAD(source + 48);
+            for (int r = 0; r < R; r++) {
+                vec x = SPLAT(a[r * k + p]);
+                s[r][0] = FMA(s[r][0], x, b0); s[r][1] = FMA(s[r][1], x, b1);
+                s[r][2] = FMA(s[r][2], x, b2); s[r][3] = FMA(s[r][3], x, b3);
             }
-            STORE(s0, row + j); STORE(s1, row + j + 16); STORE(s2, row + j + 32); STORE(s3, row + j + 48);
         }
-        for (; j + 16 <= n; j += 16) {
-            vec s0 = SPLAT(0), s1 = SPLAT(0);
-            ptrdiff_t p = 0;
-            for (; p + 2 <= k; p += 2) {
-                s0 = FMA(s0, SPLAT(a_row[p]), LOAD(b + p * n + j));
-                s1 = FMA(s1, SPLAT(a_row[p + 1]), LOAD(b + (p + 1) * n + j));
-            }
-            if (p < k) s0 = FMA(s0, SPLAT(a_row[p]), LOAD(b + p * n + j));
-            STORE(s0 + s1, row + j);
-        }
-        for (; j < n; j++) {
-            float sum = 0;
-            for (ptrdiff_t p = 0; p < k; p++) sum = __builtin_fmaf(a_row[p], b[p * n + j], sum);
-            row[j] = sum;
+        for (int r = 0; r < R; r++) {
+            float *row = c + r * n + j;
+            STORE(s[r][0], row); STORE(s[r][1], row + 16); STORE(s[r][2], row + 32); STORE(s[r][3], row + 48);
         }
     }
+    for (; j + 16 <= n; j += 16) {
+        vec s0[4], s1[4];
+        for (int r = 0; r < R; r++) s0[r] = s1[r] = SPLAT(0);
+        ptrdiff_t p = 0;
+        for (; p + 2 <= k; p += 2) {
+            vec b0 = LOAD(b + p * n + j), b1 = LOAD(b + (p + 1) * n + j);
+            for (int r = 0; r < R; r++) {
+                s0[r] = FMA(s0[r], SPLAT(a[r * k + p]), b0);
+                s1[r] = FMA(s1[r], SPLAT(a[r * k + p + 1]), b1);
+            }
+        }
+        for (int r = 0; r < R; r++) {
+            if (p < k) s0[r] = FMA(s0[r], SPLAT(a[r * k + p]), LOAD(b + p * n + j));
+            STORE(s0[r] + s1[r], c + r * n + j);
+        }
+    }
+    for (int r = 0; r < R; r++)
+        for (ptrdiff_t jj = j; jj < n; jj++) {
+            float sum = 0;
+            for (ptrdiff_t p = 0; p < k; p++) sum = __builtin_fmaf(a[r * k + p], b[p * n + jj], sum);
+            c[r * n + jj] = sum;
+        }
+}
+
+static void NAME(product)(const float *a, const float *b, float *c, ptrdiff_t m, ptrdiff_t k, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+    for (; i + PRODUCT_ROWS <= m; i += PRODUCT_ROWS) NAME(product_rows)(PRODUCT_ROWS, a + i * k, b, c + i * n, k, n);
+    for (; i < m; i++) NAME(product_rows)(1, a + i * k, b, c + i * n, k, n);
 }
 
 static void NAME(sparse_tile8x32)(const float *v, const int32_t *off, ptrdiff_t count, const float *xt, float *out,

@@ -100,7 +100,7 @@ import Testing
                 k.columns_int8(x, codes, rows, depth, &got, width)
                 #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) int8 columns \(rows)x\(depth) width \(width)")
             }
-            for (m, depth, n) in [(3, 5, 130), (1, 64, 64), (4, 7, 17), (2, 1, 3)] {
+            for (m, depth, n) in [(3, 5, 130), (1, 64, 64), (4, 7, 17), (2, 1, 3), (11, 32, 128), (9, 33, 32), (6, 2, 81)] {   // row blocks of 2 and 4, and the rest
                 let a = Self.random(m * depth, seed: 8), b = Self.random(depth * n, seed: 9)
                 var expected = [Float](repeating: .nan, count: m * n), got = expected
                 PortableKernels.denseProduct(a, b, &expected, m: m, k: depth, n: n)

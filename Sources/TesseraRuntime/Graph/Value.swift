@@ -164,6 +164,30 @@ public struct Value: Sendable {
         return out
     }
 
+    /// The runs of `length` elements from each of `starts`, one after another: `picking` of
+    /// every element of those runs (Gather's rows), a copy per run.
+    func copyingRuns(from starts: [Int], length: Int, shape: [Int]) -> Value {
+        func copy<T>(_ v: [T]) -> [T] {
+            [T](unsafeUninitializedCapacity: starts.count * length) { out, initialized in
+                v.withUnsafeBufferPointer { source in
+                    for (k, start) in starts.enumerated() {
+                        (out.baseAddress! + k * length).initialize(from: source.baseAddress! + start, count: length)
+                    }
+                }
+                initialized = starts.count * length
+            }
+        }
+        var out = self
+        out.shape = shape
+        switch elements {
+        case .float(let v): out.elements = .float(copy(v))
+        case .double(let v): out.elements = .double(copy(v))
+        case .int(let v): out.elements = .int(copy(v))
+        case .bool(let v): out.elements = .bool(copy(v))
+        }
+        return out
+    }
+
     /// The elements of a strided walk over `shape` from `base` (Transpose, Slice): what
     /// `picking(Broadcast.walk(...))` gives, without the index array, a row at a time.
     func walking(_ shape: [Int], strides: [Int], base: Int) -> Value {
@@ -174,7 +198,11 @@ public struct Value: Sendable {
                 v.withUnsafeBufferPointer { source in
                     var i = 0
                     Broadcast.forEachRow(shape, strides: strides, base: base) { offset in
-                        for j in 0 ..< n { (out.baseAddress! + i + j).initialize(to: source[offset + j * step]) }
+                        if step == 1 {   // a contiguous run (the last axis kept): one copy
+                            (out.baseAddress! + i).initialize(from: source.baseAddress! + offset, count: n)
+                        } else {
+                            for j in 0 ..< n { (out.baseAddress! + i + j).initialize(to: source[offset + j * step]) }
+                        }
                         i += n
                     }
                 }

@@ -8,8 +8,8 @@ enum ReductionOps {
     static var table: [String: OpKernel] {
         var t: [String: OpKernel] = [:]
         // Sums in Double: a float32 running sum over thousands of terms drifts visibly.
-        t["ReduceSum"] = { c in [try reduce(c, axesInputFrom: 13) { $0.reduce(0, +) }] }
-        t["ReduceMean"] = { c in [try reduce(c, axesInputFrom: 18) { $0.reduce(0, +) / Double(max($0.count, 1)) }] }
+        t["ReduceSum"] = { c in [try reduce(c, axesInputFrom: 13, summing: .sum) { $0.reduce(0, +) }] }
+        t["ReduceMean"] = { c in [try reduce(c, axesInputFrom: 18, summing: .mean) { $0.reduce(0, +) / Double(max($0.count, 1)) }] }
         t["ReduceMax"] = { c in [try reduce(c, axesInputFrom: 18) { $0.max() ?? -.infinity }] }
         t["ReduceMin"] = { c in [try reduce(c, axesInputFrom: 18) { $0.min() ?? .infinity }] }
         t["ReduceProd"] = { c in [try reduce(c, axesInputFrom: 18) { $0.reduce(1, *) }] }
@@ -65,7 +65,11 @@ enum ReductionOps {
     }
 
     /// Reduces the axes given by the `axes` input (from opset `axesInputFrom`) or attribute.
-    static func reduce(_ c: NodeContext, axesInputFrom version: Int64, _ f: ([Double]) -> Double) throws -> Value {
+    /// What `reduce`'s `f` is when it is a sum from the first value on (divided by the count for a
+    /// mean): float32 input over consecutive axes then sums in place, in the same order.
+    enum Summing { case sum, mean }
+
+    static func reduce(_ c: NodeContext, axesInputFrom version: Int64, summing: Summing? = nil, _ f: ([Double]) -> Double) throws -> Value {
         let x = try c.input(0)
         let rank = x.shape.count
         let listed = version <= c.opset ? c.optionalInput(1)?.asInts.map { Int($0) } : c.ints("axes")
@@ -73,14 +77,29 @@ enum ReductionOps {
         let axes = Set(try (listed ?? []).map { try normalizedAxis($0, rank: rank) })
         let reduced = axes.isEmpty ? Set(0 ..< rank) : axes
         let kept = (0 ..< rank).filter { !reduced.contains($0) }
+        let keepDims = c.int("keepdims", 1) != 0
+        let shape = keepDims ? x.shape.indices.map { reduced.contains($0) ? 1 : x.shape[$0] } : kept.map { x.shape[$0] }
+        if let summing, case .float(let v) = x.elements, let first = reduced.min(), reduced.max()! - first + 1 == reduced.count {
+            let outer = x.shape[..<first].reduce(1, *), n = x.shape[first ..< first + reduced.count].reduce(1, *)
+            let inner = x.shape[(first + reduced.count)...].reduce(1, *)
+            var sums = [Double](repeating: 0, count: outer * inner)
+            v.withUnsafeBufferPointer { v in
+                for o in 0 ..< outer {
+                    for k in 0 ..< n {
+                        let row = v.baseAddress! + (o * n + k) * inner
+                        for i in 0 ..< inner { sums[o * inner + i] += Double(row[i]) }
+                    }
+                }
+            }
+            let count = Double(max(n, 1))
+            return Value(sums.map { Float(summing == .mean ? $0 / count : $0) }, shape: shape, type: x.type)
+        }
         // Kept axes first, reduced axes last: each output element is one contiguous run.
         let moved = ShapeOps.transpose(x, kept + reduced.sorted())
         let run = reduced.map { x.shape[$0] }.reduce(1, *)
         let values = moved.asDoubles
         let outCount = kept.map { x.shape[$0] }.reduce(1, *)
         let sums = (0 ..< outCount).map { o in f(Array(values[o * run ..< (o + 1) * run])) }
-        let keepDims = c.int("keepdims", 1) != 0
-        let shape = keepDims ? x.shape.indices.map { reduced.contains($0) ? 1 : x.shape[$0] } : kept.map { x.shape[$0] }
         switch x.elements {
         case .int: return Value(sums.map(Value.saturatingInt), shape: shape, type: x.type)
         case .bool: return Value(sums.map { $0 > 0 }, shape: shape)   // an empty max is -inf: false

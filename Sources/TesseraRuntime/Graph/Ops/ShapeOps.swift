@@ -124,12 +124,9 @@ enum ShapeOps {
                 return k
             }
             let shape = Array(data.shape.prefix(axis)) + indices.shape + Array(data.shape.dropFirst(axis + 1))
-            var flat: [Int] = []
-            flat.reserveCapacity(try elementCount(shape))
-            for o in 0 ..< outer {
-                for k in picks { flat.append(contentsOf: (o * n + k) * inner ..< (o * n + k + 1) * inner) }
-            }
-            return [data.picking(flat, shape: shape)]
+            _ = try elementCount(shape)
+            let starts = (0 ..< outer).flatMap { o in picks.map { (o * n + $0) * inner } }
+            return [data.copyingRuns(from: starts, length: inner, shape: shape)]
         }
         t["ai.onnx.ml:ArrayFeatureExtractor"] = { c in
             let data = try c.input(0), indices = try c.input(1).asInts.map { Int($0) }
