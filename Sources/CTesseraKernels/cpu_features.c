@@ -11,6 +11,7 @@ int tessera_cpu_features(void) {
         && __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
         features |= TESSERA_CPU_AVX512;
     if ((features & TESSERA_CPU_AVX512) && __builtin_cpu_supports("avx512vnni")) features |= TESSERA_CPU_AVX512_VNNI;
+    if ((features & TESSERA_CPU_AVX512) && __builtin_cpu_supports("avx512vbmi")) features |= TESSERA_CPU_AVX512_VBMI;
     return features;
 #else
     return 0;

@@ -62,6 +62,21 @@ ptrdiff_t tessera_first_nonfinite(const float *x, ptrdiff_t n) {
     return n;
 }
 
+void tessera_int8_sparse24_gemm_portable(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const uint8_t *positions,
+                                         const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, int32_t *acc) {
+    for (ptrdiff_t b = 0; b < batch; b++)
+        for (ptrdiff_t rb = 0; rb < blocks; rb++) {
+            int32_t s[16] = {0};
+            for (ptrdiff_t p = 0; p < pairs; p++) {
+                const uint8_t *window = x + b * kp + 64 * (p / 8), *pos = positions + (rb * pairs + p) * 64;
+                const int8_t *w = codes + (rb * pairs + p) * 64;
+                for (int j = 0; j < 16; j++)
+                    for (int t = 0; t < 4; t++) s[j] += (int32_t)window[pos[4 * j + t]] * (int32_t)w[4 * j + t];
+            }
+            memcpy(acc + b * blocks * 16 + 16 * rb, s, sizeof s);
+        }
+}
+
 const tessera_int8_kernels tessera_int8_kernels_portable = {
     tessera_quantize_u8_portable, tessera_int8_gemm_portable, tessera_int8_finish_portable,
 };
@@ -154,4 +169,46 @@ static VNNI void int8_finish_vnni(const int32_t *acc, ptrdiff_t batch, ptrdiff_t
 }
 
 const tessera_int8_kernels tessera_int8_kernels_vnni = { quantize_u8_vnni, int8_gemm_vnni, int8_finish_vnni };
+
+#define VBMI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")))
+
+/* nb (<= 8) activation rows by one 16-row block: for each window of 64 depths, the rows' codes
+   stay in registers and each pair's positions pick every row's activations with one vpermb. */
+static inline __attribute__((always_inline)) VBMI void sparse_tile(int nb, const uint8_t *x, ptrdiff_t kp, const uint8_t *positions,
+                                                                   const int8_t *codes, ptrdiff_t pairs, int32_t *acc, ptrdiff_t ldc) {
+    __m512i s[8], window[8];
+    for (int b = 0; b < nb; b++) s[b] = _mm512_setzero_si512();
+    for (ptrdiff_t c = 0; 8 * c < pairs; c++) {
+        for (int b = 0; b < nb; b++) window[b] = _mm512_loadu_si512(x + b * kp + 64 * c);
+        ptrdiff_t last = pairs - 8 * c < 8 ? pairs : 8 * c + 8;
+        for (ptrdiff_t p = 8 * c; p < last; p++) {
+            __m512i pos = _mm512_loadu_si512(positions + 64 * p), w = _mm512_loadu_si512(codes + 64 * p);
+            for (int b = 0; b < nb; b++) s[b] = _mm512_dpbusd_epi32(s[b], _mm512_permutexvar_epi8(pos, window[b]), w);
+        }
+    }
+    for (int b = 0; b < nb; b++) _mm512_storeu_si512(acc + b * ldc, s[b]);
+}
+
+VBMI void tessera_int8_sparse24_gemm_vbmi(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const uint8_t *positions,
+                                          const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, int32_t *acc) {
+    ptrdiff_t ldc = blocks * 16;
+    for (ptrdiff_t b0 = 0; b0 < batch; b0 += 8) {
+        ptrdiff_t nb = batch - b0 < 8 ? batch - b0 : 8;
+        for (ptrdiff_t rb = 0; rb < blocks; rb++) {
+            const uint8_t *xs = x + b0 * kp, *pos = positions + rb * pairs * 64;
+            const int8_t *w = codes + rb * pairs * 64;
+            int32_t *out = acc + b0 * ldc + 16 * rb;
+            switch (nb) {
+            case 8: sparse_tile(8, xs, kp, pos, w, pairs, out, ldc); break;
+            case 7: sparse_tile(7, xs, kp, pos, w, pairs, out, ldc); break;
+            case 6: sparse_tile(6, xs, kp, pos, w, pairs, out, ldc); break;
+            case 5: sparse_tile(5, xs, kp, pos, w, pairs, out, ldc); break;
+            case 4: sparse_tile(4, xs, kp, pos, w, pairs, out, ldc); break;
+            case 3: sparse_tile(3, xs, kp, pos, w, pairs, out, ldc); break;
+            case 2: sparse_tile(2, xs, kp, pos, w, pairs, out, ldc); break;
+            default: sparse_tile(1, xs, kp, pos, w, pairs, out, ldc); break;
+            }
+        }
+    }
+}
 #endif

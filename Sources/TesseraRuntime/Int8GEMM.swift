@@ -7,20 +7,34 @@ import Tessera
 /// with zero codes (a 2:4 weight's pruned codes are zeros too); each row's code sum (for the
 /// activations' zero point) and scale. Built once, on the first integer product, so a weight
 /// never run that way costs nothing.
+///
+/// A 2:4 weight run by `tessera_int8_sparse24_gemm_vbmi` is packed by pairs of groups instead
+/// (`sparse24Pairs`): its kept codes only, each with its activation's place in a 64-depth
+/// window (`positions`), the depth padded to a multiple of 64.
 final class PackedInt8Weight: @unchecked Sendable {
     let blocks: Int
     let paddedDepth: Int
     let codes: UnsafeMutablePointer<Int8>
+    /// The pair layout's activation positions; nil in the dense layout.
+    let positions: UnsafeMutablePointer<UInt8>?
+    /// Pairs of 2:4 groups per row in the pair layout.
+    let pairs: Int
     let rowSums: [Int32]
     let rowScales: [Float]
 
+    private init(blocks: Int, paddedDepth: Int, codes: UnsafeMutablePointer<Int8>, positions: UnsafeMutablePointer<UInt8>?,
+                 pairs: Int, rowSums: [Int32], op: LinearOperator) {
+        (self.blocks, self.paddedDepth, self.codes, self.positions, self.pairs, self.rowSums) = (blocks, paddedDepth, codes, positions, pairs, rowSums)
+        rowScales = (0 ..< op.rows).map { op.scaleMap.scales[op.scaleMap.rowBase[$0]] }
+    }
+
     /// `row(r, out)` writes row r's `depth` codes to `out`.
-    init(_ op: LinearOperator, row: (Int, UnsafeMutablePointer<Int8>) -> Void) {
+    convenience init(_ op: LinearOperator, row: (Int, UnsafeMutablePointer<Int8>) -> Void) {
         let (rows, depth) = (op.rows, op.depth)
-        blocks = (rows + 31) / 32 * 2
-        paddedDepth = (depth + 3) / 4 * 4
+        let blocks = (rows + 31) / 32 * 2
+        let paddedDepth = (depth + 3) / 4 * 4
         let count = blocks * 16 * paddedDepth
-        codes = .allocate(capacity: max(1, count))
+        let codes = UnsafeMutablePointer<Int8>.allocate(capacity: max(1, count))
         codes.initialize(repeating: 0, count: max(1, count))
         let line = UnsafeMutablePointer<Int8>.allocate(capacity: max(1, depth))
         defer { line.deallocate() }
@@ -36,11 +50,40 @@ final class PackedInt8Weight: @unchecked Sendable {
             }
             sums[r] = sum
         }
-        rowSums = sums
-        rowScales = (0 ..< rows).map { op.scaleMap.scales[op.scaleMap.rowBase[$0]] }
+        self.init(blocks: blocks, paddedDepth: paddedDepth, codes: codes, positions: nil, pairs: 0, rowSums: sums, op: op)
     }
 
-    deinit { codes.deallocate() }
+    deinit {
+        codes.deallocate()
+        positions?.deallocate()
+    }
+
+    /// A 2:4 weight in the pair layout of `tessera_int8_sparse24_gemm_fn`: entry
+    /// `(block·pairs + p)·64 + 4j + t` is row `16·block + j`'s t-th kept code of pair p, and its
+    /// depth within the window of pair p. A lone last group pairs with zero codes.
+    static func sparse24Pairs(_ op: LinearOperator, codes source: UnsafePointer<Int8>, metadata: UnsafePointer<UInt8>) -> PackedInt8Weight {
+        let (rows, groups) = (op.rows, op.depth / 4)
+        let blocks = (rows + 31) / 32 * 2, pairs = (groups + 1) / 2
+        let count = blocks * pairs * 64
+        let codes = UnsafeMutablePointer<Int8>.allocate(capacity: max(1, count))
+        let positions = UnsafeMutablePointer<UInt8>.allocate(capacity: max(1, count))
+        codes.initialize(repeating: 0, count: max(1, count))
+        positions.initialize(repeating: 0, count: max(1, count))
+        var sums = [Int32](repeating: 0, count: rows)
+        for r in 0 ..< rows {
+            let (block, j) = (r / 16, r % 16)
+            for g in 0 ..< groups {
+                let (i0, i1) = keptPositions(metadata, r * groups + g)
+                let (p, half) = (g / 2, g % 2)
+                let e = (block * pairs + p) * 64 + 4 * j + 2 * half, base = 8 * (p % 8) + 4 * half
+                (codes[e], codes[e + 1]) = (source[2 * (r * groups + g)], source[2 * (r * groups + g) + 1])
+                (positions[e], positions[e + 1]) = (UInt8(base + i0), UInt8(base + i1))
+                sums[r] += Int32(codes[e]) + Int32(codes[e + 1])
+            }
+        }
+        return PackedInt8Weight(blocks: blocks, paddedDepth: (op.depth + 63) / 64 * 64, codes: codes, positions: positions,
+                                pairs: pairs, rowSums: sums, op: op)
+    }
 
     /// A dense weight's codes, read through the operator's view.
     static func dense(_ op: LinearOperator, codes: UnsafePointer<Int8>) -> PackedInt8Weight {
@@ -90,6 +133,18 @@ extension KernelDispatch {
         return tessera_int8_kernels_portable
     }
 
+    /// The 2:4 W8A8 GEMM on kept codes (`tessera_int8_sparse24_gemm_fn`) where the CPU has
+    /// AVX-512 VNNI and VBMI and the selected variant is AVX-512; elsewhere 2:4 batches run the
+    /// dense GEMM on their codes with the pruned ones as zeros (the same sums).
+    static let int8Sparse24GEMM = int8Sparse24GEMM(for: selected)
+
+    static func int8Sparse24GEMM(for isa: InstructionSet) -> tessera_int8_sparse24_gemm_fn? {
+#if arch(x86_64)
+        if isa == .avx512, hasVNNI, tessera_cpu_features() & Int32(TESSERA_CPU_AVX512_VBMI) != 0 { return tessera_int8_sparse24_gemm_vbmi }
+#endif
+        return nil
+    }
+
     /// Whether this CPU has AVX-512 VNNI (vpdpbusd).
     public static let hasVNNI: Bool = {
 #if arch(x86_64)
@@ -108,15 +163,20 @@ extension LinearOperator {
     /// `applyQuantizingActivations`): activation rows quantized to uint8 as DynamicQuantizeLinear
     /// does, the integer GEMM on eight rows at a time, then per output
     /// `scale_w · scale_x · (Σ code_w·code_x − z_x · Σ code_w)`.
+    ///
+    /// A 2:4 weight runs `sparse24` on its pair layout when given, else the dense GEMM.
     func applyPackedInt8(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int,
-                         kernels: tessera_int8_kernels = KernelDispatch.int8Kernels) {
+                         kernels: tessera_int8_kernels = KernelDispatch.int8Kernels,
+                         sparse24: tessera_int8_sparse24_gemm_fn? = KernelDispatch.int8Sparse24GEMM) {
         let packed: PackedInt8Weight
         switch tensor.storage {
         case .dense(let values):
             packed = values.withBaseAddress { v in packedInt8.get { .dense(self, codes: v.assumingMemoryBound(to: Int8.self)) } }
         case .sparse24(let values, _):
             packed = values.withBaseAddress { v in withSparse24Metadata { metadata in
-                packedInt8.get { .sparse24(self, codes: v.assumingMemoryBound(to: Int8.self), metadata: metadata) }
+                let codes = v.assumingMemoryBound(to: Int8.self)
+                return sparse24 == nil ? packedInt8.get { .sparse24(self, codes: codes, metadata: metadata) }
+                    : packedInt8Pairs.get { .sparse24Pairs(self, codes: codes, metadata: metadata) }
             } }
         default:
             preconditionFailure("not a dense or 2:4 tensor")
@@ -133,7 +193,11 @@ extension LinearOperator {
                 for start in stride(from: range.lowerBound, to: range.upperBound, by: tile) {
                     let n = min(tile, range.upperBound - start)
                     for i in 0 ..< n { kernels.quantize(x + (start + i) * depth, depth, xq + i * kp, &scales[i], &zeroPoints[i]) }
-                    kernels.gemm(xq, n, kp, packed.codes, packed.blocks, acc)
+                    if let positions = packed.positions {
+                        sparse24!(xq, n, kp, positions, packed.codes, packed.pairs, packed.blocks, acc)
+                    } else {
+                        kernels.gemm(xq, n, kp, packed.codes, packed.blocks, acc)
+                    }
                     kernels.finish(acc, n, ldc, rowSums.baseAddress!, rowScales.baseAddress!, zeroPoints, scales, y + start * rows, rows)
                 }
             }

@@ -20,8 +20,10 @@ public struct LinearOperator: @unchecked Sendable {
     /// Float32 rows along the reduction axis packed once into the batched kernel's 8-row panels
     /// (`withPackedPanels`): panel p holds weight (8p + i, k) at `8·(p·depth + k) + i`.
     private(set) var panels: PackedPanels?
-    /// A dense int8 weight's codes packed for the W8A8 GEMM core, made on its first use.
+    /// An int8 weight's codes packed for the W8A8 GEMM core, made on its first use: the dense
+    /// layout, and a 2:4 weight's pair layout for the kernel on kept codes.
     let packedInt8 = PackedInt8Cache()
+    let packedInt8Pairs = PackedInt8Cache()
 
     public var name: String { tensor.name }
     public var layout: LayoutKind { tensor.storage.kind }

@@ -38,6 +38,31 @@ import Testing
         }
     }
 
+    /// The 2:4 W8A8 GEMM on kept codes (pair layout), portable and VBMI, against the dense GEMM on
+    /// the codes with pruned zeros: the same int32 sums, so the same outputs bit for bit. Depths
+    /// with a lone last group and a partial last window, rows in partial blocks, partial tiles.
+    @Test func sparse24Int8GEMMMatchesTheDenseGEMM() throws {
+        var variants: [tessera_int8_sparse24_gemm_fn] = [tessera_int8_sparse24_gemm_portable]
+        if let vbmi = KernelDispatch.int8Sparse24GEMM(for: .avx512) { variants.append(vbmi) }
+        for (shape, axis, batch) in [([52, 70], 0, 11), ([200, 33], 0, 16), ([5, 516], 1, 3), ([768, 96], 0, 9)] {
+            let tensor = try KernelTests.tensor(shape: shape, axis: axis, values: .int8PerOutput, seed: 12)
+            let op = try LinearOperator(try tensor.encoded(as: .sparse24))
+            let x = Self.random(batch * op.depth, seed: 13)
+            var dense = [Float](repeating: 0, count: batch * op.rows)
+            x.withUnsafeBufferPointer { xp in
+                dense.withUnsafeMutableBufferPointer {
+                    op.applyPackedInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 1,
+                                       kernels: KernelDispatch.int8Kernels(for: .portable), sparse24: nil)
+                }
+                for (v, variant) in variants.enumerated() {
+                    var got = [Float](repeating: .nan, count: batch * op.rows)
+                    got.withUnsafeMutableBufferPointer { op.applyPackedInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 2, sparse24: variant) }
+                    #expect(got.map(\.bitPattern) == dense.map(\.bitPattern), "\(shape) batch \(batch) variant \(v)")
+                }
+            }
+        }
+    }
+
     /// Both C quantizers give the codes, scale and zero point of `UInt8Activations`, the
     /// quantizer of the 2:4 integer path: one definition of DynamicQuantizeLinear.
     @Test func activationQuantizersAgree() {

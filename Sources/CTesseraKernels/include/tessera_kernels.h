@@ -108,6 +108,7 @@ enum {
     TESSERA_CPU_AVX2_FMA = 1,
     TESSERA_CPU_AVX512 = 2,        /* F, BW, DQ and VL */
     TESSERA_CPU_AVX512_VNNI = 4,   /* with AVX512 */
+    TESSERA_CPU_AVX512_VBMI = 8,   /* with AVX512 */
 };
 int tessera_cpu_features(void);
 
@@ -141,6 +142,23 @@ typedef struct {
 extern const tessera_int8_kernels tessera_int8_kernels_portable;
 #if defined(__x86_64__)
 extern const tessera_int8_kernels tessera_int8_kernels_vnni;
+#endif
+
+/* The W8A8 GEMM of a 2:4 weight on its kept codes only: `gemm`'s acc (ldc = 16·blocks), the same
+   exact sums. Depths go by pairs of 2:4 groups (8 depths); for 16-row block rb, pair p, row j
+   and t < 4, entry e = (rb·pairs + p)·64 + 4j + t holds codes[e], the row's t-th kept code in
+   the pair (the first group's two, then the second's), and positions[e], that code's depth
+   minus 64·(p / 8): its place in the 64 depths of the pair's window. x holds kp codes per
+   batch row, kp a multiple of 64 covering every window (zeros past the depth). The VBMI variant
+   picks each row's activations from a window with one vpermb per 16 rows and pair, so a
+   vpdpbusd sums kept codes only (dense `gemm` multiplies the pruned zeros too). */
+typedef void (*tessera_int8_sparse24_gemm_fn)(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const uint8_t *positions,
+                                              const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, int32_t *acc);
+void tessera_int8_sparse24_gemm_portable(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const uint8_t *positions,
+                                         const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, int32_t *acc);
+#if defined(__x86_64__)
+void tessera_int8_sparse24_gemm_vbmi(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const uint8_t *positions,
+                                     const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, int32_t *acc);
 #endif
 
 /* The index of the first infinity or NaN in x[0 ..< n], or n when all are finite (quantized
