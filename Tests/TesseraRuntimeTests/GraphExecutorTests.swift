@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 import Tessera
 import TesseraONNX
@@ -42,6 +43,43 @@ import TesseraONNX
         #expect(y.shape == [2, 2])
         #expect(y.asFloats == [2, 0, 5, 3])
         #expect(throws: RuntimeError.self) { try run("Gather", [iota([2, 3]), ints([3])], attributes: ["axis": .int(1)]) }
+    }
+
+    /// The exact GELU chain (Div, Erf, Add, Mul by x, Mul) runs as one fused kernel with the same
+    /// bits as its nodes one by one (an observer turns fusion off); a chain whose inner value
+    /// has a second reader, or whose constant is not a scalar, runs unfused.
+    @Test func geluChainRunsFusedWithTheSameBits() throws {
+        func scalar(_ name: String, _ v: Float, _ shape: [Int] = []) -> Tensor {
+            Tensor(name: name, dataType: .float, shape: shape, storage: .dense(values: TensorBytes(float32: [Float](repeating: v, count: shape.reduce(1, *)))))
+        }
+        func graph(extraReader: Bool, divisorShape: [Int]) -> ONNXGraph {
+            var nodes = [ONNXGraph.Node(opType: "Div", inputs: ["x", "sqrt2"], outputs: ["d"], attributes: [:]),
+                         ONNXGraph.Node(opType: "Erf", inputs: ["d"], outputs: ["e"], attributes: [:]),
+                         ONNXGraph.Node(opType: "Add", inputs: ["one", "e"], outputs: ["a"], attributes: [:]),
+                         ONNXGraph.Node(opType: "Mul", inputs: ["a", "x"], outputs: ["m"], attributes: [:]),
+                         ONNXGraph.Node(opType: "Mul", inputs: ["m", "half"], outputs: ["y"], attributes: [:])]
+            var outputs = [ONNXGraph.ValueInfo(name: "y")]
+            if extraReader {
+                nodes.append(ONNXGraph.Node(opType: "Neg", inputs: ["e"], outputs: ["z"], attributes: [:]))
+                outputs.append(ONNXGraph.ValueInfo(name: "z"))
+            }
+            return ONNXGraph(nodes: nodes, inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: outputs,
+                             initializers: ["sqrt2": scalar("sqrt2", 1.4142135, divisorShape), "one": scalar("one", 1), "half": scalar("half", 0.5)])
+        }
+        let x = Value((0 ..< 1000).map { Float($0 - 500) / 61 }, shape: [8, 125])
+        for (extraReader, divisorShape, fused) in [(false, [Int](), true), (false, [1, 1], true), (true, [], false), (false, [8, 1], false), (false, [1, 1, 1], false)] {
+            let executor = try GraphExecutor(graph(extraReader: extraReader, divisorShape: divisorShape))
+            executor.profile = OpProfile()
+            let y = try executor.run(["x": x])[0].value
+            let reference = try GraphExecutor(graph(extraReader: extraReader, divisorShape: divisorShape))
+            reference.observer = ([], { _, _ in })
+            let expected = try reference.run(["x": x])[0].value
+            #expect(y.shape == expected.shape && y.asFloats.map(\.bitPattern) == expected.asFloats.map(\.bitPattern))
+            #expect(executor.profile!.entries.keys.contains { $0.hasPrefix("Gelu") } == fused, "extra reader \(extraReader), divisor \(divisorShape)")
+        }
+        let exact = x.asFloats.map { v in Double(v) * 0.5 * (1 + erf(Double(v) / 2.0.squareRoot())) }
+        let fusedY = try GraphExecutor(graph(extraReader: false, divisorShape: [])).run(["x": x])[0].value.asFloats
+        #expect(zip(fusedY, exact).allSatisfy { abs(Double($0) - $1) <= 1e-5 * max(1, abs($1)) })
     }
 
     /// Nodes computed from constants alone run once; later runs reuse their outputs. A default

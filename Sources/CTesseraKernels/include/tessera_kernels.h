@@ -61,6 +61,10 @@ typedef void (*tessera_softmax_fn)(const float *x, float *y, ptrdiff_t rows, ptr
 typedef void (*tessera_layernorm_fn)(const float *x, float *y, ptrdiff_t rows, ptrdiff_t n, const float *gamma,
                                      const float *beta, double epsilon, float *means, float *inverses);
 
+/* y[i] = ((erf(x[i] / a) + b) · x[i]) · c, erf as `unary` computes it (y may be x): the exact
+   GELU's Div, Erf, Add, Mul, Mul nodes fused (Fusion.gelu's arithmetic). */
+typedef void (*tessera_gelu_fn)(const float *x, float *y, ptrdiff_t n, float a, float b, float c);
+
 /* One plane of a 2-D depthwise convolution, added to `out` (which holds the bias):
    out[oy][ox] += w[ky][kx] · in[oy·sy + ky·dy − py][ox·sx + kx·dx − px] for each tap in order
    (ky, then kx), a multiply then an add, with zeros outside the input: the portable
@@ -101,6 +105,7 @@ typedef struct {
     tessera_maxpool_fn maxpool;
     tessera_softmax_fn softmax;
     tessera_layernorm_fn layernorm;
+    tessera_gelu_fn gelu;
 } tessera_kernels;
 
 /* The instruction sets this CPU (and its OS, for the wide registers) supports. */

@@ -24,6 +24,8 @@ public final class GraphExecutor {
     private let lastUse: [String: Int]            // value name → index of the last node reading it
     private let bodies: [Int: [String: GraphExecutor]]   // subgraph executors by node index and attribute
     private let caches: [NodeCache]                        // by node index
+    private let fusions: [Int: Fusion]                     // by the index of a chain's first node
+    private let producers: [String: Int]                   // value name → index of the node computing it
     private var constants: [String: Value] = [:]
     /// Names whose value no run can change: initializers the caller cannot override, and the
     /// outputs of nodes computed from them alone (`foldable`).
@@ -135,6 +137,10 @@ public final class GraphExecutor {
             return fold
         }
         self.constantNames = constantNames
+        fusions = Fusion.plan(graph) { constantNames.contains($0) }
+        var producers: [String: Int] = [:]
+        for (index, node) in graph.nodes.enumerated() { for output in node.outputs where !output.isEmpty { producers[output] = index } }
+        self.producers = producers
         self.weights = weights
         self.lastUse = lastUse
         self.bodies = bodies
@@ -214,13 +220,28 @@ public final class GraphExecutor {
             try observe(info.name, value)
         }
         let opset = graph.defaultOpset
+        var absorbed = Set<Int>()   // nodes a fused chain computed
         for (index, node) in graph.nodes.enumerated() {
             if let outputs = folded[index] {
                 for (name, value) in zip(node.outputs, outputs) where !name.isEmpty { values[name] = value }
                 for name in node.inputs where lastUse[name] == index { values[name] = nil }
                 continue
             }
+            if absorbed.contains(index) {
+                for name in node.inputs where lastUse[name] == index { values[name] = nil }
+                continue
+            }
             do {
+                if observer == nil, let fusion = fusions[index] {
+                    let started = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+                    if let result = try fusion.run({ try available($0, in: values) }) {
+                        profile?.add(fusion.name, nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+                        values[fusion.output] = .tensor(result)
+                        absorbed.formUnion(fusion.absorbed)
+                        for name in node.inputs where lastUse[name] == index { values[name] = nil }
+                        continue
+                    }
+                }
                 // A stored weight runs through its kernel unless the caller overrode it.
                 let weight = weights[index].flatMap { values[node.inputs[1]] == nil ? $0 : nil }
                 let operands: [GraphValue?] = try node.inputs.enumerated().map { k, name in
@@ -260,6 +281,16 @@ public final class GraphExecutor {
             }
             return (info.name, try value(info.name, in: values, outer: outer))
         }
+    }
+
+    /// `name`'s value when it is known before its node's turn: computed already, an initializer,
+    /// or the output of a folded node (a later Constant node's, after the first run); else nil.
+    private func available(_ name: String, in values: [String: GraphValue]) throws -> GraphValue? {
+        if let v = values[name] { return v }
+        if let index = producers[name], let outputs = folded[index], let k = graph.nodes[index].outputs.firstIndex(of: name) {
+            return outputs[k]
+        }
+        return graph.initializers[name] == nil ? nil : try value(name, in: values, outer: { _ in nil })
     }
 
     private func observe(_ name: String, _ value: GraphValue) throws {

@@ -1,0 +1,104 @@
+import CTesseraKernels
+import TesseraONNX
+
+/// Chains of nodes the executor runs as one kernel, found once per graph: their intermediate
+/// values are never stored, and the fused kernel makes the same float operations in the same
+/// order, so outputs keep their bits. A chain runs fused only when its operands turn out as the
+/// pattern needs (float32, scalar constants) and are known at its first node (a Constant node
+/// placed later in the graph is, from the second run on, when it is folded), and no observer
+/// watches values; otherwise its nodes run one by one.
+struct Fusion {
+    enum Kind {
+        /// BERT's exact GELU, `((erf(x / a) + b) · x) · c` with scalar constants a, b, c:
+        /// Div → Erf → Add → Mul (by x) → Mul, as PyTorch exports `nn.GELU()`.
+        case gelu(divisor: String, addend: String, factor: String)
+    }
+
+    let kind: Kind
+    /// The chain's input, and the nodes after the first that the fused kernel stands for.
+    let input: String
+    let absorbed: [Int]
+    /// The last node's output, which the fused kernel writes.
+    let output: String
+
+    /// The fusible chains of `graph`, by the index of their first node. `constant` tells which
+    /// values no run can change; a chain's inner values must each be read by one node only and
+    /// not be graph outputs.
+    static func plan(_ graph: ONNXGraph, constant: (String) -> Bool) -> [Int: Fusion] {
+        var readers: [String: Int] = [:], reader: [String: Int] = [:]
+        for (index, node) in graph.nodes.enumerated() {
+            for input in node.inputs where !input.isEmpty {
+                readers[input, default: 0] += 1
+                reader[input] = index
+            }
+            for body in GraphExecutor.subgraphs(of: node).values {
+                for name in GraphExecutor.outerNames(body) { readers[name, default: 0] += 2 }
+            }
+        }
+        for output in graph.outputs { readers[output.name, default: 0] += 2 }
+        let nodes = graph.nodes
+        /// The node reading `name`, when it is its only reader.
+        func next(_ name: String) -> (Int, ONNXGraph.Node)? {
+            guard readers[name] == 1, let index = reader[name] else { return nil }
+            return (index, nodes[index])
+        }
+        /// The operand of a two-input default-domain node other than `name`, when it is constant.
+        func constantOperand(_ node: ONNXGraph.Node, _ name: String) -> String? {
+            guard node.domain.isEmpty, node.inputs.count == 2, node.outputs.count == 1 else { return nil }
+            let other = node.inputs[0] == name ? node.inputs[1] : node.inputs[0]
+            return node.inputs.contains(name) && other != name && constant(other) ? other : nil
+        }
+        var plans: [Int: Fusion] = [:]
+        for (index, div) in nodes.enumerated() where div.domain.isEmpty && div.opType == "Div" && div.inputs.count == 2 {
+            let x = div.inputs[0], divisor = div.inputs[1]
+            guard !constant(x), constant(divisor), div.outputs.count == 1,
+                  let (erfIndex, erf) = next(div.outputs[0]), erf.domain.isEmpty, erf.opType == "Erf", erf.outputs.count == 1,
+                  let (addIndex, add) = next(erf.outputs[0]), add.opType == "Add", let addend = constantOperand(add, erf.outputs[0]),
+                  let (mulIndex, mul) = next(add.outputs[0]), mul.domain.isEmpty, mul.opType == "Mul", mul.outputs.count == 1,
+                  Set(mul.inputs) == [x, add.outputs[0]],
+                  let (lastIndex, last) = next(mul.outputs[0]), last.opType == "Mul", let factor = constantOperand(last, mul.outputs[0])
+            else { continue }
+            plans[index] = Fusion(kind: .gelu(divisor: divisor, addend: addend, factor: factor), input: x,
+                                  absorbed: [erfIndex, addIndex, mulIndex, lastIndex], output: last.outputs[0])
+        }
+        return plans
+    }
+
+    /// The chain's name in `--profile`.
+    var name: String {
+        switch kind {
+        case .gelu: "Gelu (fused Div, Erf, Add, Mul, Mul)"
+        }
+    }
+
+    /// The chain's output from its input and constants (`value` reads a name, nil while it is not
+    /// known), or nil when they are not known yet or not what the fused kernel takes.
+    func run(_ value: (String) throws -> GraphValue?) throws -> Value? {
+        guard case .tensor(let x)? = try value(input), case .float(let v) = x.elements, x.type == .float else { return nil }
+        switch kind {
+        case .gelu(let divisor, let addend, let factor):
+            var scalars: [Float] = []
+            for name in [divisor, addend, factor] {
+                guard case .tensor(let c)? = try value(name), c.type == .float, c.count == 1, c.shape.count <= x.shape.count,
+                      case .float(let f) = c.elements else { return nil }
+                scalars.append(f[0])
+            }
+            return Value(Self.gelu(v, divisor: scalars[0], addend: scalars[1], factor: scalars[2]), shape: x.shape)
+        }
+    }
+
+    /// `((erf(x / a) + b) · x) · c` at each element: the unfused nodes' operations, in their order.
+    static func gelu(_ x: [Float], divisor a: Float, addend b: Float, factor c: Float,
+                     kernels: tessera_kernels? = KernelDispatch.kernels) -> [Float] {
+        [Float](unsafeUninitializedCapacity: x.count) { y, initialized in
+            x.withUnsafeBufferPointer { x in
+                if let k = kernels, x.count > 0 {
+                    k.gelu(x.baseAddress!, y.baseAddress!, x.count, a, b, c)
+                } else {
+                    for i in 0 ..< x.count { y[i] = ((PortableKernels.erf(x[i] / a) + b) * x[i]) * c }
+                }
+            }
+            initialized = x.count
+        }
+    }
+}
