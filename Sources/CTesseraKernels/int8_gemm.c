@@ -40,10 +40,12 @@ static inline int32_t corrected(int32_t sum, int32_t zero_point, int32_t row_sum
 
 void tessera_int8_finish_portable(const int32_t *acc, ptrdiff_t batch, ptrdiff_t ldc, const int32_t *row_sums,
                                   const float *row_scales, const int32_t *zero_points, const float *scales, float *out,
-                                  ptrdiff_t rows) {
+                                  ptrdiff_t rows, const float *bias) {
     for (ptrdiff_t b = 0; b < batch; b++)
-        for (ptrdiff_t r = 0; r < rows; r++)
-            out[b * rows + r] = row_scales[r] * scales[b] * (float)corrected(acc[b * ldc + r], zero_points[b], row_sums[r]);
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            float y = row_scales[r] * scales[b] * (float)corrected(acc[b * ldc + r], zero_points[b], row_sums[r]);
+            out[b * rows + r] = bias ? y + bias[r] : y;
+        }
 }
 
 ptrdiff_t tessera_first_nonfinite(const float *x, ptrdiff_t n) {
@@ -153,7 +155,7 @@ static VNNI void int8_gemm_vnni(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp,
 
 static VNNI void int8_finish_vnni(const int32_t *acc, ptrdiff_t batch, ptrdiff_t ldc, const int32_t *row_sums,
                                   const float *row_scales, const int32_t *zero_points, const float *scales, float *out,
-                                  ptrdiff_t rows) {
+                                  ptrdiff_t rows, const float *bias) {
     for (ptrdiff_t b = 0; b < batch; b++) {
         __m512i z = _mm512_set1_epi32(zero_points[b]);
         __m512 s = _mm512_set1_ps(scales[b]);
@@ -161,10 +163,13 @@ static VNNI void int8_finish_vnni(const int32_t *acc, ptrdiff_t batch, ptrdiff_t
         for (; r + 16 <= rows; r += 16) {
             __m512i sum = _mm512_sub_epi32(_mm512_loadu_si512(acc + b * ldc + r), _mm512_mullo_epi32(z, _mm512_loadu_si512(row_sums + r)));
             __m512 f = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(row_scales + r), s), _mm512_cvtepi32_ps(sum));
+            if (bias) f = _mm512_add_ps(f, _mm512_loadu_ps(bias + r));
             _mm512_storeu_ps(out + b * rows + r, f);
         }
-        for (; r < rows; r++)
-            out[b * rows + r] = row_scales[r] * scales[b] * (float)corrected(acc[b * ldc + r], zero_points[b], row_sums[r]);
+        for (; r < rows; r++) {
+            float y = row_scales[r] * scales[b] * (float)corrected(acc[b * ldc + r], zero_points[b], row_sums[r]);
+            out[b * rows + r] = bias ? y + bias[r] : y;
+        }
     }
 }
 

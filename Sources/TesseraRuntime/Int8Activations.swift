@@ -30,7 +30,7 @@ extension LinearOperator {
 
     /// `apply` with integer arithmetic (see above); one activation row at a time, the threads
     /// sharing a single row's outputs or, batched, taking whole rows each.
-    public func applyQuantizingActivations(_ x: [Float], batch: Int, threads: Int = 1) throws -> [Float] {
+    public func applyQuantizingActivations(_ x: [Float], batch: Int, threads: Int = 1, bias: [Float]? = nil) throws -> [Float] {
         guard runsQuantizedActivations else {
             throw RuntimeError(.unsupportedType, "cannot run with quantized activations: that needs a dense or 2:4 weight with symmetric int8 codes, one scale per output and depth at most \(Self.maximumDenseQuantizedDepth) (dense) or \(Self.maximumQuantizedDepth) (2:4)", tensor: name)
         }
@@ -38,18 +38,27 @@ extension LinearOperator {
         if nonfinite < x.count {
             throw RuntimeError(.badActivations, "activation \(nonfinite) is \(x[nonfinite]); quantized activations must be finite", tensor: name)
         }
-        return try checked(x, batch: batch) { applyQuantizingActivations($0, batch: batch, into: $1, threads: max(1, threads)) }
+        if let bias, bias.count != rows {
+            throw RuntimeError(.badShape, "a bias of \(bias.count) values for \(rows) outputs", tensor: name)
+        }
+        return try checked(x, batch: batch) { x, y in
+            (bias ?? []).withUnsafeBufferPointer { b in
+                applyQuantizingActivations(x, batch: batch, into: y, threads: max(1, threads), bias: bias == nil ? nil : b.baseAddress)
+            }
+        }
     }
 
     /// The unchecked form: `runsQuantizedActivations`, finite `x` of `batch * depth` floats, and
-    /// room for `batch * rows` in `y`.
-    public func applyQuantizingActivations(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int) {
+    /// room for `batch * rows` in `y`. A `bias` of `rows` values is added to each output row
+    /// (`y + bias`, as an Add node after the product computes it) while the row is in cache.
+    public func applyQuantizingActivations(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int,
+                                           bias: UnsafePointer<Float>? = nil) {
         // A 2:4 weight's single activation row runs the 2:4 GEMV, which reads only kept codes.
         // Dense weights, and batches, run as a GEMM on packed codes (a 2:4 weight's pruned codes
         // as zeros): the same integer sums, so the same outputs either way (tested).
         guard batch > 0 else { return }
         guard batch == 1, case .sparse24(let values, _) = tensor.storage else {
-            return applyPackedInt8(x, batch: batch, into: y, threads: threads)
+            return applyPackedInt8(x, batch: batch, into: y, threads: threads, bias: bias)
         }
         let (rows, depth) = (rows, depth)
         values.withBaseAddress { v in withSparse24Metadata { metadata in
@@ -60,7 +69,7 @@ extension LinearOperator {
                 defer { codes.deallocate() }
                 codes.quantize(x)
                 Threads.split(rows, threads: threads, granularity: 4) { range in
-                    for r in range { y[r] = kernel.row(r, codes) }
+                    for r in range { y[r] = bias.map { kernel.row(r, codes) + $0[r] } ?? kernel.row(r, codes) }
                 }
             } }
         } }

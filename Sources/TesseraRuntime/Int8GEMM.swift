@@ -167,7 +167,7 @@ extension LinearOperator {
     /// A 2:4 weight runs `sparse24` on its pair layout when given, else the dense GEMM.
     func applyPackedInt8(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int,
                          kernels: tessera_int8_kernels = KernelDispatch.int8Kernels,
-                         sparse24: tessera_int8_sparse24_gemm_fn? = KernelDispatch.int8Sparse24GEMM) {
+                         sparse24: tessera_int8_sparse24_gemm_fn? = KernelDispatch.int8Sparse24GEMM, bias: UnsafePointer<Float>? = nil) {
         let packed: PackedInt8Weight
         switch tensor.storage {
         case .dense(let values):
@@ -198,7 +198,7 @@ extension LinearOperator {
                     } else {
                         kernels.gemm(xq, n, kp, packed.codes, packed.blocks, acc)
                     }
-                    kernels.finish(acc, n, ldc, rowSums.baseAddress!, rowScales.baseAddress!, zeroPoints, scales, y + start * rows, rows)
+                    kernels.finish(acc, n, ldc, rowSums.baseAddress!, rowScales.baseAddress!, zeroPoints, scales, y + start * rows, rows, bias)
                 }
             }
         } }

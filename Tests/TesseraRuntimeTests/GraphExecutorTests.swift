@@ -82,6 +82,34 @@ import TesseraONNX
         #expect(zip(fusedY, exact).allSatisfy { abs(Double($0) - $1) <= 1e-5 * max(1, abs($1)) })
     }
 
+    /// With int8 activations, a MatMul on a stored int8 weight and the Add of its bias run as one:
+    /// the bias added as the GEMM writes each row, bit for bit the Add node's sums (dense and 2:4,
+    /// a batch and a single row); with float activations they run as two nodes.
+    @Test func biasAddIsFusedIntoTheW8A8MatMul() throws {
+        let (depth, outputs) = (64, 40)
+        let bias = Tensor(name: "b", dataType: .float, shape: [outputs],
+                          storage: .dense(values: TensorBytes(float32: (0 ..< outputs).map { Float($0) / 7 - 2 })))
+        for layout in [LayoutKind.dense, .sparse24] {
+            let w = try KernelTests.tensor(shape: [depth, outputs], axis: 0, values: .int8PerOutput, seed: 5).encoded(as: layout)
+            let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: "MatMul", inputs: ["x", w.name], outputs: ["m"], attributes: [:]),
+                                          ONNXGraph.Node(opType: "Add", inputs: ["b", "m"], outputs: ["y"], attributes: [:])],
+                                  inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
+                                  initializers: [w.name: w, "b": bias])
+            for batch in [1, 5] {
+                let x = Value(KernelTests.random(count: batch * depth, seed: 9), shape: [batch, depth])
+                for activations in ActivationArithmetic.allCases {
+                    let fused = try GraphExecutor(graph, activations: activations)
+                    fused.profile = OpProfile()
+                    let unfused = try GraphExecutor(graph, activations: activations)
+                    unfused.observer = ([], { _, _ in })
+                    let y = try fused.run(["x": x])[0].value, expected = try unfused.run(["x": x])[0].value
+                    #expect(y.shape == [batch, outputs] && y.asFloats.map(\.bitPattern) == expected.asFloats.map(\.bitPattern))
+                    #expect(fused.profile!.entries.keys.contains { $0.contains("fused bias") } == (activations == .int8), "\(layout) \(activations)")
+                }
+            }
+        }
+    }
+
     /// Nodes computed from constants alone run once; later runs reuse their outputs. A default
     /// the caller may override is not a constant.
     @Test func constantSubgraphsAreFoldedOnceAndOverridesStillApply() throws {

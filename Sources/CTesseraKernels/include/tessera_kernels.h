@@ -132,13 +132,14 @@ extern const tessera_kernels tessera_kernels_avx512;
      codes packed 16 rows at a time: wp[(rb·kp/4 + k4)·64 + 4·j + t] = w[16·rb + j][4·k4 + t];
      blocks must be even;
    - finish: out[b·rows + r] = row_scales[r] · scales[b] · (acc[b·ldc + r] − zero_points[b] ·
-     row_sums[r]), the difference exact in int32 (it fits while depth <= 65536). */
+     row_sums[r]), the difference exact in int32 (it fits while depth <= 65536), then + bias[r]
+     when bias is given (an Add node's sum, fused). */
 typedef void (*tessera_quantize_u8_fn)(const float *x, ptrdiff_t n, uint8_t *codes, float *scale, int32_t *zero_point);
 typedef void (*tessera_int8_gemm_fn)(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const int8_t *wp,
                                      ptrdiff_t blocks, int32_t *acc);
 typedef void (*tessera_int8_finish_fn)(const int32_t *acc, ptrdiff_t batch, ptrdiff_t ldc, const int32_t *row_sums,
                                        const float *row_scales, const int32_t *zero_points, const float *scales,
-                                       float *out, ptrdiff_t rows);
+                                       float *out, ptrdiff_t rows, const float *bias);
 typedef struct {
     tessera_quantize_u8_fn quantize;
     tessera_int8_gemm_fn gemm;

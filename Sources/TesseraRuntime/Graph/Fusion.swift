@@ -12,6 +12,9 @@ struct Fusion {
         /// BERT's exact GELU, `((erf(x / a) + b) · x) · c` with scalar constants a, b, c:
         /// Div → Erf → Add → Mul (by x) → Mul, as PyTorch exports `nn.GELU()`.
         case gelu(divisor: String, addend: String, factor: String)
+        /// A MatMul on a stored int8 weight run W8A8, then an Add of a constant bias over its
+        /// outputs: the GEMM's last step adds the bias as it writes each output.
+        case bias(String)
     }
 
     let kind: Kind
@@ -24,7 +27,7 @@ struct Fusion {
     /// The fusible chains of `graph`, by the index of their first node. `constant` tells which
     /// values no run can change; a chain's inner values must each be read by one node only and
     /// not be graph outputs.
-    static func plan(_ graph: ONNXGraph, constant: (String) -> Bool) -> [Int: Fusion] {
+    static func plan(_ graph: ONNXGraph, constant: (String) -> Bool, storedWeight: (Int) -> Bool) -> [Int: Fusion] {
         var readers: [String: Int] = [:], reader: [String: Int] = [:]
         for (index, node) in graph.nodes.enumerated() {
             for input in node.inputs where !input.isEmpty {
@@ -61,6 +64,10 @@ struct Fusion {
             plans[index] = Fusion(kind: .gelu(divisor: divisor, addend: addend, factor: factor), input: x,
                                   absorbed: [erfIndex, addIndex, mulIndex, lastIndex], output: last.outputs[0])
         }
+        for (index, matMul) in nodes.enumerated() where matMul.opType == "MatMul" && storedWeight(index) && matMul.outputs.count == 1 {
+            guard let (addIndex, add) = next(matMul.outputs[0]), add.opType == "Add", let bias = constantOperand(add, matMul.outputs[0]) else { continue }
+            plans[index] = Fusion(kind: .bias(bias), input: matMul.inputs[0], absorbed: [addIndex], output: add.outputs[0])
+        }
         return plans
     }
 
@@ -68,14 +75,23 @@ struct Fusion {
     var name: String {
         switch kind {
         case .gelu: "Gelu (fused Div, Erf, Add, Mul, Mul)"
+        case .bias: "MatMul + Add (stored weight, fused bias)"
         }
     }
 
     /// The chain's output from its input and constants (`value` reads a name, nil while it is not
     /// known), or nil when they are not known yet or not what the fused kernel takes.
-    func run(_ value: (String) throws -> GraphValue?) throws -> Value? {
+    /// `context` is the first node's.
+    func run(_ value: (String) throws -> GraphValue?, context: NodeContext) throws -> Value? {
         guard case .tensor(let x)? = try value(input), case .float(let v) = x.elements, x.type == .float else { return nil }
         switch kind {
+        case .bias(let name):
+            guard context.activations == .int8, let op = context.weight, op.runsQuantizedActivations, let k = x.shape.last, k == op.depth,
+                  case .tensor(let b)? = try value(name), b.type == .float, b.count == op.rows, b.shape.last == op.rows,
+                  b.shape.count <= x.shape.count, case .float(let bias) = b.elements else { return nil }
+            let batch = v.count / max(k, 1)
+            let y = try op.applyQuantizingActivations(v, batch: batch, threads: op.worthwhileThreads(context.threads, batch: batch), bias: bias)
+            return Value(y, shape: x.shape.dropLast() + [op.rows])
         case .gelu(let divisor, let addend, let factor):
             var scalars: [Float] = []
             for name in [divisor, addend, factor] {

@@ -137,7 +137,7 @@ public final class GraphExecutor {
             return fold
         }
         self.constantNames = constantNames
-        fusions = Fusion.plan(graph) { constantNames.contains($0) }
+        fusions = Fusion.plan(graph, constant: { constantNames.contains($0) }, storedWeight: { weights[$0] != nil })
         var producers: [String: Int] = [:]
         for (index, node) in graph.nodes.enumerated() { for output in node.outputs where !output.isEmpty { producers[output] = index } }
         self.producers = producers
@@ -232,16 +232,6 @@ public final class GraphExecutor {
                 continue
             }
             do {
-                if observer == nil, let fusion = fusions[index] {
-                    let started = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-                    if let result = try fusion.run({ try available($0, in: values) }) {
-                        profile?.add(fusion.name, nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
-                        values[fusion.output] = .tensor(result)
-                        absorbed.formUnion(fusion.absorbed)
-                        for name in node.inputs where lastUse[name] == index { values[name] = nil }
-                        continue
-                    }
-                }
                 // A stored weight runs through its kernel unless the caller overrode it.
                 let weight = weights[index].flatMap { values[node.inputs[1]] == nil ? $0 : nil }
                 let operands: [GraphValue?] = try node.inputs.enumerated().map { k, name in
@@ -258,6 +248,13 @@ public final class GraphExecutor {
                     context.scope = { [unowned self] name in try self.value(name, in: visible, outer: outer) }
                 }
                 let started = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+                if observer == nil, let fusion = fusions[index], let result = try fusion.run({ try available($0, in: values) }, context: context) {
+                    profile?.add(fusion.name, nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+                    values[fusion.output] = .tensor(result)
+                    absorbed.formUnion(fusion.absorbed)
+                    for name in node.inputs where lastUse[name] == index { values[name] = nil }
+                    continue
+                }
                 let results = try Self.kernels[Self.key(node)]!(context)
                 profile?.add(weight == nil ? Self.key(node) : "\(Self.key(node)) (stored weight)", nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
                 let outputs = results.map { $0.representable() }
