@@ -453,6 +453,48 @@ static inline void NAME(inside)(ptrdiff_t offset, ptrdiff_t s, ptrdiff_t w, ptrd
     if (*hi < *lo) *hi = *lo;
 }
 
+/* Sixteen inputs `sx` apart from s: one tap's pixels for sixteen outputs in a row. */
+static inline __attribute__((always_inline)) vec NAME(depthwise_taps)(const float *s, ptrdiff_t sx) {
+    if (sx == 1) return LOAD(s);
+    if (sx == 2) return __builtin_shufflevector(LOAD(s), LOAD(s + 16), 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    vec x;
+    for (int j = 0; j < 16; j++) x[j] = s[j * sx];
+    return x;
+}
+
+/* R output rows (rows `step` floats apart in the padded input, `ow` apart in out), sixteen
+   outputs at a time, each summing its taps in order onto the bias already in out: R
+   independent sums hide each multiply-add's latency. The last block goes through a copy. */
+static inline __attribute__((always_inline)) void NAME(depthwise_rows)(int R, const float *top, ptrdiff_t step, const float *weights,
+                                                                       ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sx, ptrdiff_t dx,
+                                                                       ptrdiff_t tapRow, float *out, ptrdiff_t ow) {
+    for (ptrdiff_t ox = 0; ox < ow; ox += 16) {
+        float part[4][16];
+        int whole = ox + 16 <= ow;
+        vec acc[4];
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) {
+            if (!whole) {
+                for (int j = 0; j < 16; j++) part[r][j] = ox + j < ow ? out[r * ow + ox + j] : 0.0f;
+            }
+            acc[r] = LOAD(whole ? out + r * ow + ox : part[r]);
+        }
+        for (ptrdiff_t ky = 0; ky < kh; ky++)
+            for (ptrdiff_t kx = 0; kx < kw; kx++) {
+                vec weight = SPLAT(weights[ky * kw + kx]);
+                const float *source = top + ky * tapRow + ox * sx + kx * dx;
+                _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) acc[r] = acc[r] + weight * NAME(depthwise_taps)(source + r * step, sx);
+            }
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) {
+            if (whole) {
+                STORE(acc[r], out + r * ow + ox);
+            } else {
+                STORE(acc[r], part[r]);
+                for (ptrdiff_t j = 0; ox + j < ow; j++) out[r * ow + ox + j] = part[r][j];
+            }
+        }
+    }
+}
+
 static void NAME(depthwise)(const float *in, ptrdiff_t h, ptrdiff_t w, const float *weights, ptrdiff_t kh, ptrdiff_t kw,
                             ptrdiff_t sy, ptrdiff_t sx, ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py, ptrdiff_t px, float *out,
                             ptrdiff_t oh, ptrdiff_t ow, float *padded) {
@@ -467,38 +509,16 @@ static void NAME(depthwise)(const float *in, ptrdiff_t h, ptrdiff_t w, const flo
         ptrdiff_t first = px < 0 ? -px : 0, last = w < ps - px ? w : ps - px;   /* input columns that land in the row */
         for (ptrdiff_t ix = first; ix < last; ix++) row[ix + px] = in[iy * w + ix];
     }
-    for (ptrdiff_t oy = 0; oy < oh; oy++) {
-        float *row = out + oy * ow;
-        const float *top = padded + oy * sy * ps;
-        for (ptrdiff_t ox = 0; ox < ow; ox += 16) {
-            /* Sixteen outputs summed over every tap in a register; the last block through a copy. */
-            float part[16] = {0};
-            int whole = ox + 16 <= ow;
-            if (!whole) for (ptrdiff_t j = 0; ox + j < ow; j++) part[j] = row[ox + j];
-            vec acc = LOAD(whole ? row + ox : part);
-            for (ptrdiff_t ky = 0; ky < kh; ky++) {
-                const float *source = top + ky * dy * ps + ox * sx;
-                for (ptrdiff_t kx = 0; kx < kw; kx++) {
-                    const float *s = source + kx * dx;
-                    vec x;
-                    if (sx == 1) {
-                        x = LOAD(s);
-                    } else if (sx == 2) {
-                        x = __builtin_shufflevector(LOAD(s), LOAD(s + 16), 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-                    } else {
-                        for (int j = 0; j < 16; j++) x[j] = s[j * sx];
-                    }
-                    acc = acc + SPLAT(weights[ky * kw + kx]) * x;
-                }
-            }
-            if (whole) {
-                STORE(acc, row + ox);
-            } else {
-                STORE(acc, part);
-                for (ptrdiff_t j = 0; ox + j < ow; j++) row[ox + j] = part[j];
-            }
-        }
+    /* Rows four at a time; the stride a constant where it is 1 or 2, so the tap loads are plain. */
+#define DEPTHWISE_ROWS(R, SX) NAME(depthwise_rows)(R, padded + oy * sy * ps, sy * ps, weights, kh, kw, SX, dx, dy * ps, out + oy * ow, ow)
+    ptrdiff_t oy = 0;
+    for (; oy + 4 <= oh; oy += 4) {
+        if (sx == 1) DEPTHWISE_ROWS(4, 1); else if (sx == 2) DEPTHWISE_ROWS(4, 2); else DEPTHWISE_ROWS(4, sx);
     }
+    for (; oy < oh; oy++) {
+        if (sx == 1) DEPTHWISE_ROWS(1, 1); else if (sx == 2) DEPTHWISE_ROWS(1, 2); else DEPTHWISE_ROWS(1, sx);
+    }
+#undef DEPTHWISE_ROWS
 }
 
 static void NAME(maxpool)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sy, ptrdiff_t sx,

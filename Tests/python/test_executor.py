@@ -359,9 +359,9 @@ def test_more_float64_ops_compute_in_float64(work, op, inputs, attributes, opset
     np.testing.assert_allclose(got, expected, rtol=1e-11, atol=1e-14)
 
 
-def portable_and_chosen(model, feeds, work):
-    """The outputs of `model` on `feeds` with TESSERA_ISA=portable and with the kernel variant
-    chosen for this CPU."""
+def portable_and_chosen(model, feeds, work, variants=("",)):
+    """The outputs of `model` on `feeds` with TESSERA_ISA=portable and with each of `variants`
+    (by default the kernel variant chosen for this CPU)."""
     import subprocess
     from conftest import tessera_binary
     args = []
@@ -369,7 +369,7 @@ def portable_and_chosen(model, feeds, work):
         np.save(work / f"{name}.npy", value)
         args += ["--input", f"{name}={work / f'{name}.npy'}"]
     outputs = []
-    for isa in ("portable", ""):
+    for isa in ("portable", *variants):
         out = work / f"out{isa}.npz"
         result = subprocess.run([tessera_binary(), "run", model, *args, "-o", out, "--force"], capture_output=True, text=True,
                                 env={**os.environ, "TESSERA_ISA": isa})
@@ -419,9 +419,9 @@ def test_maxpool_agrees_across_kernel_variants(work):
 
 
 def test_depthwise_convolutions_agree_across_kernel_variants(work):
-    """2-D depthwise Conv (the C kernel's vector rows) against the portable tap table: the same
-    bits, for strides 1 to 3, dilations, asymmetric pads, SAME padding and channel multipliers;
-    and onnxruntime's values."""
+    """2-D depthwise Conv (the C kernel's vector rows, four at a time and the rest, in the chosen
+    and the AVX2 variant) against the portable tap table: the same bits, for strides 1 to 3,
+    dilations, asymmetric pads, SAME padding and channel multipliers; and onnxruntime's values."""
     rng = np.random.default_rng(11)
     cases = [({"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, 1), ({"kernel_shape": [5, 5], "pads": [2, 1, 2, 3], "strides": [2, 2]}, 1),
              ({"kernel_shape": [3, 3], "dilations": [2, 3], "pads": [2, 3, 2, 3]}, 1), ({"kernel_shape": [3, 5], "strides": [3, 1]}, 1),
@@ -437,8 +437,8 @@ def test_depthwise_convolutions_agree_across_kernel_variants(work):
         model = work / f"dw{k}.onnx"
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), model)
         x = rng.standard_normal((2, channels, 19, 23)).astype(np.float32)
-        portable, chosen = portable_and_chosen(model, {"x": x}, work)
-        assert np.array_equal(portable["y"], chosen["y"]), attributes
+        portable, chosen, avx2 = portable_and_chosen(model, {"x": x}, work, variants=("", "avx2"))
+        assert np.array_equal(portable["y"], chosen["y"]) and np.array_equal(portable["y"], avx2["y"]), attributes
         np.testing.assert_allclose(chosen["y"], ort_run(str(model), {"x": x})["y"], rtol=1e-5, atol=1e-5, err_msg=str(attributes))
 
 

@@ -65,8 +65,9 @@ enum ReductionOps {
     }
 
     /// Reduces the axes given by the `axes` input (from opset `axesInputFrom`) or attribute.
-    /// What `reduce`'s `f` is when it is a sum from the first value on (divided by the count for a
-    /// mean): float32 input over consecutive axes then sums in place, in the same order.
+    /// What `reduce`'s `f` is when it is a sum (divided by the count for a mean): float32 input
+    /// over consecutive axes then sums in place, in float64, in order along the reduced axes or,
+    /// for one contiguous run per output, in eight interleaved partial sums.
     enum Summing { case sum, mean }
 
     static func reduce(_ c: NodeContext, axesInputFrom version: Int64, summing: Summing? = nil, _ f: ([Double]) -> Double) throws -> Value {
@@ -84,10 +85,24 @@ enum ReductionOps {
             let inner = x.shape[(first + reduced.count)...].reduce(1, *)
             var sums = [Double](repeating: 0, count: outer * inner)
             v.withUnsafeBufferPointer { v in
-                for o in 0 ..< outer {
-                    for k in 0 ..< n {
-                        let row = v.baseAddress! + (o * n + k) * inner
-                        for i in 0 ..< inner { sums[o * inner + i] += Double(row[i]) }
+                sums.withUnsafeMutableBufferPointer { sums in
+                    for o in 0 ..< outer {
+                        let total = sums.baseAddress! + o * inner, block = v.baseAddress! + o * n * inner
+                        if inner == 1 {
+                            // One long run: eight partial sums (one would wait on every add), then the rest.
+                            var lanes = SIMD8<Double>(), k = 0
+                            while k + 8 <= n {
+                                for j in 0 ..< 8 { lanes[j] += Double(block[k + j]) }
+                                k += 8
+                            }
+                            for j in 0 ..< 8 { total[0] += lanes[j] }
+                            while k < n { total[0] += Double(block[k]); k += 1 }
+                            continue
+                        }
+                        for k in 0 ..< n {
+                            let row = block + k * inner
+                            for i in 0 ..< inner { total[i] += Double(row[i]) }
+                        }
                     }
                 }
             }
