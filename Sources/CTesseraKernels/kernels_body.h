@@ -453,6 +453,30 @@ static inline void NAME(inside)(ptrdiff_t offset, ptrdiff_t s, ptrdiff_t w, ptrd
     if (*hi < *lo) *hi = *lo;
 }
 
+/* The first n (<= 16) floats at p in a vector, zeros after them; and stored back. AVX-512 masks
+   them; otherwise a partial vector goes through a copy. */
+static inline __attribute__((always_inline)) vec NAME(load_first)(const float *p, ptrdiff_t n) {
+    if (n == 16) return LOAD(p);
+#ifdef TESSERA_MASKED_VECTORS
+    return (vec)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+#else
+    float part[16] = {0};
+    for (ptrdiff_t j = 0; j < n; j++) part[j] = p[j];
+    return LOAD(part);
+#endif
+}
+
+static inline __attribute__((always_inline)) void NAME(store_first)(vec v, float *p, ptrdiff_t n) {
+    if (n == 16) { STORE(v, p); return; }
+#ifdef TESSERA_MASKED_VECTORS
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+#else
+    float part[16];
+    STORE(v, part);
+    for (ptrdiff_t j = 0; j < n; j++) p[j] = part[j];
+#endif
+}
+
 /* Sixteen inputs `sx` apart from s: one tap's pixels for sixteen outputs in a row. */
 static inline __attribute__((always_inline)) vec NAME(depthwise_taps)(const float *s, ptrdiff_t sx) {
     if (sx == 1) return LOAD(s);
@@ -469,29 +493,16 @@ static inline __attribute__((always_inline)) void NAME(depthwise_rows)(int R, co
                                                                        ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sx, ptrdiff_t dx,
                                                                        ptrdiff_t tapRow, float *out, ptrdiff_t ow) {
     for (ptrdiff_t ox = 0; ox < ow; ox += 16) {
-        float part[4][16];
-        int whole = ox + 16 <= ow;
+        ptrdiff_t n = ow - ox < 16 ? ow - ox : 16;
         vec acc[4];
-        _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) {
-            if (!whole) {
-                for (int j = 0; j < 16; j++) part[r][j] = ox + j < ow ? out[r * ow + ox + j] : 0.0f;
-            }
-            acc[r] = LOAD(whole ? out + r * ow + ox : part[r]);
-        }
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) acc[r] = NAME(load_first)(out + r * ow + ox, n);
         for (ptrdiff_t ky = 0; ky < kh; ky++)
             for (ptrdiff_t kx = 0; kx < kw; kx++) {
                 vec weight = SPLAT(weights[ky * kw + kx]);
                 const float *source = top + ky * tapRow + ox * sx + kx * dx;
                 _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) acc[r] = acc[r] + weight * NAME(depthwise_taps)(source + r * step, sx);
             }
-        _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) {
-            if (whole) {
-                STORE(acc[r], out + r * ow + ox);
-            } else {
-                STORE(acc[r], part[r]);
-                for (ptrdiff_t j = 0; ox + j < ow; j++) out[r * ow + ox + j] = part[r][j];
-            }
-        }
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) NAME(store_first)(acc[r], out + r * ow + ox, n);
     }
 }
 

@@ -140,7 +140,11 @@ enum ShapeOps {
         t["Expand"] = { c in
             let x = try c.input(0)
             let shape = try Broadcast.shape([x.shape, try dims(c.input(1))])
-            return [x.picking(try Broadcast.sourceIndices(of: x.shape, in: shape), shape: shape)]
+            _ = try elementCount(shape)
+            // A walk with stride 0 along the stretched axes: no index per element.
+            let inStrides = Broadcast.strides(x.shape), offset = shape.count - x.shape.count
+            let strides = shape.indices.map { i in i < offset || x.shape[i - offset] == 1 ? 0 : inStrides[i - offset] }
+            return [x.walking(shape, strides: strides, base: 0)]
         }
         t["Tile"] = { c in
             let x = try c.input(0), repeats = try dims(c.input(1))
