@@ -534,7 +534,7 @@ static void NAME(depthwise)(const float *in, ptrdiff_t h, ptrdiff_t w, const flo
 
 static void NAME(maxpool)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sy, ptrdiff_t sx,
                           ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py, ptrdiff_t px, float *out, ptrdiff_t oh, ptrdiff_t ow,
-                          unsigned char *seen) {
+                          float *seen) {
     for (ptrdiff_t oy = 0; oy < oh; oy++) {
         float *row = out + oy * ow;
         for (ptrdiff_t ox = 0; ox < ow; ox++) { row[ox] = -__builtin_inff(); seen[ox] = 0; }
@@ -545,9 +545,17 @@ static void NAME(maxpool)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t k
             for (ptrdiff_t kx = 0; kx < kw; kx++) {
                 ptrdiff_t offset = kx * dx - px, lo, hi;
                 NAME(inside)(offset, sx, w, ow, &lo, &hi);
-                for (ptrdiff_t ox = lo; ox < hi; ox++) {
+                ptrdiff_t ox = lo;
+                /* Sixteen outputs at a time while the tap's vector loads stay inside the row. */
+                for (; ox + 16 <= hi && (ox + 16) * sx + offset <= w; ox += 16) {
+                    vec v = NAME(depthwise_taps)(source + ox * sx + offset, sx), current = LOAD(row + ox);
+                    vint take = (LOAD(seen + ox) == SPLAT(0)) | (v > current);
+                    STORE(SELECT(take, v, current), row + ox);
+                    STORE(SPLAT(1), seen + ox);
+                }
+                for (; ox < hi; ox++) {
                     float v = source[ox * sx + offset];
-                    row[ox] = (!seen[ox] || v > row[ox]) ? v : row[ox];
+                    row[ox] = (seen[ox] == 0 || v > row[ox]) ? v : row[ox];
                     seen[ox] = 1;
                 }
             }

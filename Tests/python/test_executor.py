@@ -401,21 +401,27 @@ def test_every_kernel_variant_gives_the_same_outputs(work):
 
 
 def test_maxpool_agrees_across_kernel_variants(work):
-    """2-D MaxPool without indices (the C kernel's rows) against the portable tap table: the
-    same bits for strides, dilations, pads, SAME padding and ceil_mode, and onnxruntime's values."""
+    """2-D MaxPool without indices (the C kernel's rows, sixteen outputs at a time where the row
+    allows, in the chosen and the AVX2 variant) against the portable tap table: the same bits for
+    strides, dilations, pads, SAME padding and ceil_mode, with NaN and infinities too; and
+    onnxruntime's values on finite inputs."""
     rng = np.random.default_rng(12)
     for k, attributes in enumerate([{"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]},
                                     {"kernel_shape": [2, 2], "auto_pad": "SAME_UPPER"}, {"kernel_shape": [3, 3], "dilations": [2, 2]},
                                     {"kernel_shape": [3, 2], "strides": [2, 3], "ceil_mode": 1, "pads": [0, 1, 2, 1]}]):
         node = helper.make_node("MaxPool", ["x"], ["y"], **attributes)
-        graph = helper.make_graph([node], "mp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 17, 22])],
+        graph = helper.make_graph([node], "mp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 17, 45])],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
         model = work / f"mp{k}.onnx"
         onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)]), model)
-        x = rng.standard_normal((2, 3, 17, 22)).astype(np.float32)
+        x = rng.standard_normal((2, 3, 17, 45)).astype(np.float32)
         portable, chosen = portable_and_chosen(model, {"x": x}, work)
         assert np.array_equal(portable["y"], chosen["y"]), attributes
         np.testing.assert_array_equal(chosen["y"], ort_run(str(model), {"x": x})["y"], err_msg=str(attributes))
+        special = x.copy()
+        special.flat[rng.choice(special.size, 60, replace=False)] = np.array([np.nan, np.inf, -np.inf], np.float32).repeat(20)
+        outputs = portable_and_chosen(model, {"x": special}, work, variants=("", "avx2"))
+        assert all(np.array_equal(outputs[0]["y"], other["y"], equal_nan=True) for other in outputs[1:]), attributes
 
 
 def test_depthwise_convolutions_agree_across_kernel_variants(work):

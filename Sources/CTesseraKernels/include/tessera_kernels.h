@@ -75,10 +75,11 @@ typedef void (*tessera_depthwise_fn)(const float *in, ptrdiff_t h, ptrdiff_t w, 
                                      ptrdiff_t px, float *out, ptrdiff_t oh, ptrdiff_t ow, float *padded);
 
 /* One plane of a 2-D MaxPool: out[oy][ox] is the first in-range tap's input, replaced by each
-   later tap's (ky, then kx) that is greater; −∞ where no tap is in range. `seen` holds ow bytes. */
+   later tap's (ky, then kx) that is greater; −∞ where no tap is in range. `seen` holds ow floats
+   (scratch). */
 typedef void (*tessera_maxpool_fn)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sy,
                                    ptrdiff_t sx, ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py, ptrdiff_t px, float *out,
-                                   ptrdiff_t oh, ptrdiff_t ow, unsigned char *seen);
+                                   ptrdiff_t oh, ptrdiff_t ow, float *seen);
 
 /* The row stride and size of a depthwise plane's padded copy. */
 static inline ptrdiff_t tessera_depthwise_stride(ptrdiff_t ow, ptrdiff_t kw, ptrdiff_t sx, ptrdiff_t dx) {

@@ -501,7 +501,7 @@ enum ConvolutionOps {
         let planes = x.shape[0] * x.shape[1], (h, w) = (x.shape[2], x.shape[3]), (oh, ow) = (window.output[0], window.output[1])
         guard oh > 0, ow > 0 else { return nil }
         var y = [Float](repeating: 0, count: try elementCount([planes, oh, ow]))
-        var seen = [UInt8](repeating: 0, count: ow)
+        var seen = [Float](repeating: 0, count: ow)
         v.withUnsafeBufferPointer { v in
             y.withUnsafeMutableBufferPointer { y in
                 for plane in 0 ..< planes {

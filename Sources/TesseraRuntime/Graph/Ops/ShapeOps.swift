@@ -328,8 +328,7 @@ enum ShapeOps {
         _ = try elementCount(shape)
         guard ["constant", "edge", "reflect", "wrap"].contains(mode) else { throw RuntimeError(.unsupportedAttribute, "Pad mode '\(mode)'") }
         guard rank > 0 else { return x }
-        // Per axis, the source coordinate of each output coordinate (-1: the constant fill);
-        // then each output element's source is a sum along the row-major walk.
+        // Per axis, the source offset of each output coordinate (-1: the constant fill).
         let inStrides = Broadcast.strides(x.shape)
         let maps: [[Int]] = (0 ..< rank).map { a in
             let n = x.shape[a]
@@ -350,34 +349,49 @@ enum ShapeOps {
                 return p * inStrides[a]
             }
         }
-        var sources = [Int](repeating: -1, count: shape.reduce(1, *))
-        if let last = maps.last, !sources.isEmpty {
-            var position = [Int](repeating: 0, count: rank - 1), i = 0
-            for _ in 0 ..< sources.count / max(last.count, 1) {
-                var row = 0
-                for a in 0 ..< rank - 1 where row >= 0 { row = maps[a][position[a]] < 0 ? -1 : row + maps[a][position[a]] }
-                for m in last {
-                    sources[i] = row < 0 || m < 0 ? -1 : row + m
-                    i += 1
+        // Row by row: each output row's source row (or none: all fill), and along the last axis
+        // the run of input columns copied as they are, the padding columns mapped one by one.
+        let last = maps[rank - 1], width = shape[rank - 1]
+        let runStart = min(max(pads[rank - 1], 0), width), runEnd = max(runStart, min(width, pads[rank - 1] + x.shape[rank - 1]))
+        func padded<T>(_ v: [T], fill: T) -> [T] {
+            let count = shape.reduce(1, *)
+            return [T](unsafeUninitializedCapacity: count) { out, initialized in
+                v.withUnsafeBufferPointer { v in
+                    var position = [Int](repeating: 0, count: rank - 1), i = 0
+                    for _ in 0 ..< (width == 0 ? 0 : count / width) {
+                        var row = 0
+                        for a in 0 ..< rank - 1 where row >= 0 { row = maps[a][position[a]] < 0 ? -1 : row + maps[a][position[a]] }
+                        if row < 0 {
+                            (out.baseAddress! + i).initialize(repeating: fill, count: width)
+                        } else {
+                            for j in 0 ..< runStart { (out.baseAddress! + i + j).initialize(to: last[j] < 0 ? fill : v[row + last[j]]) }
+                            if runEnd > runStart {
+                                (out.baseAddress! + i + runStart).initialize(from: v.baseAddress! + row + last[runStart], count: runEnd - runStart)
+                            }
+                            for j in runEnd ..< width { (out.baseAddress! + i + j).initialize(to: last[j] < 0 ? fill : v[row + last[j]]) }
+                        }
+                        i += width
+                        var axis = rank - 2
+                        while axis >= 0 {
+                            position[axis] += 1
+                            if position[axis] < shape[axis] { break }
+                            position[axis] = 0
+                            axis -= 1
+                        }
+                    }
                 }
-                var axis = rank - 2
-                while axis >= 0 {
-                    position[axis] += 1
-                    if position[axis] < shape[axis] { break }
-                    position[axis] = 0
-                    axis -= 1
-                }
+                initialized = count
             }
         }
         switch x.elements {
-        case .float(let v): return Value(sources.map { $0 < 0 ? fill : v[$0] }, shape: shape, type: x.type)
+        case .float(let v): return Value(padded(v, fill: fill), shape: shape, type: x.type)
         case .double(let v):
             let fill = c.opset < 11 ? Double(fill) : (c.optionalInput(2)?.asDoubles.first ?? 0)
-            return Value(sources.map { $0 < 0 ? fill : v[$0] }, shape: shape)
+            return Value(padded(v, fill: fill), shape: shape)
         case .int(let v):
             let fill = c.opset < 11 ? Value.saturatingInt(fill) : (c.optionalInput(2)?.asInts.first ?? 0)
-            return Value(sources.map { $0 < 0 ? fill : v[$0] }, shape: shape, type: x.type)
-        case .bool(let v): return Value(sources.map { $0 < 0 ? fill != 0 : v[$0] }, shape: shape)
+            return Value(padded(v, fill: fill), shape: shape, type: x.type)
+        case .bool(let v): return Value(padded(v, fill: fill != 0), shape: shape)
         }
     }
 }
