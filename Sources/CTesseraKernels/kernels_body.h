@@ -397,6 +397,21 @@ static void NAME(gelu)(const float *x, float *y, ptrdiff_t n, float a, float b, 
     }
 }
 
+static void NAME(silu)(const float *x, float *y, ptrdiff_t n) {
+    ptrdiff_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        vec v = LOAD(x + i);
+        STORE(v * NAME(sigmoid_v)(v), y + i);
+    }
+    if (i < n) {   /* the tail through one padded vector */
+        float in[16] = {0}, out[16];
+        for (ptrdiff_t j = 0; i + j < n; j++) in[j] = x[i + j];
+        vec v = LOAD(in);
+        STORE(v * NAME(sigmoid_v)(v), out);
+        for (ptrdiff_t j = 0; i + j < n; j++) y[i + j] = out[j];
+    }
+}
+
 typedef double vecd __attribute__((vector_size(64), aligned(4)));
 typedef float vec8 __attribute__((vector_size(32), aligned(4)));
 
@@ -566,5 +581,5 @@ static void NAME(maxpool)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t k
 const tessera_kernels NAME(tessera_kernels) = {
     NAME(tile8x32), NAME(tile8x16), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
     NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row), NAME(binary), NAME(unary), NAME(depthwise), NAME(maxpool),
-    NAME(softmax), NAME(layernorm), NAME(gelu),
+    NAME(softmax), NAME(layernorm), NAME(gelu), NAME(silu),
 };

@@ -82,6 +82,24 @@ import TesseraONNX
         #expect(zip(fusedY, exact).allSatisfy { abs(Double($0) - $1) <= 1e-5 * max(1, abs($1)) })
     }
 
+    /// SiLU (Sigmoid, then Mul by the same input, in either operand order) runs fused with the
+    /// nodes' bits; a Mul by another value is not SiLU.
+    @Test func siluChainRunsFusedWithTheSameBits() throws {
+        let x = Value((0 ..< 999).map { Float($0 - 500) / 23 }, shape: [3, 333])
+        for (mulInputs, fused) in [(["x", "s"], true), (["s", "x"], true), (["s", "z"], false)] {
+            let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: "Sigmoid", inputs: ["x"], outputs: ["s"], attributes: [:]),
+                                          ONNXGraph.Node(opType: "Mul", inputs: mulInputs, outputs: ["y"], attributes: [:])],
+                                  inputs: [ONNXGraph.ValueInfo(name: "x"), ONNXGraph.ValueInfo(name: "z")], outputs: [ONNXGraph.ValueInfo(name: "y")])
+            let executor = try GraphExecutor(graph)
+            executor.profile = OpProfile()
+            let y = try executor.run(["x": x, "z": x])[0].value
+            let reference = try GraphExecutor(graph)
+            reference.observer = ([], { _, _ in })
+            #expect(y.asFloats.map(\.bitPattern) == (try reference.run(["x": x, "z": x])[0].value).asFloats.map(\.bitPattern))
+            #expect(executor.profile!.entries.keys.contains { $0.hasPrefix("SiLU") } == fused, "\(mulInputs)")
+        }
+    }
+
     /// With int8 activations, a MatMul on a stored int8 weight and the Add of its bias run as one:
     /// the bias added as the GEMM writes each row, bit for bit the Add node's sums (dense and 2:4,
     /// a batch and a single row); with float activations they run as two nodes.

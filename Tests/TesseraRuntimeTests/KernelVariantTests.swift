@@ -247,12 +247,14 @@ import Testing
         }
     }
 
-    @Test func fusedGeluMatchesThePortableKernel() throws {
+    @Test func fusedGeluAndSiLUMatchThePortableKernels() throws {
         let x = Self.sweep.filter { !$0.isNaN && abs($0) < 1e30 } + Self.random(1001, seed: 21).map { $0 * 6 }
         let portable = Fusion.gelu(x, divisor: 1.4142135, addend: 1, factor: 0.5, kernels: nil)
         for isa in Self.variants {
             let got = Fusion.gelu(x, divisor: 1.4142135, addend: 1, factor: 0.5, kernels: try #require(KernelDispatch.table(for: isa)))
             #expect(got.map(\.bitPattern) == portable.map(\.bitPattern), "\(isa) gelu")
+            let silu = Fusion.silu(x, kernels: try #require(KernelDispatch.table(for: isa)))
+            #expect(silu.map(\.bitPattern) == Fusion.silu(x, kernels: nil).map(\.bitPattern), "\(isa) silu")
         }
     }
 }

@@ -65,6 +65,9 @@ typedef void (*tessera_layernorm_fn)(const float *x, float *y, ptrdiff_t rows, p
    GELU's Div, Erf, Add, Mul, Mul nodes fused (Fusion.gelu's arithmetic). */
 typedef void (*tessera_gelu_fn)(const float *x, float *y, ptrdiff_t n, float a, float b, float c);
 
+/* y[i] = x[i] · sigmoid(x[i]), sigmoid as `unary` computes it: SiLU's Sigmoid and Mul nodes fused. */
+typedef void (*tessera_silu_fn)(const float *x, float *y, ptrdiff_t n);
+
 /* One plane of a 2-D depthwise convolution, added to `out` (which holds the bias):
    out[oy][ox] += w[ky][kx] · in[oy·sy + ky·dy − py][ox·sx + kx·dx − px] for each tap in order
    (ky, then kx), a multiply then an add, with zeros outside the input: the portable
@@ -107,6 +110,7 @@ typedef struct {
     tessera_softmax_fn softmax;
     tessera_layernorm_fn layernorm;
     tessera_gelu_fn gelu;
+    tessera_silu_fn silu;
 } tessera_kernels;
 
 /* The instruction sets this CPU (and its OS, for the wide registers) supports. */

@@ -12,6 +12,8 @@ struct Fusion {
         /// BERT's exact GELU, `((erf(x / a) + b) · x) · c` with scalar constants a, b, c:
         /// Div → Erf → Add → Mul (by x) → Mul, as PyTorch exports `nn.GELU()`.
         case gelu(divisor: String, addend: String, factor: String)
+        /// SiLU (swish), `x · sigmoid(x)`: Sigmoid → Mul (by x), as YOLO-style models export it.
+        case silu
         /// A MatMul on a stored int8 weight run W8A8, then an Add of a constant bias over its
         /// outputs: the GEMM's last step adds the bias as it writes each output.
         case bias(String)
@@ -64,6 +66,12 @@ struct Fusion {
             plans[index] = Fusion(kind: .gelu(divisor: divisor, addend: addend, factor: factor), input: x,
                                   absorbed: [erfIndex, addIndex, mulIndex, lastIndex], output: last.outputs[0])
         }
+        for (index, sigmoid) in nodes.enumerated() where sigmoid.domain.isEmpty && sigmoid.opType == "Sigmoid" && sigmoid.inputs.count == 1 {
+            let x = sigmoid.inputs[0]
+            guard !constant(x), sigmoid.outputs.count == 1, let (mulIndex, mul) = next(sigmoid.outputs[0]), mul.domain.isEmpty,
+                  mul.opType == "Mul", mul.outputs.count == 1, mul.inputs.count == 2, Set(mul.inputs) == [x, sigmoid.outputs[0]] else { continue }
+            plans[index] = Fusion(kind: .silu, input: x, absorbed: [mulIndex], output: mul.outputs[0])
+        }
         for (index, matMul) in nodes.enumerated() where matMul.opType == "MatMul" && storedWeight(index) && matMul.outputs.count == 1 {
             guard let (addIndex, add) = next(matMul.outputs[0]), add.opType == "Add", let bias = constantOperand(add, matMul.outputs[0]) else { continue }
             plans[index] = Fusion(kind: .bias(bias), input: matMul.inputs[0], absorbed: [addIndex], output: add.outputs[0])
@@ -75,6 +83,7 @@ struct Fusion {
     var name: String {
         switch kind {
         case .gelu: "Gelu (fused Div, Erf, Add, Mul, Mul)"
+        case .silu: "SiLU (fused Sigmoid, Mul)"
         case .bias: "MatMul + Add (stored weight, fused bias)"
         }
     }
@@ -92,6 +101,8 @@ struct Fusion {
             let batch = v.count / max(k, 1)
             let y = try op.applyQuantizingActivations(v, batch: batch, threads: op.worthwhileThreads(context.threads, batch: batch), bias: bias)
             return Value(y, shape: x.shape.dropLast() + [op.rows])
+        case .silu:
+            return Value(Self.silu(v), shape: x.shape)
         case .gelu(let divisor, let addend, let factor):
             var scalars: [Float] = []
             for name in [divisor, addend, factor] {
@@ -112,6 +123,20 @@ struct Fusion {
                     k.gelu(x.baseAddress!, y.baseAddress!, x.count, a, b, c)
                 } else {
                     for i in 0 ..< x.count { y[i] = ((PortableKernels.erf(x[i] / a) + b) * x[i]) * c }
+                }
+            }
+            initialized = x.count
+        }
+    }
+
+    /// `x · sigmoid(x)` at each element: the unfused nodes' operations.
+    static func silu(_ x: [Float], kernels: tessera_kernels? = KernelDispatch.kernels) -> [Float] {
+        [Float](unsafeUninitializedCapacity: x.count) { y, initialized in
+            x.withUnsafeBufferPointer { x in
+                if let k = kernels, x.count > 0 {
+                    k.silu(x.baseAddress!, y.baseAddress!, x.count)
+                } else {
+                    for i in 0 ..< x.count { y[i] = x[i] * PortableKernels.sigmoid(x[i]) }
                 }
             }
             initialized = x.count
