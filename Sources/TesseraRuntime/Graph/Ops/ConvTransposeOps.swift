@@ -62,32 +62,40 @@ enum ConvTransposeOps {
         let kernel = Array(w.shape.dropFirst(2))
         let g = try Geometry(c, input: Array(x.shape.dropFirst(2)), kernel: kernel)
         let pixels = x.shape.dropFirst(2).reduce(1, *), outPixels = try elementCount(g.output), taps = kernel.reduce(1, *)
-        // For each (input pixel, tap): the output pixel it lands on, or -1 outside.
-        let inStrides = Broadcast.strides(Array(x.shape.dropFirst(2))), tapStrides = Broadcast.strides(kernel)
-        let outStrides = Broadcast.strides(g.output)
-        var target = [Int](repeating: -1, count: try elementCount([pixels, taps]))
-        for p in 0 ..< pixels {
-            for t in 0 ..< taps {
-                var flat = 0, inside = true
-                for d in 0 ..< r {
-                    let o = (p / inStrides[d] % x.shape[d + 2]) * g.strides[d] - g.padBegin[d] + (t / tapStrides[d] % kernel[d]) * g.dilations[d]
-                    if o < 0 || o >= g.output[d] { inside = false; break }
-                    flat += o * outStrides[d]
+        // For each (input pixel, tap): the output pixel it lands on, or -1 outside. Made once per
+        // input shape (with the transposed float32 weights, when they are constant).
+        _ = try elementCount([pixels, taps])
+        let makeTarget = { () -> [Int] in
+            let inStrides = Broadcast.strides(Array(x.shape.dropFirst(2))), tapStrides = Broadcast.strides(kernel)
+            let outStrides = Broadcast.strides(g.output)
+            var target = [Int](repeating: -1, count: pixels * taps)
+            for p in 0 ..< pixels {
+                for t in 0 ..< taps {
+                    var flat = 0, inside = true
+                    for d in 0 ..< r {
+                        let o = (p / inStrides[d] % x.shape[d + 2]) * g.strides[d] - g.padBegin[d] + (t / tapStrides[d] % kernel[d]) * g.dilations[d]
+                        if o < 0 || o >= g.output[d] { inside = false; break }
+                        flat += o * outStrides[d]
+                    }
+                    if inside { target[p * taps + t] = flat }
                 }
-                if inside { target[p * taps + t] = flat }
             }
+            return target
         }
+        let transpose = { () -> [Float]? in
+            T.self == Float.self ? transposedWeights(unsafeBitCast(weights, to: [Float].self), groups: groups, groupIn: groupIn, columns: groupOut * taps) : nil
+        }
+        let (target, wt) = c.isConstant(1) ? c.cache.value(for: x.shape + w.shape + g.output + g.padBegin) { (makeTarget(), transpose()) }
+            : (makeTarget(), transpose())
         var y = [T](repeating: 0, count: try elementCount([batch, outChannels] + g.output))
         if let bias = c.optionalInput(2)?.floating(T.self) {
             guard bias.count == outChannels else { throw RuntimeError(.badShape, "bias has \(bias.count) values for \(outChannels) output channels") }
             for n in 0 ..< batch { for m in 0 ..< outChannels { for o in 0 ..< outPixels { y[(n * outChannels + m) * outPixels + o] = bias[m] } } }
         }
-        if T.self == Float.self {
+        if let wt {
             // Float32: per group, every (output channel, tap) row for every input pixel as one
             // GEMM (Wᵀ · X), then each product added where its pixel and tap land.
             var yf = unsafeBitCast(y, to: [Float].self)
-            let transpose = { transposedWeights(unsafeBitCast(weights, to: [Float].self), groups: groups, groupIn: groupIn, columns: groupOut * taps) }
-            let wt = c.isConstant(1) ? c.cache.value(for: w.shape, transpose) : transpose()
             scatterProducts(unsafeBitCast(input, to: [Float].self), wt, target, into: &yf, batch: batch, groups: groups, groupIn: groupIn,
                             groupOut: groupOut, taps: taps, pixels: pixels, outPixels: outPixels)
             return Value(yf, shape: [batch, outChannels] + g.output, type: x.type)

@@ -519,9 +519,12 @@ enum ConvolutionOps {
         let v = try c.floats(0, as: T.self)
         guard x.shape.count >= 2 else { throw RuntimeError(.badShape, "pool needs [N, C, ...]") }
         let pixels = x.shape.dropFirst(2).reduce(1, *)
-        let y = (0 ..< x.shape[0] * x.shape[1]).map { plane in
-            let run = v[plane * pixels ..< (plane + 1) * pixels]
-            return average ? run.reduce(0, +) / T(max(pixels, 1)) : (run.max() ?? -.infinity)
+        let y = v.withUnsafeBufferPointer { v in
+            (0 ..< x.shape[0] * x.shape[1]).map { plane -> T in
+                let run = UnsafeBufferPointer(rebasing: v[plane * pixels ..< (plane + 1) * pixels])
+                guard average else { return run.max() ?? -.infinity }
+                return T(ReductionOps.laneSum(pixels) { Double(run[$0]) } / Double(max(pixels, 1)))   // in float64
+            }
         }
         return Value(floating: y, shape: Array(x.shape.prefix(2)) + [Int](repeating: 1, count: x.shape.count - 2), type: x.type)
     }

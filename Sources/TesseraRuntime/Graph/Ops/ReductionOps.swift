@@ -88,15 +88,8 @@ enum ReductionOps {
                 sums.withUnsafeMutableBufferPointer { sums in
                     for o in 0 ..< outer {
                         let total = sums.baseAddress! + o * inner, block = v.baseAddress! + o * n * inner
-                        if inner == 1 {
-                            // One long run: eight partial sums (one would wait on every add), then the rest.
-                            var lanes = SIMD8<Double>(), k = 0
-                            while k + 8 <= n {
-                                for j in 0 ..< 8 { lanes[j] += Double(block[k + j]) }
-                                k += 8
-                            }
-                            for j in 0 ..< 8 { total[0] += lanes[j] }
-                            while k < n { total[0] += Double(block[k]); k += 1 }
+                        if inner == 1 {   // one long run
+                            total[0] = laneSum(n) { Double(block[$0]) }
                             continue
                         }
                         for k in 0 ..< n {
@@ -387,23 +380,27 @@ enum ReductionOps {
         return (y, means, inverse)
     }
 
+    /// Σ term(k) for k < n in float64: eight interleaved partial sums over whole groups of eight
+    /// (one running sum would wait on every add), added in lane order, then the rest in order.
+    @inline(__always)
+    static func laneSum(_ n: Int, _ term: (Int) -> Double) -> Double {
+        var lanes = SIMD8<Double>(), k = 0
+        while k + 8 <= n {
+            for j in 0 ..< 8 { lanes[j] += term(k + j) }
+            k += 8
+        }
+        var sum = 0.0
+        for j in 0 ..< 8 { sum += lanes[j] }
+        while k < n { sum += term(k); k += 1 }
+        return sum
+    }
+
     /// One row of LayerNormalization, statistics in float64 summed over 8 lanes (the C kernels'
     /// `layernorm` computes the same bits); returns the row's mean and inverse deviation.
     static func layerNormRow<T: BinaryFloatingPoint>(_ row: UnsafePointer<T>, into out: UnsafeMutablePointer<T>, n: Int,
                                                      gamma: [T], beta: [T]?, epsilon: Double) -> (T, T) {
-        func laneSum(_ term: (Int) -> Double) -> Double {
-            var lanes = SIMD8<Double>(), k = 0
-            while k + 8 <= n {
-                for j in 0 ..< 8 { lanes[j] += term(k + j) }
-                k += 8
-            }
-            var sum = 0.0
-            for j in 0 ..< 8 { sum += lanes[j] }
-            while k < n { sum += term(k); k += 1 }
-            return sum
-        }
-        let mean = laneSum { Double(row[$0]) } / Double(n)
-        let squares = laneSum { (Double(row[$0]) - mean) * (Double(row[$0]) - mean) }
+        let mean = laneSum(n) { Double(row[$0]) } / Double(n)
+        let squares = laneSum(n) { (Double(row[$0]) - mean) * (Double(row[$0]) - mean) }
         let inv = 1 / (squares / Double(n) + epsilon).squareRoot()
         for k in 0 ..< n { out[k] = T((Double(row[k]) - mean) * inv) * gamma[k] }
         if let beta { for k in 0 ..< n { out[k] += beta[k] } }

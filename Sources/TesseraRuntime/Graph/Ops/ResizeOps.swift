@@ -274,10 +274,32 @@ enum ResizeOps {
         var rows = [0]
         for axis in 0 ..< rank - 1 { rows = rows.flatMap { base in maps[axis].map { base + $0 * strides[axis] } } }
         let last = maps[rank - 1].map { $0 * strides[rank - 1] }
-        var positions: [Int] = []
-        positions.reserveCapacity(count)
-        for base in rows { for offset in last { positions.append(base + offset) } }
-        return x.picking(positions, shape: output)
+        // Row by row; a row that repeats the one before (upsampling) is copied from it whole.
+        func gather<T>(_ v: [T]) -> [T] {
+            let width = last.count
+            return [T](unsafeUninitializedCapacity: count) { out, initialized in
+                v.withUnsafeBufferPointer { v in
+                    for (r, base) in rows.enumerated() {
+                        let row = out.baseAddress! + r * width
+                        if r > 0, rows[r - 1] == base {
+                            row.initialize(from: row - width, count: width)
+                        } else {
+                            for (j, offset) in last.enumerated() { (row + j).initialize(to: v[base + offset]) }
+                        }
+                    }
+                }
+                initialized = count
+            }
+        }
+        var y = x
+        y.shape = output
+        switch x.elements {
+        case .float(let v): y.elements = .float(gather(v))
+        case .double(let v): y.elements = .double(gather(v))
+        case .int(let v): y.elements = .int(gather(v))
+        case .bool(let v): y.elements = .bool(gather(v))
+        }
+        return y
     }
 
     /// For each output position along one axis: the input positions it reads (clamped to the
