@@ -100,6 +100,39 @@ import TesseraONNX
         }
     }
 
+    /// A Conv and the inference BatchNormalization of its output run as one, normalized in place,
+    /// with the nodes' bits; a BatchNormalization in training mode runs unfused.
+    @Test func convBatchNormRunsFusedWithTheSameBits() throws {
+        func tensor(_ name: String, _ shape: [Int], _ f: (Int) -> Float) -> Tensor {
+            Tensor(name: name, dataType: .float, shape: shape, storage: .dense(values: TensorBytes(float32: (0 ..< shape.reduce(1, *)).map(f))))
+        }
+        let pixels: [Float] = (0 ..< 594).map { Float($0 % 17) / 5 - 1.5 }
+        let x = Value(pixels, shape: [2, 3, 9, 11])
+        for training in [0, 1] {
+            let conv = ONNXGraph.Node(opType: "Conv", inputs: ["x", "w", "b"], outputs: ["c"], attributes: ["pads": .ints([1, 1, 1, 1])])
+            let attributes: [String: ONNXGraph.Attribute] = ["epsilon": .float(1e-3), "training_mode": .int(Int64(training))]
+            let norm = ONNXGraph.Node(opType: "BatchNormalization", inputs: ["c", "s", "t", "m", "v"], outputs: ["y"], attributes: attributes)
+            var initializers: [String: Tensor] = [:]
+            initializers["w"] = tensor("w", [4, 3, 3, 3]) { Float($0 % 7) / 9 - 0.3 }
+            initializers["b"] = tensor("b", [4]) { Float($0) }
+            initializers["s"] = tensor("s", [4]) { 1 + Float($0) / 3 }
+            initializers["t"] = tensor("t", [4]) { Float($0) / 7 }
+            initializers["m"] = tensor("m", [4]) { Float($0) / 2 }
+            initializers["v"] = tensor("v", [4]) { 0.5 + Float($0) }
+            let graph = ONNXGraph(nodes: [conv, norm], inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
+                                  initializers: initializers)
+            let executor = try GraphExecutor(graph)
+            executor.profile = OpProfile()
+            let y = try executor.run(["x": x])[0].value
+            let reference = try GraphExecutor(graph)
+            reference.observer = ([], { _, _ in })
+            let expected = try reference.run(["x": x])[0].value
+            #expect(y.shape == expected.shape)
+            #expect(y.asFloats.map { $0.bitPattern } == expected.asFloats.map { $0.bitPattern })
+            #expect(executor.profile!.entries.keys.contains { $0.hasPrefix("Conv + BatchNormalization") } == (training == 0))
+        }
+    }
+
     /// With int8 activations, a MatMul on a stored int8 weight and the Add of its bias run as one:
     /// the bias added as the GEMM writes each row, bit for bit the Add node's sums (dense and 2:4,
     /// a batch and a single row); with float activations they run as two nodes.

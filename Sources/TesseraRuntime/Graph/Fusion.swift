@@ -12,6 +12,9 @@ struct Fusion {
         /// BERT's exact GELU, `((erf(x / a) + b) · x) · c` with scalar constants a, b, c:
         /// Div → Erf → Add → Mul (by x) → Mul, as PyTorch exports `nn.GELU()`.
         case gelu(divisor: String, addend: String, factor: String)
+        /// A float32 Conv and the inference BatchNormalization of its output, normalized in place
+        /// as the Conv writes it (no second tensor): BatchNormalization's own arithmetic.
+        case batchNorm(scale: String, bias: String, mean: String, variance: String, epsilon: Double)
         /// SiLU (swish), `x · sigmoid(x)`: Sigmoid → Mul (by x), as YOLO-style models export it.
         case silu
         /// A MatMul on a stored int8 weight run W8A8, then an Add of a constant bias over its
@@ -72,6 +75,24 @@ struct Fusion {
                   mul.opType == "Mul", mul.outputs.count == 1, mul.inputs.count == 2, Set(mul.inputs) == [x, sigmoid.outputs[0]] else { continue }
             plans[index] = Fusion(kind: .silu, input: x, absorbed: [mulIndex], output: mul.outputs[0])
         }
+        for (index, conv) in nodes.enumerated() where conv.domain.isEmpty && conv.opType == "Conv" && conv.outputs.count == 1 {
+            guard let (normIndex, norm) = next(conv.outputs[0]), norm.domain.isEmpty, norm.opType == "BatchNormalization",
+                  norm.inputs.count == 5, norm.inputs[0] == conv.outputs[0], norm.inputs.dropFirst().allSatisfy(constant),
+                  norm.outputs.dropFirst().allSatisfy(\.isEmpty) else { continue }
+            var epsilon = 1e-5, inference = true
+            for (name, attribute) in norm.attributes {
+                switch (name, attribute) {
+                case ("epsilon", .float(let e)): epsilon = Double(e)
+                case ("training_mode", .int(let t)): inference = inference && t == 0
+                case ("momentum", _): break
+                default: inference = false   // spatial, is_test, consumed_inputs: older forms run unfused
+                }
+            }
+            guard inference else { continue }
+            plans[index] = Fusion(kind: .batchNorm(scale: norm.inputs[1], bias: norm.inputs[2], mean: norm.inputs[3], variance: norm.inputs[4],
+                                                   epsilon: epsilon),
+                                  input: conv.inputs[0], absorbed: [normIndex], output: norm.outputs[0])
+        }
         for (index, matMul) in nodes.enumerated() where matMul.opType == "MatMul" && storedWeight(index) && matMul.outputs.count == 1 {
             guard let (addIndex, add) = next(matMul.outputs[0]), add.opType == "Add", let bias = constantOperand(add, matMul.outputs[0]) else { continue }
             plans[index] = Fusion(kind: .bias(bias), input: matMul.inputs[0], absorbed: [addIndex], output: add.outputs[0])
@@ -83,6 +104,7 @@ struct Fusion {
     var name: String {
         switch kind {
         case .gelu: "Gelu (fused Div, Erf, Add, Mul, Mul)"
+        case .batchNorm: "Conv + BatchNormalization (fused)"
         case .silu: "SiLU (fused Sigmoid, Mul)"
         case .bias: "MatMul + Add (stored weight, fused bias)"
         }
@@ -103,6 +125,31 @@ struct Fusion {
             return Value(y, shape: x.shape.dropLast() + [op.rows])
         case .silu:
             return Value(Self.silu(v), shape: x.shape)
+        case .batchNorm(let scale, let bias, let mean, let variance, let epsilon):
+            guard x.shape.count >= 3, case .tensor(let w)? = try value(context.node.inputs[1]), let channels = w.shape.first else { return nil }
+            var parameters: [[Double]] = []
+            for name in [scale, bias, mean, variance] {
+                guard case .tensor(let p)? = try value(name), p.type == .float, p.count == channels else { return nil }
+                parameters.append(p.asDoubles)
+            }
+            var y = try ConvolutionOps.conv(context)
+            guard y.type == .float, y.shape.count >= 2, y.shape[1] == channels else { return nil }
+            // The output's only reference, so that it is normalized where it lies.
+            var values: [Float] = []
+            if case .float(let stored) = y.elements { values = stored }
+            y.elements = .float([])
+            let (batch, spatial) = (y.shape[0], y.shape.dropFirst(2).reduce(1, *))
+            values.withUnsafeMutableBufferPointer { v in
+                for n in 0 ..< batch {
+                    for ch in 0 ..< channels {
+                        let (k, shift) = ReductionOps.normalization(scale: parameters[0][ch], bias: parameters[1][ch], mean: parameters[2][ch],
+                                                                    variance: parameters[3][ch], epsilon: epsilon)
+                        ReductionOps.scalePlane(v.baseAddress! + (n * channels + ch) * spatial, count: spatial, k, shift)
+                    }
+                }
+            }
+            y.elements = .float(values)
+            return y
         case .gelu(let divisor, let addend, let factor):
             var scalars: [Float] = []
             for name in [divisor, addend, factor] {

@@ -190,8 +190,20 @@ public struct Value: Sendable {
 
     /// The elements of a strided walk over `shape` from `base` (Transpose, Slice): what
     /// `picking(Broadcast.walk(...))` gives, without the index array, a row at a time.
-    func walking(_ shape: [Int], strides: [Int], base: Int) -> Value {
-        let count = shape.reduce(1, *)
+    func walking(_ outputShape: [Int], strides outputStrides: [Int], base: Int) -> Value {
+        let count = outputShape.reduce(1, *)
+        // The same walk over fewer, longer axes: length-1 axes dropped, and an axis merged into
+        // the one before it where that one steps over it exactly.
+        var shape: [Int] = [], strides: [Int] = []
+        for (n, stride) in zip(outputShape, outputStrides) where n != 1 {
+            if let last = shape.last, strides.last! == stride * n {
+                shape[shape.count - 1] = last * n
+                strides[strides.count - 1] = stride
+            } else {
+                shape.append(n)
+                strides.append(stride)
+            }
+        }
         func gather<T>(_ v: [T]) -> [T] {
             let n = shape.last ?? 1, step = strides.last ?? 0
             return [T](unsafeUninitializedCapacity: count) { out, initialized in
@@ -210,7 +222,7 @@ public struct Value: Sendable {
             }
         }
         var out = self
-        out.shape = shape
+        out.shape = outputShape
         switch elements {
         case .float(let v): out.elements = .float(gather(v))
         case .double(let v): out.elements = .double(gather(v))

@@ -432,13 +432,23 @@ enum ReductionOps {
                         for i in 0 ..< spatial { squares += (Double(plane[i]) - mu) * (Double(plane[i]) - mu) }
                         sigma2 = squares / Double(max(spatial, 1))
                     }
-                    // One multiply-add per element, in float64 (a vector loop).
-                    let k = scale[ch] / (sigma2 + epsilon).squareRoot(), shift = bias[ch] - mu * k
-                    for i in 0 ..< spatial { plane[i] = T(Double(plane[i]) * k + shift) }
+                    let (k, shift) = normalization(scale: scale[ch], bias: bias[ch], mean: mu, variance: sigma2, epsilon: epsilon)
+                    scalePlane(plane, count: spatial, k, shift)
                 }
             }
         }
         return Value(floating: v, shape: x.shape, type: x.type)
+    }
+
+    /// A channel's normalization as one multiply-add, `x · k + shift`, in float64.
+    static func normalization(scale: Double, bias: Double, mean: Double, variance: Double, epsilon: Double) -> (Double, Double) {
+        let k = scale / (variance + epsilon).squareRoot()
+        return (k, bias - mean * k)
+    }
+
+    /// `x · k + shift` in float64 at each of `count` elements, in place (a vector loop).
+    static func scalePlane<T: BinaryFloatingPoint>(_ plane: UnsafeMutablePointer<T>, count: Int, _ k: Double, _ shift: Double) {
+        for i in 0 ..< count { plane[i] = T(Double(plane[i]) * k + shift) }
     }
 
     /// BatchNormalization with training_mode: normalised by this batch's statistics, which

@@ -267,11 +267,14 @@ enum ShapeOps {
 
     static func transpose(_ x: Value, _ perm: [Int]) -> Value {
         let shape = perm.map { x.shape[$0] }
-        // Two adjacent runs of trailing axes swapped (NCHW <-> NHWC, attention's heads): float32
-        // moves as a batch of 2-D transposes in 16 x 16 blocks, not element by element.
-        if case .float(let v) = x.elements, let p = perm.indices.first(where: { perm[$0] != $0 }), let q = perm[p...].first,
-           perm == Array(0 ..< p) + Array(q ..< perm.count) + Array(p ..< q), !v.isEmpty {
-            let batch = x.shape[..<p].reduce(1, *), rows = x.shape[p ..< q].reduce(1, *), columns = x.shape[q...].reduce(1, *)
+        // Two adjacent runs of trailing axes swapped (NCHW <-> NHWC, attention's heads), once
+        // length-1 axes are set aside: float32 moves as a batch of 2-D transposes in 16 x 16
+        // blocks, not element by element.
+        let kept = x.shape.indices.filter { x.shape[$0] != 1 }
+        let squeezed = perm.filter { x.shape[$0] != 1 }.map { kept.firstIndex(of: $0)! }, inner = kept.map { x.shape[$0] }
+        if case .float(let v) = x.elements, let p = squeezed.indices.first(where: { squeezed[$0] != $0 }), let q = squeezed[p...].first,
+           squeezed == Array(0 ..< p) + Array(q ..< squeezed.count) + Array(p ..< q), !v.isEmpty {
+            let batch = inner[..<p].reduce(1, *), rows = inner[p ..< q].reduce(1, *), columns = inner[q...].reduce(1, *)
             var out = x
             out.shape = shape
             out.elements = .float([Float](unsafeUninitializedCapacity: v.count) { y, initialized in
