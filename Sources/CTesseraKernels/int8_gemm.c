@@ -108,6 +108,19 @@ static VNNI void quantize_u8_vnni(const float *x, ptrdiff_t n, uint8_t *codes, f
     for (; i < n; i++) codes[i] = (uint8_t)fminf(fmaxf(nearbyintf(x[i] / s) + z, 0), 255);
 }
 
+/* TILE(nb, ...) with nb (1 to 8) a constant, so that the tile's register arrays unroll. */
+#define BY_ROW_COUNT(nb, TILE, ...)                                                                        \
+    switch (nb) {                                                                                          \
+    case 8: TILE(8, __VA_ARGS__); break;                                                                   \
+    case 7: TILE(7, __VA_ARGS__); break;                                                                   \
+    case 6: TILE(6, __VA_ARGS__); break;                                                                   \
+    case 5: TILE(5, __VA_ARGS__); break;                                                                   \
+    case 4: TILE(4, __VA_ARGS__); break;                                                                   \
+    case 3: TILE(3, __VA_ARGS__); break;                                                                   \
+    case 2: TILE(2, __VA_ARGS__); break;                                                                   \
+    default: TILE(1, __VA_ARGS__); break;                                                                  \
+    }
+
 /* nb (<= 8) activation rows by two 16-row weight blocks: 16 int32 accumulators in registers,
    one vpdpbusd per row and block for each four depths. */
 static inline __attribute__((always_inline)) VNNI void tile(int nb, const uint8_t *x, ptrdiff_t kp, const int8_t *w0,
@@ -139,16 +152,7 @@ static VNNI void int8_gemm_vnni(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp,
             const int8_t *w0 = wp + rb * k4n * 64, *w1 = w0 + k4n * 64;
             const uint8_t *xs = x + b0 * kp;
             int32_t *out = acc + b0 * ldc + 16 * rb;
-            switch (nb) {
-            case 8: tile(8, xs, kp, w0, w1, k4n, out, ldc); break;
-            case 7: tile(7, xs, kp, w0, w1, k4n, out, ldc); break;
-            case 6: tile(6, xs, kp, w0, w1, k4n, out, ldc); break;
-            case 5: tile(5, xs, kp, w0, w1, k4n, out, ldc); break;
-            case 4: tile(4, xs, kp, w0, w1, k4n, out, ldc); break;
-            case 3: tile(3, xs, kp, w0, w1, k4n, out, ldc); break;
-            case 2: tile(2, xs, kp, w0, w1, k4n, out, ldc); break;
-            default: tile(1, xs, kp, w0, w1, k4n, out, ldc); break;
-            }
+            BY_ROW_COUNT(nb, tile, xs, kp, w0, w1, k4n, out, ldc);
         }
     }
 }
@@ -203,16 +207,7 @@ VBMI void tessera_int8_sparse24_gemm_vbmi(const uint8_t *x, ptrdiff_t batch, ptr
             const uint8_t *xs = x + b0 * kp, *pos = positions + rb * pairs * 64;
             const int8_t *w = codes + rb * pairs * 64;
             int32_t *out = acc + b0 * ldc + 16 * rb;
-            switch (nb) {
-            case 8: sparse_tile(8, xs, kp, pos, w, pairs, out, ldc); break;
-            case 7: sparse_tile(7, xs, kp, pos, w, pairs, out, ldc); break;
-            case 6: sparse_tile(6, xs, kp, pos, w, pairs, out, ldc); break;
-            case 5: sparse_tile(5, xs, kp, pos, w, pairs, out, ldc); break;
-            case 4: sparse_tile(4, xs, kp, pos, w, pairs, out, ldc); break;
-            case 3: sparse_tile(3, xs, kp, pos, w, pairs, out, ldc); break;
-            case 2: sparse_tile(2, xs, kp, pos, w, pairs, out, ldc); break;
-            default: sparse_tile(1, xs, kp, pos, w, pairs, out, ldc); break;
-            }
+            BY_ROW_COUNT(nb, sparse_tile, xs, kp, pos, w, pairs, out, ldc);
         }
     }
 }

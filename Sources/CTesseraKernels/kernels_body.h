@@ -492,8 +492,9 @@ static inline __attribute__((always_inline)) void NAME(store_first)(vec v, float
 #endif
 }
 
-/* Sixteen inputs `sx` apart from s: one tap's pixels for sixteen outputs in a row. */
-static inline __attribute__((always_inline)) vec NAME(depthwise_taps)(const float *s, ptrdiff_t sx) {
+/* Sixteen inputs `sx` apart from s: one tap's pixels for sixteen outputs in a row (depthwise
+   convolution and MaxPool). */
+static inline __attribute__((always_inline)) vec NAME(strided_taps)(const float *s, ptrdiff_t sx) {
     if (sx == 1) return LOAD(s);
     if (sx == 2) return __builtin_shufflevector(LOAD(s), LOAD(s + 16), 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     vec x;
@@ -515,7 +516,7 @@ static inline __attribute__((always_inline)) void NAME(depthwise_rows)(int R, co
             for (ptrdiff_t kx = 0; kx < kw; kx++) {
                 vec weight = SPLAT(weights[ky * kw + kx]);
                 const float *source = top + ky * tapRow + ox * sx + kx * dx;
-                _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) acc[r] = acc[r] + weight * NAME(depthwise_taps)(source + r * step, sx);
+                _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) acc[r] = acc[r] + weight * NAME(strided_taps)(source + r * step, sx);
             }
         _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) NAME(store_first)(acc[r], out + r * ow + ox, n);
     }
@@ -563,7 +564,7 @@ static void NAME(maxpool)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t k
                 ptrdiff_t ox = lo;
                 /* Sixteen outputs at a time while the tap's vector loads stay inside the row. */
                 for (; ox + 16 <= hi && (ox + 16) * sx + offset <= w; ox += 16) {
-                    vec v = NAME(depthwise_taps)(source + ox * sx + offset, sx), current = LOAD(row + ox);
+                    vec v = NAME(strided_taps)(source + ox * sx + offset, sx), current = LOAD(row + ox);
                     vint take = (LOAD(seen + ox) == SPLAT(0)) | (v > current);
                     STORE(SELECT(take, v, current), row + ox);
                     STORE(SPLAT(1), seen + ox);

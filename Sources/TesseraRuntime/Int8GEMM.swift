@@ -140,7 +140,7 @@ extension KernelDispatch {
 
     static func int8Sparse24GEMM(for isa: InstructionSet) -> tessera_int8_sparse24_gemm_fn? {
 #if arch(x86_64)
-        if isa == .avx512, hasVNNI, tessera_cpu_features() & Int32(TESSERA_CPU_AVX512_VBMI) != 0 { return tessera_int8_sparse24_gemm_vbmi }
+        if isa == .avx512, hasVNNI, hasVBMI { return tessera_int8_sparse24_gemm_vbmi }
 #endif
         return nil
     }
@@ -149,6 +149,15 @@ extension KernelDispatch {
     public static let hasVNNI: Bool = {
 #if arch(x86_64)
         return tessera_cpu_features() & Int32(TESSERA_CPU_AVX512_VNNI) != 0
+#else
+        return false
+#endif
+    }()
+
+    /// Whether this CPU has AVX-512 VBMI (vpermb).
+    public static let hasVBMI: Bool = {
+#if arch(x86_64)
+        return tessera_cpu_features() & Int32(TESSERA_CPU_AVX512_VBMI) != 0
 #else
         return false
 #endif

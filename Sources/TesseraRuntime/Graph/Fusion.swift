@@ -117,12 +117,10 @@ struct Fusion {
         guard case .tensor(let x)? = try value(input), case .float(let v) = x.elements, x.type == .float else { return nil }
         switch kind {
         case .bias(let name):
-            guard context.activations == .int8, let op = context.weight, op.runsQuantizedActivations, let k = x.shape.last, k == op.depth,
+            guard let op = context.weight, context.quantizesActivations(op), let k = x.shape.last, k == op.depth,
                   case .tensor(let b)? = try value(name), b.type == .float, b.count == op.rows, b.shape.last == op.rows,
                   b.shape.count <= x.shape.count, case .float(let bias) = b.elements else { return nil }
-            let batch = v.count / max(k, 1)
-            let y = try op.applyQuantizingActivations(v, batch: batch, threads: op.worthwhileThreads(context.threads, batch: batch), bias: bias)
-            return Value(y, shape: x.shape.dropLast() + [op.rows])
+            return Value(try context.applyWeight(op, v, batch: v.count / max(k, 1), bias: bias), shape: x.shape.dropLast() + [op.rows])
         case .silu:
             return Value(Self.silu(v), shape: x.shape)
         case .batchNorm(let scale, let bias, let mean, let variance, let epsilon):
@@ -140,13 +138,9 @@ struct Fusion {
             y.elements = .float([])
             let (batch, spatial) = (y.shape[0], y.shape.dropFirst(2).reduce(1, *))
             values.withUnsafeMutableBufferPointer { v in
-                for n in 0 ..< batch {
-                    for ch in 0 ..< channels {
-                        let (k, shift) = ReductionOps.normalization(scale: parameters[0][ch], bias: parameters[1][ch], mean: parameters[2][ch],
-                                                                    variance: parameters[3][ch], epsilon: epsilon)
-                        ReductionOps.scalePlane(v.baseAddress! + (n * channels + ch) * spatial, count: spatial, k, shift)
-                    }
-                }
+                guard let base = v.baseAddress else { return }
+                ReductionOps.normalizeChannels(base, batch: batch, channels: channels, spatial: spatial, scale: parameters[0],
+                                               bias: parameters[1], epsilon: epsilon) { _, ch in (parameters[2][ch], parameters[3][ch]) }
             }
             y.elements = .float(values)
             return y

@@ -110,12 +110,17 @@ enum LinearOps {
 }
 
 extension NodeContext {
-    /// The stored weight times `batch` rows of `x`, in the run's activation arithmetic.
-    func applyWeight(_ op: LinearOperator, _ x: [Float], batch: Int) throws -> [Float] {
+    /// Whether `op` runs W8A8 in this run's activation arithmetic.
+    func quantizesActivations(_ op: LinearOperator) -> Bool { activations == .int8 && op.runsQuantizedActivations }
+
+    /// The stored weight times `batch` rows of `x`, in the run's activation arithmetic; a `bias`
+    /// (one per output, fused from an Add) only where it `quantizesActivations`.
+    func applyWeight(_ op: LinearOperator, _ x: [Float], batch: Int, bias: [Float]? = nil) throws -> [Float] {
         let threads = op.worthwhileThreads(threads, batch: batch)
-        if activations == .int8, op.runsQuantizedActivations {
-            return try op.applyQuantizingActivations(x, batch: batch, threads: threads)
+        if quantizesActivations(op) {
+            return try op.applyQuantizingActivations(x, batch: batch, threads: threads, bias: bias)
         }
+        precondition(bias == nil, "a fused bias is added by the integer GEMM")
         return try op.apply(x, batch: batch, threads: threads)
     }
 }

@@ -421,34 +421,33 @@ enum ReductionOps {
             throw RuntimeError(.badShape, "a per-channel parameter has \(p.count) values for \(channels) channels")
         }
         v.withUnsafeMutableBufferPointer { v in
-            for n in 0 ..< batch {
-                for ch in 0 ..< channels {
-                    let plane = v.baseAddress! + (n * channels + ch) * spatial
-                    var mu = instance ? 0 : mean[ch], sigma2 = instance ? 0 : variance[ch]
-                    if instance {
-                        var sum = 0.0, squares = 0.0
-                        for i in 0 ..< spatial { sum += Double(plane[i]) }
-                        mu = sum / Double(max(spatial, 1))
-                        for i in 0 ..< spatial { squares += (Double(plane[i]) - mu) * (Double(plane[i]) - mu) }
-                        sigma2 = squares / Double(max(spatial, 1))
-                    }
-                    let (k, shift) = normalization(scale: scale[ch], bias: bias[ch], mean: mu, variance: sigma2, epsilon: epsilon)
-                    scalePlane(plane, count: spatial, k, shift)
-                }
+            guard let base = v.baseAddress else { return }
+            normalizeChannels(base, batch: batch, channels: channels, spatial: spatial, scale: scale, bias: bias, epsilon: epsilon) { plane, ch in
+                guard instance else { return (mean[ch], variance[ch]) }
+                var sum = 0.0, squares = 0.0
+                for i in 0 ..< spatial { sum += Double(plane[i]) }
+                let mu = sum / Double(max(spatial, 1))
+                for i in 0 ..< spatial { squares += (Double(plane[i]) - mu) * (Double(plane[i]) - mu) }
+                return (mu, squares / Double(max(spatial, 1)))
             }
         }
         return Value(floating: v, shape: x.shape, type: x.type)
     }
 
-    /// A channel's normalization as one multiply-add, `x · k + shift`, in float64.
-    static func normalization(scale: Double, bias: Double, mean: Double, variance: Double, epsilon: Double) -> (Double, Double) {
-        let k = scale / (variance + epsilon).squareRoot()
-        return (k, bias - mean * k)
-    }
-
-    /// `x · k + shift` in float64 at each of `count` elements, in place (a vector loop).
-    static func scalePlane<T: BinaryFloatingPoint>(_ plane: UnsafeMutablePointer<T>, count: Int, _ k: Double, _ shift: Double) {
-        for i in 0 ..< count { plane[i] = T(Double(plane[i]) * k + shift) }
+    /// Each channel plane of `[batch, channels, spatial]` in place as `x · k + shift` in float64
+    /// (one multiply-add, a vector loop), with `k = scale / sqrt(variance + epsilon)` and
+    /// `shift = bias − mean · k` from the plane's `statistics` (mean, variance).
+    static func normalizeChannels<T: BinaryFloatingPoint>(_ v: UnsafeMutablePointer<T>, batch: Int, channels: Int, spatial: Int,
+                                                          scale: [Double], bias: [Double], epsilon: Double,
+                                                          statistics: (UnsafeMutablePointer<T>, Int) -> (Double, Double)) {
+        for n in 0 ..< batch {
+            for ch in 0 ..< channels {
+                let plane = v + (n * channels + ch) * spatial
+                let (mean, variance) = statistics(plane, ch)
+                let k = scale[ch] / (variance + epsilon).squareRoot(), shift = bias[ch] - mean * k
+                for i in 0 ..< spatial { plane[i] = T(Double(plane[i]) * k + shift) }
+            }
+        }
     }
 
     /// BatchNormalization with training_mode: normalised by this batch's statistics, which
