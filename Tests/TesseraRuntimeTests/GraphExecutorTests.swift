@@ -133,6 +133,59 @@ import TesseraONNX
         }
     }
 
+    /// A Conv's epilogue (BatchNormalization, the Add of a residual computed before it, then an
+    /// activation) runs in place on its output with the nodes' bits, each activation as its op
+    /// computes it; a residual computed after the Conv leaves the Add, and what follows, unfused.
+    @Test func convEpiloguesRunFusedWithTheSameBits() throws {
+        func tensor(_ name: String, _ shape: [Int], _ f: (Int) -> Float) -> Tensor {
+            Tensor(name: name, dataType: .float, shape: shape, storage: .dense(values: TensorBytes(float32: (0 ..< shape.reduce(1, *)).map(f))))
+        }
+        func node(_ op: String, _ inputs: [String], _ output: String, _ attributes: [String: ONNXGraph.Attribute] = [:]) -> ONNXGraph.Node {
+            ONNXGraph.Node(opType: op, inputs: inputs, outputs: [output], attributes: attributes)
+        }
+        let x = Value((0 ..< 594).map { Float($0 % 23) / 4 - 2.5 }, shape: [2, 3, 9, 11])
+        var initializers: [String: Tensor] = [:]
+        initializers["w"] = tensor("w", [3, 3, 3, 3]) { Float($0 % 7) / 9 - 0.3 }
+        for (name, f) in [("s", { 1 + Float($0) / 3 }), ("t", { Float($0) / 7 }), ("m", { Float($0) / 2 }), ("v", { 0.5 + Float($0) })] as [(String, (Int) -> Float)] {
+            initializers[name] = tensor(name, [3], f)
+        }
+        initializers["lo"] = tensor("lo", [], { _ in -0.75 })
+        initializers["hi"] = tensor("hi", [], { _ in 1.5 })
+        let activations: [(nodes: [ONNXGraph.Node], opset: Int64, name: String)] = [
+            ([node("Relu", ["r"], "y")], 17, "Relu"),
+            ([node("HardSwish", ["r"], "y")], 17, "HardSwish"),
+            ([node("LeakyRelu", ["r"], "y", ["alpha": .float(0.1)])], 17, "LeakyRelu"),
+            ([node("HardSigmoid", ["r"], "y", ["alpha": .float(0.3)])], 17, "HardSigmoid"),
+            ([node("Clip", ["r", "lo", "hi"], "y")], 17, "Clip"),
+            ([node("Clip", ["r", "", "hi"], "y")], 17, "Clip"),
+            ([node("Clip", ["r"], "y", ["min": .float(-1), "max": .float(0.5)])], 10, "Clip"),
+            ([node("Sigmoid", ["r"], "g"), node("Mul", ["g", "r"], "y")], 17, "SiLU"),
+        ]
+        for (tail, opset, activation) in activations {
+            for shortcutFirst in [true, false] {
+                // The shortcut, a Relu of x, before the Conv (fused) or after it (the Add runs alone).
+                let shortcut = node("Relu", ["x"], "k")
+                var nodes = [node("Conv", ["x", "w"], "c", ["pads": .ints([1, 1, 1, 1])]),
+                             node("BatchNormalization", ["c", "s", "t", "m", "v"], "n", ["epsilon": .float(1e-3)]),
+                             node("Add", ["k", "n"], "r")] + tail
+                nodes.insert(shortcut, at: shortcutFirst ? 0 : 2)
+                let graph = ONNXGraph(nodes: nodes, inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
+                                      initializers: initializers, opsets: ["": opset])
+                let executor = try GraphExecutor(graph)
+                executor.profile = OpProfile()
+                let reference = try GraphExecutor(graph)
+                reference.observer = ([], { _, _ in })
+                // Twice: the second run reuses the folded and cached state.
+                for _ in 0 ..< 2 {
+                    let y = try executor.run(["x": x])[0].value, expected = try reference.run(["x": x])[0].value
+                    #expect(y.shape == expected.shape && y.asFloats.map(\.bitPattern) == expected.asFloats.map(\.bitPattern), "\(activation)")
+                }
+                let fused = shortcutFirst ? "Conv + BatchNormalization + Add + \(activation) (fused)" : "Conv + BatchNormalization (fused)"
+                #expect(executor.profile!.entries.keys.contains(fused), "\(executor.profile!.entries.keys.sorted())")
+            }
+        }
+    }
+
     /// With int8 activations, a MatMul on a stored int8 weight and the Add of its bias run as one:
     /// the bias added as the GEMM writes each row, bit for bit the Add node's sums (dense and 2:4,
     /// a batch and a single row); with float activations they run as two nodes.

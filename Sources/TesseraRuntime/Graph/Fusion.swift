@@ -12,14 +12,96 @@ struct Fusion {
         /// BERT's exact GELU, `((erf(x / a) + b) · x) · c` with scalar constants a, b, c:
         /// Div → Erf → Add → Mul (by x) → Mul, as PyTorch exports `nn.GELU()`.
         case gelu(divisor: String, addend: String, factor: String)
-        /// A float32 Conv and the inference BatchNormalization of its output, normalized in place
-        /// as the Conv writes it (no second tensor): BatchNormalization's own arithmetic.
-        case batchNorm(scale: String, bias: String, mean: String, variance: String, epsilon: Double)
+        /// A float32 Conv and what follows it, applied in place to the Conv's output in the
+        /// nodes' order with their own arithmetic (no second tensor).
+        case convolution(ConvEpilogue)
         /// SiLU (swish), `x · sigmoid(x)`: Sigmoid → Mul (by x), as YOLO-style models export it.
         case silu
         /// A MatMul on a stored int8 weight run W8A8, then an Add of a constant bias over its
         /// outputs: the GEMM's last step adds the bias as it writes each output.
         case bias(String)
+    }
+
+    /// The nodes after a Conv that its fused kernel applies, each optional, in this order.
+    struct ConvEpilogue {
+        /// An inference BatchNormalization, with its parameters' names.
+        var batchNorm: (scale: String, bias: String, mean: String, variance: String, epsilon: Double)?
+        /// An Add of a value computed before the Conv (a residual), same shape; `first` when that
+        /// value is the Add's first operand.
+        var residual: (name: String, first: Bool)?
+        var activation: Activation?
+    }
+
+    /// An activation a Conv's epilogue applies, element by element, with the op's own function.
+    enum Activation {
+        case relu, hardSwish, leakyRelu(Float), hardSigmoid(Float, Float)
+        /// SiLU, Sigmoid then Mul by the Conv's output (the SiLU chain's kernel).
+        case silu
+        /// Clip, with its bounds as attributes (before opset 11) or from inputs (a name, "" for none).
+        case clip(Float, Float)
+        case clipInputs(String, String)
+
+        /// The op name in `--profile`.
+        var name: String {
+            switch self {
+            case .relu: "Relu"
+            case .hardSwish: "HardSwish"
+            case .leakyRelu: "LeakyRelu"
+            case .hardSigmoid: "HardSigmoid"
+            case .silu: "SiLU"
+            case .clip, .clipInputs: "Clip"
+            }
+        }
+
+        /// The activation of `node`, which reads the value `input` and is its only reader, when
+        /// it is one the epilogue applies (float32 attributes, as the ops read them).
+        init?(_ node: ONNXGraph.Node, input: String, opset: Int64) {
+            guard node.domain.isEmpty, node.inputs.first == input, node.outputs.count == 1 else { return nil }
+            func float(_ name: String, _ fallback: Float) -> Float {
+                if case .float(let v)? = node.attributes[name] { return v }
+                return fallback
+            }
+            switch node.opType {
+            case "Relu": self = .relu
+            case "HardSwish": self = .hardSwish
+            case "LeakyRelu": self = .leakyRelu(float("alpha", 0.01))
+            case "HardSigmoid": self = .hardSigmoid(float("alpha", 0.2), float("beta", 0.5))
+            case "Clip" where opset < 11:
+                self = .clip(Float(Double(float("min", -.greatestFiniteMagnitude))), Float(Double(float("max", .greatestFiniteMagnitude))))
+            case "Clip":
+                let bounds = node.inputs.dropFirst()
+                self = .clipInputs(bounds.first ?? "", bounds.dropFirst().first ?? "")
+            default: return nil
+            }
+        }
+
+        /// The activation with its Clip bounds read (`value` reads a name), or nil when a bound
+        /// is not a known float scalar.
+        func resolved(_ value: (String) throws -> GraphValue?) throws -> Activation? {
+            guard case .clipInputs(let lowName, let highName) = self else { return self }
+            var bounds: [Float] = []
+            for (name, fallback) in [(lowName, -Double.infinity), (highName, .infinity)] {
+                guard !name.isEmpty else { bounds.append(Float(fallback)); continue }
+                guard case .tensor(let b)? = try value(name), b.type == .float, b.count <= 1 else { return nil }
+                bounds.append(Float(b.asDoubles.first ?? fallback))
+            }
+            return .clip(bounds[0], bounds[1])
+        }
+
+        /// Applies the (resolved) activation to `v` in place.
+        func apply(_ v: UnsafeMutableBufferPointer<Float>, kernels: tessera_kernels? = KernelDispatch.kernels) {
+            switch self {
+            case .relu: for i in v.indices { v[i] = ElementwiseOps.relu(v[i]) }
+            case .hardSwish: for i in v.indices { v[i] = ElementwiseOps.hardSwish(v[i]) }
+            case .leakyRelu(let a): for i in v.indices { v[i] = ElementwiseOps.leakyRelu(v[i], a) }
+            case .hardSigmoid(let a, let b): for i in v.indices { v[i] = ElementwiseOps.hardSigmoid(v[i], a, b) }
+            case .clip(let low, let high): for i in v.indices { v[i] = ElementwiseOps.clip(v[i], low, high) }
+            case .clipInputs: preconditionFailure("Clip's bounds are read first (resolved)")
+            case .silu:
+                guard let base = v.baseAddress else { break }
+                if let k = kernels { k.silu(base, base, v.count) } else { for i in v.indices { v[i] = v[i] * PortableKernels.sigmoid(v[i]) } }
+            }
+        }
     }
 
     let kind: Kind
@@ -33,12 +115,13 @@ struct Fusion {
     /// values no run can change; a chain's inner values must each be read by one node only and
     /// not be graph outputs.
     static func plan(_ graph: ONNXGraph, constant: (String) -> Bool, storedWeight: (Int) -> Bool) -> [Int: Fusion] {
-        var readers: [String: Int] = [:], reader: [String: Int] = [:]
+        var readers: [String: Int] = [:], reader: [String: Int] = [:], producer: [String: Int] = [:]
         for (index, node) in graph.nodes.enumerated() {
             for input in node.inputs where !input.isEmpty {
                 readers[input, default: 0] += 1
                 reader[input] = index
             }
+            for output in node.outputs where !output.isEmpty { producer[output] = index }
             for body in GraphExecutor.subgraphs(of: node).values {
                 for name in GraphExecutor.outerNames(body) { readers[name, default: 0] += 2 }
             }
@@ -76,22 +159,37 @@ struct Fusion {
             plans[index] = Fusion(kind: .silu, input: x, absorbed: [mulIndex], output: mul.outputs[0])
         }
         for (index, conv) in nodes.enumerated() where conv.domain.isEmpty && conv.opType == "Conv" && conv.outputs.count == 1 {
-            guard let (normIndex, norm) = next(conv.outputs[0]), norm.domain.isEmpty, norm.opType == "BatchNormalization",
-                  norm.inputs.count == 5, norm.inputs[0] == conv.outputs[0], norm.inputs.dropFirst().allSatisfy(constant),
-                  norm.outputs.dropFirst().allSatisfy(\.isEmpty) else { continue }
-            var epsilon = 1e-5, inference = true
-            for (name, attribute) in norm.attributes {
-                switch (name, attribute) {
-                case ("epsilon", .float(let e)): epsilon = Double(e)
-                case ("training_mode", .int(let t)): inference = inference && t == 0
-                case ("momentum", _): break
-                default: inference = false   // spatial, is_test, consumed_inputs: older forms run unfused
+            var epilogue = ConvEpilogue(), absorbed: [Int] = [], current = conv.outputs[0]
+            if let (normIndex, norm) = next(current), norm.domain.isEmpty, norm.opType == "BatchNormalization",
+               norm.inputs.count == 5, norm.inputs[0] == current, norm.inputs.dropFirst().allSatisfy(constant),
+               norm.outputs.dropFirst().allSatisfy(\.isEmpty), let epsilon = inferenceEpsilon(norm) {
+                epilogue.batchNorm = (norm.inputs[1], norm.inputs[2], norm.inputs[3], norm.inputs[4], epsilon)
+                (absorbed, current) = ([normIndex], norm.outputs[0])
+            }
+            // A residual must be known when the Conv runs: computed by an earlier node, or given.
+            // (A constant added to a Conv's output is a broadcast bias, not a residual.)
+            if let (addIndex, add) = next(current), add.domain.isEmpty, add.opType == "Add", add.inputs.count == 2, add.outputs.count == 1 {
+                let first = add.inputs[1] == current, other = first ? add.inputs[0] : add.inputs[1]
+                if other != current, !constant(other), producer[other].map({ $0 < index }) ?? true {
+                    epilogue.residual = (other, first)
+                    absorbed.append(addIndex)
+                    current = add.outputs[0]
                 }
             }
-            guard inference else { continue }
-            plans[index] = Fusion(kind: .batchNorm(scale: norm.inputs[1], bias: norm.inputs[2], mean: norm.inputs[3], variance: norm.inputs[4],
-                                                   epsilon: epsilon),
-                                  input: conv.inputs[0], absorbed: [normIndex], output: norm.outputs[0])
+            if let (activationIndex, node) = next(current), let activation = Activation(node, input: current, opset: graph.defaultOpset) {
+                epilogue.activation = activation
+                absorbed.append(activationIndex)
+                current = node.outputs[0]
+            } else if readers[current] == 2, let s = nodes.firstIndex(where: { $0.opType == "Sigmoid" && $0.inputs == [current] }),
+                      nodes[s].domain.isEmpty, nodes[s].outputs.count == 1, let (mulIndex, mul) = next(nodes[s].outputs[0]),
+                      mul.domain.isEmpty, mul.opType == "Mul", mul.outputs.count == 1, mul.inputs.count == 2,
+                      Set(mul.inputs) == [current, nodes[s].outputs[0]] {
+                epilogue.activation = .silu
+                absorbed += [s, mulIndex]
+                current = mul.outputs[0]
+            }
+            guard !absorbed.isEmpty else { continue }
+            plans[index] = Fusion(kind: .convolution(epilogue), input: conv.inputs[0], absorbed: absorbed, output: current)
         }
         for (index, matMul) in nodes.enumerated() where matMul.opType == "MatMul" && storedWeight(index) && matMul.outputs.count == 1 {
             guard let (addIndex, add) = next(matMul.outputs[0]), add.opType == "Add", let bias = constantOperand(add, matMul.outputs[0]) else { continue }
@@ -100,11 +198,28 @@ struct Fusion {
         return plans
     }
 
+    /// BatchNormalization's epsilon when it runs in inference mode in the form the fused
+    /// kernel takes (opset 9 on: older forms with spatial, is_test or consumed_inputs run unfused).
+    static func inferenceEpsilon(_ norm: ONNXGraph.Node) -> Double? {
+        var epsilon = 1e-5
+        for (name, attribute) in norm.attributes {
+            switch (name, attribute) {
+            case ("epsilon", .float(let e)): epsilon = Double(e)
+            case ("training_mode", .int(let t)) where t == 0: break
+            case ("momentum", _): break
+            default: return nil
+            }
+        }
+        return epsilon
+    }
+
     /// The chain's name in `--profile`.
     var name: String {
         switch kind {
         case .gelu: "Gelu (fused Div, Erf, Add, Mul, Mul)"
-        case .batchNorm: "Conv + BatchNormalization (fused)"
+        case .convolution(let e):
+            (["Conv"] + (e.batchNorm == nil ? [] : ["BatchNormalization"]) + (e.residual == nil ? [] : ["Add"])
+                + (e.activation.map { [$0.name] } ?? [])).joined(separator: " + ") + " (fused)"
         case .silu: "SiLU (fused Sigmoid, Mul)"
         case .bias: "MatMul + Add (stored weight, fused bias)"
         }
@@ -123,24 +238,51 @@ struct Fusion {
             return Value(try context.applyWeight(op, v, batch: v.count / max(k, 1), bias: bias), shape: x.shape.dropLast() + [op.rows])
         case .silu:
             return Value(Self.silu(v), shape: x.shape)
-        case .batchNorm(let scale, let bias, let mean, let variance, let epsilon):
+        case .convolution(let e):
             guard x.shape.count >= 3, case .tensor(let w)? = try value(context.node.inputs[1]), let channels = w.shape.first else { return nil }
             var parameters: [[Double]] = []
-            for name in [scale, bias, mean, variance] {
-                guard case .tensor(let p)? = try value(name), p.type == .float, p.count == channels else { return nil }
-                parameters.append(p.asDoubles)
+            if let n = e.batchNorm {
+                for name in [n.scale, n.bias, n.mean, n.variance] {
+                    guard case .tensor(let p)? = try value(name), p.type == .float, p.count == channels else { return nil }
+                    parameters.append(p.asDoubles)
+                }
+            }
+            var residual: Value?
+            if let r = e.residual {
+                guard case .tensor(let v)? = try value(r.name), v.type == .float, v.shape.count == x.shape.count,
+                      v.shape[0] == x.shape[0], v.shape[1] == channels else { return nil }
+                residual = v
+            }
+            var activation: Activation?
+            if let a = e.activation {
+                guard let resolved = try a.resolved(value) else { return nil }
+                activation = resolved
             }
             var y = try ConvolutionOps.conv(context)
-            guard y.type == .float, y.shape.count >= 2, y.shape[1] == channels else { return nil }
-            // The output's only reference, so that it is normalized where it lies.
+            // A residual that broadcasts spatially (not seen in exported models) runs unfused, the Conv again.
+            guard y.type == .float, y.shape.count >= 2, y.shape[1] == channels, residual.map({ $0.shape == y.shape }) ?? true else { return nil }
+            // The output's only reference, so that the epilogue works where it lies.
             var values: [Float] = []
             if case .float(let stored) = y.elements { values = stored }
             y.elements = .float([])
-            let (batch, spatial) = (y.shape[0], y.shape.dropFirst(2).reduce(1, *))
+            // Plane by plane, each step while the plane is in cache.
+            let (planes, spatial) = (y.shape[0] * channels, y.shape.dropFirst(2).reduce(1, *))
+            let other: [Float] = if case .float(let f)? = residual?.elements { f } else { [] }
             values.withUnsafeMutableBufferPointer { v in
-                guard let base = v.baseAddress else { return }
-                ReductionOps.normalizeChannels(base, batch: batch, channels: channels, spatial: spatial, scale: parameters[0],
-                                               bias: parameters[1], epsilon: epsilon) { _, ch in (parameters[2][ch], parameters[3][ch]) }
+                other.withUnsafeBufferPointer { other in
+                    guard let base = v.baseAddress else { return }
+                    for p in 0 ..< planes {
+                        let plane = base + p * spatial, ch = p % channels
+                        if let n = e.batchNorm {
+                            ReductionOps.normalize(plane, count: spatial, scale: parameters[0][ch], bias: parameters[1][ch],
+                                                   mean: parameters[2][ch], variance: parameters[3][ch], epsilon: n.epsilon)
+                        }
+                        if let r = e.residual, let add = other.baseAddress.map({ $0 + p * spatial }) {
+                            if r.first { for i in 0 ..< spatial { plane[i] = add[i] + plane[i] } } else { for i in 0 ..< spatial { plane[i] = plane[i] + add[i] } }
+                        }
+                        activation?.apply(UnsafeMutableBufferPointer(start: plane, count: spatial))
+                    }
+                }
             }
             y.elements = .float(values)
             return y

@@ -8,7 +8,7 @@ enum ElementwiseOps {
         var t: [String: OpKernel] = [:]
         // Each function twice, float32 for the float types and float64 for double (the same
         // text), written in the entry itself so that it compiles into the loop.
-        t["Relu"] = { c in [try floatMap(c, { max($0, 0) }, { max($0, 0) })] }
+        t["Relu"] = { c in [try floatMap(c, relu, relu)] }
         t["Sigmoid"] = { c in [try elementary(c, .sigmoid, sigmoid)] }
         t["Tanh"] = { c in [try elementary(c, .tanh) { Foundation.tanh($0) }] }
         t["Erf"] = { c in [try elementary(c, .erf) { Foundation.erf($0) }] }
@@ -32,7 +32,7 @@ enum ElementwiseOps {
         t["Acosh"] = { c in [try floatMap(c, { Foundation.acosh($0) }, { Foundation.acosh($0) })] }
         t["Atanh"] = { c in [try floatMap(c, { Foundation.atanh($0) }, { Foundation.atanh($0) })] }
         t["Round"] = { c in [try floatMap(c, { $0.rounded(.toNearestOrEven) }, { $0.rounded(.toNearestOrEven) })] }
-        t["HardSwish"] = { c in [try floatMap(c, { $0 * max(0, min(1, $0 / 6 + 0.5)) }, { $0 * max(0, min(1, $0 / 6 + 0.5)) })] }
+        t["HardSwish"] = { c in [try floatMap(c, hardSwish, hardSwish)] }
         t["Mish"] = { c in [try floatMap(c, { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) }, { $0 * Foundation.tanh(Foundation.log1p(Foundation.exp(-abs($0))) + max($0, 0)) })] }
         // Attributes are float32; float64 inputs compute with them widened.
         t["Swish"] = { c in
@@ -76,11 +76,11 @@ enum ElementwiseOps {
         }
         t["LeakyRelu"] = { c in
             let a = c.float("alpha", 0.01), d = Double(a)
-            return [try floatMap(c, { $0 >= 0 ? $0 : a * $0 }, { $0 >= 0 ? $0 : d * $0 })]
+            return [try floatMap(c, { leakyRelu($0, a) }, { leakyRelu($0, d) })]
         }
         t["HardSigmoid"] = { c in
             let a = c.float("alpha", 0.2), b = c.float("beta", 0.5), ad = Double(a), bd = Double(b)
-            return [try floatMap(c, { max(0, min(1, a * $0 + b)) }, { max(0, min(1, ad * $0 + bd)) })]
+            return [try floatMap(c, { hardSigmoid($0, a, b) }, { hardSigmoid($0, ad, bd) })]
         }
         t["Shrink"] = { c in
             let bias = c.float("bias", 0), lambd = c.float("lambd", 0.5), bd = Double(bias), ld = Double(lambd)
@@ -108,7 +108,7 @@ enum ElementwiseOps {
                 return [Value(v.map { min(max($0, lo), hi) }, shape: x.shape, type: x.type)]
             default:
                 let lo = Float(low ?? -.infinity), hi = Float(high ?? .infinity)
-                return [try floatMap(c, { min(max($0, lo), hi) }, { min(max($0, low ?? -.infinity), high ?? .infinity) })]
+                return [try floatMap(c, { clip($0, lo, hi) }, { clip($0, low ?? -.infinity, high ?? .infinity) })]
             }
         }
         t["Neg"] = { c in try signed(c, { -$0 }, { 0 &- $0 }) }   // integers wrap, as two's complement does
@@ -224,6 +224,13 @@ enum ElementwiseOps {
         }
         return t
     }
+
+    // The activations a Conv's fused epilogue applies too (`Fusion.Activation`): one text for both.
+    @inline(__always) static func relu<T: FloatingPoint>(_ x: T) -> T { max(x, 0) }
+    @inline(__always) static func hardSwish<T: BinaryFloatingPoint>(_ x: T) -> T { x * max(0, min(1, x / 6 + 0.5)) }
+    @inline(__always) static func leakyRelu<T: FloatingPoint>(_ x: T, _ alpha: T) -> T { x >= 0 ? x : alpha * x }
+    @inline(__always) static func hardSigmoid<T: FloatingPoint>(_ x: T, _ alpha: T, _ beta: T) -> T { max(0, min(1, alpha * x + beta)) }
+    @inline(__always) static func clip<T: FloatingPoint>(_ x: T, _ low: T, _ high: T) -> T { min(max(x, low), high) }
 
     static func sigmoid(_ x: Float) -> Float { x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x)) }
     static func sigmoid(_ x: Double) -> Double { x >= 0 ? 1 / (1 + Foundation.exp(-x)) : Foundation.exp(x) / (1 + Foundation.exp(x)) }

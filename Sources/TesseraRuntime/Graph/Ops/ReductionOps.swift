@@ -444,10 +444,17 @@ enum ReductionOps {
             for ch in 0 ..< channels {
                 let plane = v + (n * channels + ch) * spatial
                 let (mean, variance) = statistics(plane, ch)
-                let k = scale[ch] / (variance + epsilon).squareRoot(), shift = bias[ch] - mean * k
-                for i in 0 ..< spatial { plane[i] = T(Double(plane[i]) * k + shift) }
+                normalize(plane, count: spatial, scale: scale[ch], bias: bias[ch], mean: mean, variance: variance, epsilon: epsilon)
             }
         }
+    }
+
+    /// One channel plane in place (BatchNormalization's arithmetic, used by the Conv fusion too).
+    @inline(__always)
+    static func normalize<T: BinaryFloatingPoint>(_ plane: UnsafeMutablePointer<T>, count: Int, scale: Double, bias: Double,
+                                                  mean: Double, variance: Double, epsilon: Double) {
+        let k = scale / (variance + epsilon).squareRoot(), shift = bias - mean * k
+        for i in 0 ..< count { plane[i] = T(Double(plane[i]) * k + shift) }
     }
 
     /// BatchNormalization with training_mode: normalised by this batch's statistics, which
