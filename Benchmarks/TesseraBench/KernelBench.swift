@@ -99,10 +99,10 @@ struct KernelBench: ParsableCommand {
         case ("dense int8 W8A8", "768x768x128"):
             return [String(format: "dense int8 GEMM %@, uint8 activations quantized in the timed call: %.2fx onnxruntime MatMulInteger (target >= 0.7x)", at, vsPeer)]
         case ("2:4 int8 W8A8", "768x768x128"):
-            return [String(format: "2:4 int8 GEMM %@, uint8 activations (as a GEMM on packed codes): %.2fx onnxruntime MatMulInteger (target >= 1.2x)", at, vsPeer)]
+            return [String(format: "2:4 int8 GEMM %@, uint8 activations (kept codes with VBMI, else packed codes): %.2fx onnxruntime MatMulInteger (target >= 1.2x)", at, vsPeer)]
         case ("2:4 int8", "4096x4096x1"): return [String(format: "2:4 int8 GEMV %@, float activations: %.2fx onnxruntime MatMulInteger", at, vsPeer)]
         case ("2:4 int8 W8A8", "4096x4096x1"):
-            return [String(format: "2:4 int8 GEMV %@, uint8 activations like MatMulInteger's (quantized in the timed call): %.2fx onnxruntime MatMulInteger (target >= 1.0x)", at, vsPeer)]
+            return [String(format: "2:4 int8 single row %@, uint8 activations like MatMulInteger's (quantized in the timed call; the kept-code GEMM with VBMI, else the 2:4 GEMV): %.2fx onnxruntime MatMulInteger (target >= 1.0x)", at, vsPeer)]
         default: return []
         }
     }

@@ -53,12 +53,18 @@ extension LinearOperator {
     /// (`y + bias`, as an Add node after the product computes it) while the row is in cache.
     public func applyQuantizingActivations(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int,
                                            bias: UnsafePointer<Float>? = nil) {
-        // A 2:4 weight's single activation row runs the 2:4 GEMV, which reads only kept codes.
-        // Dense weights, and batches, run as a GEMM on packed codes (a 2:4 weight's pruned codes
-        // as zeros): the same integer sums, so the same outputs either way (tested).
+        applyQuantizingActivations(x, batch: batch, into: y, threads: threads, bias: bias, sparse24: KernelDispatch.int8Sparse24GEMM)
+    }
+
+    /// With the 2:4 GEMM on kept codes (`sparse24`, AVX-512 VBMI), 2:4 weights run it for every
+    /// batch. Without it a single activation row runs the 2:4 GEMV, which reads only kept codes,
+    /// and batches the GEMM on packed codes with the pruned codes as zeros. Dense weights always
+    /// run the GEMM. The same integer sums, so the same outputs every way (tested).
+    func applyQuantizingActivations(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int,
+                                    bias: UnsafePointer<Float>?, sparse24: tessera_int8_sparse24_gemm_fn?) {
         guard batch > 0 else { return }
-        guard batch == 1, case .sparse24(let values, _) = tensor.storage else {
-            return applyPackedInt8(x, batch: batch, into: y, threads: threads, bias: bias)
+        guard batch == 1, sparse24 == nil, case .sparse24(let values, _) = tensor.storage else {
+            return applyPackedInt8(x, batch: batch, into: y, threads: threads, sparse24: sparse24, bias: bias)
         }
         let (rows, depth) = (rows, depth)
         values.withBaseAddress { v in withSparse24Metadata { metadata in

@@ -191,6 +191,9 @@ extension LinearOperator {
             preconditionFailure("not a dense or 2:4 tensor")
         }
         let (rows, depth, kp, ldc, tile) = (rows, depth, packed.paddedDepth, packed.blocks * 16, Self.int8Tile)
+        if threads > 1, batch <= tile, packed.blocks >= 4 {
+            return applyPackedInt8(x, batch: batch, into: y, threads: threads, kernels: kernels, sparse24: sparse24, bias: bias, splittingOutputs: packed)
+        }
         packed.rowSums.withUnsafeBufferPointer { rowSums in packed.rowScales.withUnsafeBufferPointer { rowScales in
             Threads.split(batch, threads: threads, granularity: tile) { range in
                 // Eight rows at a time: the scratch stays small and in cache.
@@ -210,6 +213,42 @@ extension LinearOperator {
                     kernels.finish(acc, n, ldc, rowSums.baseAddress!, rowScales.baseAddress!, zeroPoints, scales, y + start * rows, rows, bias)
                 }
             }
+        } }
+    }
+
+    /// A batch of at most one tile on several threads: the rows are quantized once, and the
+    /// threads take pairs of 16-output weight blocks each (splitting rows would leave all but one
+    /// idle). The same kernels on the same codes, so the same outputs.
+    private func applyPackedInt8(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int,
+                                 kernels: tessera_int8_kernels, sparse24: tessera_int8_sparse24_gemm_fn?, bias: UnsafePointer<Float>?,
+                                 splittingOutputs packed: PackedInt8Weight) {
+        let (rows, depth, kp) = (rows, depth, packed.paddedDepth)
+        let xq = UnsafeMutablePointer<UInt8>.allocate(capacity: batch * kp)
+        defer { xq.deallocate() }
+        xq.initialize(repeating: 0, count: batch * kp)
+        var scales = [Float](repeating: 0, count: batch), zeroPoints = [Int32](repeating: 0, count: batch)
+        for i in 0 ..< batch { kernels.quantize(x + i * depth, depth, xq + i * kp, &scales[i], &zeroPoints[i]) }
+        packed.rowSums.withUnsafeBufferPointer { rowSums in packed.rowScales.withUnsafeBufferPointer { rowScales in
+            scales.withUnsafeBufferPointer { scales in zeroPoints.withUnsafeBufferPointer { zeroPoints in
+                Threads.split(packed.blocks, threads: threads, granularity: 2) { range in
+                    let (blocks, first) = (range.count, range.lowerBound * 16), ldc = range.count * 16
+                    let count = min(rows, range.upperBound * 16) - first
+                    guard count > 0 else { return }
+                    let acc = UnsafeMutablePointer<Int32>.allocate(capacity: batch * ldc)
+                    defer { acc.deallocate() }
+                    if let positions = packed.positions {
+                        let offset = range.lowerBound * packed.pairs * 64
+                        sparse24!(xq, batch, kp, positions + offset, packed.codes + offset, packed.pairs, blocks, acc)
+                    } else {
+                        kernels.gemm(xq, batch, kp, packed.codes + range.lowerBound * kp * 16, blocks, acc)
+                    }
+                    // Row by row: `finish` writes its outputs at a stride of the count it is given.
+                    for b in 0 ..< batch {
+                        kernels.finish(acc + b * ldc, 1, ldc, rowSums.baseAddress! + first, rowScales.baseAddress! + first,
+                                       zeroPoints.baseAddress! + b, scales.baseAddress! + b, y + b * rows + first, count, bias.map { $0 + first })
+                    }
+                }
+            } }
         } }
     }
 }

@@ -22,18 +22,21 @@ import Testing
     }
 
     /// The W8A8 GEMM core's VNNI variant against the portable loop: the same int32 sums (integer
-    /// arithmetic is exact), so the same outputs bit for bit, over partial blocks and tiles.
+    /// arithmetic is exact), so the same outputs bit for bit, over partial blocks and tiles, with
+    /// and without a bias. On two threads a batch of one tile or less splits the outputs (a
+    /// partial last block among them), a larger one the rows.
     @Test func int8GEMMVariantsGiveTheSameOutputs() throws {
         guard KernelDispatch.hasVNNI else { return }
-        for (shape, axis, batch) in [([70, 33], 0, 11), ([768, 96], 0, 16), ([5, 129], 1, 3)] {
+        for (shape, axis, batch) in [([70, 33], 0, 11), ([70, 33], 0, 1), ([768, 96], 0, 16), ([768, 96], 0, 5), ([5, 129], 1, 3)] {
             let tensor = try KernelTests.tensor(shape: shape, axis: axis, values: .int8PerOutput, seed: 9)
             let op = try LinearOperator(tensor)
-            let x = Self.random(batch * op.depth, seed: 4)
+            let x = Self.random(batch * op.depth, seed: 4), bias = batch % 2 == 1 ? Self.random(op.rows, seed: 6) : nil
             var portable = [Float](repeating: 0, count: batch * op.rows), vnni = portable
-            x.withUnsafeBufferPointer { xp in
-                portable.withUnsafeMutableBufferPointer { op.applyPackedInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 1, kernels: KernelDispatch.int8Kernels(for: .portable)) }
-                vnni.withUnsafeMutableBufferPointer { op.applyPackedInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 2, kernels: KernelDispatch.int8Kernels(for: .avx512)) }
-            }
+            x.withUnsafeBufferPointer { xp in (bias ?? []).withUnsafeBufferPointer { b in
+                let b = bias == nil ? nil : b.baseAddress
+                portable.withUnsafeMutableBufferPointer { op.applyPackedInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 1, kernels: KernelDispatch.int8Kernels(for: .portable), bias: b) }
+                vnni.withUnsafeMutableBufferPointer { op.applyPackedInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 2, kernels: KernelDispatch.int8Kernels(for: .avx512), bias: b) }
+            } }
             #expect(portable.map(\.bitPattern) == vnni.map(\.bitPattern), "\(shape) batch \(batch)")
         }
     }
@@ -44,7 +47,7 @@ import Testing
     @Test func sparse24Int8GEMMMatchesTheDenseGEMM() throws {
         var variants: [tessera_int8_sparse24_gemm_fn] = [tessera_int8_sparse24_gemm_portable]
         if let vbmi = KernelDispatch.int8Sparse24GEMM(for: .avx512) { variants.append(vbmi) }
-        for (shape, axis, batch) in [([52, 70], 0, 11), ([200, 33], 0, 16), ([5, 516], 1, 3), ([768, 96], 0, 9)] {
+        for (shape, axis, batch) in [([52, 70], 0, 11), ([200, 33], 0, 16), ([200, 70], 0, 3), ([5, 516], 1, 3), ([768, 96], 0, 9)] {
             let tensor = try KernelTests.tensor(shape: shape, axis: axis, values: .int8PerOutput, seed: 12)
             let op = try LinearOperator(try tensor.encoded(as: .sparse24))
             let x = Self.random(batch * op.depth, seed: 13)

@@ -1,6 +1,7 @@
+import CTesseraKernels
 import Testing
 import Tessera
-import TesseraRuntime
+@testable import TesseraRuntime
 
 /// `applyQuantizingActivations` (dense and 2:4 int8 weights x uint8 activations, integer sums) against an
 /// oracle that quantizes the activations by ONNX DynamicQuantizeLinear's definition and
@@ -58,6 +59,29 @@ import TesseraRuntime
                 let alone = try op.applyQuantizingActivations(Array(x[b * op.depth ..< (b + 1) * op.depth]), batch: 1)
                 #expect(alone.map(\.bitPattern) == together[b * op.rows ..< (b + 1) * op.rows].map(\.bitPattern), "\(weight.shape) row \(b)")
             }
+        }
+    }
+
+    /// A single row of a 2:4 weight: the 2:4 GEMV (machines without VBMI), the portable and the
+    /// VBMI kept-code GEMM (one thread, and two splitting the outputs) give the same bits.
+    @Test func sparseSingleRowIsTheSameOnEveryPath() throws {
+        var paths: [(tessera_int8_sparse24_gemm_fn?, Int)] = [(tessera_int8_sparse24_gemm_portable, 1), (tessera_int8_sparse24_gemm_portable, 2)]
+        if let vbmi = KernelDispatch.int8Sparse24GEMM(for: .avx512) { paths += [(vbmi, 1), (vbmi, 2)] }
+        for (index, weight) in (Self.weights + [([200, 70], 0)]).enumerated() {
+            let tensor = try KernelTests.tensor(shape: weight.shape, axis: weight.axis, values: .int8PerOutput, seed: UInt64(index + 17))
+            let op = try LinearOperator(try tensor.encoded(as: .sparse24))
+            let x = KernelTests.random(count: op.depth, seed: UInt64(index + 2))
+            func run(_ sparse24: tessera_int8_sparse24_gemm_fn?, threads: Int) -> [UInt32] {
+                var y = [Float](repeating: .nan, count: op.rows)
+                x.withUnsafeBufferPointer { xp in
+                    y.withUnsafeMutableBufferPointer {
+                        op.applyQuantizingActivations(xp.baseAddress!, batch: 1, into: $0.baseAddress!, threads: threads, bias: nil, sparse24: sparse24)
+                    }
+                }
+                return y.map(\.bitPattern)
+            }
+            let gemv = run(nil, threads: 1)
+            for (k, (path, threads)) in paths.enumerated() { #expect(run(path, threads: threads) == gemv, "\(weight.shape) path \(k)") }
         }
     }
 
