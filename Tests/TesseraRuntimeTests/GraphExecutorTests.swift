@@ -186,6 +186,25 @@ import TesseraONNX
         }
     }
 
+    /// A depthwise convolution large enough to split its planes among threads gives the bits of
+    /// one thread (a strided one with a channel multiplier too).
+    @Test func depthwiseConvolutionSplitsPlanesWithTheSameBits() throws {
+        let pixels: [Float] = (0 ..< 131_072).map { (i: Int) -> Float in Float(i % 29) / 7 - 2 }
+        let x = Value(pixels, shape: [2, 16, 64, 64])
+        for (multiplier, strides) in [(1, [1, 1]), (2, [2, 2])] {
+            let w = Tensor(name: "w", dataType: .float, shape: [16 * multiplier, 1, 3, 3],
+                           storage: .dense(values: TensorBytes(float32: (0 ..< 144 * multiplier).map { (i: Int) -> Float in Float(i % 11) / 5 - 1 })))
+            let conv = ONNXGraph.Node(opType: "Conv", inputs: ["x", "w"], outputs: ["y"],
+                                      attributes: ["group": .int(16), "pads": .ints([1, 1, 1, 1]), "strides": .ints(strides.map(Int64.init))])
+            let graph = ONNXGraph(nodes: [conv], inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
+                                  initializers: ["w": w])
+            let one = try GraphExecutor(graph, threads: 1).run(["x": x])[0].value
+            let two = try GraphExecutor(graph, threads: 2).run(["x": x])[0].value
+            let (a, b): ([UInt32], [UInt32]) = (one.asFloats.map { $0.bitPattern }, two.asFloats.map { $0.bitPattern })
+            #expect(one.shape == two.shape && a == b, "\(multiplier) \(strides)")
+        }
+    }
+
     /// With int8 activations, a MatMul on a stored int8 weight and the Add of its bias run as one:
     /// the bias added as the GEMM writes each row, bit for bit the Add node's sums (dense and 2:4,
     /// a batch and a single row); with float activations they run as two nodes.

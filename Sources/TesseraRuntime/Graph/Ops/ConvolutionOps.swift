@@ -162,17 +162,21 @@ enum ConvolutionOps {
             return Value(y, shape: shape)
         }
         let input = try c.floats(0)
-        var y = try biased(c, Float.self, s, count: elementCount(shape))
         if s.groupIn == 1 {
+            var y = try biased(c, Float.self, s, count: elementCount(shape))
             let w = try c.floats(1)
             if let k = KernelDispatch.kernels, plan.window.input.count == 2 {
-                depthwise2D(k, input, w, s, plan.window, into: &y)
+                depthwise2D(k, input, w, s, plan.window, into: &y, threads: c.threads)
             } else {
                 direct(input, w, s, plan.sources, into: &y)
             }
-        } else {
-            let operators = try plan.operators ?? ConvPlan.operators(try c.floats(1), s, name: c.node.outputs.first ?? "")
-            im2col(input, operators, s, plan.sources, plan.window, into: &y, threads: c.threads)
+            return Value(y, shape: shape, type: x.type)
+        }
+        let operators = try plan.operators ?? ConvPlan.operators(try c.floats(1), s, name: c.node.outputs.first ?? "")
+        let bias = c.optionalInput(2)?.floating(Float.self) ?? [Float](repeating: 0, count: s.outChannels)
+        let y = [Float](unsafeUninitializedCapacity: try elementCount(shape)) { y, initialized in
+            if let base = y.baseAddress { im2col(input, operators, s, plan.sources, plan.window, bias: bias, into: base, threads: c.threads) }
+            initialized = y.count
         }
         return Value(y, shape: shape, type: x.type)
     }
@@ -232,8 +236,10 @@ enum ConvolutionOps {
     /// Dense weights: each group's receptive fields gathered as im2col columns (`Cin/g · taps`
     /// rows of output pixels, zeros in the padding) in the transposed layout the GEMM kernel
     /// reads, so its `[Cout/g][pixels]` result is already the output's layout.
+    /// Writes every output once, as `bias + product` (the sum a bias-filled output accumulating
+    /// the product makes, without filling it first).
     static func im2col(_ input: [Float], _ operators: [LinearOperator], _ s: Geometry, _ sources: [Int32], _ window: Window,
-                       into y: inout [Float], threads: Int) {
+                       bias: [Float], into y: UnsafeMutablePointer<Float>, threads: Int) {
         let depth = s.groupIn * s.taps, pixels = s.outPixels
         // A 1x1 convolution with stride 1 and no padding reads each input pixel as it is: the
         // input planes are already the columns (`[channels][pixels]`), so whole vectors of
@@ -250,7 +256,7 @@ enum ConvolutionOps {
         let rows = window.input.count == 2 && window.output[1] >= 8 && !pointwise ? PaddedPlanes(window, channels: s.groupIn) : nil
         input.withUnsafeBufferPointer { input in
             sources.withUnsafeBufferPointer { sources in
-                y.withUnsafeMutableBufferPointer { y in
+                bias.withUnsafeBufferPointer { bias in
                     /// Output pixels `p0 ..< p0 + count` of image `n`, group `g`, with column and
                     /// product buffers `xt` and `yt`.
                     func run(_ n: Int, _ g: Int, _ p0: Int, _ xt: UnsafeMutablePointer<Float>, _ yt: UnsafeMutablePointer<Float>, threads: Int) {
@@ -288,8 +294,9 @@ enum ConvolutionOps {
                             }
                         }
                         for co in 0 ..< s.groupOut {
-                            let out = y.baseAddress! + (n * s.outChannels + g * s.groupOut + co) * pixels + p0, result = yt + co * ld
-                            for o in 0 ..< count { out[o] += result[o] }
+                            let channel = g * s.groupOut + co, initial = bias[channel]
+                            let out = y + (n * s.outChannels + channel) * pixels + p0, result = yt + co * ld
+                            for o in 0 ..< count { out[o] = initial + result[o] }
                         }
                     }
                     for n in 0 ..< s.batch {
@@ -370,28 +377,37 @@ enum ConvolutionOps {
     /// A 2-D depthwise convolution plane by plane through the C kernel, which computes what
     /// `direct` computes (the same products and sums, in the same order) with vector loops
     /// over each output row instead of the tap table.
-    static func depthwise2D(_ k: tessera_kernels, _ input: [Float], _ w: [Float], _ s: Geometry, _ window: Window, into y: inout [Float]) {
+    static func depthwise2D(_ k: tessera_kernels, _ input: [Float], _ w: [Float], _ s: Geometry, _ window: Window, into y: inout [Float],
+                            threads: Int = 1) {
         let (h, width) = (window.input[0], window.input[1]), (oh, ow) = (window.output[0], window.output[1])
         guard oh > 0, ow > 0 else { return }
-        let padded = alignedFloats(tessera_depthwise_scratch(oh, ow, window.kernel[0], window.kernel[1], window.strides[0], window.strides[1],
-                                                             window.dilations[0], window.dilations[1]))
-        defer { padded.deallocate() }
+        let scratch = tessera_depthwise_scratch(oh, ow, window.kernel[0], window.kernel[1], window.strides[0], window.strides[1],
+                                                window.dilations[0], window.dilations[1])
+        // Planes are independent: threads take whole planes, when each gets enough multiply-adds
+        // to repay a dispatch (about 10 µs).
+        let planes = s.batch * s.outChannels
+        let parts = max(1, min(threads, planes * s.outPixels * s.taps / Self.depthwiseWorkPerThread))
         input.withUnsafeBufferPointer { input in
             w.withUnsafeBufferPointer { w in
                 y.withUnsafeMutableBufferPointer { y in
-                    for n in 0 ..< s.batch {
-                        for channel in 0 ..< s.outChannels {
+                    Threads.split(planes, threads: parts) { range in
+                        let padded = alignedFloats(scratch)
+                        defer { padded.deallocate() }
+                        for plane in range {
+                            let (n, channel) = plane.quotientAndRemainder(dividingBy: s.outChannels)
                             k.depthwise(input.baseAddress! + (n * s.channels + channel / s.groupOut) * s.pixels, h, width,
                                         w.baseAddress! + channel * s.taps, window.kernel[0], window.kernel[1],
                                         window.strides[0], window.strides[1], window.dilations[0], window.dilations[1],
-                                        window.padBegin[0], window.padBegin[1],
-                                        y.baseAddress! + (n * s.outChannels + channel) * s.outPixels, oh, ow, padded)
+                                        window.padBegin[0], window.padBegin[1], y.baseAddress! + plane * s.outPixels, oh, ow, padded)
                         }
                     }
                 }
             }
         }
     }
+
+    /// Multiply-adds of depthwise convolution worth a thread of their own.
+    static let depthwiseWorkPerThread = 1 << 18
 
     /// Direct convolution over the tap table, tap by tap across an output plane (padding read
     /// as zeros): depthwise convolutions (one input channel per group), and every float64 Conv.
