@@ -1,3 +1,4 @@
+import CTesseraKernels
 import Dispatch
 #if TESSERA_AVX512
 import _Builtin_intrinsics.intel
@@ -120,17 +121,27 @@ func transpose16x16(_ src: UnsafePointer<Float>, _ srcStride: Int, _ dst: Unsafe
 enum Threads {
     /// Splits `0..<count` into at most `threads` contiguous ranges whose bounds are multiples of
     /// `granularity` (except the end) and runs `body` on each concurrently.
+    /// The ranges are fixed by `count`, `threads` and `granularity` alone, so what each computes
+    /// does not depend on which thread runs it (`tessera_parallel_parts`, the spinning pool).
     static func split(_ count: Int, threads: Int, granularity: Int = 1, _ body: (Range<Int>) -> Void) {
         let units = (count + granularity - 1) / granularity
         let parts = max(1, min(threads, units))
         if parts == 1 { body(0 ..< count); return }
         withoutActuallyEscaping(body) { body in
-            nonisolated(unsafe) let body = body
-            DispatchQueue.concurrentPerform(iterations: parts) { part in
-                let lo = units * part / parts * granularity
-                let hi = min(count, units * (part + 1) / parts * granularity)
-                body(lo ..< hi)
+            var job = Job(count: count, units: units, parts: parts, granularity: granularity, body: body)
+            withUnsafeMutablePointer(to: &job) { job in
+                tessera_parallel_parts(parts, parts, { context, part in
+                    let job = context!.assumingMemoryBound(to: Job.self).pointee
+                    let lo = job.units * part / job.parts * job.granularity
+                    let hi = min(job.count, job.units * (part + 1) / job.parts * job.granularity)
+                    job.body(lo ..< hi)
+                }, job)
             }
         }
+    }
+
+    private struct Job {
+        let count: Int, units: Int, parts: Int, granularity: Int
+        let body: (Range<Int>) -> Void
     }
 }

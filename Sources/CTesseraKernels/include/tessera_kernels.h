@@ -181,6 +181,13 @@ ptrdiff_t tessera_first_nonfinite(const float *x, ptrdiff_t n);
    no trimming below 512 MB), instead of returning it to the kernel and faulting it back in. */
 void tessera_keep_freed_memory(void);
 
+/* Runs fn(context, part) for every part in [0, parts) on up to `threads` threads: the caller and
+   workers of a process-wide pool that spin about 100 µs after a job before they sleep
+   (thread_pool.c). Returns when every part has run. A caller inside a part, or one that finds
+   the pool busy with another caller's job, runs the parts itself, in order. */
+typedef void (*tessera_part_fn)(void *context, ptrdiff_t part);
+void tessera_parallel_parts(ptrdiff_t parts, ptrdiff_t threads, tessera_part_fn fn, void *context);
+
 /* Asks for the cache line holding `address` to be brought into L2 ahead of its use. A hint:
    it never faults, whatever the address. (Swift cannot call the builtin itself.) */
 static inline __attribute__((always_inline)) void tessera_prefetch(const void *address) {
