@@ -186,6 +186,34 @@ import TesseraONNX
         }
     }
 
+    /// A Conv exported without its bias, then an Add of a per-channel constant (either operand
+    /// order, any rank that broadcasts along channels, or a scalar) and a Relu, runs fused with
+    /// the nodes' bits; a constant that broadcasts along another axis leaves the chain unfused.
+    @Test func convWithAConstantBiasAddRunsFused() throws {
+        let pixels: [Float] = (0 ..< 594).map { (i: Int) -> Float in Float(i % 19) / 4 - 2.25 }
+        let x = Value(pixels, shape: [2, 3, 9, 11])
+        let w = Tensor(name: "w", dataType: .float, shape: [3, 3, 3, 3],
+                       storage: .dense(values: TensorBytes(float32: (0 ..< 81).map { (i: Int) -> Float in Float(i % 7) / 9 - 0.3 })))
+        for (shape, constantFirst, fused) in [([1, 3, 1, 1], false, true), ([3, 1, 1], true, true), ([Int](), false, true), ([1, 1, 1, 11], false, false)] {
+            let count = shape.reduce(1, *)
+            let b = Tensor(name: "cb", dataType: .float, shape: shape,
+                           storage: .dense(values: TensorBytes(float32: (0 ..< count).map { (i: Int) -> Float in Float(i) / 3 - 0.5 })))
+            let nodes = [ONNXGraph.Node(opType: "Conv", inputs: ["x", "w"], outputs: ["c"], attributes: ["pads": .ints([1, 1, 1, 1])]),
+                         ONNXGraph.Node(opType: "Add", inputs: constantFirst ? ["cb", "c"] : ["c", "cb"], outputs: ["a"], attributes: [:]),
+                         ONNXGraph.Node(opType: "Relu", inputs: ["a"], outputs: ["y"], attributes: [:])]
+            let graph = ONNXGraph(nodes: nodes, inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
+                                  initializers: ["w": w, "cb": b])
+            let executor = try GraphExecutor(graph)
+            executor.profile = OpProfile()
+            let reference = try GraphExecutor(graph)
+            reference.observer = ([], { _, _ in })
+            let y = try executor.run(["x": x])[0].value, expected = try reference.run(["x": x])[0].value
+            let (got, want): ([UInt32], [UInt32]) = (y.asFloats.map { $0.bitPattern }, expected.asFloats.map { $0.bitPattern })
+            #expect(y.shape == expected.shape && got == want, "\(shape)")
+            #expect(executor.profile!.entries.keys.contains("Conv + Add (bias) + Relu (fused)") == fused, "\(shape)")
+        }
+    }
+
     /// A depthwise convolution large enough to split its planes among threads gives the bits of
     /// one thread (a strided one with a channel multiplier too).
     @Test func depthwiseConvolutionSplitsPlanesWithTheSameBits() throws {

@@ -259,5 +259,11 @@ import Testing
             let silu = Fusion.silu(x, kernels: try #require(KernelDispatch.table(for: isa)))
             #expect(silu.map(\.bitPattern) == Fusion.silu(x, kernels: nil).map(\.bitPattern), "\(isa) silu")
         }
+        // Long enough to split among threads: the same bits as one thread.
+        let long = Self.random(200_003, seed: 22).map { $0 * 6 }
+        let (gelu1, gelu2) = (Fusion.gelu(long, divisor: 1.4142135, addend: 1, factor: 0.5), Fusion.gelu(long, divisor: 1.4142135, addend: 1, factor: 0.5, threads: 2))
+        #expect(gelu1.map(\.bitPattern) == gelu2.map(\.bitPattern))
+        let (silu1, silu2) = (Fusion.silu(long), Fusion.silu(long, threads: 2))
+        #expect(silu1.map(\.bitPattern) == silu2.map(\.bitPattern))
     }
 }

@@ -26,6 +26,9 @@ struct Fusion {
     struct ConvEpilogue {
         /// An inference BatchNormalization, with its parameters' names.
         var batchNorm: (scale: String, bias: String, mean: String, variance: String, epsilon: Double)?
+        /// An Add of a constant with one value per channel (or one for all): a bias the Conv was
+        /// exported without; `first` when the constant is the Add's first operand.
+        var bias: (name: String, first: Bool)?
         /// An Add of a value computed before the Conv (a residual), same shape; `first` when that
         /// value is the Add's first operand.
         var residual: (name: String, first: Bool)?
@@ -166,15 +169,23 @@ struct Fusion {
                 epilogue.batchNorm = (norm.inputs[1], norm.inputs[2], norm.inputs[3], norm.inputs[4], epsilon)
                 (absorbed, current) = ([normIndex], norm.outputs[0])
             }
-            // A residual must be known when the Conv runs: computed by an earlier node, or given.
-            // (A constant added to a Conv's output is a broadcast bias, not a residual.)
-            if let (addIndex, add) = next(current), add.domain.isEmpty, add.opType == "Add", add.inputs.count == 2, add.outputs.count == 1 {
+            /// The Add reading `current` and its other operand (`first` when that comes first).
+            func add() -> (index: Int, other: String, first: Bool, output: String)? {
+                guard let (addIndex, add) = next(current), add.domain.isEmpty, add.opType == "Add", add.inputs.count == 2,
+                      add.outputs.count == 1 else { return nil }
                 let first = add.inputs[1] == current, other = first ? add.inputs[0] : add.inputs[1]
-                if other != current, !constant(other), producer[other].map({ $0 < index }) ?? true {
-                    epilogue.residual = (other, first)
-                    absorbed.append(addIndex)
-                    current = add.outputs[0]
-                }
+                return other == current ? nil : (addIndex, other, first, add.outputs[0])
+            }
+            if let a = add(), constant(a.other) {
+                epilogue.bias = (a.other, a.first)
+                absorbed.append(a.index)
+                current = a.output
+            }
+            // A residual must be known when the Conv runs: computed by an earlier node, or given.
+            if let a = add(), !constant(a.other), producer[a.other].map({ $0 < index }) ?? true {
+                epilogue.residual = (a.other, a.first)
+                absorbed.append(a.index)
+                current = a.output
             }
             if let (activationIndex, node) = next(current), let activation = Activation(node, input: current, opset: graph.defaultOpset) {
                 epilogue.activation = activation
@@ -218,7 +229,8 @@ struct Fusion {
         switch kind {
         case .gelu: "Gelu (fused Div, Erf, Add, Mul, Mul)"
         case .convolution(let e):
-            (["Conv"] + (e.batchNorm == nil ? [] : ["BatchNormalization"]) + (e.residual == nil ? [] : ["Add"])
+            (["Conv"] + (e.batchNorm == nil ? [] : ["BatchNormalization"]) + (e.bias == nil ? [] : ["Add (bias)"])
+                + (e.residual == nil ? [] : ["Add"])
                 + (e.activation.map { [$0.name] } ?? [])).joined(separator: " + ") + " (fused)"
         case .silu: "SiLU (fused Sigmoid, Mul)"
         case .bias: "MatMul + Add (stored weight, fused bias)"
@@ -237,7 +249,7 @@ struct Fusion {
                   b.shape.count <= x.shape.count, case .float(let bias) = b.elements else { return nil }
             return Value(try context.applyWeight(op, v, batch: v.count / max(k, 1), bias: bias), shape: x.shape.dropLast() + [op.rows])
         case .silu:
-            return Value(Self.silu(v), shape: x.shape)
+            return Value(Self.silu(v, threads: context.threads), shape: x.shape)
         case .convolution(let e):
             guard x.shape.count >= 3, case .tensor(let w)? = try value(context.node.inputs[1]), let channels = w.shape.first else { return nil }
             var parameters: [[Double]] = []
@@ -246,6 +258,15 @@ struct Fusion {
                     guard case .tensor(let p)? = try value(name), p.type == .float, p.count == channels else { return nil }
                     parameters.append(p.asDoubles)
                 }
+            }
+            // A bias broadcasts along the channel axis only: [C, 1, 1], [1, C, 1, 1], or one value.
+            var bias: [Float] = []
+            if let b = e.bias {
+                guard case .tensor(let v)? = try value(b.name), v.type == .float, v.shape.count <= x.shape.count,
+                      case .float(let f) = v.elements, f.count == channels || f.count == 1 else { return nil }
+                let aligned = [Int](repeating: 1, count: x.shape.count - v.shape.count) + v.shape
+                guard aligned.indices.allSatisfy({ $0 == 1 ? aligned[$0] == f.count : aligned[$0] == 1 }) else { return nil }
+                bias = f.count == channels ? f : [Float](repeating: f[0], count: channels)
             }
             var residual: Value?
             if let r = e.residual {
@@ -277,6 +298,10 @@ struct Fusion {
                             ReductionOps.normalize(plane, count: spatial, scale: parameters[0][ch], bias: parameters[1][ch],
                                                    mean: parameters[2][ch], variance: parameters[3][ch], epsilon: n.epsilon)
                         }
+                        if let b = e.bias {
+                            let add = bias[ch]
+                            if b.first { for i in 0 ..< spatial { plane[i] = add + plane[i] } } else { for i in 0 ..< spatial { plane[i] = plane[i] + add } }
+                        }
                         if let r = e.residual, let add = other.baseAddress.map({ $0 + p * spatial }) {
                             if r.first { for i in 0 ..< spatial { plane[i] = add[i] + plane[i] } } else { for i in 0 ..< spatial { plane[i] = plane[i] + add[i] } }
                         }
@@ -293,33 +318,41 @@ struct Fusion {
                       case .float(let f) = c.elements else { return nil }
                 scalars.append(f[0])
             }
-            return Value(Self.gelu(v, divisor: scalars[0], addend: scalars[1], factor: scalars[2]), shape: x.shape)
+            return Value(Self.gelu(v, divisor: scalars[0], addend: scalars[1], factor: scalars[2], threads: context.threads), shape: x.shape)
         }
     }
 
     /// `((erf(x / a) + b) · x) · c` at each element: the unfused nodes' operations, in their order.
     static func gelu(_ x: [Float], divisor a: Float, addend b: Float, factor c: Float,
-                     kernels: tessera_kernels? = KernelDispatch.kernels) -> [Float] {
-        [Float](unsafeUninitializedCapacity: x.count) { y, initialized in
-            x.withUnsafeBufferPointer { x in
-                if let k = kernels, x.count > 0 {
-                    k.gelu(x.baseAddress!, y.baseAddress!, x.count, a, b, c)
-                } else {
-                    for i in 0 ..< x.count { y[i] = ((PortableKernels.erf(x[i] / a) + b) * x[i]) * c }
-                }
+                     kernels: tessera_kernels? = KernelDispatch.kernels, threads: Int = 1) -> [Float] {
+        elementwise(x, threads: threads) { x, y, n in
+            if let k = kernels {
+                k.gelu(x, y, n, a, b, c)
+            } else {
+                for i in 0 ..< n { y[i] = ((PortableKernels.erf(x[i] / a) + b) * x[i]) * c }
             }
-            initialized = x.count
         }
     }
 
     /// `x · sigmoid(x)` at each element: the unfused nodes' operations.
-    static func silu(_ x: [Float], kernels: tessera_kernels? = KernelDispatch.kernels) -> [Float] {
+    static func silu(_ x: [Float], kernels: tessera_kernels? = KernelDispatch.kernels, threads: Int = 1) -> [Float] {
+        elementwise(x, threads: threads) { x, y, n in
+            if let k = kernels { k.silu(x, y, n) } else { for i in 0 ..< n { y[i] = x[i] * PortableKernels.sigmoid(x[i]) } }
+        }
+    }
+
+    /// Elements a thread of an elementwise kernel is worth: about 20 µs of exp or erf.
+    static let elementsPerThread = 1 << 16
+
+    /// `body(x, y, n)` over runs of `x` (each a multiple of 64 elements but the last), split among
+    /// threads when there are enough elements: element by element, so the same outputs.
+    private static func elementwise(_ x: [Float], threads: Int,
+                                    _ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void) -> [Float] {
         [Float](unsafeUninitializedCapacity: x.count) { y, initialized in
             x.withUnsafeBufferPointer { x in
-                if let k = kernels, x.count > 0 {
-                    k.silu(x.baseAddress!, y.baseAddress!, x.count)
-                } else {
-                    for i in 0 ..< x.count { y[i] = x[i] * PortableKernels.sigmoid(x[i]) }
+                guard let input = x.baseAddress, let output = y.baseAddress else { return }
+                Threads.split(x.count, threads: min(threads, max(1, x.count / elementsPerThread)), granularity: 64) { range in
+                    body(input + range.lowerBound, output + range.lowerBound, range.count)
                 }
             }
             initialized = x.count
