@@ -25,6 +25,20 @@ import TesseraONNX
         #expect(y.asFloats == [10, 11, 12, 20, 21, 22, 13, 14, 15, 23, 24, 25])
     }
 
+    /// An operand varying along separate runs of axes (an attention mask over scores), on either
+    /// side of a Sub, against the element-by-element definition.
+    @Test func broadcastingAlongSeparateRunsOfAxes() throws {
+        let big = iota([2, 3, 4, 5]), mask = Value((0 ..< 10).map { Float($0) * 100 }, shape: [2, 1, 1, 5])
+        let small = Value((0 ..< 6).map { Float($0) * 100 }, shape: [2, 3, 1, 1, 1])
+        for (a, b) in [(big, mask), (mask, big), (small, iota([2, 3, 1, 4, 5]))] {
+            let y = try run("Sub", [a, b])
+            let shape = try Broadcast.shape([a.shape, b.shape])
+            let (ai, bi) = (try Broadcast.sourceIndices(of: a.shape, in: shape), try Broadcast.sourceIndices(of: b.shape, in: shape))
+            let expected: [Float] = (0 ..< ai.count).map { a.asFloats[ai[$0]] - b.asFloats[bi[$0]] }
+            #expect(y.shape == shape && y.asFloats == expected, "\(a.shape) - \(b.shape)")
+        }
+    }
+
     @Test func sliceWithNegativeStepsAndClampedEnds() throws {
         // x[::-2, 1:100] for x = arange(12).reshape(4, 3)
         let y = try run("Slice", [iota([4, 3]), ints([-1, 1]), ints([Int64.min, 100]), ints([0, 1]), ints([-2, 1])])

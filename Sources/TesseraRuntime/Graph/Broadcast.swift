@@ -140,6 +140,9 @@ enum Broadcast {
             (full, part, blocks, partFirst) = (a, b, layout, false)
         } else if out == bShape, let layout = Blocks(aShape, in: out) {
             (full, part, blocks, partFirst) = (b, a, layout, true)
+        } else if out == aShape || out == bShape {
+            return split(full: out == aShape ? a : b, part: out == aShape ? b : a, out == aShape ? bShape : aShape, in: out, op,
+                         partFirst: out != aShape, kernels).map { ($0, out) }
         } else {
             return nil
         }
@@ -150,6 +153,32 @@ enum Broadcast {
             initialized = count
         }
         return (y, out)
+    }
+
+    /// An operand that varies along two or more separate runs of axes (an attention mask
+    /// `[N, 1, 1, S]` over scores `[N, H, S, S]`): the C kernel once for each index of the
+    /// leading axes, after which the rest varies along one run; nil when no split does.
+    private static func split(full: [Float], part: [Float], _ partShape: [Int], in out: [Int], _ op: Int32, partFirst: Bool,
+                              _ kernels: tessera_kernels) -> [Float]? {
+        let shape = [Int](repeating: 1, count: out.count - partShape.count) + partShape
+        guard let axis = (1 ..< max(out.count, 1)).first(where: { Blocks(Array(shape[$0...]), in: Array(out[$0...])) != nil }),
+              let blocks = Blocks(Array(shape[axis...]), in: Array(out[axis...])) else { return nil }
+        let leading = Array(out[..<axis]), partStrides = strides(shape)
+        let step = leading.indices.map { shape[$0] == 1 ? 0 : partStrides[$0] }
+        let inner = out[axis...].reduce(1, *)
+        var offsets: [Int] = []
+        forEachRow(leading + [1], strides: step + [0], base: 0) { offsets.append($0) }
+        return [Float](unsafeUninitializedCapacity: full.count) { y, initialized in
+            full.withUnsafeBufferPointer { full in
+                part.withUnsafeBufferPointer { part in
+                    for (i, offset) in offsets.enumerated() {
+                        kernels.binary(op, full.baseAddress! + i * inner, part.baseAddress! + offset, y.baseAddress! + i * inner,
+                                       blocks.outer, blocks.middle, blocks.inner, partFirst ? 1 : 0)
+                    }
+                }
+            }
+            initialized = full.count
+        }
     }
 
     /// An operand that varies along one run of adjacent output axes only (a scalar, a row of
