@@ -1,3 +1,4 @@
+import CTesseraKernels
 import Foundation
 import Testing
 import Tessera
@@ -36,6 +37,25 @@ import TesseraONNX
             let (ai, bi) = (try Broadcast.sourceIndices(of: a.shape, in: shape), try Broadcast.sourceIndices(of: b.shape, in: shape))
             let expected: [Float] = (0 ..< ai.count).map { a.asFloats[ai[$0]] - b.asFloats[bi[$0]] }
             #expect(y.shape == shape && y.asFloats == expected, "\(a.shape) - \(b.shape)")
+        }
+    }
+
+    /// Broadcast arithmetic split among threads (whole outer blocks, or runs of the middle axis)
+    /// gives the bits of one thread, with the varying operand on either side.
+    @Test func broadcastArithmeticSplitsWithTheSameBits() throws {
+        guard KernelDispatch.kernels != nil else { return }   // the portable build has no C path to split
+        let cases: [([Int], [Int])] = [([300_000], [300_000]), ([4, 100_000], [4, 1]), ([2, 3, 50_000], [50_000]), ([6, 40_000], [1])]
+        for (fullShape, partShape) in cases {
+            let full: [Float] = (0 ..< fullShape.reduce(1, *)).map { (i: Int) -> Float in Float(i % 1013) / 7 - 50 }
+            let part: [Float] = (0 ..< partShape.reduce(1, *)).map { (i: Int) -> Float in Float(i % 97) / 3 + 1 }
+            for op in [Int32(TESSERA_SUB), Int32(TESSERA_DIV)] {
+                for (a, aShape, b, bShape) in [(full, fullShape, part, partShape), (part, partShape, full, fullShape)] {
+                    let one = try #require(try Broadcast.arithmetic(a, aShape, b, bShape, op, threads: 1))
+                    let two = try #require(try Broadcast.arithmetic(a, aShape, b, bShape, op, threads: 2))
+                    let (x, y): ([UInt32], [UInt32]) = (one.0.map { $0.bitPattern }, two.0.map { $0.bitPattern })
+                    #expect(one.1 == two.1 && x == y, "\(aShape) \(bShape) op \(op)")
+                }
+            }
         }
     }
 

@@ -130,7 +130,7 @@ enum Broadcast {
     /// one operand has the output's shape and the other varies along one run of its axes (every
     /// case but the rarest); nil otherwise, or with the portable kernels (the generic path gives
     /// the same bits: these operations are exactly rounded).
-    static func arithmetic(_ a: [Float], _ aShape: [Int], _ b: [Float], _ bShape: [Int], _ op: Int32) throws -> ([Float], [Int])? {
+    static func arithmetic(_ a: [Float], _ aShape: [Int], _ b: [Float], _ bShape: [Int], _ op: Int32, threads: Int = 1) throws -> ([Float], [Int])? {
         guard let kernels = KernelDispatch.kernels else { return nil }
         let out = aShape == bShape ? aShape : try shape([aShape, bShape])
         let full: [Float], part: [Float], blocks: Blocks, partFirst: Bool
@@ -149,7 +149,14 @@ enum Broadcast {
         let count = full.count
         guard count > 0 else { return ([], out) }
         let y = [Float](unsafeUninitializedCapacity: count) { y, initialized in
-            kernels.binary(op, full, part, y.baseAddress!, blocks.outer, blocks.middle, blocks.inner, partFirst ? 1 : 0)
+            full.withUnsafeBufferPointer { full in
+                part.withUnsafeBufferPointer { part in
+                    blocks.run(threads: threads) { fullOffset, partOffset, outer, middle in
+                        kernels.binary(op, full.baseAddress! + fullOffset, part.baseAddress! + partOffset, y.baseAddress! + fullOffset,
+                                       outer, middle, blocks.inner, partFirst ? 1 : 0)
+                    }
+                }
+            }
             initialized = count
         }
         return (y, out)
@@ -201,6 +208,23 @@ enum Broadcast {
             outer = out[..<first].reduce(1, *)
             middle = out[first ... last].reduce(1, *)
             inner = out[(last + 1)...].reduce(1, *)
+        }
+
+        /// Elements a thread of a memory-bound elementwise op is worth.
+        static let elementsPerThread = 1 << 16
+
+        /// `body(fullOffset, partOffset, outer, middle)` over parts of the blocks, among threads
+        /// when there are enough elements: whole outer blocks, or runs of the middle axis when
+        /// there is one outer block. Each element computes as it would alone.
+        func run(threads: Int, _ body: (Int, Int, Int, Int) -> Void) {
+            let count = outer * middle * inner, wanted = min(threads, max(1, count / Self.elementsPerThread))
+            if wanted > 1, outer >= wanted {
+                Threads.split(outer, threads: wanted) { body($0.lowerBound * middle * inner, 0, $0.count, middle) }
+            } else if wanted > 1, outer == 1, middle >= wanted {
+                Threads.split(middle, threads: wanted, granularity: 16) { body($0.lowerBound * inner, $0.lowerBound, 1, $0.count) }
+            } else {
+                body(0, 0, outer, middle)
+            }
         }
 
         @inline(__always)

@@ -279,7 +279,7 @@ enum ElementwiseOps {
 
     /// `f` over two broadcast float tensors, in float64 when either is float64 (the output is
     /// then float64), else in float32 with the output in `a`'s type.
-    static func floating(_ a: Value, _ b: Value, _ f: FloatFunction) throws -> Value {
+    static func floating(_ a: Value, _ b: Value, _ f: FloatFunction, threads: Int = 1) throws -> Value {
         if case .float(let x) = a.elements, case .float(let y) = b.elements {
             let op: Int32? = switch f {
             case .add: Int32(TESSERA_ADD)
@@ -288,7 +288,7 @@ enum ElementwiseOps {
             case .divide: Int32(TESSERA_DIV)
             default: nil
             }
-            if let op, let (z, shape) = try Broadcast.arithmetic(x, a.shape, y, b.shape, op) { return Value(z, shape: shape, type: a.type) }
+            if let op, let (z, shape) = try Broadcast.arithmetic(x, a.shape, y, b.shape, op, threads: threads) { return Value(z, shape: shape, type: a.type) }
         }
         switch f {
         case .add: return try floating(a, b, +, +)
@@ -321,13 +321,13 @@ enum ElementwiseOps {
             let trailing = a.shape.count - axis - b.shape.count
             if trailing > 0 { b = b.reshaped(b.shape + [Int](repeating: 1, count: trailing)) }
         }
-        return try combine(a, b, f, g)
+        return try combine(a, b, f, g, threads: c.threads)
     }
 
-    static func combine(_ a: Value, _ b: Value, _ f: FloatFunction, _ g: (Int64, Int64) -> Int64) throws -> Value {
+    static func combine(_ a: Value, _ b: Value, _ f: FloatFunction, _ g: (Int64, Int64) -> Int64, threads: Int = 1) throws -> Value {
         switch (a.elements, b.elements) {
         case (.float, .float), (.double, .double):
-            return try floating(a, b, f)
+            return try floating(a, b, f, threads: threads)
         case (.int(let x), .int(let y)):
             let (z, shape) = try Broadcast.apply(x, a.shape, y, b.shape, g)
             return Value(z.map { Value.wrap($0, to: a.type) }, shape: shape, type: a.type)
