@@ -59,6 +59,18 @@ import TesseraONNX
         }
     }
 
+    /// A float transpose split among threads (bands of rows of one matrix, or whole matrices)
+    /// moves every element where one thread does, and where the strided walk does.
+    @Test func transposeSplitsWithTheSameElements() throws {
+        for (shape, perm) in [([1, 64, 100, 40], [0, 2, 3, 1]), ([1, 100, 40, 67], [0, 3, 1, 2]), ([4, 64, 2000], [0, 2, 1])] {
+            let x = iota(shape)
+            let two = ShapeOps.transpose(x, perm, threads: 2), one = ShapeOps.transpose(x, perm)
+            let strides = Broadcast.strides(shape)
+            let walked = x.walking(perm.map { shape[$0] }, strides: perm.map { strides[$0] }, base: 0)
+            #expect(two.shape == one.shape && two.asFloats == one.asFloats && two.asFloats == walked.asFloats, "\(shape) \(perm)")
+        }
+    }
+
     @Test func sliceWithNegativeStepsAndClampedEnds() throws {
         // x[::-2, 1:100] for x = arange(12).reshape(4, 3)
         let y = try run("Slice", [iota([4, 3]), ints([-1, 1]), ints([Int64.min, 100]), ints([0, 1]), ints([-2, 1])])
@@ -249,7 +261,7 @@ import TesseraONNX
     }
 
     /// A depthwise convolution large enough to split its planes among threads gives the bits of
-    /// one thread (a strided one with a channel multiplier too).
+    /// one thread (a strided one with a channel multiplier too); so does a MaxPool.
     @Test func depthwiseConvolutionSplitsPlanesWithTheSameBits() throws {
         let pixels: [Float] = (0 ..< 131_072).map { (i: Int) -> Float in Float(i % 29) / 7 - 2 }
         let x = Value(pixels, shape: [2, 16, 64, 64])
@@ -265,6 +277,13 @@ import TesseraONNX
             let (a, b): ([UInt32], [UInt32]) = (one.asFloats.map { $0.bitPattern }, two.asFloats.map { $0.bitPattern })
             #expect(one.shape == two.shape && a == b, "\(multiplier) \(strides)")
         }
+        // MaxPool splits its planes the same way.
+        let pool = ONNXGraph(nodes: [ONNXGraph.Node(opType: "MaxPool", inputs: ["x"], outputs: ["y"],
+                                                    attributes: ["kernel_shape": .ints([3, 3]), "strides": .ints([2, 2]), "pads": .ints([1, 1, 1, 1])])],
+                             inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")])
+        let one = try GraphExecutor(pool, threads: 1).run(["x": x])[0].value, two = try GraphExecutor(pool, threads: 2).run(["x": x])[0].value
+        let (a, b): ([UInt32], [UInt32]) = (one.asFloats.map { $0.bitPattern }, two.asFloats.map { $0.bitPattern })
+        #expect(one.shape == [2, 16, 32, 32] && one.shape == two.shape && a == b)
     }
 
     /// With int8 activations, a MatMul on a stored int8 weight and the Add of its bias run as one:

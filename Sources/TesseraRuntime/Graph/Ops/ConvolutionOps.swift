@@ -517,13 +517,17 @@ enum ConvolutionOps {
         let planes = x.shape[0] * x.shape[1], (h, w) = (x.shape[2], x.shape[3]), (oh, ow) = (window.output[0], window.output[1])
         guard oh > 0, ow > 0 else { return nil }
         var y = [Float](repeating: 0, count: try elementCount([planes, oh, ow]))
-        var seen = [Float](repeating: 0, count: ow)
+        // Planes among threads when each gets 2^16 input elements or more.
+        let parts = max(1, min(c.threads, v.count >> 16))
         v.withUnsafeBufferPointer { v in
             y.withUnsafeMutableBufferPointer { y in
-                for plane in 0 ..< planes {
-                    k.maxpool(v.baseAddress! + plane * h * w, h, w, kernel[0], kernel[1], window.strides[0], window.strides[1],
-                              window.dilations[0], window.dilations[1], window.padBegin[0], window.padBegin[1],
-                              y.baseAddress! + plane * oh * ow, oh, ow, &seen)
+                Threads.split(planes, threads: parts) { range in
+                    var seen = [Float](repeating: 0, count: ow)
+                    for plane in range {
+                        k.maxpool(v.baseAddress! + plane * h * w, h, w, kernel[0], kernel[1], window.strides[0], window.strides[1],
+                                  window.dilations[0], window.dilations[1], window.padBegin[0], window.padBegin[1],
+                                  y.baseAddress! + plane * oh * ow, oh, ow, &seen)
+                    }
                 }
             }
         }

@@ -71,7 +71,7 @@ enum ShapeOps {
             let x = try c.input(0)
             let perm = c.ints("perm") ?? Array(x.shape.indices.reversed())
             guard perm.sorted() == Array(x.shape.indices) else { throw RuntimeError(.badShape, "perm \(perm) does not fit rank \(x.shape.count)") }
-            return [transpose(x, perm)]
+            return [transpose(x, perm, threads: c.threads)]
         }
         t["Concat"] = { c in
             let parts = try c.givenInputs()
@@ -265,7 +265,7 @@ enum ShapeOps {
         return out
     }
 
-    static func transpose(_ x: Value, _ perm: [Int]) -> Value {
+    static func transpose(_ x: Value, _ perm: [Int], threads: Int = 1) -> Value {
         let shape = perm.map { x.shape[$0] }
         // Two adjacent runs of trailing axes swapped (NCHW <-> NHWC, attention's heads), once
         // length-1 axes are set aside: float32 moves as a batch of 2-D transposes in 16 x 16
@@ -279,9 +279,21 @@ enum ShapeOps {
             out.shape = shape
             out.elements = .float([Float](unsafeUninitializedCapacity: v.count) { y, initialized in
                 v.withUnsafeBufferPointer { v in
-                    for b in 0 ..< batch {
-                        transposeMatrix(v.baseAddress! + b * rows * columns, rows: rows, columns: columns, ld: columns,
-                                        into: y.baseAddress! + b * rows * columns, ld: rows)
+                    // Among threads when each gets 2^16 elements or more: whole matrices, or bands
+                    // of 16 rows of a single one. Each element moves as it would alone.
+                    let wanted = min(threads, max(1, v.count >> 16))
+                    if wanted > 1, batch == 1 {
+                        Threads.split(rows, threads: wanted, granularity: 16) { band in
+                            transposeMatrix(v.baseAddress! + band.lowerBound * columns, rows: band.count, columns: columns, ld: columns,
+                                            into: y.baseAddress! + band.lowerBound, ld: rows)
+                        }
+                        return
+                    }
+                    Threads.split(batch, threads: wanted) { range in
+                        for b in range {
+                            transposeMatrix(v.baseAddress! + b * rows * columns, rows: rows, columns: columns, ld: columns,
+                                            into: y.baseAddress! + b * rows * columns, ld: rows)
+                        }
                     }
                 }
                 initialized = v.count
