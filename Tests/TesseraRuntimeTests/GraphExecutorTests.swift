@@ -195,6 +195,8 @@ import TesseraONNX
         for (name, f) in [("s", { 1 + Float($0) / 3 }), ("t", { Float($0) / 7 }), ("m", { Float($0) / 2 }), ("v", { 0.5 + Float($0) })] as [(String, (Int) -> Float)] {
             initializers[name] = tensor(name, [3], f)
         }
+        let pixels: [Float] = (0 ..< 153_600).map { (i: Int) -> Float in Float(i % 23) / 4 - 2.5 }
+        let large = Value(pixels, shape: [2, 3, 160, 160])
         initializers["lo"] = tensor("lo", [], { _ in -0.75 })
         initializers["hi"] = tensor("hi", [], { _ in 1.5 })
         let activations: [(nodes: [ONNXGraph.Node], opset: Int64, name: String)] = [
@@ -225,6 +227,13 @@ import TesseraONNX
                 for _ in 0 ..< 2 {
                     let y = try executor.run(["x": x])[0].value, expected = try reference.run(["x": x])[0].value
                     #expect(y.shape == expected.shape && y.asFloats.map(\.bitPattern) == expected.asFloats.map(\.bitPattern), "\(activation)")
+                }
+                // Large enough for the whole epilogue to split its planes among two threads.
+                if shortcutFirst {
+                    let split = try GraphExecutor(graph, threads: 2)
+                    let (y, expected) = (try split.run(["x": large])[0].value, try reference.run(["x": large])[0].value)
+                    let (got, want): ([UInt32], [UInt32]) = (y.asFloats.map { $0.bitPattern }, expected.asFloats.map { $0.bitPattern })
+                    #expect(y.shape == expected.shape && got == want, "\(activation) on two threads")
                 }
                 let fused = shortcutFirst ? "Conv + BatchNormalization + Add + \(activation) (fused)" : "Conv + BatchNormalization (fused)"
                 #expect(executor.profile!.entries.keys.contains(fused), "\(executor.profile!.entries.keys.sorted())")
@@ -284,6 +293,20 @@ import TesseraONNX
         let one = try GraphExecutor(pool, threads: 1).run(["x": x])[0].value, two = try GraphExecutor(pool, threads: 2).run(["x": x])[0].value
         let (a, b): ([UInt32], [UInt32]) = (one.asFloats.map { $0.bitPattern }, two.asFloats.map { $0.bitPattern })
         #expect(one.shape == [2, 16, 32, 32] && one.shape == two.shape && a == b)
+    }
+
+    /// A convolution of one column block: its padded input copy and its columns split by channel
+    /// among threads, then its GEMM; the bits of one thread.
+    @Test func singleBlockConvolutionSplitsItsCopiesWithTheSameBits() throws {
+        let pixels: [Float] = (0 ..< 524_288).map { (i: Int) -> Float in Float(i % 31) / 8 - 2 }
+        let x = Value(pixels, shape: [1, 32, 128, 128])
+        let w = Tensor(name: "w", dataType: .float, shape: [8, 32, 1, 1],
+                       storage: .dense(values: TensorBytes(float32: (0 ..< 256).map { (i: Int) -> Float in Float(i % 13) / 6 - 1 })))
+        let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: "Conv", inputs: ["x", "w"], outputs: ["y"], attributes: ["strides": .ints([2, 2])])],
+                              inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")], initializers: ["w": w])
+        let one = try GraphExecutor(graph, threads: 1).run(["x": x])[0].value, two = try GraphExecutor(graph, threads: 2).run(["x": x])[0].value
+        let (a, b): ([UInt32], [UInt32]) = (one.asFloats.map { $0.bitPattern }, two.asFloats.map { $0.bitPattern })
+        #expect(one.shape == [1, 8, 64, 64] && one.shape == two.shape && a == b)
     }
 
     /// With int8 activations, a MatMul on a stored int8 weight and the Add of its bias run as one:

@@ -286,13 +286,13 @@ struct Fusion {
             var values: [Float] = []
             if case .float(let stored) = y.elements { values = stored }
             y.elements = .float([])
-            // Plane by plane, each step while the plane is in cache.
+            // Plane by plane, each step while the plane is in cache; planes among threads.
             let (planes, spatial) = (y.shape[0] * channels, y.shape.dropFirst(2).reduce(1, *))
             let other: [Float] = if case .float(let f)? = residual?.elements { f } else { [] }
             values.withUnsafeMutableBufferPointer { v in
                 other.withUnsafeBufferPointer { other in
                     guard let base = v.baseAddress else { return }
-                    for p in 0 ..< planes {
+                    func finish(_ p: Int) {
                         let plane = base + p * spatial, ch = p % channels
                         if let n = e.batchNorm {
                             ReductionOps.normalize(plane, count: spatial, scale: parameters[0][ch], bias: parameters[1][ch],
@@ -307,6 +307,7 @@ struct Fusion {
                         }
                         activation?.apply(UnsafeMutableBufferPointer(start: plane, count: spatial))
                     }
+                    Threads.split(planes, threads: min(context.threads, max(1, v.count / Self.elementsPerThread))) { $0.forEach(finish) }
                 }
             }
             y.elements = .float(values)

@@ -266,7 +266,9 @@ enum ConvolutionOps {
                             operators[g].applyTransposed(TransposedOperands(columns: columns, ld: pixels, xt: planes + p0, yt: yt, yld: ld), batch: count,
                                                          threads: operators[g].worthwhileThreads(threads, batch: count))
                         } else {
-                            for ci in 0 ..< s.groupIn {
+                            // One block's GEMM splits among threads; its columns split by channel first.
+                            let copiers = min(threads, max(1, depth * count / PaddedPlanes.floatsPerThread))
+                            Threads.split(s.groupIn, threads: copiers) { $0.forEach { ci in
                                 for t in 0 ..< s.taps {
                                     let row = xt + (ci * s.taps + t) * ld
                                     if let rows {
@@ -280,7 +282,7 @@ enum ConvolutionOps {
                                     }
                                     (row + count).initialize(repeating: 0, count: columns - count)
                                 }
-                            }
+                            } }
                             if count > 1 {
                                 operators[g].applyTransposed(TransposedOperands(columns: columns, ld: ld, xt: xt, yt: yt), batch: count,
                                                              threads: operators[g].worthwhileThreads(threads, batch: count))
@@ -301,7 +303,7 @@ enum ConvolutionOps {
                     }
                     for n in 0 ..< s.batch {
                         for g in 0 ..< s.groups {
-                            rows?.fill(from: input.baseAddress! + (n * s.channels + g * s.groupIn) * s.pixels)
+                            rows?.fill(from: input.baseAddress! + (n * s.channels + g * s.groupIn) * s.pixels, threads: threads)
                             // Several blocks: each thread takes whole blocks with buffers of its
                             // own (splitting every block's GEMM cost a dispatch per block). One
                             // block: its GEMM may split.
@@ -337,9 +339,10 @@ enum ConvolutionOps {
         deinit { values.deallocate() }
 
         /// Copies `channels` input planes (adjacent, from `planes`) into place.
-        func fill(from planes: UnsafePointer<Float>) {
+        func fill(from planes: UnsafePointer<Float>, threads: Int = 1) {
             let (h, w) = (window.input[0], window.input[1]), (top, left) = (window.padBegin[0], window.padBegin[1])
-            for c in 0 ..< channels {
+            let parts = min(threads, max(1, channels * height * stride / Self.floatsPerThread))
+            Threads.split(channels, threads: parts) { $0.forEach { c in
                 for r in 0 ..< height {
                     let row = values + (c * height + r) * stride, iy = r - top
                     row.initialize(repeating: 0, count: stride)
@@ -347,8 +350,11 @@ enum ConvolutionOps {
                     let first = max(0, -left), last = min(w, stride - left)
                     if first < last { (row + first + left).update(from: planes + (c * h + iy) * w + first, count: last - first) }
                 }
-            }
+            } }
         }
+
+        /// Floats a thread of a copy is worth.
+        static let floatsPerThread = 1 << 16
 
         /// Column `tap` of `channel` for the output pixels `pixels` (row-major), into `out`.
         func copy(channel: Int, tap: Int, pixels: Range<Int>, into out: UnsafeMutablePointer<Float>) {
