@@ -120,7 +120,7 @@ public struct LinearOperator: @unchecked Sendable {
     /// (small convolutions and GEMMs ran slower on two threads than on one). The executor's
     /// ops ask for this; `apply` itself uses the threads it is given.
     func worthwhileThreads(_ threads: Int, batch: Int) -> Int {
-        max(1, min(threads, batch * rows * depth / (1 << 19)))
+        Threads.worthwhile(threads, work: batch * rows * depth, perThread: 1 << 19)
     }
 
     /// Runs `kernel` with the reader for this weight's value type.

@@ -119,6 +119,15 @@ func transpose16x16(_ src: UnsafePointer<Float>, _ srcStride: Int, _ dst: Unsafe
 }
 
 enum Threads {
+    /// Elements of an elementwise or copying op worth a thread of their own (tens of µs): fewer
+    /// run faster on one thread than the pool's hand-off costs.
+    static let elementsPerThread = 1 << 16
+
+    /// How many of `threads` are worth using on `work` units, each thread getting `perThread`.
+    static func worthwhile(_ threads: Int, work: Int, perThread: Int = elementsPerThread) -> Int {
+        max(1, min(threads, work / perThread))
+    }
+
     /// Splits `0..<count` into at most `threads` contiguous ranges whose bounds are multiples of
     /// `granularity` (except the end) and runs `body` on each concurrently.
     /// The ranges are fixed by `count`, `threads` and `granularity` alone, so what each computes

@@ -210,14 +210,11 @@ enum Broadcast {
             inner = out[(last + 1)...].reduce(1, *)
         }
 
-        /// Elements a thread of a memory-bound elementwise op is worth.
-        static let elementsPerThread = 1 << 16
-
         /// `body(fullOffset, partOffset, outer, middle)` over parts of the blocks, among threads
         /// when there are enough elements: whole outer blocks, or runs of the middle axis when
         /// there is one outer block. Each element computes as it would alone.
         func run(threads: Int, _ body: (Int, Int, Int, Int) -> Void) {
-            let count = outer * middle * inner, wanted = min(threads, max(1, count / Self.elementsPerThread))
+            let wanted = Threads.worthwhile(threads, work: outer * middle * inner)
             if wanted > 1, outer >= wanted {
                 Threads.split(outer, threads: wanted) { body($0.lowerBound * middle * inner, 0, $0.count, middle) }
             } else if wanted > 1, outer == 1, middle >= wanted {

@@ -307,7 +307,7 @@ struct Fusion {
                         }
                         activation?.apply(UnsafeMutableBufferPointer(start: plane, count: spatial))
                     }
-                    Threads.split(planes, threads: min(context.threads, max(1, v.count / Self.elementsPerThread))) { $0.forEach(finish) }
+                    Threads.split(planes, threads: Threads.worthwhile(context.threads, work: v.count)) { $0.forEach(finish) }
                 }
             }
             y.elements = .float(values)
@@ -342,17 +342,15 @@ struct Fusion {
         }
     }
 
-    /// Elements a thread of an elementwise kernel is worth: about 20 µs of exp or erf.
-    static let elementsPerThread = 1 << 16
-
     /// `body(x, y, n)` over runs of `x` (each a multiple of 64 elements but the last), split among
-    /// threads when there are enough elements: element by element, so the same outputs.
+    /// threads when there are enough elements (`Threads.worthwhile`): element by element, so the
+    /// same outputs.
     private static func elementwise(_ x: [Float], threads: Int,
                                     _ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>, Int) -> Void) -> [Float] {
         [Float](unsafeUninitializedCapacity: x.count) { y, initialized in
             x.withUnsafeBufferPointer { x in
                 guard let input = x.baseAddress, let output = y.baseAddress else { return }
-                Threads.split(x.count, threads: min(threads, max(1, x.count / elementsPerThread)), granularity: 64) { range in
+                Threads.split(x.count, threads: Threads.worthwhile(threads, work: x.count), granularity: 64) { range in
                     body(input + range.lowerBound, output + range.lowerBound, range.count)
                 }
             }

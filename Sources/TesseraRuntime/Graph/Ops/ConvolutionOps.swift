@@ -267,7 +267,7 @@ enum ConvolutionOps {
                                                          threads: operators[g].worthwhileThreads(threads, batch: count))
                         } else {
                             // One block's GEMM splits among threads; its columns split by channel first.
-                            let copiers = min(threads, max(1, depth * count / PaddedPlanes.floatsPerThread))
+                            let copiers = Threads.worthwhile(threads, work: depth * count)
                             Threads.split(s.groupIn, threads: copiers) { $0.forEach { ci in
                                 for t in 0 ..< s.taps {
                                     let row = xt + (ci * s.taps + t) * ld
@@ -341,7 +341,7 @@ enum ConvolutionOps {
         /// Copies `channels` input planes (adjacent, from `planes`) into place.
         func fill(from planes: UnsafePointer<Float>, threads: Int = 1) {
             let (h, w) = (window.input[0], window.input[1]), (top, left) = (window.padBegin[0], window.padBegin[1])
-            let parts = min(threads, max(1, channels * height * stride / Self.floatsPerThread))
+            let parts = Threads.worthwhile(threads, work: channels * height * stride)
             Threads.split(channels, threads: parts) { $0.forEach { c in
                 for r in 0 ..< height {
                     let row = values + (c * height + r) * stride, iy = r - top
@@ -352,9 +352,6 @@ enum ConvolutionOps {
                 }
             } }
         }
-
-        /// Floats a thread of a copy is worth.
-        static let floatsPerThread = 1 << 16
 
         /// Column `tap` of `channel` for the output pixels `pixels` (row-major), into `out`.
         func copy(channel: Int, tap: Int, pixels: Range<Int>, into out: UnsafeMutablePointer<Float>) {
@@ -392,7 +389,7 @@ enum ConvolutionOps {
         // Planes are independent: threads take whole planes, when each gets enough multiply-adds
         // to repay a dispatch (about 10 µs).
         let planes = s.batch * s.outChannels
-        let parts = max(1, min(threads, planes * s.outPixels * s.taps / Self.depthwiseWorkPerThread))
+        let parts = Threads.worthwhile(threads, work: planes * s.outPixels * s.taps, perThread: Self.depthwiseWorkPerThread)
         input.withUnsafeBufferPointer { input in
             w.withUnsafeBufferPointer { w in
                 y.withUnsafeMutableBufferPointer { y in
@@ -523,8 +520,8 @@ enum ConvolutionOps {
         let planes = x.shape[0] * x.shape[1], (h, w) = (x.shape[2], x.shape[3]), (oh, ow) = (window.output[0], window.output[1])
         guard oh > 0, ow > 0 else { return nil }
         var y = [Float](repeating: 0, count: try elementCount([planes, oh, ow]))
-        // Planes among threads when each gets 2^16 input elements or more.
-        let parts = max(1, min(c.threads, v.count >> 16))
+        // Planes among threads when there are enough input elements.
+        let parts = Threads.worthwhile(c.threads, work: v.count)
         v.withUnsafeBufferPointer { v in
             y.withUnsafeMutableBufferPointer { y in
                 Threads.split(planes, threads: parts) { range in

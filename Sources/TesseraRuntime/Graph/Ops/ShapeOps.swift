@@ -279,9 +279,9 @@ enum ShapeOps {
             out.shape = shape
             out.elements = .float([Float](unsafeUninitializedCapacity: v.count) { y, initialized in
                 v.withUnsafeBufferPointer { v in
-                    // Among threads when each gets 2^16 elements or more: whole matrices, or bands
+                    // Among threads when there are enough elements: whole matrices, or bands
                     // of 16 rows of a single one. Each element moves as it would alone.
-                    let wanted = min(threads, max(1, v.count >> 16))
+                    let wanted = Threads.worthwhile(threads, work: v.count)
                     if wanted > 1, batch == 1 {
                         Threads.split(rows, threads: wanted, granularity: 16) { band in
                             transposeMatrix(v.baseAddress! + band.lowerBound * columns, rows: band.count, columns: columns, ld: columns,
