@@ -96,7 +96,7 @@ sanitize: deps service-deps venv
 	@# the registry) run the same code as those on the digits model.
 	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/.ci/lsan-suppressions.txt:print_suppressions=0 TESSERA_SANITIZED=1 NODE_TEST_SAMPLE=6 TESSERA=.build-asan/debug/tessera $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
 	  -k "not sigkill and not minilm_2to4 and not costs_a_block and not 1_gib_limit and not killed_export and not real_model and not verify_generates and not distribution_minilm" Tests/python
-	$(SWIFT) test --scratch-path .build-tsan --sanitize=thread --filter "concurrentReadersAgree|KernelTests|ThreadPoolTests"
+	$(SWIFT) test --scratch-path .build-tsan --sanitize=thread --filter "concurrentReadersAgree|KernelTests|ThreadPoolTests|BranchPlanTests"
 
 demo: build venv
 	@mkdir -p $(DEMO)

@@ -1,5 +1,6 @@
 import CTesseraKernels
 import Dispatch
+import Foundation
 import Tessera
 import TesseraONNX
 
@@ -27,6 +28,9 @@ public final class GraphExecutor {
     private let fusions: [Int: Fusion]                     // by the index of a chain's first node
     private let producers: [String: Int]                   // value name → index of the node computing it
     private var constants: [String: Value] = [:]
+    private let constantsLock = NSLock()
+    /// Where this executor stands in planning its branch regions (`BranchPlan`).
+    let branchState: BranchState
     /// Names whose value no run can change: initializers the caller cannot override, and the
     /// outputs of nodes computed from them alone (`foldable`).
     private let constantNames: Set<String>
@@ -124,7 +128,9 @@ public final class GraphExecutor {
             if let op = try Self.storedWeight(node, graph.initializers) { weights[index] = op }
             // A node with bodies also reads what they read from outside: keep those values alive.
             for (name, body) in Self.subgraphs(of: node) {
-                bodies[index, default: [:]][name] = try GraphExecutor(body, threads: threads, activations: activations)
+                let executor = try GraphExecutor(body, threads: threads, activations: activations)
+                executor.branchState.disable()   // bodies run inside their node, often many times
+                bodies[index, default: [:]][name] = executor
                 for outer in Self.outerNames(body) { lastUse[outer] = index }
             }
         }
@@ -145,6 +151,7 @@ public final class GraphExecutor {
         self.lastUse = lastUse
         self.bodies = bodies
         caches = graph.nodes.map { _ in NodeCache() }
+        branchState = BranchState(enabled: self.threads > 1)
     }
 
     /// Ops whose outputs differ from run to run: never folded.
@@ -202,7 +209,7 @@ public final class GraphExecutor {
     /// Runs the graph as a body of an enclosing graph whose visible values are `outer` (a name
     /// defined here hides the same name outside).
     func run(_ inputs: [String: GraphValue], outer: @escaping Scope) throws -> [(name: String, value: GraphValue)] {
-        var values: [String: GraphValue] = [:]
+        var values = Values()
         for (name, value) in inputs where !graph.inputs.contains(where: { $0.name == name }) {
             guard let info = graph.overridableInputs.first(where: { $0.name == name }) else {
                 let names = (graph.inputs + graph.overridableInputs).map(\.name).joined(separator: ", ")
@@ -219,58 +226,25 @@ public final class GraphExecutor {
             values[info.name] = value
             try observe(info.name, value)
         }
-        let opset = graph.defaultOpset
+        let plan = branchState.regions(observed: observer != nil)
+        var timing = branchState.measuring && observer == nil ? [Double](repeating: 0, count: graph.nodes.count) : nil
         var absorbed = Set<Int>()   // nodes a fused chain computed
-        for (index, node) in graph.nodes.enumerated() {
-            if let outputs = folded[index] {
-                for (name, value) in zip(node.outputs, outputs) where !name.isEmpty { values[name] = value }
-                for name in node.inputs where lastUse[name] == index { values[name] = nil }
+        var index = 0, next = 0
+        while index < graph.nodes.count {
+            if next < plan.count, plan[next].nodes.lowerBound == index {
+                let region = plan[next]
+                let started = DispatchTime.now().uptimeNanoseconds
+                try runBranches(region, values: &values, outer: outer)
+                branchState.timeTrial(next, seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
+                (index, next) = (region.nodes.upperBound, next + 1)
                 continue
             }
-            if absorbed.contains(index) {
-                for name in node.inputs where lastUse[name] == index { values[name] = nil }
-                continue
-            }
-            do {
-                // A stored weight runs through its kernel unless the caller overrode it.
-                let weight = weights[index].flatMap { values[node.inputs[1]] == nil ? $0 : nil }
-                let operands: [GraphValue?] = try node.inputs.enumerated().map { k, name in
-                    if name.isEmpty || (k == 1 && weight != nil) { return nil }
-                    return try value(name, in: values, outer: outer)
-                }
-                var context = NodeContext(node: node, opset: opset, values: operands, weight: weight, threads: threads)
-                context.activations = activations
-                context.cache = caches[index]
-                context.constantInputs = node.inputs.map { !$0.isEmpty && constantNames.contains($0) }
-                if let nodeBodies = bodies[index] {
-                    context.bodies = nodeBodies
-                    let visible = values
-                    context.scope = { [unowned self] name in try self.value(name, in: visible, outer: outer) }
-                }
-                let started = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-                if observer == nil, let fusion = fusions[index], let result = try fusion.run({ try available($0, in: values) }, context: context) {
-                    profile?.add(fusion.name, nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
-                    values[fusion.output] = .tensor(result)
-                    absorbed.formUnion(fusion.absorbed)
-                    for name in node.inputs where lastUse[name] == index { values[name] = nil }
-                    continue
-                }
-                let results = try Self.kernels[Self.key(node)]!(context)
-                profile?.add(weight == nil ? Self.key(node) : "\(Self.key(node)) (stored weight)", nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
-                let outputs = results.map { $0.representable() }
-                for (name, result) in zip(node.outputs, outputs) where !name.isEmpty {
-                    values[name] = result
-                    try observe(name, result)
-                }
-                if let missing = node.outputs.dropFirst(results.count).first(where: { !$0.isEmpty }) {
-                    throw RuntimeError(.unsupportedOp, "output '\(missing)' is not computed by the executor")
-                }
-                if foldable[index] { folded[index] = outputs }
-            } catch let error as RuntimeError {
-                throw error.at(node: node.label)
-            }
-            for name in node.inputs where lastUse[name] == index { values[name] = nil }
+            let started = timing == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+            try step(index, values: &values, absorbed: &absorbed, outer: outer, threads: threads, inBranch: false)
+            if timing != nil { timing![index] = Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9 }
+            index += 1
         }
+        if observer == nil { branchState.finishRun(costs: timing, plan: { self.branchRegions(costs: $0) }) }
         return try graph.outputs.map { info in
             if let v = values[info.name] { return (info.name, v) }
             if graph.initializers[info.name] == nil, try outer(info.name) == nil {
@@ -280,9 +254,105 @@ public final class GraphExecutor {
         }
     }
 
+    /// Runs node `index` (or skips it: folded on an earlier run, or computed by a fused chain)
+    /// and drops the values it read last. In a branch (`inBranch`) it neither keeps folded
+    /// outputs nor drops values computed before the branch: the other branch may be reading them.
+    private func step(_ index: Int, values: inout Values, absorbed: inout Set<Int>, outer: @escaping Scope, threads: Int, inBranch: Bool) throws {
+        let node = graph.nodes[index]
+        defer { for name in node.inputs where lastUse[name] == index { values[name] = nil } }
+        if let outputs = folded[index] {
+            for (name, value) in zip(node.outputs, outputs) where !name.isEmpty { values[name] = value }
+            return
+        }
+        if absorbed.contains(index) { return }
+        do {
+            // A stored weight runs through its kernel unless the caller overrode it.
+            let weight = weights[index].flatMap { values[node.inputs[1]] == nil ? $0 : nil }
+            let operands: [GraphValue?] = try node.inputs.enumerated().map { k, name in
+                if name.isEmpty || (k == 1 && weight != nil) { return nil }
+                return try value(name, in: values, outer: outer)
+            }
+            var context = NodeContext(node: node, opset: graph.defaultOpset, values: operands, weight: weight, threads: threads)
+            context.activations = activations
+            context.cache = caches[index]
+            context.constantInputs = node.inputs.map { !$0.isEmpty && constantNames.contains($0) }
+            if let nodeBodies = bodies[index] {
+                context.bodies = nodeBodies
+                let visible = values
+                context.scope = { [unowned self] name in try self.value(name, in: visible, outer: outer) }
+            }
+            let started = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+            if observer == nil, let fusion = fusions[index], let result = try fusion.run({ try available($0, in: values) }, context: context) {
+                profile?.add(fusion.name, nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+                values[fusion.output] = .tensor(result)
+                absorbed.formUnion(fusion.absorbed)
+                return
+            }
+            let results = try Self.kernels[Self.key(node)]!(context)
+            profile?.add(weight == nil ? Self.key(node) : "\(Self.key(node)) (stored weight)", nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+            let outputs = results.map { $0.representable() }
+            for (name, result) in zip(node.outputs, outputs) where !name.isEmpty {
+                values[name] = result
+                try observe(name, result)
+            }
+            if let missing = node.outputs.dropFirst(results.count).first(where: { !$0.isEmpty }) {
+                throw RuntimeError(.unsupportedOp, "output '\(missing)' is not computed by the executor")
+            }
+            if foldable[index] && !inBranch { folded[index] = outputs }
+        } catch let error as RuntimeError {
+            throw error.at(node: node.label)
+        }
+    }
+
+    /// Runs a region's two branches side by side, each op on one thread, each branch seeing the
+    /// values computed before the region and its own; then keeps what they computed and drops
+    /// what the region read last.
+    private func runBranches(_ region: BranchRegion, values: inout Values, outer: @escaping Scope) throws {
+        let before = values.flattened()
+        var results: [Result<[String: GraphValue], Error>] = Array(repeating: .success([:]), count: region.branches.count)
+        results.withUnsafeMutableBufferPointer { results in
+            Threads.split(region.branches.count, threads: region.branches.count) { range in
+                for b in range {
+                    results[b] = Result {
+                        var own = Values(shared: before), absorbed = Set<Int>()
+                        for index in region.branches[b] {
+                            try step(index, values: &own, absorbed: &absorbed, outer: outer, threads: 1, inBranch: true)
+                        }
+                        return own.local
+                    }
+                }
+            }
+        }
+        for result in results {
+            for (name, value) in try result.get() { values[name] = value }
+        }
+        for index in region.nodes {
+            for name in graph.nodes[index].inputs where lastUse[name] == index { values[name] = nil }
+        }
+    }
+
+    /// The regions worth running as branches, from each node's measured time.
+    func branchRegions(costs: [Double]) -> [BranchRegion] {
+        var dependencies = graph.nodes.map { node in
+            node.inputs.compactMap { producers[$0] }
+        }
+        for (index, node) in graph.nodes.enumerated() {
+            for body in Self.subgraphs(of: node).values {
+                dependencies[index] += Self.outerNames(body).compactMap { producers[$0] }
+            }
+        }
+        var chains: [ClosedRange<Int>] = []
+        for (first, fusion) in fusions {
+            for member in fusion.absorbed { dependencies[member].append(first) }
+            chains.append(first ... (fusion.absorbed.max() ?? first))
+        }
+        for index in dependencies.indices { dependencies[index].removeAll { $0 >= index } }   // out of order: fails when run
+        return BranchPlan.regions(dependencies: dependencies, chains: chains, costs: costs, minimumGain: BranchState.minimumGain)
+    }
+
     /// `name`'s value when it is known before its node's turn: computed already, an initializer,
     /// or the output of a folded node (a later Constant node's, after the first run); else nil.
-    private func available(_ name: String, in values: [String: GraphValue]) throws -> GraphValue? {
+    private func available(_ name: String, in values: Values) throws -> GraphValue? {
         if let v = values[name] { return v }
         if let index = producers[name], let outputs = folded[index], let k = graph.nodes[index].outputs.firstIndex(of: name) {
             return outputs[k]
@@ -295,13 +365,16 @@ public final class GraphExecutor {
         try observer.visit(name, tensor)
     }
 
-    private func value(_ name: String, in values: [String: GraphValue], outer: Scope) throws -> GraphValue {
+    private func value(_ name: String, in values: Values, outer: Scope) throws -> GraphValue {
         if let v = values[name] { return v }
-        if let v = constants[name] { return .tensor(v) }
         guard let tensor = graph.initializers[name] else {
             if let v = try outer(name) { return v }
             throw RuntimeError(.badGraph, "reads '\(name)' before any node computes it (the graph is not in topological order)")
         }
+        // Decoded on first use; two branches may ask at once.
+        constantsLock.lock()
+        defer { constantsLock.unlock() }
+        if let v = constants[name] { return .tensor(v) }
         let v = try Value(tensor)
         constants[name] = v
         return .tensor(v)
@@ -328,6 +401,22 @@ public final class GraphExecutor {
     }
 }
 
+/// The values a run has computed, by name: its own over those it shares (a branch sees the
+/// values computed before its region and writes only its own).
+struct Values {
+    private(set) var local: [String: GraphValue] = [:]
+    private let shared: [String: GraphValue]
+
+    init(shared: [String: GraphValue] = [:]) { self.shared = shared }
+
+    subscript(name: String) -> GraphValue? {
+        get { local[name] ?? shared[name] }
+        set { local[name] = newValue }
+    }
+
+    func flattened() -> [String: GraphValue] { shared.isEmpty ? local : shared.merging(local) { $1 } }
+}
+
 /// How stored int8 GEMM weights meet their activations.
 public enum ActivationArithmetic: String, CaseIterable, Sendable {
     /// The reference: codes are scaled back to float and multiply float activations, so a
@@ -347,7 +436,11 @@ public final class OpProfile {
 
     public init() {}
 
+    private let lock = NSLock()   // branches run side by side
+
     func add(_ op: String, nanoseconds: UInt64) {
+        lock.lock()
+        defer { lock.unlock() }
         entries[op, default: (0, 0)].nodes += 1
         entries[op, default: (0, 0)].seconds += Double(nanoseconds) / 1e9
     }
