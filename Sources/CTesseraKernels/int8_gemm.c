@@ -80,7 +80,7 @@ void tessera_int8_sparse24_gemm_portable(const uint8_t *x, ptrdiff_t batch, ptrd
 }
 
 const tessera_int8_kernels tessera_int8_kernels_portable = {
-    tessera_quantize_u8_portable, tessera_int8_gemm_portable, tessera_int8_finish_portable,
+    tessera_quantize_u8_portable, tessera_int8_gemm_portable, tessera_int8_finish_portable, 8, 0,
 };
 
 #if defined(__x86_64__)
@@ -177,7 +177,63 @@ static VNNI void int8_finish_vnni(const int32_t *acc, ptrdiff_t batch, ptrdiff_t
     }
 }
 
-const tessera_int8_kernels tessera_int8_kernels_vnni = { quantize_u8_vnni, int8_gemm_vnni, int8_finish_vnni };
+const tessera_int8_kernels tessera_int8_kernels_vnni = { quantize_u8_vnni, int8_gemm_vnni, int8_finish_vnni, 8, 0 };
+
+#define AMX __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,amx-tile,amx-int8")))
+
+/* The tile configuration (palette 1): every tile 16 rows of 64 bytes. tmm0-3 hold the int32
+   sums of 2 x 2 blocks of 16 activation rows by 16 outputs, tmm4-5 two blocks' activation
+   codes (16 rows by 64 depths), tmm6-7 two weight blocks' codes: the packed layout's 64-byte
+   steps are AMX's B layout already (4 depths of 16 outputs per row). */
+typedef struct {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+/* By pairs of weight blocks, each pair over all the call's rows (so its codes are read from
+   memory once per call and from cache after), 32 activation rows at a time (16 for a last odd
+   block), 64 depths per step. The rows past the last 16 and depths that are not a multiple
+   of 64 run the VNNI code. Exact int32 sums either way. */
+static AMX void int8_gemm_amx(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const int8_t *wp, ptrdiff_t blocks,
+                              int32_t *acc) {
+    ptrdiff_t full = kp % 64 == 0 ? batch / 16 * 16 : 0;
+    if (full > 0) {
+        amx_config config = {.palette = 1};
+        for (int t = 0; t < 8; t++) { config.colsb[t] = 64; config.rows[t] = 16; }
+        _tile_loadconfig(&config);
+        ptrdiff_t ldc = blocks * 16, k4n = kp / 4, xs = kp, cs = ldc * 4;
+        for (ptrdiff_t rb = 0; rb < blocks; rb += 2) {
+            const int8_t *w0 = wp + rb * k4n * 64, *w1 = w0 + k4n * 64;
+            for (ptrdiff_t b0 = 0; b0 < full; b0 += 32) {
+                const uint8_t *x0 = x + b0 * kp, *x1 = x0 + 16 * kp;
+                int two = full - b0 >= 32;
+                int32_t *c = acc + b0 * ldc + 16 * rb;
+                _tile_zero(0); _tile_zero(1);
+                if (two) { _tile_zero(2); _tile_zero(3); }
+                for (ptrdiff_t k = 0; k < kp; k += 64) {
+                    _tile_loadd(4, x0 + k, xs);
+                    _tile_loadd(6, w0 + 16 * k, 64);
+                    _tile_loadd(7, w1 + 16 * k, 64);
+                    _tile_dpbusd(0, 4, 6);
+                    _tile_dpbusd(1, 4, 7);
+                    if (two) {
+                        _tile_loadd(5, x1 + k, xs);
+                        _tile_dpbusd(2, 5, 6);
+                        _tile_dpbusd(3, 5, 7);
+                    }
+                }
+                _tile_stored(0, c, cs);
+                _tile_stored(1, c + 16, cs);
+                if (two) { _tile_stored(2, c + 16 * ldc, cs); _tile_stored(3, c + 16 * ldc + 16, cs); }
+            }
+        }
+        _tile_release();
+    }
+    if (full < batch) int8_gemm_vnni(x + full * kp, batch - full, kp, wp, blocks, acc + full * blocks * 16);
+}
+
+const tessera_int8_kernels tessera_int8_kernels_amx = { quantize_u8_vnni, int8_gemm_amx, int8_finish_vnni, 64, 16 };
 
 #define VBMI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")))
 

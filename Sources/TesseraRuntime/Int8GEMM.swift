@@ -122,15 +122,20 @@ final class PackedInt8Cache: @unchecked Sendable {
 }
 
 extension KernelDispatch {
-    /// The W8A8 GEMM's kernels: the VNNI variant where the CPU has it and the selected variant is
-    /// AVX-512, else the portable C loops. Both give the same bits.
+    /// The W8A8 GEMM's kernels: AMX tiles or else VNNI where the CPU has them and the selected
+    /// variant is AVX-512, else the portable C loops. All give the same bits.
     static let int8Kernels = int8Kernels(for: selected)
 
-    static func int8Kernels(for isa: InstructionSet) -> tessera_int8_kernels {
+    static func int8Kernels(for isa: InstructionSet) -> tessera_int8_kernels { int8Variants(for: isa).last! }
+
+    /// Every W8A8 kernel table `isa` may run on this CPU, narrowest first (tests run them all).
+    static func int8Variants(for isa: InstructionSet) -> [tessera_int8_kernels] {
+        var variants = [tessera_int8_kernels_portable]
 #if arch(x86_64)
-        if isa == .avx512, hasVNNI { return tessera_int8_kernels_vnni }
+        if isa == .avx512, hasVNNI { variants.append(tessera_int8_kernels_vnni) }
+        if isa == .avx512, hasAMX { variants.append(tessera_int8_kernels_amx) }
 #endif
-        return tessera_int8_kernels_portable
+        return variants
     }
 
     /// The 2:4 W8A8 GEMM on kept codes (`tessera_int8_sparse24_gemm_fn`) where the CPU has
@@ -154,6 +159,15 @@ extension KernelDispatch {
 #endif
     }()
 
+    /// Whether this CPU has AMX int8 tiles and the OS lets this process use them.
+    public static let hasAMX: Bool = {
+#if arch(x86_64)
+        return tessera_cpu_features() & Int32(TESSERA_CPU_AMX_INT8) != 0
+#else
+        return false
+#endif
+    }()
+
     /// Whether this CPU has AVX-512 VBMI (vpermb).
     public static let hasVBMI: Bool = {
 #if arch(x86_64)
@@ -165,15 +179,13 @@ extension KernelDispatch {
 }
 
 extension LinearOperator {
-    /// Activation rows per call of the GEMM core (its register tile).
-    static let int8Tile = 8
-
     /// An int8 weight's W8A8 product as a GEMM on its packed codes (see
     /// `applyQuantizingActivations`): activation rows quantized to uint8 as DynamicQuantizeLinear
-    /// does, the integer GEMM on eight rows at a time, then per output
+    /// does, the integer GEMM on `kernels.rows_per_call` rows at a time, then per output
     /// `scale_w · scale_x · (Σ code_w·code_x − z_x · Σ code_w)`.
     ///
-    /// A 2:4 weight runs `sparse24` on its pair layout when given, else the dense GEMM.
+    /// A 2:4 weight runs `sparse24` on its pair layout when given, else (or where the kernels'
+    /// `dense_rows` says the dense GEMM is faster) the dense GEMM on its codes with zeros.
     func applyPackedInt8(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int,
                          kernels: tessera_int8_kernels = KernelDispatch.int8Kernels,
                          sparse24: tessera_int8_sparse24_gemm_fn? = KernelDispatch.int8Sparse24GEMM, bias: UnsafePointer<Float>? = nil) {
@@ -182,21 +194,23 @@ extension LinearOperator {
         case .dense(let values):
             packed = values.withBaseAddress { v in packedInt8.get { .dense(self, codes: v.assumingMemoryBound(to: Int8.self)) } }
         case .sparse24(let values, _):
+            // The pair layout (and so `sparse24` below) only where it is the faster GEMM.
+            let keptCodes = sparse24 != nil && !(kernels.dense_rows > 0 && batch >= kernels.dense_rows && depth % 64 == 0)
             packed = values.withBaseAddress { v in withSparse24Metadata { metadata in
                 let codes = v.assumingMemoryBound(to: Int8.self)
-                return sparse24 == nil ? packedInt8.get { .sparse24(self, codes: codes, metadata: metadata) }
-                    : packedInt8Pairs.get { .sparse24Pairs(self, codes: codes, metadata: metadata) }
+                return keptCodes ? packedInt8Pairs.get { .sparse24Pairs(self, codes: codes, metadata: metadata) }
+                    : packedInt8.get { .sparse24(self, codes: codes, metadata: metadata) }
             } }
         default:
             preconditionFailure("not a dense or 2:4 tensor")
         }
-        let (rows, depth, kp, ldc, tile) = (rows, depth, packed.paddedDepth, packed.blocks * 16, Self.int8Tile)
+        let (rows, depth, kp, ldc, tile) = (rows, depth, packed.paddedDepth, packed.blocks * 16, kernels.rows_per_call)
         if threads > 1, batch <= tile, packed.blocks >= 4 {
             return applyPackedInt8(x, batch: batch, into: y, threads: threads, kernels: kernels, sparse24: sparse24, bias: bias, splittingOutputs: packed)
         }
         packed.rowSums.withUnsafeBufferPointer { rowSums in packed.rowScales.withUnsafeBufferPointer { rowScales in
             Threads.split(batch, threads: threads, granularity: tile) { range in
-                // Eight rows at a time: the scratch stays small and in cache.
+                // A few rows at a time: the scratch stays small and in cache.
                 let xq = UnsafeMutablePointer<UInt8>.allocate(capacity: tile * kp)
                 let acc = UnsafeMutablePointer<Int32>.allocate(capacity: tile * ldc)
                 var scales = [Float](repeating: 0, count: tile), zeroPoints = [Int32](repeating: 0, count: tile)

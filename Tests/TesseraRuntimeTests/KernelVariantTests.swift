@@ -21,33 +21,44 @@ import Testing
         #expect((KernelDispatch.kernels == nil) == (KernelDispatch.selected == .portable))
     }
 
-    /// The W8A8 GEMM core's VNNI variant against the portable loop: the same int32 sums (integer
-    /// arithmetic is exact), so the same outputs bit for bit, over partial blocks and tiles, with
-    /// and without a bias. On two threads a batch of one tile or less splits the outputs (a
-    /// partial last block among them), a larger one the rows.
+    /// The W8A8 GEMM core's VNNI and AMX variants against the portable loop: the same int32 sums
+    /// (integer arithmetic is exact), so the same outputs bit for bit, over partial blocks and
+    /// tiles, with and without a bias. On two threads a batch of one call's rows or less splits
+    /// the outputs (a partial last block among them), a larger one the rows. Depths of 128 and
+    /// 256 with 16 rows or more run AMX tiles, with VNNI for the rows past the last 16.
     @Test func int8GEMMVariantsGiveTheSameOutputs() throws {
-        guard KernelDispatch.hasVNNI else { return }
-        for (shape, axis, batch) in [([70, 33], 0, 11), ([70, 33], 0, 1), ([768, 96], 0, 16), ([768, 96], 0, 5), ([5, 129], 1, 3)] {
+        let variants = KernelDispatch.int8Variants(for: .avx512).dropFirst()
+        guard !variants.isEmpty else { return }
+        let cases: [([Int], Int, Int)] = [([70, 33], 0, 11), ([70, 33], 0, 1), ([768, 96], 0, 16), ([768, 96], 0, 5), ([5, 129], 1, 3),
+                                          ([128, 70], 1, 37), ([128, 96], 1, 16), ([256, 100], 1, 75), ([256, 64], 1, 32)]
+        for (shape, axis, batch) in cases {
             let tensor = try KernelTests.tensor(shape: shape, axis: axis, values: .int8PerOutput, seed: 9)
             let op = try LinearOperator(tensor)
             let x = Self.random(batch * op.depth, seed: 4), bias = batch % 2 == 1 ? Self.random(op.rows, seed: 6) : nil
-            var portable = [Float](repeating: 0, count: batch * op.rows), vnni = portable
+            var portable = [Float](repeating: 0, count: batch * op.rows)
             x.withUnsafeBufferPointer { xp in (bias ?? []).withUnsafeBufferPointer { b in
                 let b = bias == nil ? nil : b.baseAddress
                 portable.withUnsafeMutableBufferPointer { op.applyPackedInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 1, kernels: KernelDispatch.int8Kernels(for: .portable), bias: b) }
-                vnni.withUnsafeMutableBufferPointer { op.applyPackedInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: 2, kernels: KernelDispatch.int8Kernels(for: .avx512), bias: b) }
+                for (v, kernels) in variants.enumerated() {
+                    for threads in [1, 2] {
+                        var got = [Float](repeating: .nan, count: batch * op.rows)
+                        got.withUnsafeMutableBufferPointer { op.applyPackedInt8(xp.baseAddress!, batch: batch, into: $0.baseAddress!, threads: threads, kernels: kernels, bias: b) }
+                        let differing = zip(portable, got).filter { $0.bitPattern != $1.bitPattern }.count
+                        #expect(differing == 0, "\(shape) batch \(batch) variant \(v + 1) threads \(threads)")
+                    }
+                }
             } }
-            #expect(portable.map(\.bitPattern) == vnni.map(\.bitPattern), "\(shape) batch \(batch)")
         }
     }
 
     /// The 2:4 W8A8 GEMM on kept codes (pair layout), portable and VBMI, against the dense GEMM on
     /// the codes with pruned zeros: the same int32 sums, so the same outputs bit for bit. Depths
-    /// with a lone last group and a partial last window, rows in partial blocks, partial tiles.
+    /// with a lone last group and a partial last window, rows in partial blocks, partial tiles;
+    /// with AMX, the 40 rows at depth 128 run the dense GEMM with zeros instead (`dense_rows`).
     @Test func sparse24Int8GEMMMatchesTheDenseGEMM() throws {
         var variants: [tessera_int8_sparse24_gemm_fn] = [tessera_int8_sparse24_gemm_portable]
         if let vbmi = KernelDispatch.int8Sparse24GEMM(for: .avx512) { variants.append(vbmi) }
-        for (shape, axis, batch) in [([52, 70], 0, 11), ([200, 33], 0, 16), ([200, 70], 0, 3), ([5, 516], 1, 3), ([768, 96], 0, 9)] {
+        for (shape, axis, batch) in [([52, 70], 0, 11), ([200, 33], 0, 16), ([200, 70], 0, 3), ([5, 516], 1, 3), ([768, 96], 0, 9), ([96, 128], 0, 40)] {
             let tensor = try KernelTests.tensor(shape: shape, axis: axis, values: .int8PerOutput, seed: 12)
             let op = try LinearOperator(try tensor.encoded(as: .sparse24))
             let x = Self.random(batch * op.depth, seed: 13)

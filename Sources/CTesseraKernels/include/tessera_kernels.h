@@ -119,6 +119,7 @@ enum {
     TESSERA_CPU_AVX512 = 2,        /* F, BW, DQ and VL */
     TESSERA_CPU_AVX512_VNNI = 4,   /* with AVX512 */
     TESSERA_CPU_AVX512_VBMI = 8,   /* with AVX512 */
+    TESSERA_CPU_AMX_INT8 = 16,     /* AMX tiles with int8 products, with AVX512 VNNI and the OS's consent */
 };
 int tessera_cpu_features(void);
 
@@ -127,18 +128,25 @@ extern const tessera_kernels tessera_kernels_avx2;
 extern const tessera_kernels tessera_kernels_avx512;
 #endif
 
-/* The W8A8 GEMM ("integer path"), in three steps, with a portable variant and one for AVX-512
-   VNNI that computes the same bits:
+/* The W8A8 GEMM ("integer path"), in three steps, with a portable variant, one for AVX-512
+   VNNI and one for AMX tiles (its quantize and finish are VNNI's), all computing the same bits:
    - quantize: x[0 ..< n] to uint8 codes as ONNX DynamicQuantizeLinear does (range
      [min(0, min x), max(0, max x)] over 255 steps, rounding half to even), with its scale and
      zero point;
    - gemm: acc[b·16·blocks + r] = Σ_k x[b·kp + k] · w[r][k], exact in int32, for b < batch and
      r < 16·blocks; x holds kp codes per row (kp a multiple of 4, zero-padded) and wp the int8
      codes packed 16 rows at a time: wp[(rb·kp/4 + k4)·64 + 4·j + t] = w[16·rb + j][4·k4 + t];
-     blocks must be even;
+     blocks must be even; the AMX variant runs tiles of 16 rows by 64 depths where kp is a
+     multiple of 64, and VNNI's code for other depths and the rows past the last 16;
    - finish: out[b·rows + r] = row_scales[r] · scales[b] · (acc[b·ldc + r] − zero_points[b] ·
      row_sums[r]), the difference exact in int32 (it fits while depth <= 65536), then + bias[r]
-     when bias is given (an Add node's sum, fused). */
+     when bias is given (an Add node's sum, fused);
+   - rows_per_call: the activation rows a caller should quantize and hand to gemm at a time
+     (its scratch: rows_per_call·kp codes and rows_per_call·16·blocks sums);
+   - dense_rows: from this many activation rows, where the depth is a multiple of 64, a 2:4
+     weight's batch runs faster through gemm on all its codes (pruned ones as zeros) than
+     through the 2:4 GEMM on kept codes below: AMX multiplies 16 rows by 64 depths per
+     instruction. 0: never. */
 typedef void (*tessera_quantize_u8_fn)(const float *x, ptrdiff_t n, uint8_t *codes, float *scale, int32_t *zero_point);
 typedef void (*tessera_int8_gemm_fn)(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const int8_t *wp,
                                      ptrdiff_t blocks, int32_t *acc);
@@ -149,10 +157,13 @@ typedef struct {
     tessera_quantize_u8_fn quantize;
     tessera_int8_gemm_fn gemm;
     tessera_int8_finish_fn finish;
+    ptrdiff_t rows_per_call;
+    ptrdiff_t dense_rows;
 } tessera_int8_kernels;
 extern const tessera_int8_kernels tessera_int8_kernels_portable;
 #if defined(__x86_64__)
 extern const tessera_int8_kernels tessera_int8_kernels_vnni;
+extern const tessera_int8_kernels tessera_int8_kernels_amx;
 #endif
 
 /* The W8A8 GEMM of a 2:4 weight on its kept codes only: `gemm`'s acc (ldc = 16·blocks), the same
