@@ -151,31 +151,13 @@ extension KernelDispatch {
     }
 
     /// Whether this CPU has AVX-512 VNNI (vpdpbusd).
-    public static let hasVNNI: Bool = {
-#if arch(x86_64)
-        return tessera_cpu_features() & Int32(TESSERA_CPU_AVX512_VNNI) != 0
-#else
-        return false
-#endif
-    }()
+    public static let hasVNNI = cpuFeatures & Int32(TESSERA_CPU_AVX512_VNNI) != 0
 
     /// Whether this CPU has AMX int8 tiles and the OS lets this process use them.
-    public static let hasAMX: Bool = {
-#if arch(x86_64)
-        return tessera_cpu_features() & Int32(TESSERA_CPU_AMX_INT8) != 0
-#else
-        return false
-#endif
-    }()
+    public static let hasAMX = cpuFeatures & Int32(TESSERA_CPU_AMX_INT8) != 0
 
     /// Whether this CPU has AVX-512 VBMI (vpermb).
-    public static let hasVBMI: Bool = {
-#if arch(x86_64)
-        return tessera_cpu_features() & Int32(TESSERA_CPU_AVX512_VBMI) != 0
-#else
-        return false
-#endif
-    }()
+    public static let hasVBMI = cpuFeatures & Int32(TESSERA_CPU_AVX512_VBMI) != 0
 }
 
 extension LinearOperator {

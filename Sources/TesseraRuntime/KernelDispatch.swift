@@ -15,13 +15,13 @@ public enum InstructionSet: String, CaseIterable, Comparable, Sendable {
 /// CPU runs is capped). Every variant computes exactly what the portable Swift kernels
 /// (`PortableKernels`) compute: the same fused multiply-adds in the same order.
 public enum KernelDispatch {
+    /// The CPU's features as `tessera_cpu_features` reads them (0 off x86-64), read once.
+    static let cpuFeatures = tessera_cpu_features()
+
     /// The widest variant this CPU runs.
     public static let supported: InstructionSet = {
-#if arch(x86_64)
-        let features = tessera_cpu_features()
-        if features & Int32(TESSERA_CPU_AVX512) != 0 { return .avx512 }
-        if features & Int32(TESSERA_CPU_AVX2_FMA) != 0 { return .avx2 }
-#endif
+        if cpuFeatures & Int32(TESSERA_CPU_AVX512) != 0 { return .avx512 }
+        if cpuFeatures & Int32(TESSERA_CPU_AVX2_FMA) != 0 { return .avx2 }
         return .portable
     }()
 
