@@ -245,7 +245,8 @@ import Testing
                 ReductionOps.softmaxRows(&portable, rows: rows, n: n, log: log, kernels: nil)
                 for isa in Self.variants {
                     var got = x
-                    ReductionOps.softmaxRows(&got, rows: rows, n: n, log: log, kernels: try #require(KernelDispatch.table(for: isa)))
+                    let k = try #require(KernelDispatch.table(for: isa))
+                    ReductionOps.softmaxRows(&got, rows: rows, n: n, log: log, kernels: k)
                     #expect(bits(got) == bits(portable), "\(isa) softmax n \(n) log \(log)")
                 }
             }
@@ -253,7 +254,8 @@ import Testing
             for b in [beta, nil] {
                 let portable = ReductionOps.layerNormRows(finite, n: n, gamma: gamma, beta: b, epsilon: 1e-5, kernels: nil)
                 for isa in Self.variants {
-                    let got = ReductionOps.layerNormRows(finite, n: n, gamma: gamma, beta: b, epsilon: 1e-5, kernels: try #require(KernelDispatch.table(for: isa)))
+                    let k = try #require(KernelDispatch.table(for: isa))
+                    let got = ReductionOps.layerNormRows(finite, n: n, gamma: gamma, beta: b, epsilon: 1e-5, kernels: k)
                     #expect(bits(got.y) == bits(portable.y) && bits(got.means) == bits(portable.means) && bits(got.inverses) == bits(portable.inverses),
                             "\(isa) layer norm n \(n) beta \(b != nil)")
                 }
@@ -265,9 +267,10 @@ import Testing
         let x = Self.sweep.filter { !$0.isNaN && abs($0) < 1e30 } + Self.random(1001, seed: 21).map { $0 * 6 }
         let portable = Fusion.gelu(x, divisor: 1.4142135, addend: 1, factor: 0.5, kernels: nil)
         for isa in Self.variants {
-            let got = Fusion.gelu(x, divisor: 1.4142135, addend: 1, factor: 0.5, kernels: try #require(KernelDispatch.table(for: isa)))
+            let k = try #require(KernelDispatch.table(for: isa))
+            let got = Fusion.gelu(x, divisor: 1.4142135, addend: 1, factor: 0.5, kernels: k)
             #expect(got.map(\.bitPattern) == portable.map(\.bitPattern), "\(isa) gelu")
-            let silu = Fusion.silu(x, kernels: try #require(KernelDispatch.table(for: isa)))
+            let silu = Fusion.silu(x, kernels: k)
             #expect(silu.map(\.bitPattern) == Fusion.silu(x, kernels: nil).map(\.bitPattern), "\(isa) silu")
         }
         // Long enough to split among threads: the same bits as one thread.

@@ -40,7 +40,7 @@ public struct Value: Sendable {
     /// else `type` (a float32-computed type).
     init<T: BinaryFloatingPoint>(floating v: [T], shape: [Int], type: DataType) {
         if T.self == Double.self { self.init(unsafeBitCast(v, to: [Double].self), shape: shape) } else {
-            self.init(T.self == Float.self ? unsafeBitCast(v, to: [Float].self) : v.map(Float.init), shape: shape, type: type)
+            self.init(T.self == Float.self ? unsafeBitCast(v, to: [Float].self) : v.map { Float($0) }, shape: shape, type: type)
         }
     }
 

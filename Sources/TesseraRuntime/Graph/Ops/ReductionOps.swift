@@ -338,7 +338,7 @@ enum ReductionOps {
         let v = try c.floats(0, as: T.self)
         let axis = try normalizedAxis(c.int("axis", -1), rank: x.shape.count, scalarAllowed: true)
         let normShape = Array(x.shape[axis...])
-        let n = normShape.reduce(1, *), outer = x.count / max(n, 1)
+        let n = normShape.reduce(1, *)
         let epsilon = Double(c.float("epsilon", 1e-5))
         let scale = try c.input(1), bias = c.optionalInput(2)
         // Scale and bias spread over the normalised shape (broadcast where they are smaller).
