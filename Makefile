@@ -35,6 +35,11 @@ RELEASE := .build/release
 AVX512 := $(shell grep -qw avx512f /proc/cpuinfo 2>/dev/null && echo -Xswiftc -DTESSERA_AVX512)
 VNNI := $(shell grep -qw avx512vbmi /proc/cpuinfo 2>/dev/null && grep -qw avx512_vnni /proc/cpuinfo && echo -Xswiftc -DTESSERA_AVX512_VNNI)
 ARCH_FLAGS ?= -Xswiftc -target-cpu -Xswiftc native $(AVX512) $(VNNI)
+# The test builds are optimized (-O for Swift, -O2 for C) in the debug configuration, so that
+# @testable imports still work: the Python suite runs MiniLM-sized models through the CLI dozens
+# of times, which at -Onone took most of a CI run (convert 20x slower). Bounds, overflow and
+# precondition checks stay at -O.
+TEST_FLAGS := -Xswiftc -O -Xcc -O2
 DEMO := .build/demo
 
 FUZZ_SECONDS ?= 600
@@ -81,14 +86,14 @@ build: deps
 	$(SWIFT) build -c release $(ARCH_FLAGS)
 
 test: deps service-deps venv
-	$(SWIFT) build --build-tests $(ARCH_FLAGS)
+	$(SWIFT) build --build-tests $(TEST_FLAGS) $(ARCH_FLAGS)
 	$(SWIFT) test --skip-build
 	TESSERA=.build/debug/tessera $(VENV)/bin/python -m pytest -q -p no:cacheprovider Tests/python
 
 # UndefinedBehaviorSanitizer is not available for Swift on Linux (swiftc rejects it).
 # Leak checks are off for the XCTest process itself (XCTest leaks) and on for the CLI.
 sanitize: deps service-deps venv
-	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test --scratch-path .build-asan --sanitize=address
+	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test $(TEST_FLAGS) --scratch-path .build-asan --sanitize=address
 	@# The SIGKILL and size-bound tests check no memory behaviour and are slow under ASan; the
 	@# tests that measure memory (RSS, an address-space limit) cannot run under its shadow memory.
 	@# The real models take minutes under ASan and run the ops the node tests already cover; the
@@ -96,7 +101,7 @@ sanitize: deps service-deps venv
 	@# the registry) run the same code as those on the digits model.
 	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/.ci/lsan-suppressions.txt:print_suppressions=0 TESSERA_SANITIZED=1 NODE_TEST_SAMPLE=6 TESSERA=.build-asan/debug/tessera $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
 	  -k "not sigkill and not minilm_2to4 and not costs_a_block and not 1_gib_limit and not killed_export and not real_model and not verify_generates and not distribution_minilm" Tests/python
-	$(SWIFT) test --scratch-path .build-tsan --sanitize=thread --filter "concurrentReadersAgree|KernelTests|ThreadPoolTests|BranchPlanTests"
+	$(SWIFT) test $(TEST_FLAGS) --scratch-path .build-tsan --sanitize=thread --filter "concurrentReadersAgree|KernelTests|ThreadPoolTests|BranchPlanTests"
 
 demo: build venv
 	@mkdir -p $(DEMO)
