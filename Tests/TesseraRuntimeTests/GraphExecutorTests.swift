@@ -181,7 +181,9 @@ import TesseraONNX
 
     /// A Conv's epilogue (BatchNormalization, the Add of a residual computed before it, then an
     /// activation) runs in place on its output with the nodes' bits, each activation as its op
-    /// computes it; a residual computed after the Conv leaves the Add, and what follows, unfused.
+    /// computes it, whichever way the Conv runs (im2col blocks, depthwise planes, a pointwise
+    /// GEMM, a single pixel's GEMV); a residual computed after the Conv leaves the Add, and what
+    /// follows, unfused.
     @Test func convEpiloguesRunFusedWithTheSameBits() throws {
         func tensor(_ name: String, _ shape: [Int], _ f: (Int) -> Float) -> Tensor {
             Tensor(name: name, dataType: .float, shape: shape, storage: .dense(values: TensorBytes(float32: (0 ..< shape.reduce(1, *)).map(f))))
@@ -192,11 +194,18 @@ import TesseraONNX
         let x = Value((0 ..< 594).map { Float($0 % 23) / 4 - 2.5 }, shape: [2, 3, 9, 11])
         var initializers: [String: Tensor] = [:]
         initializers["w"] = tensor("w", [3, 3, 3, 3]) { Float($0 % 7) / 9 - 0.3 }
+        initializers["dw"] = tensor("dw", [3, 1, 3, 3]) { Float($0 % 5) / 7 - 0.2 }
+        initializers["pw"] = tensor("pw", [3, 3, 1, 1]) { Float($0 % 4) / 3 - 0.4 }
         for (name, f) in [("s", { 1 + Float($0) / 3 }), ("t", { Float($0) / 7 }), ("m", { Float($0) / 2 }), ("v", { 0.5 + Float($0) })] as [(String, (Int) -> Float)] {
             initializers[name] = tensor(name, [3], f)
         }
         let pixels: [Float] = (0 ..< 153_600).map { (i: Int) -> Float in Float(i % 23) / 4 - 2.5 }
         let large = Value(pixels, shape: [2, 3, 160, 160])
+        let pixel = Value([0.5, -1.25, 2, 3.5, -0.75, 1] as [Float], shape: [2, 3, 1, 1])
+        // The weight, its group, its pads, and the inputs it runs on (the last also on two threads).
+        let convolutions: [(weight: String, group: Int64, pads: [Int64], inputs: [Value])] = [
+            ("w", 1, [1, 1, 1, 1], [x, large]), ("dw", 3, [1, 1, 1, 1], [x, large]), ("pw", 1, [0, 0, 0, 0], [pixel, x, large]),
+        ]
         initializers["lo"] = tensor("lo", [], { _ in -0.75 })
         initializers["hi"] = tensor("hi", [], { _ in 1.5 })
         let activations: [(nodes: [ONNXGraph.Node], opset: Int64, name: String)] = [
@@ -210,10 +219,11 @@ import TesseraONNX
             ([node("Sigmoid", ["r"], "g"), node("Mul", ["g", "r"], "y")], 17, "SiLU"),
         ]
         for (tail, opset, activation) in activations {
+            for convolution in convolutions {
             for shortcutFirst in [true, false] {
                 // The shortcut, a Relu of x, before the Conv (fused) or after it (the Add runs alone).
                 let shortcut = node("Relu", ["x"], "k")
-                var nodes = [node("Conv", ["x", "w"], "c", ["pads": .ints([1, 1, 1, 1])]),
+                var nodes = [node("Conv", ["x", convolution.weight], "c", ["pads": .ints(convolution.pads), "group": .int(convolution.group)]),
                              node("BatchNormalization", ["c", "s", "t", "m", "v"], "n", ["epsilon": .float(1e-3)]),
                              node("Add", ["k", "n"], "r")] + tail
                 nodes.insert(shortcut, at: shortcutFirst ? 0 : 2)
@@ -224,19 +234,23 @@ import TesseraONNX
                 let reference = try GraphExecutor(graph)
                 reference.observer = ([], { _, _ in })
                 // Twice: the second run reuses the folded and cached state.
-                for _ in 0 ..< 2 {
-                    let y = try executor.run(["x": x])[0].value, expected = try reference.run(["x": x])[0].value
-                    #expect(y.shape == expected.shape && y.asFloats.map(\.bitPattern) == expected.asFloats.map(\.bitPattern), "\(activation)")
+                for input in convolution.inputs.dropLast() {
+                    for _ in 0 ..< 2 {
+                        let y = try executor.run(["x": input])[0].value, expected = try reference.run(["x": input])[0].value
+                        let (got, want): ([UInt32], [UInt32]) = (y.asFloats.map { $0.bitPattern }, expected.asFloats.map { $0.bitPattern })
+                        #expect(y.shape == expected.shape && got == want, "\(activation) \(convolution.weight) \(input.shape)")
+                    }
                 }
-                // Large enough for the whole epilogue to split its planes among two threads.
-                if shortcutFirst {
+                // Large enough for the Conv to split its output among two threads.
+                if shortcutFirst, let input = convolution.inputs.last {
                     let split = try GraphExecutor(graph, threads: 2)
-                    let (y, expected) = (try split.run(["x": large])[0].value, try reference.run(["x": large])[0].value)
+                    let (y, expected) = (try split.run(["x": input])[0].value, try reference.run(["x": input])[0].value)
                     let (got, want): ([UInt32], [UInt32]) = (y.asFloats.map { $0.bitPattern }, expected.asFloats.map { $0.bitPattern })
-                    #expect(y.shape == expected.shape && got == want, "\(activation) on two threads")
+                    #expect(y.shape == expected.shape && got == want, "\(activation) \(convolution.weight) on two threads")
                 }
                 let fused = shortcutFirst ? "Conv + BatchNormalization + Add + \(activation) (fused)" : "Conv + BatchNormalization (fused)"
                 #expect(executor.profile!.entries.keys.contains(fused), "\(executor.profile!.entries.keys.sorted())")
+            }
             }
         }
     }

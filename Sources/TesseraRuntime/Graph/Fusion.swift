@@ -279,38 +279,31 @@ struct Fusion {
                 guard let resolved = try a.resolved(value) else { return nil }
                 activation = resolved
             }
-            var y = try ConvolutionOps.conv(context)
-            // A residual that broadcasts spatially (not seen in exported models) runs unfused, the Conv again.
-            guard y.type == .float, y.shape.count >= 2, y.shape[1] == channels, residual.map({ $0.shape == y.shape }) ?? true else { return nil }
-            // The output's only reference, so that the epilogue works where it lies.
-            var values: [Float] = []
-            if case .float(let stored) = y.elements { values = stored }
-            y.elements = .float([])
-            // Plane by plane, each step while the plane is in cache; planes among threads.
-            let (planes, spatial) = (y.shape[0] * channels, y.shape.dropFirst(2).reduce(1, *))
+            // The epilogue runs on each run of outputs the Conv finishes, while they are in cache.
             let other: [Float] = if case .float(let f)? = residual?.elements { f } else { [] }
-            values.withUnsafeMutableBufferPointer { v in
-                other.withUnsafeBufferPointer { other in
-                    guard let base = v.baseAddress else { return }
-                    func finish(_ p: Int) {
-                        let plane = base + p * spatial, ch = p % channels
-                        if let n = e.batchNorm {
-                            ReductionOps.normalize(plane, count: spatial, scale: parameters[0][ch], bias: parameters[1][ch],
-                                                   mean: parameters[2][ch], variance: parameters[3][ch], epsilon: n.epsilon)
-                        }
-                        if let b = e.bias {
-                            let add = bias[ch]
-                            if b.first { for i in 0 ..< spatial { plane[i] = add + plane[i] } } else { for i in 0 ..< spatial { plane[i] = plane[i] + add } }
-                        }
-                        if let r = e.residual, let add = other.baseAddress.map({ $0 + p * spatial }) {
-                            if r.first { for i in 0 ..< spatial { plane[i] = add[i] + plane[i] } } else { for i in 0 ..< spatial { plane[i] = plane[i] + add[i] } }
-                        }
-                        activation?.apply(UnsafeMutableBufferPointer(start: plane, count: spatial))
+            // A residual's planes as it has them; one that turns out not to have the output's
+            // shape (broadcasting spatially, not seen in exported models) is not read past its
+            // end here, and the chain then runs unfused, the Conv again.
+            let otherSpatial = residual.map { $0.shape.dropFirst(2).reduce(1, *) } ?? 0
+            let y = try other.withUnsafeBufferPointer { other in
+                try ConvolutionOps.conv(context) { p, offset, run, count in
+                    let ch = p % channels
+                    if let n = e.batchNorm {
+                        ReductionOps.normalize(run, count: count, scale: parameters[0][ch], bias: parameters[1][ch],
+                                               mean: parameters[2][ch], variance: parameters[3][ch], epsilon: n.epsilon)
                     }
-                    Threads.split(planes, threads: Threads.worthwhile(context.threads, work: v.count)) { $0.forEach(finish) }
+                    if let b = e.bias {
+                        let add = bias[ch]
+                        if b.first { for i in 0 ..< count { run[i] = add + run[i] } } else { for i in 0 ..< count { run[i] = run[i] + add } }
+                    }
+                    if let r = e.residual, offset + count <= otherSpatial, let base = other.baseAddress {
+                        let add = base + p * otherSpatial + offset
+                        if r.first { for i in 0 ..< count { run[i] = add[i] + run[i] } } else { for i in 0 ..< count { run[i] = run[i] + add[i] } }
+                    }
+                    activation?.apply(UnsafeMutableBufferPointer(start: run, count: count))
                 }
             }
-            y.elements = .float(values)
+            guard y.type == .float, y.shape.count >= 2, y.shape[1] == channels, residual.map({ $0.shape == y.shape }) ?? true else { return nil }
             return y
         case .gelu(let divisor, let addend, let factor):
             var scalars: [Float] = []

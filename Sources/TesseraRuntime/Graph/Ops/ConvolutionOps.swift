@@ -142,7 +142,14 @@ enum ConvolutionOps {
         }
     }
 
-    static func conv(_ c: NodeContext) throws -> Value {
+    /// What a fused Conv applies to its float32 outputs as they are finished, while they are
+    /// still in cache: `(plane, offset, values, count)` for outputs `offset ..< offset + count`
+    /// of output plane `plane` (image · channels + channel). Called once per output, from the
+    /// thread that wrote it.
+    typealias Finisher = (_ plane: Int, _ offset: Int, _ values: UnsafeMutablePointer<Float>, _ count: Int) -> Void
+
+    /// Conv; `finish`, for float32 inputs, runs on every output once it holds bias + product.
+    static func conv(_ c: NodeContext, finish: Finisher? = nil) throws -> Value {
         let x = try c.input(0)
         guard x.shape.count >= 3 else { throw RuntimeError(.badShape, "Conv input \(x.shape) needs [N, C, spatial...]") }
         let weightShape = try c.input(1).shape
@@ -166,16 +173,21 @@ enum ConvolutionOps {
             var y = try biased(c, Float.self, s, count: elementCount(shape))
             let w = try c.floats(1)
             if let k = KernelDispatch.kernels, plan.window.input.count == 2 {
-                depthwise2D(k, input, w, s, plan.window, into: &y, threads: c.threads)
+                depthwise2D(k, input, w, s, plan.window, into: &y, threads: c.threads, finish: finish)
             } else {
                 direct(input, w, s, plan.sources, into: &y)
+                if let finish {
+                    y.withUnsafeMutableBufferPointer { y in
+                        for plane in 0 ..< s.batch * s.outChannels { finish(plane, 0, y.baseAddress! + plane * s.outPixels, s.outPixels) }
+                    }
+                }
             }
             return Value(y, shape: shape, type: x.type)
         }
         let operators = try plan.operators ?? ConvPlan.operators(try c.floats(1), s, name: c.node.outputs.first ?? "")
         let bias = c.optionalInput(2)?.floating(Float.self) ?? [Float](repeating: 0, count: s.outChannels)
         let y = [Float](unsafeUninitializedCapacity: try elementCount(shape)) { y, initialized in
-            if let base = y.baseAddress { im2col(input, operators, s, plan.sources, plan.window, bias: bias, into: base, threads: c.threads) }
+            if let base = y.baseAddress { im2col(input, operators, s, plan.sources, plan.window, bias: bias, into: base, threads: c.threads, finish: finish) }
             initialized = y.count
         }
         return Value(y, shape: shape, type: x.type)
@@ -237,9 +249,9 @@ enum ConvolutionOps {
     /// rows of output pixels, zeros in the padding) in the transposed layout the GEMM kernel
     /// reads, so its `[Cout/g][pixels]` result is already the output's layout.
     /// Writes every output once, as `bias + product` (the sum a bias-filled output accumulating
-    /// the product makes, without filling it first).
+    /// the product makes, without filling it first), then `finish`es it.
     static func im2col(_ input: [Float], _ operators: [LinearOperator], _ s: Geometry, _ sources: [Int32], _ window: Window,
-                       bias: [Float], into y: UnsafeMutablePointer<Float>, threads: Int) {
+                       bias: [Float], into y: UnsafeMutablePointer<Float>, threads: Int, finish: Finisher? = nil) {
         let depth = s.groupIn * s.taps, pixels = s.outPixels
         // A 1x1 convolution with stride 1 and no padding reads each input pixel as it is: the
         // input planes are already the columns (`[channels][pixels]`), so whole vectors of
@@ -299,6 +311,7 @@ enum ConvolutionOps {
                             let channel = g * s.groupOut + co, initial = bias[channel]
                             let out = y + (n * s.outChannels + channel) * pixels + p0, result = yt + co * ld
                             for o in 0 ..< count { out[o] = initial + result[o] }
+                            finish?(n * s.outChannels + channel, p0, out, count)
                         }
                     }
                     for n in 0 ..< s.batch {
@@ -381,7 +394,7 @@ enum ConvolutionOps {
     /// `direct` computes (the same products and sums, in the same order) with vector loops
     /// over each output row instead of the tap table.
     static func depthwise2D(_ k: tessera_kernels, _ input: [Float], _ w: [Float], _ s: Geometry, _ window: Window, into y: inout [Float],
-                            threads: Int = 1) {
+                            threads: Int = 1, finish: Finisher? = nil) {
         let (h, width) = (window.input[0], window.input[1]), (oh, ow) = (window.output[0], window.output[1])
         guard oh > 0, ow > 0 else { return }
         let scratch = tessera_depthwise_scratch(oh, ow, window.kernel[0], window.kernel[1], window.strides[0], window.strides[1],
@@ -402,6 +415,7 @@ enum ConvolutionOps {
                                         w.baseAddress! + channel * s.taps, window.kernel[0], window.kernel[1],
                                         window.strides[0], window.strides[1], window.dilations[0], window.dilations[1],
                                         window.padBegin[0], window.padBegin[1], y.baseAddress! + plane * s.outPixels, oh, ow, padded)
+                            finish?(plane, 0, y.baseAddress! + plane * s.outPixels, s.outPixels)
                         }
                     }
                 }
