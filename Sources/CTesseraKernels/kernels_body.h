@@ -531,10 +531,12 @@ static void NAME(depthwise)(const float *in, ptrdiff_t h, ptrdiff_t w, const flo
     for (ptrdiff_t r = 0; r < ph; r++) {
         ptrdiff_t iy = r - py;
         float *row = padded + r * ps;
-        for (ptrdiff_t c = 0; c < ps; c++) row[c] = 0.0f;
-        if (iy < 0 || iy >= h) continue;
         ptrdiff_t first = px < 0 ? -px : 0, last = w < ps - px ? w : ps - px;   /* input columns that land in the row */
-        for (ptrdiff_t ix = first; ix < last; ix++) row[ix + px] = in[iy * w + ix];
+        if (iy < 0 || iy >= h || first >= last) { __builtin_memset(row, 0, (size_t)ps * sizeof(float)); continue; }
+        /* Zeros around the copied columns only; the library's copy takes short rows whole. */
+        __builtin_memset(row, 0, (size_t)(first + px) * sizeof(float));
+        __builtin_memcpy(row + first + px, in + iy * w + first, (size_t)(last - first) * sizeof(float));
+        __builtin_memset(row + last + px, 0, (size_t)(ps - last - px) * sizeof(float));
     }
     /* Rows four at a time; the stride a constant where it is 1 or 2, so the tap loads are plain. */
 #define DEPTHWISE_ROWS(R, SX) NAME(depthwise_rows)(R, padded + oy * sy * ps, sy * ps, weights, kh, kw, SX, dx, dy * ps, out + oy * ow, ow)
