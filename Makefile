@@ -96,11 +96,10 @@ sanitize: deps service-deps venv
 	ASAN_OPTIONS=detect_leaks=0 $(SWIFT) test $(TEST_FLAGS) --scratch-path .build-asan --sanitize=address
 	@# The SIGKILL and size-bound tests check no memory behaviour and are slow under ASan; the
 	@# tests that measure memory (RSS, an address-space limit) cannot run under its shadow memory.
-	@# The real models take minutes under ASan and run the ops the node tests already cover; the
-	@# node tests run as a fixed sample (every 6th). The distribution tests on MiniLM (59 MB through
-	@# the registry) run the same code as those on the digits model.
+	@# The node tests run as a fixed sample (every 6th); the real models and the MiniLM
+	@# distribution tests run whole (about 75 s at -O).
 	ASAN_OPTIONS=detect_leaks=1 LSAN_OPTIONS=suppressions=$(CURDIR)/.ci/lsan-suppressions.txt:print_suppressions=0 TESSERA_SANITIZED=1 NODE_TEST_SAMPLE=6 TESSERA=.build-asan/debug/tessera $(VENV)/bin/python -m pytest -q -p no:cacheprovider \
-	  -k "not sigkill and not minilm_2to4 and not costs_a_block and not 1_gib_limit and not killed_export and not real_model and not verify_generates and not distribution_minilm" Tests/python
+	  -k "not sigkill and not costs_a_block and not 1_gib_limit and not killed_export" Tests/python
 	$(SWIFT) test $(TEST_FLAGS) --scratch-path .build-tsan --sanitize=thread --filter "concurrentReadersAgree|KernelTests|ThreadPoolTests|BranchPlanTests"
 
 demo: build venv
