@@ -219,8 +219,9 @@ import TesseraONNX
             ([node("Sigmoid", ["r"], "g"), node("Mul", ["g", "r"], "y")], 17, "SiLU"),
         ]
         for (tail, opset, activation) in activations {
-            for convolution in convolutions {
-            for shortcutFirst in [true, false] {
+            let cases: [(convolution: (weight: String, group: Int64, pads: [Int64], inputs: [Value]), shortcutFirst: Bool)] =
+                convolutions.flatMap { [($0, true), ($0, false)] }
+            for (convolution, shortcutFirst) in cases {
                 // The shortcut, a Relu of x, before the Conv (fused) or after it (the Add runs alone).
                 let shortcut = node("Relu", ["x"], "k")
                 var nodes = [node("Conv", ["x", convolution.weight], "c", ["pads": .ints(convolution.pads), "group": .int(convolution.group)]),
@@ -250,7 +251,6 @@ import TesseraONNX
                 }
                 let fused = shortcutFirst ? "Conv + BatchNormalization + Add + \(activation) (fused)" : "Conv + BatchNormalization (fused)"
                 #expect(executor.profile!.entries.keys.contains(fused), "\(executor.profile!.entries.keys.sorted())")
-            }
             }
         }
     }
