@@ -453,6 +453,30 @@ import TesseraONNX
         }
     }
 
+    /// A B computed from constants (an int8 weight dequantized by Cast and Mul) runs as an
+    /// operator made on the first run and reused: the same products on every run, for a
+    /// batched, a 2-D and a 1-D A.
+    @Test func matMulOnAFoldedWeightRunsThroughItsOperator() throws {
+        let (k, n) = (5, 37)
+        let codes = Tensor(name: "codes", dataType: .int8, shape: [k, n], storage: .dense(values: TensorBytes((0 ..< k * n).map { UInt8(bitPattern: Int8($0 % 9 - 4)) })))
+        let scale = Tensor(name: "scale", dataType: .float, shape: [1, n], storage: .dense(values: TensorBytes(float32: (0 ..< n).map { Float($0 % 3 + 1) })))
+        let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: "Cast", inputs: ["codes"], outputs: ["c"], attributes: ["to": .int(1)]),
+                                      ONNXGraph.Node(opType: "Mul", inputs: ["c", "scale"], outputs: ["b"], attributes: [:]),
+                                      ONNXGraph.Node(opType: "MatMul", inputs: ["x", "b"], outputs: ["y"], attributes: [:])],
+                              inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
+                              initializers: ["codes": codes, "scale": scale])
+        let b = (0 ..< k * n).map { Float($0 % 9 - 4) * Float($0 % n % 3 + 1) }
+        let executor = try GraphExecutor(graph)
+        for shape in [[2, 3, k], [4, k], [k]] {
+            let rows = shape.dropLast().reduce(1, *), a = (0 ..< rows * k).map { Float(($0 * 7) % 11) - 5 }
+            let expected = (0 ..< rows).flatMap { i in (0 ..< n).map { j in (0 ..< k).reduce(Float(0)) { $0 + a[i * k + $1] * b[$1 * n + j] } } }
+            for _ in 0 ..< 2 {
+                let y = try executor.run(["x": floats(a, shape)])[0].value
+                #expect(y.shape == shape.dropLast() + [n] && y.floats == expected, "\(shape)")
+            }
+        }
+    }
+
     @Test func whereBroadcastsItsCondition() throws {
         let y = try run("Where", [Value([true, false], shape: [2]), iota([2, 2]), floats([-1], [1])])
         #expect(y.asFloats == [0, -1, 2, -1])
