@@ -32,11 +32,14 @@ static inline float NAME(sum)(vec v) {
 }
 
 static void NAME(tile8x32)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
-                           float *out, ptrdiff_t ldo) {
+                           float *out, ptrdiff_t ldo, int accumulate) {
     float *o[8];
     for (int i = 0; i < 8; i++) o[i] = out + i * ldo;
     vec c0[8], c1[8];
-    for (int i = 0; i < 8; i++) { c0[i] = LOAD(o[i]); c1[i] = LOAD(o[i] + 16); }
+    for (int i = 0; i < 8; i++) {
+        c0[i] = accumulate ? LOAD(o[i]) : SPLAT(0.0f);
+        c1[i] = accumulate ? LOAD(o[i] + 16) : SPLAT(0.0f);
+    }
     for (ptrdiff_t k = 0; k < depth; k++) {
         vec x0 = LOAD(xt), x1 = LOAD(xt + 16);
         for (int i = 0; i < 8; i++) {
@@ -51,9 +54,9 @@ static void NAME(tile8x32)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const 
 }
 
 static void NAME(tile8x16)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
-                           float *out, ptrdiff_t ldo) {
+                           float *out, ptrdiff_t ldo, int accumulate) {
     vec c[8];
-    for (int i = 0; i < 8; i++) c[i] = LOAD(out + i * ldo);
+    for (int i = 0; i < 8; i++) c[i] = accumulate ? LOAD(out + i * ldo) : SPLAT(0.0f);
     for (ptrdiff_t k = 0; k < depth; k++) {
         vec x0 = LOAD(xt);
         for (int i = 0; i < 8; i++) c[i] = FMA(c[i], x0, SPLAT(w[i]));

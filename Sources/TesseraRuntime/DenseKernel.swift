@@ -15,7 +15,8 @@ struct DenseKernel: WeightKernel {
         // each other, so 8 rows at one depth are 8 adjacent floats: no panel needed.
         let inPlace = op.view.outer == 1 ? w.float32Values : nil
         let packed = op.panels
-        problem.withTransposedOperands(accumulating: true) { t in
+        // The first depth block's tiles start from zero, so yᵀ need not be zeroed first.
+        problem.withTransposedOperands(accumulating: false) { t in
             let ld = t.ld
             Threads.split((rows + 7) / 8, threads: problem.threads) { panels in
                 let panel = UnsafeMutablePointer<Float>.allocate(capacity: 8 * Self.depthBlock)
@@ -39,10 +40,10 @@ struct DenseKernel: WeightKernel {
                         let out = t.yt + r0 * t.yld, xBlock = t.xt + k0 * ld
                         var b = 0
                         while b + 32 <= t.columns {
-                            tile8x32(wp, ks, kn, xBlock + b, ld, out + b, t.yld)
+                            tile8x32(wp, ks, kn, xBlock + b, ld, out + b, t.yld, accumulating: k0 > 0)
                             b += 32
                         }
-                        if b < t.columns { tile8x16(wp, ks, kn, xBlock + b, ld, out + b, t.yld) }
+                        if b < t.columns { tile8x16(wp, ks, kn, xBlock + b, ld, out + b, t.yld, accumulating: k0 > 0) }
                     }
                 }
             }

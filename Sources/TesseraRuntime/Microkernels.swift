@@ -3,20 +3,25 @@
 /// the reference the variants reproduce exactly.
 ///
 /// The tiles compute an 8-row tile of `yᵀ`: `out[i][b] += Σ_k w[i + k·ks] · xt[k·ldx + b]`, 8 rows
-/// by 32 (or 16) batch columns, with every accumulator in a register. The weights are
+/// by 32 (or 16) batch columns, with every accumulator in a register; or, not `accumulating`
+/// (a first depth block), `out[i][b] = Σ_k ...` over whatever `out` held. The weights are
 /// broadcast from `w` (a decoded panel with `ks == 8`, or float32 rows stored adjacently);
 /// the activations are vectors of 16 batch rows.
 
 @inline(__always)
 func tile8x32(_ w: UnsafePointer<Float>, _ ks: Int, _ depth: Int,
-              _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int) {
-    if let k = KernelDispatch.kernels { k.tile8x32(w, ks, depth, xt, ldx, out, ldo) } else { PortableKernels.tile8x32(w, ks, depth, xt, ldx, out, ldo) }
+              _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
+    if let k = KernelDispatch.kernels { k.tile8x32(w, ks, depth, xt, ldx, out, ldo, accumulating ? 1 : 0) } else {
+        PortableKernels.tile8x32(w, ks, depth, xt, ldx, out, ldo, accumulating: accumulating)
+    }
 }
 
 @inline(__always)
 func tile8x16(_ w: UnsafePointer<Float>, _ ks: Int, _ depth: Int,
-              _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int) {
-    if let k = KernelDispatch.kernels { k.tile8x16(w, ks, depth, xt, ldx, out, ldo) } else { PortableKernels.tile8x16(w, ks, depth, xt, ldx, out, ldo) }
+              _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
+    if let k = KernelDispatch.kernels { k.tile8x16(w, ks, depth, xt, ldx, out, ldo, accumulating ? 1 : 0) } else {
+        PortableKernels.tile8x16(w, ks, depth, xt, ldx, out, ldo, accumulating: accumulating)
+    }
 }
 
 /// `Σ a[k]·b[k]`.
@@ -53,12 +58,13 @@ func denseProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: Uns
 enum PortableKernels {
     @inline(never)
     static func tile8x32(_ w: UnsafePointer<Float>, _ ks: Int, _ depth: Int,
-                  _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int) {
+                  _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
         let o0 = out, o1 = out + ldo, o2 = o1 + ldo, o3 = o2 + ldo, o4 = o3 + ldo, o5 = o4 + ldo, o6 = o5 + ldo, o7 = o6 + ldo
-        var c00 = load(o0), c01 = load(o0 + 16), c10 = load(o1), c11 = load(o1 + 16)
-        var c20 = load(o2), c21 = load(o2 + 16), c30 = load(o3), c31 = load(o3 + 16)
-        var c40 = load(o4), c41 = load(o4 + 16), c50 = load(o5), c51 = load(o5 + 16)
-        var c60 = load(o6), c61 = load(o6 + 16), c70 = load(o7), c71 = load(o7 + 16)
+        let start = { (p: UnsafeMutablePointer<Float>) in accumulating ? load(p) : Vec() }
+        var c00 = start(o0), c01 = start(o0 + 16), c10 = start(o1), c11 = start(o1 + 16)
+        var c20 = start(o2), c21 = start(o2 + 16), c30 = start(o3), c31 = start(o3 + 16)
+        var c40 = start(o4), c41 = start(o4 + 16), c50 = start(o5), c51 = start(o5 + 16)
+        var c60 = start(o6), c61 = start(o6 + 16), c70 = start(o7), c71 = start(o7 + 16)
         var wp = w, xp = xt
         for _ in 0 ..< depth {
             let x0 = load(xp), x1 = load(xp + 16)
@@ -81,10 +87,11 @@ enum PortableKernels {
 
     @inline(never)
     static func tile8x16(_ w: UnsafePointer<Float>, _ ks: Int, _ depth: Int,
-                  _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int) {
+                  _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
         let o0 = out, o1 = out + ldo, o2 = o1 + ldo, o3 = o2 + ldo, o4 = o3 + ldo, o5 = o4 + ldo, o6 = o5 + ldo, o7 = o6 + ldo
-        var c0 = load(o0), c1 = load(o1), c2 = load(o2), c3 = load(o3)
-        var c4 = load(o4), c5 = load(o5), c6 = load(o6), c7 = load(o7)
+        let start = { (p: UnsafeMutablePointer<Float>) in accumulating ? load(p) : Vec() }
+        var c0 = start(o0), c1 = start(o1), c2 = start(o2), c3 = start(o3)
+        var c4 = start(o4), c5 = start(o5), c6 = start(o6), c7 = start(o7)
         var wp = w, xp = xt
         for _ in 0 ..< depth {
             let x0 = load(xp)

@@ -102,19 +102,33 @@ import Testing
             let k = try #require(KernelDispatch.table(for: isa))
             for (depth, ks) in [(1, 8), (37, 8), (256, 8), (19, 24)] {
                 let w = Self.random(ks * depth + 8, seed: 1), xt = Self.random(depth * 40, seed: 2), start = Self.random(8 * 40, seed: 3)
-                for wide in [true, false] {
+                for (wide, accumulating) in [(true, true), (false, true), (true, false), (false, false)] {
                     var expected = start, got = start
                     w.withUnsafeBufferPointer { w in
                         xt.withUnsafeBufferPointer { xt in
                             expected.withUnsafeMutableBufferPointer { o in
-                                (wide ? PortableKernels.tile8x32 : PortableKernels.tile8x16)(w.baseAddress!, ks, depth, xt.baseAddress!, 40, o.baseAddress!, 40)
+                                (wide ? PortableKernels.tile8x32 : PortableKernels.tile8x16)(w.baseAddress!, ks, depth, xt.baseAddress!, 40, o.baseAddress!, 40, accumulating)
                             }
                             got.withUnsafeMutableBufferPointer { o in
-                                (wide ? k.tile8x32 : k.tile8x16)(w.baseAddress!, ks, depth, xt.baseAddress!, 40, o.baseAddress!, 40)
+                                (wide ? k.tile8x32 : k.tile8x16)(w.baseAddress!, ks, depth, xt.baseAddress!, 40, o.baseAddress!, 40, accumulating ? 1 : 0)
                             }
                         }
                     }
-                    #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) tile (wide: \(wide)) at depth \(depth)")
+                    #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) tile (wide: \(wide), accumulating: \(accumulating)) at depth \(depth)")
+                    // Not accumulating, a tile ignores what its outputs held: the same as from zeros.
+                    if !accumulating {
+                        var fromZeros = [Float](repeating: 0, count: start.count)
+                        w.withUnsafeBufferPointer { w in
+                            xt.withUnsafeBufferPointer { xt in
+                                fromZeros.withUnsafeMutableBufferPointer { o in
+                                    (wide ? PortableKernels.tile8x32 : PortableKernels.tile8x16)(w.baseAddress!, ks, depth, xt.baseAddress!, 40, o.baseAddress!, 40, true)
+                                }
+                            }
+                        }
+                        let columns = wide ? 32 : 16
+                        let written = (0 ..< 8).flatMap { i in (0 ..< columns).map { i * 40 + $0 } }
+                        #expect(written.allSatisfy { got[$0].bitPattern == fromZeros[$0].bitPattern }, "\(isa) tile from zeros (wide: \(wide))")
+                    }
                 }
             }
         }
