@@ -584,8 +584,64 @@ static void NAME(maxpool)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t k
     }
 }
 
+/* One step of the Conv epilogue (see tessera_epilogue) on a vector, for a constant `activation`. */
+static inline __attribute__((always_inline)) vec NAME(epilogue_v)(const tessera_epilogue *e, int activation, vec v, const float *residual,
+                                                                  ptrdiff_t n) {
+    const vec zero = SPLAT(0.0f), one = SPLAT(1.0f);
+    if (e->normalize) {
+        const vecd scale = {e->scale, e->scale, e->scale, e->scale, e->scale, e->scale, e->scale, e->scale};
+        const vecd shift = {e->shift, e->shift, e->shift, e->shift, e->shift, e->shift, e->shift, e->shift};
+        vec8 lo = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7), hi = __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+        lo = __builtin_convertvector(__builtin_convertvector(lo, vecd) * scale + shift, vec8);
+        hi = __builtin_convertvector(__builtin_convertvector(hi, vecd) * scale + shift, vec8);
+        v = __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    }
+    if (e->add_bias) v = e->bias_first ? SPLAT(e->bias) + v : v + SPLAT(e->bias);
+    if (residual) {
+        vec r = NAME(load_first)(residual, n);
+        v = e->residual_first ? r + v : v + r;
+    }
+    vec t;
+    switch (activation) {
+    case TESSERA_RELU: return SELECT(v <= zero, zero, v);
+    case TESSERA_HARDSWISH:
+        t = SPLAT(1.0f / 6.0f) * v + SPLAT(0.5f);
+        t = SELECT(t < one, t, one);
+        return v * SELECT(t >= zero, t, zero);
+    case TESSERA_LEAKYRELU: return SELECT(v >= zero, v, SPLAT(e->alpha) * v);
+    case TESSERA_HARDSIGMOID:
+        t = SPLAT(e->alpha) * v + SPLAT(e->beta);
+        t = SELECT(t < one, t, one);
+        return SELECT(t >= zero, t, zero);
+    case TESSERA_CLIP:
+        t = SELECT(SPLAT(e->alpha) >= v, SPLAT(e->alpha), v);
+        return SELECT(SPLAT(e->beta) < t, SPLAT(e->beta), t);
+    case TESSERA_SILU: return v * NAME(sigmoid_v)(v);
+    default: return v;
+    }
+}
+
+static void NAME(epilogue)(float *v, ptrdiff_t n, const tessera_epilogue *steps) {
+    const tessera_epilogue copy = *steps, *e = &copy;   /* a local copy: no store to v can change it */
+#define EPILOGUE_LOOP(activation) \
+    for (ptrdiff_t i = 0; i < n; i += 16) { \
+        ptrdiff_t m = n - i < 16 ? n - i : 16; \
+        NAME(store_first)(NAME(epilogue_v)(e, activation, NAME(load_first)(v + i, m), e->residual ? e->residual + i : 0, m), v + i, m); \
+    }
+    switch (e->activation) {
+    case TESSERA_RELU: EPILOGUE_LOOP(TESSERA_RELU) break;
+    case TESSERA_HARDSWISH: EPILOGUE_LOOP(TESSERA_HARDSWISH) break;
+    case TESSERA_LEAKYRELU: EPILOGUE_LOOP(TESSERA_LEAKYRELU) break;
+    case TESSERA_HARDSIGMOID: EPILOGUE_LOOP(TESSERA_HARDSIGMOID) break;
+    case TESSERA_CLIP: EPILOGUE_LOOP(TESSERA_CLIP) break;
+    case TESSERA_SILU: EPILOGUE_LOOP(TESSERA_SILU) break;
+    default: EPILOGUE_LOOP(TESSERA_IDENTITY) break;
+    }
+#undef EPILOGUE_LOOP
+}
+
 const tessera_kernels NAME(tessera_kernels) = {
     NAME(tile8x32), NAME(tile8x16), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
     NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row), NAME(binary), NAME(unary), NAME(depthwise), NAME(maxpool),
-    NAME(softmax), NAME(layernorm), NAME(gelu), NAME(silu),
+    NAME(softmax), NAME(layernorm), NAME(gelu), NAME(silu), NAME(epilogue),
 };

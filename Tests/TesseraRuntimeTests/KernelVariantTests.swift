@@ -294,4 +294,44 @@ import Testing
         let (silu1, silu2) = (Fusion.silu(long), Fusion.silu(long, threads: 2))
         #expect(silu1.map(\.bitPattern) == silu2.map(\.bitPattern))
     }
+    /// The fused Conv epilogue, every activation with and without each earlier step, on runs of
+    /// every length up to two vectors and more (masked and copied tails), against the portable
+    /// reference bit for bit, over the whole float range: NaN, infinities and both zeros included.
+    @Test func convEpilogueMatchesThePortableKernel() throws {
+        let spread = stride(from: 0, to: Self.sweep.count - 13, by: 41).map { Self.sweep[$0] } + Self.sweep.suffix(13)   // and the edges
+        let x = spread + [-0.0] + Self.random(999, seed: 23).map { $0 * 8 }, residual = Self.random(x.count, seed: 24).map { $0 * 3 }
+        let activations: [(Int, Float, Float)] = [(TESSERA_IDENTITY, 0, 0), (TESSERA_RELU, 0, 0), (TESSERA_HARDSWISH, 0, 0), (TESSERA_LEAKYRELU, 0.1, 0),
+                                                  (TESSERA_HARDSIGMOID, 0.2, 0.5), (TESSERA_CLIP, 0, 6), (TESSERA_CLIP, -.infinity, 1), (TESSERA_SILU, 0, 0)]
+        func run(_ e: tessera_epilogue, _ kernels: tessera_kernels?) -> [UInt32] {
+            var v = x
+            v.withUnsafeMutableBufferPointer { v in
+                // Runs of 1 to 40 outputs, then the rest, each reading its part of the residual.
+                var start = 0, length = 1
+                while start < v.count {
+                    let n = length <= 40 ? min(length, v.count - start) : v.count - start
+                    var run = e
+                    if e.residual != nil { run.residual = e.residual! + start }
+                    Fusion.epilogue(v.baseAddress! + start, count: n, run, kernels: kernels)
+                    (start, length) = (start + n, length + 1)
+                }
+            }
+            return v.map(\.bitPattern)
+        }
+        try residual.withUnsafeBufferPointer { residual in
+            for isa in Self.variants {
+                let k = try #require(KernelDispatch.table(for: isa))
+                for (activation, alpha, beta) in activations {
+                    for steps in 0 ..< 8 {
+                        var e = tessera_epilogue()
+                        (e.activation, e.alpha, e.beta) = (Int32(activation), alpha, beta)
+                        if steps & 1 != 0 { (e.normalize, e.scale, e.shift) = (1, 0.7310585786300049, -1.25) }
+                        if steps & 2 != 0 { (e.add_bias, e.bias_first, e.bias) = (1, Int32(steps & 4 == 0 ? 1 : 0), 0.375) }
+                        if steps & 4 != 0 { (e.residual, e.residual_first) = (residual.baseAddress, Int32(steps & 2 == 0 ? 1 : 0)) }
+                        let differing = zip(run(e, k), run(e, nil)).filter { $0 != $1 }.count
+                        #expect(differing == 0, "\(isa) activation \(activation) steps \(steps)")
+                    }
+                }
+            }
+        }
+    }
 }

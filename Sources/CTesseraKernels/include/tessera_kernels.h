@@ -69,6 +69,28 @@ typedef void (*tessera_gelu_fn)(const float *x, float *y, ptrdiff_t n, float a, 
 /* y[i] = x[i] · sigmoid(x[i]), sigmoid as `unary` computes it: SiLU's Sigmoid and Mul nodes fused. */
 typedef void (*tessera_silu_fn)(const float *x, float *y, ptrdiff_t n);
 
+/* What a fused Conv applies to a run of its float32 outputs, in place, each step optional and
+   in the nodes' order (Fusion.ConvEpilogue's arithmetic):
+   - BatchNormalization: float((double)v · scale + shift);
+   - an Add of a per-channel constant `bias`, and an Add of the `residual` run (each first or
+     second operand as in its node);
+   - an activation as the ops compute it with Swift's min(a, b) = b < a ? b : a and
+     max(a, b) = b >= a ? b : a: Relu max(v, 0); HardSwish v · max(0, min(1, (1 / 6) · v + 0.5));
+     LeakyRelu v >= 0 ? v : alpha · v; HardSigmoid max(0, min(1, alpha · v + beta));
+     Clip min(max(v, alpha), beta); SiLU v · sigmoid(v), sigmoid as `unary` computes it. */
+enum { TESSERA_IDENTITY, TESSERA_RELU, TESSERA_HARDSWISH, TESSERA_LEAKYRELU, TESSERA_HARDSIGMOID, TESSERA_CLIP, TESSERA_SILU };
+typedef struct {
+    int normalize;
+    double scale, shift;
+    int add_bias, bias_first;
+    float bias;
+    const float *residual;
+    int residual_first;
+    int activation;
+    float alpha, beta;
+} tessera_epilogue;
+typedef void (*tessera_epilogue_fn)(float *v, ptrdiff_t n, const tessera_epilogue *e);
+
 /* One plane of a 2-D depthwise convolution, added to `out` (which holds the bias):
    out[oy][ox] += w[ky][kx] · in[oy·sy + ky·dy − py][ox·sx + kx·dx − px] for each tap in order
    (ky, then kx), a multiply then an add, with zeros outside the input: the portable
@@ -112,6 +134,7 @@ typedef struct {
     tessera_layernorm_fn layernorm;
     tessera_gelu_fn gelu;
     tessera_silu_fn silu;
+    tessera_epilogue_fn epilogue;
 } tessera_kernels;
 
 /* The instruction sets this CPU (and its OS, for the wide registers) supports. */

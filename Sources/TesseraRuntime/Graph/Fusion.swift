@@ -91,18 +91,16 @@ struct Fusion {
             return .clip(bounds[0], bounds[1])
         }
 
-        /// Applies the (resolved) activation to `v` in place.
-        func apply(_ v: UnsafeMutableBufferPointer<Float>, kernels: tessera_kernels? = KernelDispatch.kernels) {
+        /// The (resolved) activation as the epilogue kernel takes it: its code and parameters.
+        var parameters: (code: Int32, alpha: Float, beta: Float) {
             switch self {
-            case .relu: for i in v.indices { v[i] = ElementwiseOps.relu(v[i]) }
-            case .hardSwish: for i in v.indices { v[i] = ElementwiseOps.hardSwish(v[i]) }
-            case .leakyRelu(let a): for i in v.indices { v[i] = ElementwiseOps.leakyRelu(v[i], a) }
-            case .hardSigmoid(let a, let b): for i in v.indices { v[i] = ElementwiseOps.hardSigmoid(v[i], a, b) }
-            case .clip(let low, let high): for i in v.indices { v[i] = ElementwiseOps.clip(v[i], low, high) }
+            case .relu: (Int32(TESSERA_RELU), 0, 0)
+            case .hardSwish: (Int32(TESSERA_HARDSWISH), 0, 0)
+            case .leakyRelu(let a): (Int32(TESSERA_LEAKYRELU), a, 0)
+            case .hardSigmoid(let a, let b): (Int32(TESSERA_HARDSIGMOID), a, b)
+            case .clip(let low, let high): (Int32(TESSERA_CLIP), low, high)
             case .clipInputs: preconditionFailure("Clip's bounds are read first (resolved)")
-            case .silu:
-                guard let base = v.baseAddress else { break }
-                if let k = kernels { k.silu(base, base, v.count) } else { for i in v.indices { v[i] = v[i] * PortableKernels.sigmoid(v[i]) } }
+            case .silu: (Int32(TESSERA_SILU), 0, 0)
             }
         }
     }
@@ -252,11 +250,16 @@ struct Fusion {
             return Value(Self.silu(v, threads: context.threads), shape: x.shape)
         case .convolution(let e):
             guard x.shape.count >= 3, case .tensor(let w)? = try value(context.node.inputs[1]), let channels = w.shape.first else { return nil }
-            var parameters: [[Double]] = []
+            var normalization: [(scale: Double, shift: Double)] = []
             if let n = e.batchNorm {
+                var parameters: [[Double]] = []
                 for name in [n.scale, n.bias, n.mean, n.variance] {
                     guard case .tensor(let p)? = try value(name), p.type == .float, p.count == channels else { return nil }
                     parameters.append(p.asDoubles)
+                }
+                normalization = (0 ..< channels).map {
+                    ReductionOps.normalization(scale: parameters[0][$0], bias: parameters[1][$0], mean: parameters[2][$0],
+                                               variance: parameters[3][$0], epsilon: n.epsilon)
                 }
             }
             // A bias broadcasts along the channel axis only: [C, 1, 1], [1, C, 1, 1], or one value.
@@ -285,22 +288,21 @@ struct Fusion {
             // shape (broadcasting spatially, not seen in exported models) is not read past its
             // end here, and the chain then runs unfused, the Conv again.
             let otherSpatial = residual.map { $0.shape.dropFirst(2).reduce(1, *) } ?? 0
+            var steps = tessera_epilogue()
+            steps.normalize = normalization.isEmpty ? 0 : 1
+            if let b = e.bias { (steps.add_bias, steps.bias_first) = (1, b.first ? 1 : 0) }
+            if let r = e.residual { steps.residual_first = r.first ? 1 : 0 }
+            if let a = activation { (steps.activation, steps.alpha, steps.beta) = a.parameters }
             let y = try other.withUnsafeBufferPointer { other in
                 try ConvolutionOps.conv(context) { p, offset, run, count in
                     let ch = p % channels
-                    if let n = e.batchNorm {
-                        ReductionOps.normalize(run, count: count, scale: parameters[0][ch], bias: parameters[1][ch],
-                                               mean: parameters[2][ch], variance: parameters[3][ch], epsilon: n.epsilon)
+                    var channel = steps
+                    if !normalization.isEmpty { (channel.scale, channel.shift) = normalization[ch] }
+                    if !bias.isEmpty { channel.bias = bias[ch] }
+                    if e.residual != nil, offset + count <= otherSpatial, let base = other.baseAddress {
+                        channel.residual = base + p * otherSpatial + offset
                     }
-                    if let b = e.bias {
-                        let add = bias[ch]
-                        if b.first { for i in 0 ..< count { run[i] = add + run[i] } } else { for i in 0 ..< count { run[i] = run[i] + add } }
-                    }
-                    if let r = e.residual, offset + count <= otherSpatial, let base = other.baseAddress {
-                        let add = base + p * otherSpatial + offset
-                        if r.first { for i in 0 ..< count { run[i] = add[i] + run[i] } } else { for i in 0 ..< count { run[i] = run[i] + add[i] } }
-                    }
-                    activation?.apply(UnsafeMutableBufferPointer(start: run, count: count))
+                    Self.epilogue(run, count: count, channel)
                 }
             }
             guard y.type == .float, y.shape.count >= 2, y.shape[1] == channels, residual.map({ $0.shape == y.shape }) ?? true else { return nil }
@@ -325,6 +327,32 @@ struct Fusion {
             } else {
                 for i in 0 ..< n { y[i] = ((PortableKernels.erf(x[i] / a) + b) * x[i]) * c }
             }
+        }
+    }
+
+    /// A fused Conv's epilogue on `count` outputs in place (see `tessera_epilogue`): the nodes'
+    /// operations in their order, through the C kernel or here, the portable reference.
+    static func epilogue(_ v: UnsafeMutablePointer<Float>, count: Int, _ e: tessera_epilogue,
+                         kernels: tessera_kernels? = KernelDispatch.kernels) {
+        if let k = kernels {
+            withUnsafePointer(to: e) { k.epilogue(v, count, $0) }
+            return
+        }
+        for i in 0 ..< count {
+            var x = v[i]
+            if e.normalize != 0 { x = Float(Double(x) * e.scale + e.shift) }
+            if e.add_bias != 0 { x = e.bias_first != 0 ? e.bias + x : x + e.bias }
+            if let r = e.residual { x = e.residual_first != 0 ? r[i] + x : x + r[i] }
+            switch Int(e.activation) {
+            case TESSERA_RELU: x = ElementwiseOps.relu(x)
+            case TESSERA_HARDSWISH: x = ElementwiseOps.hardSwish(x)
+            case TESSERA_LEAKYRELU: x = ElementwiseOps.leakyRelu(x, e.alpha)
+            case TESSERA_HARDSIGMOID: x = ElementwiseOps.hardSigmoid(x, e.alpha, e.beta)
+            case TESSERA_CLIP: x = ElementwiseOps.clip(x, e.alpha, e.beta)
+            case TESSERA_SILU: x = x * PortableKernels.sigmoid(x)
+            default: break
+            }
+            v[i] = x
         }
     }
 

@@ -449,12 +449,19 @@ enum ReductionOps {
         }
     }
 
-    /// One channel plane in place (BatchNormalization's arithmetic, used by the Conv fusion too).
+    /// One channel plane in place: `T(Double(x) · scale + shift)`.
     @inline(__always)
     static func normalize<T: BinaryFloatingPoint>(_ plane: UnsafeMutablePointer<T>, count: Int, scale: Double, bias: Double,
                                                   mean: Double, variance: Double, epsilon: Double) {
-        let k = scale / (variance + epsilon).squareRoot(), shift = bias - mean * k
+        let (k, shift) = normalization(scale: scale, bias: bias, mean: mean, variance: variance, epsilon: epsilon)
         for i in 0 ..< count { plane[i] = T(Double(plane[i]) * k + shift) }
+    }
+
+    /// BatchNormalization's arithmetic for one channel as a scale and a shift (the Conv fusion
+    /// applies them too).
+    static func normalization(scale: Double, bias: Double, mean: Double, variance: Double, epsilon: Double) -> (scale: Double, shift: Double) {
+        let k = scale / (variance + epsilon).squareRoot()
+        return (k, bias - mean * k)
     }
 
     /// BatchNormalization with training_mode: normalised by this batch's statistics, which
