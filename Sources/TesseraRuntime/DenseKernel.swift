@@ -26,12 +26,12 @@ struct DenseKernel: WeightKernel {
                     for p in panels {
                         let r0 = p * 8
                         let wp: UnsafePointer<Float>, ks: Int
-                        if let f = inPlace, r0 + 8 <= rows {
-                            wp = f + k0 * rows + r0
-                            ks = rows
-                        } else if let packed {
+                        if let packed {
                             wp = UnsafePointer(packed.values) + 8 * (p * depth + k0)
                             ks = 8
+                        } else if let f = inPlace, r0 + 8 <= rows {
+                            wp = f + k0 * rows + r0
+                            ks = rows
                         } else {
                             decodePanel(w, firstRow: r0, k0: k0, count: kn, into: panel)
                             wp = UnsafePointer(panel)

@@ -107,20 +107,6 @@ final class PackedInt8Weight: @unchecked Sendable {
     }
 }
 
-/// The packed form, made on first use and shared by copies of the operator.
-final class PackedInt8Cache: @unchecked Sendable {
-    private let lock = NSLock()
-    private var packed: PackedInt8Weight?
-
-    func get(_ make: () -> PackedInt8Weight) -> PackedInt8Weight {
-        lock.lock(); defer { lock.unlock() }
-        if let packed { return packed }
-        let made = make()
-        packed = made
-        return made
-    }
-}
-
 extension KernelDispatch {
     /// The W8A8 GEMM's kernels: AMX tiles or else VNNI where the CPU has them and the selected
     /// variant is AVX-512, else the portable C loops. All give the same bits.

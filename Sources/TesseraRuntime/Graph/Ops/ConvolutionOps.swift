@@ -233,8 +233,7 @@ enum ConvolutionOps {
             let depth = s.groupIn * s.taps, size = s.groupOut * depth
             return try (0 ..< s.groups).map { (g: Int) -> LinearOperator in
                 let block = Array(w[g * size ..< (g + 1) * size])
-                // Packed once: every block of output pixels runs the batched kernel over them.
-                return try LinearOperator.dense(block, shape: [s.groupOut, depth], reductionAxis: 1, name: name).withPackedPanels()
+                return try LinearOperator.dense(block, shape: [s.groupOut, depth], reductionAxis: 1, name: name)
             }
         }
     }

@@ -38,18 +38,11 @@ enum LinearOps {
 
     /// MatMul's B when it is computed from constants alone (an int8 weight dequantized in the
     /// graph by Cast and Mul): the same on every run, so made once into an operator like a stored
-    /// weight's, transposed to `[N, K]` and packed for the batched kernel. Through `denseProduct`
-    /// on every run, tinyocr-rec's 80x6906 classifier was 14% of the model.
+    /// weight's. Through `denseProduct` on every run, tinyocr-rec's 80x6906 classifier was 14% of
+    /// the model.
     static func foldedWeight(_ c: NodeContext) throws -> LinearOperator? {
         guard c.isConstant(1), let b = c.optionalInput(1), b.type == .float, b.shape.count == 2, let w = b.floats else { return nil }
-        let (k, n) = (b.shape[0], b.shape[1])
-        return try c.cache.value(for: b.shape) {
-            let transposed = [Float](unsafeUninitializedCapacity: w.count) { t, initialized in
-                for row in 0 ..< k { for column in 0 ..< n { t[column * k + row] = w[row * n + column] } }
-                initialized = w.count
-            }
-            return try LinearOperator.dense(transposed, shape: [n, k], reductionAxis: 1, name: c.node.inputs[1]).withPackedPanels()
-        }
+        return try c.cache.value(for: b.shape) { try LinearOperator.dense(w, shape: b.shape, reductionAxis: 0, name: c.node.inputs[1]) }
     }
 
     static func gemm(_ c: NodeContext) throws -> Value {
