@@ -1,5 +1,6 @@
-/// Dense weights, float or quantized: a register-blocked GEMM over decoded 8-row panels (float32
-/// rows stored adjacently are read in place), and a GEMV for a single activation row.
+/// Dense weights, float or quantized: a register-blocked GEMM over 8-row panels (float32 weights
+/// packed once, others decoded as they are met), and a GEMV for a single activation row, which
+/// reads the stored weights in place.
 struct DenseKernel: WeightKernel {
     let problem: Problem
     /// Depth per panel: an 8 x 256 panel and a 256 x 32 activation block stay in L1.
@@ -11,9 +12,7 @@ struct DenseKernel: WeightKernel {
 
     private func gemm<R: WeightReader>(_ w: R) {
         let op = problem.op, rows = op.rows, depth = op.depth
-        // Float32 rows of a [K, N]-like weight (nothing before the reduction axis) sit next to
-        // each other, so 8 rows at one depth are 8 adjacent floats: no panel needed.
-        let inPlace = op.view.outer == 1 ? w.float32Values : nil
+        // Float32 weights are packed once (`panels`); others are decoded panel by panel.
         let packed = op.panels
         // The first depth block's tiles start from zero, so yᵀ need not be zeroed first.
         problem.withTransposedOperands(accumulating: false) { t in
@@ -25,25 +24,20 @@ struct DenseKernel: WeightKernel {
                     let kn = min(Self.depthBlock, depth - k0)
                     for p in panels {
                         let r0 = p * 8
-                        let wp: UnsafePointer<Float>, ks: Int
+                        let wp: UnsafePointer<Float>
                         if let packed {
                             wp = UnsafePointer(packed.values) + 8 * (p * depth + k0)
-                            ks = 8
-                        } else if let f = inPlace, r0 + 8 <= rows {
-                            wp = f + k0 * rows + r0
-                            ks = rows
                         } else {
                             decodePanel(w, firstRow: r0, k0: k0, count: kn, into: panel)
                             wp = UnsafePointer(panel)
-                            ks = 8
                         }
                         let out = t.yt + r0 * t.yld, xBlock = t.xt + k0 * ld
                         var b = 0
                         while b + 32 <= t.columns {
-                            tile8x32(wp, ks, kn, xBlock + b, ld, out + b, t.yld, accumulating: k0 > 0)
+                            tile8x32(wp, 8, kn, xBlock + b, ld, out + b, t.yld, accumulating: k0 > 0)
                             b += 32
                         }
-                        if b < t.columns { tile8x16(wp, ks, kn, xBlock + b, ld, out + b, t.yld, accumulating: k0 > 0) }
+                        if b < t.columns { tile8x16(wp, 8, kn, xBlock + b, ld, out + b, t.yld, accumulating: k0 > 0) }
                     }
                 }
             }
