@@ -5,7 +5,7 @@
 /// The tiles compute an 8-row tile of `yᵀ`: `out[i][b] += Σ_k w[i + k·ks] · xt[k·ldx + b]`, 8 rows
 /// by 32 (or 16) batch columns, with every accumulator in a register; or, not `accumulating`
 /// (a first depth block), `out[i][b] = Σ_k ...` over whatever `out` held. The weights are
-/// broadcast from `w` (a decoded panel with `ks == 8`, or float32 rows stored adjacently);
+/// broadcast from `w` (the dense kernel's packed or decoded 8-row panels, `ks == 8`);
 /// the activations are vectors of 16 batch rows.
 
 @inline(__always)

@@ -294,6 +294,7 @@ import Testing
         let (silu1, silu2) = (Fusion.silu(long), Fusion.silu(long, threads: 2))
         #expect(silu1.map(\.bitPattern) == silu2.map(\.bitPattern))
     }
+
     /// The fused Conv epilogue, every activation with and without each earlier step, on runs of
     /// every length up to two vectors and more (masked and copied tails), against the portable
     /// reference bit for bit, over the whole float range: NaN, infinities and both zeros included.
