@@ -44,18 +44,12 @@ struct DenseKernel: WeightKernel {
         }
     }
 
-    /// `panel[k·8 + i]` = weight (firstRow + i, k0 + k); rows past the end are zero.
+    /// `panel[k·8 + i]` = weight (firstRow + i, k0 + k); rows past the end are zero. For weights
+    /// not packed (`LinearOperator.panels`): float16, bfloat16, double and quantized ones, and
+    /// float32 ones reduced along a middle axis.
     private func decodePanel<R: WeightReader>(_ w: R, firstRow r0: Int, k0: Int, count kn: Int,
                                               into panel: UnsafeMutablePointer<Float>) {
         let op = problem.op, inner = op.view.inner
-        if let f = w.float32Values, inner == 1, r0 + 8 <= op.rows {
-            // Float32 rows along the reduction axis (Conv's, Gemm's with transB): a plain 8 x kn transpose.
-            for i in 0 ..< 8 {
-                let row = f + op.denseOffset(row: r0 + i) + k0
-                for k in 0 ..< kn { panel[k &* 8 &+ i] = row[k] }
-            }
-            return
-        }
         for i in 0 ..< 8 {
             let r = r0 + i
             guard r < op.rows else {
