@@ -6,8 +6,14 @@ struct DenseKernel: WeightKernel {
     /// Depth per panel: an 8 x 256 panel and a 256 x 32 activation block stay in L1.
     static let depthBlock = 256
 
+    /// The product, plus the problem's bias: added as the GEMM's yᵀ is transposed into y.
     func run<R: WeightReader>(_ reader: R) {
-        if problem.batch == 1 { gemv(reader) } else { gemm(reader) }
+        if problem.batch == 1 {
+            gemv(reader)
+            problem.addBias()
+        } else {
+            gemm(reader)
+        }
     }
 
     private func gemm<R: WeightReader>(_ w: R) {
@@ -15,7 +21,7 @@ struct DenseKernel: WeightKernel {
         // Float32 weights are packed once (`panels`); others are decoded panel by panel.
         let packed = op.panels
         // The first depth block's tiles start from zero, so yᵀ need not be zeroed first.
-        problem.withTransposedOperands(accumulating: false) { t in
+        problem.withTransposedOperands(accumulating: false, adding: problem.bias) { t in
             let ld = t.ld
             Threads.split((rows + 7) / 8, threads: problem.threads) { panels in
                 let panel = UnsafeMutablePointer<Float>.allocate(capacity: 8 * Self.depthBlock)

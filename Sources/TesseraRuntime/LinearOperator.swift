@@ -82,10 +82,18 @@ public struct LinearOperator: @unchecked Sendable {
         }
     }
 
-    /// `y[b, r] = Σ_k x[b, k] · W[r, k]` for `batch` rows of `x` (`[batch, depth]`, row-major);
-    /// returns `[batch, rows]`, row-major.
-    public func apply(_ x: [Float], batch: Int, threads: Int = 1) throws -> [Float] {
-        try checked(x, batch: batch) { apply($0, batch: batch, into: $1, threads: max(1, threads)) }
+    /// `y[b, r] = Σ_k x[b, k] · W[r, k]` for `batch` rows of `x` (`[batch, depth]`, row-major),
+    /// plus `bias[r]` when given (as an Add node after the product adds it); returns
+    /// `[batch, rows]`, row-major.
+    public func apply(_ x: [Float], batch: Int, threads: Int = 1, bias: [Float]? = nil) throws -> [Float] {
+        if let bias, bias.count != rows {
+            throw RuntimeError(.badShape, "a bias of \(bias.count) values for \(rows) outputs", tensor: name)
+        }
+        return try checked(x, batch: batch) { x, y in
+            (bias ?? []).withUnsafeBufferPointer { b in
+                apply(x, batch: batch, into: y, threads: max(1, threads), bias: bias == nil ? nil : b.baseAddress)
+            }
+        }
     }
 
     /// Checks the activation count, then runs an unchecked form on `x` and a zeroed `[batch, rows]`.
@@ -113,17 +121,18 @@ public struct LinearOperator: @unchecked Sendable {
         withReader(DenseKernel(problem: problem))
     }
 
-    public func apply(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int) {
-        if depth == 0 {
-            y.initialize(repeating: 0, count: batch * rows)
-            return
-        }
-        let problem = Problem(op: self, x: x, batch: batch, y: y, threads: threads)
+    /// The unchecked form: `x` holds `batch * depth` floats, `y` room for `batch * rows` and
+    /// `bias`, when given, `rows` values.
+    public func apply(_ x: UnsafePointer<Float>, batch: Int, into y: UnsafeMutablePointer<Float>, threads: Int,
+                      bias: UnsafePointer<Float>? = nil) {
+        let problem = Problem(op: self, x: x, batch: batch, y: y, threads: threads, bias: bias)
         switch tensor.storage {
-        case .dense: withReader(DenseKernel(problem: problem))
+        case _ where depth == 0: y.initialize(repeating: 0, count: batch * rows)
+        case .dense: return withReader(DenseKernel(problem: problem))   // adds the bias as it writes y
         case .csr: withReader(CSRKernel(problem: problem))
         case .sparse24: withReader(Sparse24Kernel(problem: problem))
         }
+        problem.addBias()
     }
 
     /// The threads worth using on `batch` rows: each must get at least half a million
@@ -195,8 +204,20 @@ struct Problem: @unchecked Sendable {
     let batch: Int
     let y: UnsafeMutablePointer<Float>
     let threads: Int
+    /// Added to each row of `y` (`rows` values), or nil.
+    var bias: UnsafePointer<Float>? = nil
     /// Operands the caller built transposed (`applyTransposed`); `x` and `y` are then unused.
     var transposed: TransposedOperands? = nil
+
+    /// `y[b, r] += bias[r]`, for kernels that write `y` without it.
+    func addBias() {
+        guard let bias else { return }
+        let rows = op.rows
+        for b in 0 ..< batch {
+            let row = y + b * rows
+            for r in 0 ..< rows { row[r] += bias[r] }
+        }
+    }
 }
 
 /// Packed weight panels, owned here so that kernels may hold their address.

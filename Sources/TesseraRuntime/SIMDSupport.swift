@@ -74,9 +74,10 @@ let vecWidth = 16
 }
 
 /// Writes the transpose of the 16 x 16 block at `src` (rows `srcStride` floats apart) to `dst`
-/// (rows `dstStride` apart): `dst[j][i] = src[i][j]`.
+/// (rows `dstStride` apart): `dst[j][i] = src[i][j]`, or `src[i][j] + adding[i]`.
 @inline(__always)
-func transpose16x16(_ src: UnsafePointer<Float>, _ srcStride: Int, _ dst: UnsafeMutablePointer<Float>, _ dstStride: Int) {
+func transpose16x16(_ src: UnsafePointer<Float>, _ srcStride: Int, _ dst: UnsafeMutablePointer<Float>, _ dstStride: Int,
+                    adding: UnsafePointer<Float>? = nil) {
 #if TESSERA_AVX512
     // Element (i, j) moves to (j, i): four rounds each swap one bit of i with the same bit of j.
     // In the round for bit h, rows i and i + h (h clear in i) trade the lanes whose index has h
@@ -107,13 +108,19 @@ func transpose16x16(_ src: UnsafePointer<Float>, _ srcStride: Int, _ dst: Unsafe
     high = SIMD16<Int32>(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31)
     trade(&r0, &r8, low, high); trade(&r1, &r9, low, high); trade(&r2, &r10, low, high); trade(&r3, &r11, low, high)
     trade(&r4, &r12, low, high); trade(&r5, &r13, low, high); trade(&r6, &r14, low, high); trade(&r7, &r15, low, high)
+    if let adding {
+        let a = load(adding)
+        r0 += a; r1 += a; r2 += a; r3 += a; r4 += a; r5 += a; r6 += a; r7 += a
+        r8 += a; r9 += a; r10 += a; r11 += a; r12 += a; r13 += a; r14 += a; r15 += a
+    }
     store(r0, dst); store(r1, dst + dstStride); store(r2, dst + 2 * dstStride); store(r3, dst + 3 * dstStride)
     store(r4, dst + 4 * dstStride); store(r5, dst + 5 * dstStride); store(r6, dst + 6 * dstStride); store(r7, dst + 7 * dstStride)
     store(r8, dst + 8 * dstStride); store(r9, dst + 9 * dstStride); store(r10, dst + 10 * dstStride); store(r11, dst + 11 * dstStride)
     store(r12, dst + 12 * dstStride); store(r13, dst + 13 * dstStride); store(r14, dst + 14 * dstStride); store(r15, dst + 15 * dstStride)
 #else
     for i in 0 ..< 16 {
-        for j in 0 ..< 16 { dst[j &* dstStride &+ i] = src[i &* srcStride &+ j] }
+        let a = adding?[i]
+        for j in 0 ..< 16 { dst[j &* dstStride &+ i] = a.map { src[i &* srcStride &+ j] + $0 } ?? src[i &* srcStride &+ j] }
     }
 #endif
 }

@@ -22,12 +22,13 @@ struct TransposedOperands: @unchecked Sendable {
 }
 
 extension Problem {
-    /// Runs `body` on the transposed operands, then writes `yᵀ` to `y`. `yᵀ` starts zeroed
-    /// when `accumulating` (kernels adding to it depth block by depth block); otherwise `body`
-    /// must store every element of the first `op.rows` rows and `columns` columns.
-    func withTransposedOperands(accumulating: Bool, _ body: (TransposedOperands) -> Void) {
+    /// Runs `body` on the transposed operands, then writes `yᵀ` to `y`, plus `bias` when given.
+    /// `yᵀ` starts zeroed when `accumulating` (kernels adding to it depth block by depth block);
+    /// otherwise `body` must store every element of the first `op.rows` rows and `columns` columns.
+    func withTransposedOperands(accumulating: Bool, adding bias: UnsafePointer<Float>? = nil, _ body: (TransposedOperands) -> Void) {
         let depth = op.depth, rows = op.rows
         if let given = transposed {
+            precondition(bias == nil, "operands built transposed by the caller take no bias")
             if accumulating { given.yt.initialize(repeating: 0, count: roundUp(rows, 8) * given.yld) }
             body(given)
             return
@@ -41,7 +42,7 @@ extension Problem {
         }
         if accumulating { yt.initialize(repeating: 0, count: roundUp(rows, 8) * ld) }
         body(TransposedOperands(columns: columns, ld: ld, xt: xt, yt: yt))
-        transposeMatrix(yt, rows: rows, columns: batch, ld: ld, into: y, ld: rows)
+        transposeMatrix(yt, rows: rows, columns: batch, ld: ld, into: y, ld: rows, adding: bias)
     }
 }
 
@@ -51,20 +52,24 @@ func alignedFloats(_ count: Int) -> UnsafeMutablePointer<Float> {
     UnsafeMutableRawPointer.allocate(byteCount: max(1, count) * 4, alignment: 64).bindMemory(to: Float.self, capacity: count)
 }
 
-/// `dst[j·dstLd + i] = src[i·srcLd + j]` for a `rows x columns` matrix: whole 16 x 16 blocks in
-/// registers, the edges one element at a time.
+/// `dst[j·dstLd + i] = src[i·srcLd + j]` for a `rows x columns` matrix, plus `adding[i]` when
+/// given (a bias, added as an Add node adds it): whole 16 x 16 blocks in registers, the edges
+/// one element at a time.
 func transposeMatrix(_ src: UnsafePointer<Float>, rows: Int, columns: Int, ld srcLd: Int,
-                     into dst: UnsafeMutablePointer<Float>, ld dstLd: Int) {
+                     into dst: UnsafeMutablePointer<Float>, ld dstLd: Int, adding: UnsafePointer<Float>? = nil) {
     let fullRows = rows / 16 * 16, fullColumns = columns / 16 * 16
+    @inline(__always) func element(_ i: Int, _ j: Int) {
+        dst[j &* dstLd &+ i] = adding.map { src[i &* srcLd &+ j] + $0[i] } ?? src[i &* srcLd &+ j]
+    }
     for i0 in stride(from: 0, to: fullRows, by: 16) {
         for j0 in stride(from: 0, to: fullColumns, by: 16) {
-            transpose16x16(src + i0 * srcLd + j0, srcLd, dst + j0 * dstLd + i0, dstLd)
+            transpose16x16(src + i0 * srcLd + j0, srcLd, dst + j0 * dstLd + i0, dstLd, adding: adding.map { $0 + i0 })
         }
         for i in i0 ..< i0 + 16 {
-            for j in fullColumns ..< columns { dst[j &* dstLd &+ i] = src[i &* srcLd &+ j] }
+            for j in fullColumns ..< columns { element(i, j) }
         }
     }
     for i in fullRows ..< rows {
-        for j in 0 ..< columns { dst[j &* dstLd &+ i] = src[i &* srcLd &+ j] }
+        for j in 0 ..< columns { element(i, j) }
     }
 }

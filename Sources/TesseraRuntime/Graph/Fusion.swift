@@ -17,8 +17,9 @@ struct Fusion {
         case convolution(ConvEpilogue)
         /// SiLU (swish), `x · sigmoid(x)`: Sigmoid → Mul (by x), as YOLO-style models export it.
         case silu
-        /// A MatMul on a stored int8 weight run W8A8, then an Add of a constant bias over its
-        /// outputs: the GEMM's last step adds the bias as it writes each output.
+        /// A MatMul on a stored weight, then an Add of a constant bias over its outputs: the
+        /// kernel adds the bias as it writes each output (the float GEMM as it transposes yᵀ
+        /// into y, the integer one as it scales its sums).
         case bias(String)
     }
 
@@ -242,7 +243,7 @@ struct Fusion {
         guard case .tensor(let x)? = try value(input), case .float(let v) = x.elements, x.type == .float else { return nil }
         switch kind {
         case .bias(let name):
-            guard let op = context.weight, context.quantizesActivations(op), let k = x.shape.last, k == op.depth,
+            guard let op = context.weight, let k = x.shape.last, k == op.depth,
                   case .tensor(let b)? = try value(name), b.type == .float, b.count == op.rows, b.shape.last == op.rows,
                   b.shape.count <= x.shape.count, case .float(let bias) = b.elements else { return nil }
             return Value(try context.applyWeight(op, v, batch: v.count / max(k, 1), bias: bias), shape: x.shape.dropLast() + [op.rows])

@@ -122,15 +122,14 @@ extension NodeContext {
     /// Whether `op` runs W8A8 in this run's activation arithmetic.
     func quantizesActivations(_ op: LinearOperator) -> Bool { activations == .int8 && op.runsQuantizedActivations }
 
-    /// The stored weight times `batch` rows of `x`, in the run's activation arithmetic; a `bias`
-    /// (one per output, fused from an Add) only where it `quantizesActivations`.
+    /// The stored weight times `batch` rows of `x`, in the run's activation arithmetic, plus a
+    /// `bias` (one per output, fused from an Add) when given.
     func applyWeight(_ op: LinearOperator, _ x: [Float], batch: Int, bias: [Float]? = nil) throws -> [Float] {
         let threads = op.worthwhileThreads(threads, batch: batch)
         if quantizesActivations(op) {
             return try op.applyQuantizingActivations(x, batch: batch, threads: threads, bias: bias)
         }
-        precondition(bias == nil, "a fused bias is added by the integer GEMM")
-        return try op.apply(x, batch: batch, threads: threads)
+        return try op.apply(x, batch: batch, threads: threads, bias: bias)
     }
 }
 
