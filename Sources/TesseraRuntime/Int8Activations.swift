@@ -41,7 +41,8 @@ extension LinearOperator {
         if let bias, bias.count != rows {
             throw RuntimeError(.badShape, "a bias of \(bias.count) values for \(rows) outputs", tensor: name)
         }
-        return try checked(x, batch: batch) { x, y in
+        // Every output is stored (the GEMM's last step, or the GEMV row by row).
+        return try checked(x, batch: batch, zeroed: depth == 0) { x, y in
             (bias ?? []).withUnsafeBufferPointer { b in
                 applyQuantizingActivations(x, batch: batch, into: y, threads: max(1, threads), bias: bias == nil ? nil : b.baseAddress)
             }

@@ -89,24 +89,36 @@ public struct LinearOperator: @unchecked Sendable {
         if let bias, bias.count != rows {
             throw RuntimeError(.badShape, "a bias of \(bias.count) values for \(rows) outputs", tensor: name)
         }
-        return try checked(x, batch: batch) { x, y in
+        // The batched dense GEMM writes every output as it transposes yᵀ; the others may add to y.
+        let writesEveryOutput: Bool
+        if case .dense = tensor.storage { writesEveryOutput = batch > 1 && depth > 0 } else { writesEveryOutput = false }
+        return try checked(x, batch: batch, zeroed: !writesEveryOutput) { x, y in
             (bias ?? []).withUnsafeBufferPointer { b in
                 apply(x, batch: batch, into: y, threads: max(1, threads), bias: bias == nil ? nil : b.baseAddress)
             }
         }
     }
 
-    /// Checks the activation count, then runs an unchecked form on `x` and a zeroed `[batch, rows]`.
-    func checked(_ x: [Float], batch: Int, _ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) throws -> [Float] {
+    /// Checks the activation count, then runs an unchecked form on `x` and a `[batch, rows]`
+    /// output: zeroed, or (`zeroed` false, for a form that stores every element) uninitialized,
+    /// which saves a pass over the output.
+    func checked(_ x: [Float], batch: Int, zeroed: Bool = true, _ body: (UnsafePointer<Float>, UnsafeMutablePointer<Float>) -> Void) throws -> [Float] {
         guard batch >= 0, x.count == batch * depth else {
             throw RuntimeError(.badActivations, "activations hold \(x.count) floats; \(batch) rows of depth \(depth) need \(batch * depth)", tensor: name)
         }
-        var y = [Float](repeating: 0, count: batch * rows)
-        guard batch > 0, rows > 0 else { return y }
-        x.withUnsafeBufferPointer { xp in
-            y.withUnsafeMutableBufferPointer { yp in body(xp.baseAddress!, yp.baseAddress!) }
+        let count = batch * rows
+        guard batch > 0, rows > 0 else { return [Float](repeating: 0, count: count) }
+        return x.withUnsafeBufferPointer { x in
+            guard zeroed else {
+                return [Float](unsafeUninitializedCapacity: count) { y, initialized in
+                    body(x.baseAddress!, y.baseAddress!)
+                    initialized = count
+                }
+            }
+            var y = [Float](repeating: 0, count: count)
+            y.withUnsafeMutableBufferPointer { body(x.baseAddress!, $0.baseAddress!) }
+            return y
         }
-        return y
     }
 
     /// The unchecked form: `x` holds `batch * depth` floats and `y` room for `batch * rows`.

@@ -22,16 +22,19 @@ enum LinearOps {
         let b = try c.input(1)
         let w = try c.floats(1)
         let product = try MatMulShape(a.shape, b.shape)
-        var y = [Float](repeating: 0, count: try elementCount(product.shape))
-        x.withUnsafeBufferPointer { xp in
-            w.withUnsafeBufferPointer { wp in
-                y.withUnsafeMutableBufferPointer { yp in
+        // denseProduct stores every output of each batch: no zeroing first.
+        let count = try elementCount(product.shape)
+        guard count > 0 else { return Value([Float](), shape: product.shape, type: a.type) }
+        let y = [Float](unsafeUninitializedCapacity: count) { yp, initialized in
+            x.withUnsafeBufferPointer { xp in
+                w.withUnsafeBufferPointer { wp in
                     let (m, k, n) = (product.m, product.k, product.n)
                     for (i, (ab, bb)) in zip(product.aBatches, product.bBatches).enumerated() {
                         denseProduct(xp.baseAddress! + ab * m * k, wp.baseAddress! + bb * k * n, yp.baseAddress! + i * m * n, m: m, k: k, n: n)
                     }
                 }
             }
+            initialized = count
         }
         return Value(y, shape: product.shape, type: a.type)
     }
