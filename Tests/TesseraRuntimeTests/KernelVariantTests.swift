@@ -78,13 +78,30 @@ import Testing
     }
 
     /// Both C quantizers give the codes, scale and zero point of `UInt8Activations`, the
-    /// quantizer of the 2:4 integer path: one definition of DynamicQuantizeLinear.
+    /// quantizer of the 2:4 integer path: one definition of DynamicQuantizeLinear. Besides random
+    /// rows: rows whose values lie on and a few ulps either side of x / scale = a half-integer
+    /// (where multiplying by 1/scale instead of dividing could round the other way), over
+    /// scales from 2^-120 (divided) to 2^20.
     @Test func activationQuantizersAgree() {
         var isas: [InstructionSet] = [.portable]
         if KernelDispatch.hasVNNI { isas.append(.avx512) }
-        for (n, seed) in [(1, 1), (17, 2), (768, 3), (100, 4)] {
-            var x = Self.random(n, seed: UInt64(seed))
-            if seed == 4 { x = x.map { abs($0) } }   // no negative value: zero point 0
+        var rows = [(1, 1), (17, 2), (768, 3), (100, 4)].map { n, seed in
+            let x = Self.random(n, seed: UInt64(seed))
+            return seed == 4 ? x.map { abs($0) } : x   // no negative value: zero point 0
+        }
+        for exponent in stride(from: -120, through: 20, by: 7) {
+            let low = -Float(sign: .plus, exponent: exponent, significand: 1.37), high = Float(sign: .plus, exponent: exponent, significand: 1.9)
+            let scale = (high - low) / 255
+            var x = [low, high]
+            for (i, code) in Self.random(300, seed: UInt64(exponent + 200)).enumerated() {
+                var v = (Float(Int(code * 255)) + 0.5) * scale   // a half-integer quotient
+                for _ in 0 ..< i % 5 { v = i % 2 == 0 ? v.nextUp : v.nextDown }
+                x.append(min(max(v, low), high))
+            }
+            rows.append(x)
+        }
+        for x in rows {
+            let n = x.count
             let reference = UInt8Activations(count: n)
             defer { reference.deallocate() }
             x.withUnsafeBufferPointer { reference.quantize($0.baseAddress!) }
