@@ -80,13 +80,26 @@ void tessera_int8_sparse24_gemm_portable(const uint8_t *x, ptrdiff_t batch, ptrd
 }
 
 const tessera_int8_kernels tessera_int8_kernels_portable = {
-    tessera_quantize_u8_portable, tessera_int8_gemm_portable, tessera_int8_finish_portable, 8, 0,
+    tessera_quantize_u8_portable, tessera_int8_gemm_portable, tessera_int8_finish_portable, 8, 0, tessera_first_nonfinite,
 };
 
 #if defined(__x86_64__)
 #include <immintrin.h>
 
 #define VNNI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")))
+
+/* tessera_first_nonfinite on 64 floats at a time: an exponent of all ones is infinity or NaN. */
+static VNNI ptrdiff_t first_nonfinite_vnni(const float *x, ptrdiff_t n) {
+    const __m512i exponent = _mm512_set1_epi32(0x7f800000);
+    ptrdiff_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        __mmask16 bad = 0;
+        for (int j = 0; j < 4; j++)
+            bad |= _mm512_cmpeq_epi32_mask(_mm512_and_si512(_mm512_loadu_si512(x + i + 16 * j), exponent), exponent);
+        if (bad) break;
+    }
+    return i + tessera_first_nonfinite(x + i, n - i);
+}
 
 /* The portable quantizer's codes, faster two ways. The range takes four running minima and
    maxima (one waited on its own last result at every vector); min and max give the same answer
@@ -202,7 +215,7 @@ static VNNI void int8_finish_vnni(const int32_t *acc, ptrdiff_t batch, ptrdiff_t
     }
 }
 
-const tessera_int8_kernels tessera_int8_kernels_vnni = { quantize_u8_vnni, int8_gemm_vnni, int8_finish_vnni, 8, 0 };
+const tessera_int8_kernels tessera_int8_kernels_vnni = { quantize_u8_vnni, int8_gemm_vnni, int8_finish_vnni, 8, 0, first_nonfinite_vnni };
 
 #define AMX __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,amx-tile,amx-int8")))
 
@@ -258,7 +271,7 @@ static AMX void int8_gemm_amx(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, c
     if (full < batch) int8_gemm_vnni(x + full * kp, batch - full, kp, wp, blocks, acc + full * blocks * 16);
 }
 
-const tessera_int8_kernels tessera_int8_kernels_amx = { quantize_u8_vnni, int8_gemm_amx, int8_finish_vnni, 64, 16 };
+const tessera_int8_kernels tessera_int8_kernels_amx = { quantize_u8_vnni, int8_gemm_amx, int8_finish_vnni, 64, 16, first_nonfinite_vnni };
 
 #define VBMI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")))
 

@@ -34,7 +34,7 @@ extension LinearOperator {
         guard runsQuantizedActivations else {
             throw RuntimeError(.unsupportedType, "cannot run with quantized activations: that needs a dense or 2:4 weight with symmetric int8 codes, one scale per output and depth at most \(Self.maximumDenseQuantizedDepth) (dense) or \(Self.maximumQuantizedDepth) (2:4)", tensor: name)
         }
-        let nonfinite = x.withUnsafeBufferPointer { tessera_first_nonfinite($0.baseAddress, $0.count) }
+        let nonfinite = x.withUnsafeBufferPointer { KernelDispatch.int8Kernels.first_nonfinite($0.baseAddress, $0.count) }
         if nonfinite < x.count {
             throw RuntimeError(.badActivations, "activation \(nonfinite) is \(x[nonfinite]); quantized activations must be finite", tensor: name)
         }

@@ -114,6 +114,29 @@ import Testing
         }
     }
 
+    /// Every integer path variant finds the first infinity or NaN where the portable check does:
+    /// in the first, a middle and the last 64-float block, in a tail, two of them, none.
+    @Test func nonfiniteActivationsAreFoundByEveryVariant() {
+        let variants = KernelDispatch.int8Variants(for: KernelDispatch.selected)
+        for n in [0, 5, 64, 200, 1000] {
+            var cases: [[Float]] = [Self.random(n, seed: 7)]
+            for position in Set([0, n / 2, n - 1, n - 3]) where position >= 0 && position < n {
+                for bad in [Float.infinity, -.infinity, .nan, -Float.nan] {
+                    var x = cases[0]
+                    x[position] = bad
+                    if position + 2 < n { x[position + 2] = .nan }
+                    cases.append(x)
+                }
+            }
+            for x in cases {
+                let expected = x.firstIndex { !$0.isFinite } ?? n
+                for (v, kernels) in variants.enumerated() {
+                    #expect(x.withUnsafeBufferPointer { kernels.first_nonfinite($0.baseAddress, n) } == expected, "n \(n) variant \(v)")
+                }
+            }
+        }
+    }
+
     @Test func tilesMatchThePortableKernels() throws {
         for isa in Self.variants {
             let k = try #require(KernelDispatch.table(for: isa))

@@ -170,7 +170,8 @@ extern const tessera_kernels tessera_kernels_avx512;
    - dense_rows: from this many activation rows, where the depth is a multiple of 64, a 2:4
      weight's batch runs faster through gemm on all its codes (pruned ones as zeros) than
      through the 2:4 GEMM on kept codes below: AMX multiplies 16 rows by 64 depths per
-     instruction. 0: never. */
+     instruction. 0: never;
+   - first_nonfinite: `tessera_first_nonfinite` (below), the check made before quantizing. */
 typedef void (*tessera_quantize_u8_fn)(const float *x, ptrdiff_t n, uint8_t *codes, float *scale, int32_t *zero_point);
 typedef void (*tessera_int8_gemm_fn)(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const int8_t *wp,
                                      ptrdiff_t blocks, int32_t *acc);
@@ -183,6 +184,7 @@ typedef struct {
     tessera_int8_finish_fn finish;
     ptrdiff_t rows_per_call;
     ptrdiff_t dense_rows;
+    ptrdiff_t (*first_nonfinite)(const float *x, ptrdiff_t n);
 } tessera_int8_kernels;
 extern const tessera_int8_kernels tessera_int8_kernels_portable;
 #if defined(__x86_64__)
@@ -209,7 +211,7 @@ void tessera_int8_sparse24_gemm_vbmi(const uint8_t *x, ptrdiff_t batch, ptrdiff_
 
 /* The index of the first infinity or NaN in x[0 ..< n], or n when all are finite (quantized
    activations must be: DynamicQuantizeLinear's range ignores a NaN). A bit test that
-   vectorizes in any build. */
+   vectorizes in any build; the VNNI and AMX kernels' is the same test 16 lanes wide. */
 ptrdiff_t tessera_first_nonfinite(const float *x, ptrdiff_t n);
 
 /* Keeps freed memory in the process for reuse (glibc: large blocks from the heap, not mmap, and
