@@ -172,24 +172,24 @@ enum ReductionOps {
             softmaxLines(&v, view: view, log: log, exp: { Foundation.exp($0) }, ln: { Foundation.log($0) })
             return Value(v, shape: x.shape)
         }
+        if view.2 == 1 { return Value(softmaxRows(x.asFloats, rows: view.0, n: view.1, log: log), shape: x.shape, type: x.type) }
         var v = x.asFloats
-        if view.2 == 1 {
-            softmaxRows(&v, rows: view.0, n: view.1, log: log)
-        } else {
-            softmaxLines(&v, view: view, log: log, exp: ElementaryFunction.exp.portable, ln: { Foundation.log($0) })
-        }
+        softmaxLines(&v, view: view, log: log, exp: ElementaryFunction.exp.portable, ln: { Foundation.log($0) })
         return Value(v, shape: x.shape, type: x.type)
     }
 
     /// `softmaxLines` over contiguous float32 rows, the exponentials a row at a time through the
-    /// vectorised exp (the same arithmetic, so the same bits).
-    static func softmaxRows(_ values: inout [Float], rows: Int, n: Int, log: Bool, kernels: tessera_kernels? = KernelDispatch.kernels) {
-        guard n > 0 else { return }
+    /// vectorised exp (the same arithmetic, so the same bits). The C kernel writes an array of
+    /// its own, so `x`, whose storage the graph still holds, is not copied first.
+    static func softmaxRows(_ x: [Float], rows: Int, n: Int, log: Bool, kernels: tessera_kernels? = KernelDispatch.kernels) -> [Float] {
+        guard n > 0, !x.isEmpty else { return x }
         if let k = kernels {
-            values.withUnsafeMutableBufferPointer { k.softmax($0.baseAddress!, $0.baseAddress!, rows, n, log ? 1 : 0) }
-            return
+            return [Float](unsafeUninitializedCapacity: x.count) { y, initialized in
+                x.withUnsafeBufferPointer { k.softmax($0.baseAddress!, y.baseAddress!, rows, n, log ? 1 : 0) }
+                initialized = x.count
+            }
         }
-        var e = [Float](repeating: 0, count: n)
+        var values = x, e = [Float](repeating: 0, count: n)
         values.withUnsafeMutableBufferPointer { v in
             e.withUnsafeMutableBufferPointer { e in
                 for o in 0 ..< rows {
@@ -212,6 +212,7 @@ enum ReductionOps {
                 }
             }
         }
+        return values
     }
 
     static func softmaxLines<T: BinaryFloatingPoint>(_ values: inout [T], view: (Int, Int, Int), log: Bool, exp: (T) -> T, ln: (T) -> T) {
