@@ -355,6 +355,32 @@ import TesseraONNX
         }
     }
 
+    /// Nodes built on Shape outputs and constants (a Reshape's target, as exports compute it)
+    /// reuse their outputs from the last run while the shapes they read are the same, and are
+    /// computed again when a shape changes.
+    @Test func shapeComputationsAreReusedWhileTheShapesHold() throws {
+        let i64 = { (v: [Int64]) in Tensor(name: "", dataType: .int64, shape: [v.count], storage: .dense(values: TensorBytes(littleEndian: v))) }
+        let nodes = [ONNXGraph.Node(opType: "Shape", inputs: ["x"], outputs: ["s"], attributes: [:]),
+                     ONNXGraph.Node(opType: "Gather", inputs: ["s", "zero"], outputs: ["rows"], attributes: [:]),
+                     ONNXGraph.Node(opType: "Concat", inputs: ["rows", "minusOne"], outputs: ["target"], attributes: ["axis": .int(0)]),
+                     ONNXGraph.Node(opType: "Reshape", inputs: ["x", "target"], outputs: ["flat"], attributes: [:]),
+                     ONNXGraph.Node(opType: "Mul", inputs: ["flat", "flat"], outputs: ["y"], attributes: [:])]
+        let graph = ONNXGraph(nodes: nodes, inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
+                              initializers: ["zero": i64([0]), "minusOne": i64([-1])])
+        let executor = try GraphExecutor(graph)
+        #expect(executor.shapeSource == [true, false, false, false, false] && executor.shapeDerived == [false, true, true, false, false])
+        executor.profile = OpProfile()
+        var computed = 0
+        for (shape, reused) in [([2, 3, 2], false), ([2, 3, 2], true), ([3, 2, 2], false), ([3, 2, 2], true), ([2, 3, 2], false)] {
+            let x = floats((0 ..< 12).map(Float.init), shape)
+            let y = try executor.run(["x": x])[0].value
+            #expect(y.shape == [shape[0], 12 / shape[0]] && y.asFloats == (0 ..< 12).map { Float($0 * $0) }, "\(shape)")
+            let gathers = executor.profile!.entries["Gather"]?.nodes ?? 0
+            #expect(gathers == computed + (reused ? 0 : 1), "\(shape) reused \(reused)")
+            computed = gathers
+        }
+    }
+
     /// Nodes computed from constants alone run once; later runs reuse their outputs. A default
     /// the caller may override is not a constant.
     @Test func constantSubgraphsAreFoldedOnceAndOverridesStillApply() throws {

@@ -38,6 +38,15 @@ public final class GraphExecutor {
     /// constants): computed on the first run, their outputs kept for the later ones.
     let foldable: [Bool]
     private var folded: [Int: [GraphValue]] = [:]
+    /// Shape nodes on values computed while running, and the nodes computed from their outputs
+    /// and constants alone (Gather, Unsqueeze, Concat building a Reshape's target): a transformer
+    /// export has a hundred, each a few µs of bookkeeping. A Shape node's output is kept and
+    /// compared on the next run; while it holds, the nodes built on it reuse their kept outputs.
+    let shapeSource: [Bool], shapeDerived: [Bool]
+    private var shapeMemo: [Int: [GraphValue]] = [:]
+    /// Names this run gave the kept value of the last run (Shape outputs that compared equal,
+    /// outputs of shape-derived nodes reused); reset at each run.
+    private var unchangedShapes: Set<String> = []
     /// When set, every node's wall time is added here by op type (`tessera run --profile`).
     public var profile: OpProfile?
     /// When set, `visit` sees each tensor named in `names` as the run produces it, graph inputs
@@ -143,6 +152,18 @@ public final class GraphExecutor {
             return fold
         }
         self.constantNames = constantNames
+        var shapeNames: Set<String> = [], shapeSource = [Bool](repeating: false, count: graph.nodes.count), shapeDerived = shapeSource
+        for (index, node) in graph.nodes.enumerated() where !foldable[index] {
+            if node.opType == "Shape" && node.domain.isEmpty {
+                shapeSource[index] = true
+            } else {
+                shapeDerived[index] = !Self.nondeterministic.contains(node.opType) && Self.subgraphs(of: node).isEmpty
+                    && weights[index] == nil && node.inputs.contains { shapeNames.contains($0) }
+                    && node.inputs.allSatisfy { $0.isEmpty || constantNames.contains($0) || shapeNames.contains($0) }
+            }
+            if shapeSource[index] || shapeDerived[index] { shapeNames.formUnion(node.outputs.filter { !$0.isEmpty }) }
+        }
+        (self.shapeSource, self.shapeDerived) = (shapeSource, shapeDerived)
         fusions = Fusion.plan(graph, constant: { constantNames.contains($0) }, storedWeight: { weights[$0] != nil })
         var producers: [String: Int] = [:]
         for (index, node) in graph.nodes.enumerated() { for output in node.outputs where !output.isEmpty { producers[output] = index } }
@@ -226,6 +247,7 @@ public final class GraphExecutor {
             values[info.name] = value
             try observe(info.name, value)
         }
+        unchangedShapes = []
         let plan = branchState.regions(observed: observer != nil)
         var timing = branchState.measuring && observer == nil ? [Double](repeating: 0, count: graph.nodes.count) : nil
         var absorbed = Set<Int>()   // nodes a fused chain computed
@@ -265,6 +287,15 @@ public final class GraphExecutor {
             return
         }
         if absorbed.contains(index) { return }
+        let keepsShapes = (shapeSource[index] || shapeDerived[index]) && !inBranch && observer == nil
+        if keepsShapes, shapeDerived[index], let kept = shapeMemo[index],
+           node.inputs.allSatisfy({ $0.isEmpty || constantNames.contains($0) || unchangedShapes.contains($0) }) {
+            for (name, value) in zip(node.outputs, kept) where !name.isEmpty {
+                values[name] = value
+                unchangedShapes.insert(name)
+            }
+            return
+        }
         do {
             // A stored weight runs through its kernel unless the caller overrode it.
             let weight = weights[index].flatMap { values[node.inputs[1]] == nil ? $0 : nil }
@@ -299,8 +330,22 @@ public final class GraphExecutor {
                 throw RuntimeError(.unsupportedOp, "output '\(missing)' is not computed by the executor")
             }
             if foldable[index] && !inBranch { folded[index] = outputs }
+            if keepsShapes {
+                if shapeSource[index], let kept = shapeMemo[index], Self.sameIntegers(kept, outputs) {
+                    unchangedShapes.formUnion(node.outputs)
+                }
+                shapeMemo[index] = outputs
+            }
         } catch let error as RuntimeError {
             throw error.at(node: node.label)
+        }
+    }
+
+    /// Whether two Shape outputs are the same integer tensors.
+    private static func sameIntegers(_ a: [GraphValue], _ b: [GraphValue]) -> Bool {
+        a.count == b.count && zip(a, b).allSatisfy { a, b in
+            guard case .tensor(let x) = a, case .tensor(let y) = b, case .int(let i) = x.elements, case .int(let j) = y.elements else { return false }
+            return x.type == y.type && x.shape == y.shape && i == j
         }
     }
 
