@@ -384,6 +384,25 @@ static void NAME(softmax)(const float *x, float *y, ptrdiff_t rows, ptrdiff_t n,
     }
 }
 
+static void NAME(masked_softmax)(const float *x, float *y, ptrdiff_t rows, ptrdiff_t n, float divisor, const float *mask,
+                                 ptrdiff_t mask_step, int mask_first) {
+    const vec d = SPLAT(divisor);
+    for (ptrdiff_t o = 0; o < rows; o++) {
+        const float *row = x + o * n;
+        float *out = y + o * n;
+        ptrdiff_t k = 0;
+        for (; k + 16 <= n; k += 16) {
+            vec t = LOAD(row + k) / d, m = mask_step ? LOAD(mask + k) : SPLAT(mask[0]);
+            STORE(mask_first ? m + t : t + m, out + k);
+        }
+        for (; k < n; k++) {
+            float t = row[k] / divisor, m = mask[k * mask_step];
+            out[k] = mask_first ? m + t : t + m;
+        }
+        NAME(softmax)(out, out, 1, n, 0);
+    }
+}
+
 static void NAME(gelu)(const float *x, float *y, ptrdiff_t n, float a, float b, float c) {
     vec va = SPLAT(a), vb = SPLAT(b), vc = SPLAT(c);
     ptrdiff_t i = 0;
@@ -643,5 +662,5 @@ static void NAME(epilogue)(float *v, ptrdiff_t n, const tessera_epilogue *steps)
 const tessera_kernels NAME(tessera_kernels) = {
     NAME(tile8x32), NAME(tile8x16), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
     NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row), NAME(binary), NAME(unary), NAME(depthwise), NAME(maxpool),
-    NAME(softmax), NAME(layernorm), NAME(gelu), NAME(silu), NAME(epilogue),
+    NAME(softmax), NAME(masked_softmax), NAME(layernorm), NAME(gelu), NAME(silu), NAME(epilogue),
 };

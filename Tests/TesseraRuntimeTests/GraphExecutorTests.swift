@@ -355,6 +355,31 @@ import TesseraONNX
         }
     }
 
+    /// Attention's Div by a constant, Add of the mask and Softmax run as one: the bits of the three
+    /// nodes, whichever operand of the Add the mask is and however it broadcasts; a Softmax
+    /// over another axis runs unfused.
+    @Test func scaledMaskedSoftmaxIsFused() throws {
+        let n = 20
+        let scale = Tensor(name: "c", dataType: .float, shape: [], storage: .dense(values: TensorBytes(float32: [5.656854])))
+        for (maskShape, maskFirst, axis) in [([1, 1, 1, n], false, -1), ([2, 1, 1, n], true, 3), ([2, 3, 4, n], false, -1), ([2, 3, 4, n], false, 2)] {
+            let add = maskFirst ? ["mask", "scaled"] : ["scaled", "mask"]
+            let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: "Div", inputs: ["x", "c"], outputs: ["scaled"], attributes: [:]),
+                                          ONNXGraph.Node(opType: "Add", inputs: add, outputs: ["masked"], attributes: [:]),
+                                          ONNXGraph.Node(opType: "Softmax", inputs: ["masked"], outputs: ["y"], attributes: ["axis": .int(Int64(axis))])],
+                                  inputs: [ONNXGraph.ValueInfo(name: "x"), ONNXGraph.ValueInfo(name: "mask")],
+                                  outputs: [ONNXGraph.ValueInfo(name: "y")], initializers: ["c": scale])
+            let x = Value(KernelTests.random(count: 24 * n, seed: 3).map { $0 * 30 }, shape: [2, 3, 4, n])
+            let mask = Value(KernelTests.random(count: maskShape.reduce(1, *), seed: 4).map { $0 < -0.5 ? Float(-10_000) : 0 }, shape: maskShape)
+            let fused = try GraphExecutor(graph)
+            fused.profile = OpProfile()
+            let unfused = try GraphExecutor(graph)
+            unfused.observer = ([], { _, _ in })
+            let y = try fused.run(["x": x, "mask": mask])[0].value, expected = try unfused.run(["x": x, "mask": mask])[0].value
+            #expect(y.shape == x.shape && y.asFloats.map(\.bitPattern) == expected.asFloats.map(\.bitPattern), "\(maskShape) \(maskFirst) \(axis)")
+            #expect((fused.profile!.entries["Softmax (fused Div, Add)"] != nil) == (axis != 2), "\(maskShape) \(axis)")
+        }
+    }
+
     /// Nodes built on Shape outputs and constants (a Reshape's target, as exports compute it)
     /// reuse their outputs from the last run while the shapes they read are the same, and are
     /// computed again when a shape changes.

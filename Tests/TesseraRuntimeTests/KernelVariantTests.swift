@@ -333,6 +333,30 @@ import Testing
         #expect(silu1.map(\.bitPattern) == silu2.map(\.bitPattern))
     }
 
+    /// The fused Div, Add and Softmax of attention scores against the portable reference, bit for
+    /// bit: masks broadcast every way (one row for all, per batch, per row, one value per row,
+    /// the scores' own shape), either operand order, rows with a tail, -inf and NaN in the mask.
+    @Test func maskedSoftmaxMatchesThePortableKernel() throws {
+        for n in [7, 16, 37, 128] {
+            let shape = [2, 3, 4, n], count = 24 * n
+            let x = Self.random(count, seed: UInt64(n)).map { $0 * 40 }
+            for maskShape in [[1, 1, 1, n], [2, 1, 1, n], [2, 3, 4, n], [2, 1, 4, 1], [1, 1, 1, 1]] {
+                var mask = Self.random(maskShape.reduce(1, *), seed: 5).map { $0 < -0.6 ? -10_000 : $0 }
+                mask[mask.count / 2] = -.infinity
+                if mask.count > 3 { mask[1] = .nan }
+                for maskFirst in [false, true] {
+                    let portable = Fusion.maskedSoftmax(x, shape: shape, divisor: 5.656854, mask: mask, maskShape: maskShape,
+                                                        maskFirst: maskFirst, kernels: nil)
+                    for isa in Self.variants {
+                        let k = try #require(KernelDispatch.table(for: isa))
+                        let got = Fusion.maskedSoftmax(x, shape: shape, divisor: 5.656854, mask: mask, maskShape: maskShape, maskFirst: maskFirst, kernels: k)
+                        #expect(got.map(\.bitPattern) == portable.map(\.bitPattern), "\(isa) n \(n) mask \(maskShape) first \(maskFirst)")
+                    }
+                }
+            }
+        }
+    }
+
     /// The fused Conv epilogue, every activation with and without each earlier step, on runs of
     /// every length up to two vectors and more (masked and copied tails), against the portable
     /// reference bit for bit, over the whole float range: NaN, infinities and both zeros included.

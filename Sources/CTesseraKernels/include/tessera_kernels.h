@@ -54,6 +54,13 @@ typedef void (*tessera_unary_fn)(int op, const float *x, float *y, ptrdiff_t n);
    x − m − logf(sum): ReductionOps.softmaxRows' arithmetic. */
 typedef void (*tessera_softmax_fn)(const float *x, float *y, ptrdiff_t rows, ptrdiff_t n, int log);
 
+/* Attention's scores: each of `rows` rows of n floats becomes t = x / divisor, then t + mask
+   (mask + t when mask_first), the mask's k-th value mask[k · mask_step] (step 1, or 0 for one
+   value per row); y's row holds t, then `softmax` (log 0) runs on it in place: the Div, Add and
+   Softmax nodes fused (Fusion.maskedSoftmax's arithmetic). */
+typedef void (*tessera_masked_softmax_fn)(const float *x, float *y, ptrdiff_t rows, ptrdiff_t n, float divisor,
+                                          const float *mask, ptrdiff_t mask_step, int mask_first);
+
 /* LayerNormalization of `rows` contiguous rows of n floats into y, statistics in float64:
    sums over 8 lanes (full groups of 8, the lanes in order from 0, then the rest in order),
    mean = Σx / n, inverse = 1 / sqrt(Σ(x − mean)² / n + epsilon), then
@@ -131,6 +138,7 @@ typedef struct {
     tessera_depthwise_fn depthwise;
     tessera_maxpool_fn maxpool;
     tessera_softmax_fn softmax;
+    tessera_masked_softmax_fn masked_softmax;
     tessera_layernorm_fn layernorm;
     tessera_gelu_fn gelu;
     tessera_silu_fn silu;

@@ -17,6 +17,10 @@ struct Fusion {
         case convolution(ConvEpilogue)
         /// SiLU (swish), `x · sigmoid(x)`: Sigmoid → Mul (by x), as YOLO-style models export it.
         case silu
+        /// Attention's scores: Div by a scalar constant, Add of a mask (a value that broadcasts to
+        /// the scores, as the extended attention mask does), Softmax over the last axis (its
+        /// `axis` attribute, or the opset's default, kept here). One pass per row.
+        case maskedSoftmax(divisor: String, mask: String, maskFirst: Bool, axis: Int)
         /// A MatMul on a stored weight, then an Add of a constant bias over its outputs: the
         /// kernel adds the bias as it writes each output (the float GEMM as it transposes yᵀ
         /// into y, the integer one as it scales its sums).
@@ -154,6 +158,19 @@ struct Fusion {
             plans[index] = Fusion(kind: .gelu(divisor: divisor, addend: addend, factor: factor), input: x,
                                   absorbed: [erfIndex, addIndex, mulIndex, lastIndex], output: last.outputs[0])
         }
+        for (index, div) in nodes.enumerated() where plans[index] == nil && div.domain.isEmpty && div.opType == "Div" && div.inputs.count == 2 {
+            let scores = div.inputs[0], divisor = div.inputs[1]
+            guard !constant(scores), constant(divisor), div.outputs.count == 1, let (addIndex, add) = next(div.outputs[0]),
+                  add.domain.isEmpty, add.opType == "Add", add.inputs.count == 2, add.outputs.count == 1,
+                  let mask = add.inputs.first(where: { $0 != div.outputs[0] }), !mask.isEmpty,
+                  let (softmaxIndex, softmax) = next(add.outputs[0]), softmax.domain.isEmpty, softmax.opType == "Softmax",
+                  softmax.inputs.count == 1, softmax.outputs.count == 1
+            else { continue }
+            var axis = graph.defaultOpset < 13 ? 1 : -1
+            if case .int(let a)? = softmax.attributes["axis"] { axis = Int(a) }
+            plans[index] = Fusion(kind: .maskedSoftmax(divisor: divisor, mask: mask, maskFirst: add.inputs[0] == mask, axis: axis),
+                                  input: scores, absorbed: [addIndex, softmaxIndex], output: softmax.outputs[0])
+        }
         for (index, sigmoid) in nodes.enumerated() where sigmoid.domain.isEmpty && sigmoid.opType == "Sigmoid" && sigmoid.inputs.count == 1 {
             let x = sigmoid.inputs[0]
             guard !constant(x), sigmoid.outputs.count == 1, let (mulIndex, mul) = next(sigmoid.outputs[0]), mul.domain.isEmpty,
@@ -233,6 +250,7 @@ struct Fusion {
                 + (e.activation.map { [$0.name] } ?? [])).joined(separator: " + ") + " (fused)"
         case .silu: "SiLU (fused Sigmoid, Mul)"
         case .bias: "MatMul + Add (stored weight, fused bias)"
+        case .maskedSoftmax: "Softmax (fused Div, Add)"
         }
     }
 
@@ -249,6 +267,18 @@ struct Fusion {
             return Value(try context.applyWeight(op, v, batch: v.count / max(k, 1), bias: bias), shape: x.shape.dropLast() + [op.rows])
         case .silu:
             return Value(Self.silu(v, threads: context.threads), shape: x.shape)
+        case .maskedSoftmax(let divisorName, let maskName, let maskFirst, let axis):
+            // Neither operand may broadcast the scores to a larger shape; the mask repeats along rows.
+            let rank = x.shape.count
+            guard rank >= 1, let n = x.shape.last, n > 0, axis == rank - 1 || axis == -1,
+                  case .tensor(let d)? = try value(divisorName), d.type == .float, d.count == 1, d.shape.count <= rank,
+                  case .float(let divisor) = d.elements,
+                  case .tensor(let m)? = try value(maskName), m.type == .float, m.shape.count <= rank, case .float(let mask) = m.elements
+            else { return nil }
+            let maskShape = [Int](repeating: 1, count: rank - m.shape.count) + m.shape
+            guard zip(maskShape, x.shape).allSatisfy({ $0 == 1 || $0 == $1 }) else { return nil }
+            return Value(Self.maskedSoftmax(v, shape: x.shape, divisor: divisor[0], mask: mask, maskShape: maskShape, maskFirst: maskFirst),
+                         shape: x.shape)
         case .convolution(let e):
             guard x.shape.count >= 3, case .tensor(let w)? = try value(context.node.inputs[1]), let channels = w.shape.first else { return nil }
             var normalization: [(scale: Double, shift: Double)] = []
@@ -354,6 +384,49 @@ struct Fusion {
             default: break
             }
             v[i] = x
+        }
+    }
+
+    /// Softmax over the last axis of `x / divisor + mask` (`mask + …` when `maskFirst`), the mask
+    /// broadcast from `maskShape` (the scores' rank): the Div, Add and Softmax nodes' operations.
+    /// The C kernel takes the rows that share a mask row at a time.
+    static func maskedSoftmax(_ x: [Float], shape: [Int], divisor: Float, mask: [Float], maskShape: [Int], maskFirst: Bool,
+                              kernels: tessera_kernels? = KernelDispatch.kernels) -> [Float] {
+        let n = shape.last!, rows = x.count / n, step = maskShape.last! == 1 ? 0 : 1
+        let strides = zip(Broadcast.strides(maskShape), maskShape).map { $1 == 1 ? 0 : $0 }
+        /// The offset in `mask` of row r's mask values.
+        func maskOffset(_ r: Int) -> Int {
+            var (rest, offset) = (r, 0)
+            for axis in stride(from: shape.count - 2, through: 0, by: -1) {
+                offset += rest % shape[axis] * strides[axis]
+                rest /= shape[axis]
+            }
+            return offset
+        }
+        guard let k = kernels else {
+            var t = x
+            for r in 0 ..< rows {
+                let base = maskOffset(r)
+                for j in 0 ..< n {
+                    let q = x[r * n + j] / divisor, m = mask[base + j * step]
+                    t[r * n + j] = maskFirst ? m + q : q + m
+                }
+            }
+            return ReductionOps.softmaxRows(t, rows: rows, n: n, log: false, kernels: nil)
+        }
+        return [Float](unsafeUninitializedCapacity: x.count) { y, initialized in
+            x.withUnsafeBufferPointer { x in mask.withUnsafeBufferPointer { mask in
+                var first = 0
+                while first < rows {
+                    let offset = maskOffset(first)
+                    var end = first + 1
+                    while end < rows, maskOffset(end) == offset { end += 1 }
+                    k.masked_softmax(x.baseAddress! + first * n, y.baseAddress! + first * n, end - first, n, divisor,
+                                     mask.baseAddress! + offset, step, maskFirst ? 1 : 0)
+                    first = end
+                }
+            } }
+            initialized = x.count
         }
     }
 
