@@ -382,23 +382,31 @@ import TesseraONNX
 
     /// Nodes built on Shape outputs and constants (a Reshape's target, as exports compute it)
     /// reuse their outputs from the last run while the shapes they read are the same, and are
-    /// computed again when a shape changes.
+    /// computed again when a shape changes, also after a run that failed between the Shape node
+    /// and them (here a Reshape of a second input `z` that does not fit).
     @Test func shapeComputationsAreReusedWhileTheShapesHold() throws {
         let i64 = { (v: [Int64]) in Tensor(name: "", dataType: .int64, shape: [v.count], storage: .dense(values: TensorBytes(littleEndian: v))) }
         let nodes = [ONNXGraph.Node(opType: "Shape", inputs: ["x"], outputs: ["s"], attributes: [:]),
+                     ONNXGraph.Node(opType: "Reshape", inputs: ["z", "four"], outputs: ["z4"], attributes: [:]),
                      ONNXGraph.Node(opType: "Gather", inputs: ["s", "zero"], outputs: ["rows"], attributes: [:]),
                      ONNXGraph.Node(opType: "Concat", inputs: ["rows", "minusOne"], outputs: ["target"], attributes: ["axis": .int(0)]),
                      ONNXGraph.Node(opType: "Reshape", inputs: ["x", "target"], outputs: ["flat"], attributes: [:]),
                      ONNXGraph.Node(opType: "Mul", inputs: ["flat", "flat"], outputs: ["y"], attributes: [:])]
-        let graph = ONNXGraph(nodes: nodes, inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
-                              initializers: ["zero": i64([0]), "minusOne": i64([-1])])
+        let graph = ONNXGraph(nodes: nodes, inputs: [ONNXGraph.ValueInfo(name: "x"), ONNXGraph.ValueInfo(name: "z")],
+                              outputs: [ONNXGraph.ValueInfo(name: "y"), ONNXGraph.ValueInfo(name: "z4")],
+                              initializers: ["zero": i64([0]), "minusOne": i64([-1]), "four": i64([4])])
         let executor = try GraphExecutor(graph)
-        #expect(executor.shapeSource == [true, false, false, false, false] && executor.shapeDerived == [false, true, true, false, false])
+        #expect(executor.shapeSource == [true, false, false, false, false, false] && executor.shapeDerived == [false, false, true, true, false, false])
         executor.profile = OpProfile()
         var computed = 0
-        for (shape, reused) in [([2, 3, 2], false), ([2, 3, 2], true), ([3, 2, 2], false), ([3, 2, 2], true), ([2, 3, 2], false)] {
-            let x = floats((0 ..< 12).map(Float.init), shape)
-            let y = try executor.run(["x": x])[0].value
+        for (shape, fits, reused) in [([2, 3, 2], true, false), ([2, 3, 2], true, true), ([3, 2, 2], true, false), ([3, 2, 2], true, true),
+                                      ([2, 3, 2], false, false), ([2, 3, 2], true, false), ([2, 3, 2], true, true)] {
+            let x = floats((0 ..< 12).map(Float.init), shape), z = floats(fits ? [1, 2, 3, 4] : [1, 2, 3], [fits ? 4 : 3])
+            guard fits else {
+                #expect(throws: RuntimeError.self) { try executor.run(["x": x, "z": z]) }
+                continue
+            }
+            let y = try executor.run(["x": x, "z": z])[0].value
             #expect(y.shape == [shape[0], 12 / shape[0]] && y.asFloats == (0 ..< 12).map { Float($0 * $0) }, "\(shape)")
             let gathers = executor.profile!.entries["Gather"]?.nodes ?? 0
             #expect(gathers == computed + (reused ? 0 : 1), "\(shape) reused \(reused)")

@@ -41,12 +41,13 @@ public final class GraphExecutor {
     /// Shape nodes on values computed while running, and the nodes computed from their outputs
     /// and constants alone (Gather, Unsqueeze, Concat building a Reshape's target): a transformer
     /// export has a hundred, each a few µs of bookkeeping. A Shape node's output is kept and
-    /// compared on the next run; while it holds, the nodes built on it reuse their kept outputs.
+    /// compared on the next run; `shapeVersion` counts the changes (and the times a Shape node
+    /// ran where its output could not be compared: in a branch). A shape-derived node reuses
+    /// the outputs it kept while the version is the one they were computed at, so it never
+    /// reuses outputs computed from other shapes than this run's, even after a failed run.
     let shapeSource: [Bool], shapeDerived: [Bool]
-    private var shapeMemo: [Int: [GraphValue]] = [:]
-    /// Names this run gave the kept value of the last run (Shape outputs that compared equal,
-    /// outputs of shape-derived nodes reused); reset at each run.
-    private var unchangedShapes: Set<String> = []
+    private var shapeMemo: [Int: (version: Int, outputs: [GraphValue])] = [:]
+    private var shapeVersion = 0
     /// When set, every node's wall time is added here by op type (`tessera run --profile`).
     public var profile: OpProfile?
     /// When set, `visit` sees each tensor named in `names` as the run produces it, graph inputs
@@ -247,7 +248,6 @@ public final class GraphExecutor {
             values[info.name] = value
             try observe(info.name, value)
         }
-        unchangedShapes = []
         let plan = branchState.regions(observed: observer != nil)
         var timing = branchState.measuring && observer == nil ? [Double](repeating: 0, count: graph.nodes.count) : nil
         var absorbed = Set<Int>()   // nodes a fused chain computed
@@ -255,6 +255,7 @@ public final class GraphExecutor {
         while index < graph.nodes.count {
             if next < plan.count, plan[next].nodes.lowerBound == index {
                 let region = plan[next]
+                if region.nodes.contains(where: { shapeSource[$0] || shapeDerived[$0] }) { shapeVersion += 1 }
                 let started = DispatchTime.now().uptimeNanoseconds
                 try runBranches(region, values: &values, outer: outer)
                 branchState.timeTrial(next, seconds: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e9)
@@ -288,12 +289,8 @@ public final class GraphExecutor {
         }
         if absorbed.contains(index) { return }
         let keepsShapes = (shapeSource[index] || shapeDerived[index]) && !inBranch && observer == nil
-        if keepsShapes, shapeDerived[index], let kept = shapeMemo[index],
-           node.inputs.allSatisfy({ $0.isEmpty || constantNames.contains($0) || unchangedShapes.contains($0) }) {
-            for (name, value) in zip(node.outputs, kept) where !name.isEmpty {
-                values[name] = value
-                unchangedShapes.insert(name)
-            }
+        if keepsShapes, shapeDerived[index], let kept = shapeMemo[index], kept.version == shapeVersion {
+            for (name, value) in zip(node.outputs, kept.outputs) where !name.isEmpty { values[name] = value }
             return
         }
         do {
@@ -331,10 +328,8 @@ public final class GraphExecutor {
             }
             if foldable[index] && !inBranch { folded[index] = outputs }
             if keepsShapes {
-                if shapeSource[index], let kept = shapeMemo[index], Self.sameIntegers(kept, outputs) {
-                    unchangedShapes.formUnion(node.outputs)
-                }
-                shapeMemo[index] = outputs
+                if shapeSource[index], !(shapeMemo[index].map { Self.sameIntegers($0.outputs, outputs) } ?? false) { shapeVersion += 1 }
+                shapeMemo[index] = (shapeVersion, outputs)
             }
         } catch let error as RuntimeError {
             throw error.at(node: node.label)
