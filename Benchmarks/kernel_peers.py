@@ -2,7 +2,10 @@
 (fp32 MatMul, int8 MatMulInteger) on the same shapes, one and two threads.
 
 Prints one JSON object: {"M,K,N": {"numpy": {threads: seconds}, ...}}. Weights are W [M, K],
-activations X [K, N] (N = batch), as in y = W @ X. Timings are the best of several runs.
+activations X [K, N] (N = batch), as in y = W @ X. Timings are the best of the runs that fit in
+BUDGET seconds (default 1), at least five.
+
+    python Benchmarks/kernel_peers.py SHAPES SPARSITIES [BUDGET]
 """
 import json
 import os
@@ -52,6 +55,7 @@ def ort_session(w, integer, threads):
 def main():
     shapes = [tuple(int(v) for v in s.split("x")) for s in sys.argv[1].split(",")]
     sparsities = [float(s) for s in sys.argv[2].split(",")]
+    budget = float(sys.argv[3]) if len(sys.argv) > 3 else 1.0
     rng = np.random.default_rng(0)
     out = {}
     for m, k, n in shapes:
@@ -65,15 +69,15 @@ def main():
             row[f"scipy_csr_{p}"] = {}
         for threads in (1, 2):
             with threadpool_limits(limits=threads):
-                row["numpy"][threads] = best(lambda: w @ x)
+                row["numpy"][threads] = best(lambda: w @ x, budget)
                 for p in sparsities:
                     mask = rng.random((m, k)) >= p
                     csr = scipy.sparse.csr_array(w * mask)
-                    row[f"scipy_csr_{p}"][threads] = best(lambda: csr @ x)
+                    row[f"scipy_csr_{p}"][threads] = best(lambda: csr @ x, budget)
             s = ort_session(w, False, threads)
-            row["ort_fp32"][threads] = best(lambda: s.run(None, {"x": xr}))
+            row["ort_fp32"][threads] = best(lambda: s.run(None, {"x": xr}), budget)
             s = ort_session(w8, True, threads)
-            row["ort_int8"][threads] = best(lambda: s.run(None, {"x": x8}))
+            row["ort_int8"][threads] = best(lambda: s.run(None, {"x": x8}), budget)
         out[f"{m},{k},{n}"] = row
     json.dump(out, sys.stdout)
 
