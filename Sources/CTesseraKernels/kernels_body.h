@@ -31,8 +31,11 @@ static inline float NAME(sum)(vec v) {
     return s;
 }
 
-static void NAME(tile8x32)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
-                           float *out, ptrdiff_t ldo, int accumulate) {
+/* The tiles' loops, inlined twice: for packed panels (wr == 1, the weights of one depth
+   adjacent) and for rows read in place (wr apart). */
+static inline __attribute__((always_inline)) void NAME(tile8x32_body)(const float *w, ptrdiff_t wr, ptrdiff_t ks,
+                                                                      ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
+                                                                      float *out, ptrdiff_t ldo, int accumulate) {
     float *o[8];
     for (int i = 0; i < 8; i++) o[i] = out + i * ldo;
     vec c0[8], c1[8];
@@ -43,7 +46,7 @@ static void NAME(tile8x32)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const 
     for (ptrdiff_t k = 0; k < depth; k++) {
         vec x0 = LOAD(xt), x1 = LOAD(xt + 16);
         for (int i = 0; i < 8; i++) {
-            vec b = SPLAT(w[i]);
+            vec b = SPLAT(w[i * wr]);
             c0[i] = FMA(c0[i], x0, b);
             c1[i] = FMA(c1[i], x1, b);
         }
@@ -53,17 +56,30 @@ static void NAME(tile8x32)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const 
     for (int i = 0; i < 8; i++) { STORE(c0[i], o[i]); STORE(c1[i], o[i] + 16); }
 }
 
-static void NAME(tile8x16)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
+static void NAME(tile8x32)(const float *w, ptrdiff_t wr, ptrdiff_t ks, ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
                            float *out, ptrdiff_t ldo, int accumulate) {
+    if (wr == 1) NAME(tile8x32_body)(w, 1, ks, depth, xt, ldx, out, ldo, accumulate);
+    else NAME(tile8x32_body)(w, wr, ks, depth, xt, ldx, out, ldo, accumulate);
+}
+
+static inline __attribute__((always_inline)) void NAME(tile8x16_body)(const float *w, ptrdiff_t wr, ptrdiff_t ks,
+                                                                      ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
+                                                                      float *out, ptrdiff_t ldo, int accumulate) {
     vec c[8];
     for (int i = 0; i < 8; i++) c[i] = accumulate ? LOAD(out + i * ldo) : SPLAT(0.0f);
     for (ptrdiff_t k = 0; k < depth; k++) {
         vec x0 = LOAD(xt);
-        for (int i = 0; i < 8; i++) c[i] = FMA(c[i], x0, SPLAT(w[i]));
+        for (int i = 0; i < 8; i++) c[i] = FMA(c[i], x0, SPLAT(w[i * wr]));
         w += ks;
         xt += ldx;
     }
     for (int i = 0; i < 8; i++) STORE(c[i], out + i * ldo);
+}
+
+static void NAME(tile8x16)(const float *w, ptrdiff_t wr, ptrdiff_t ks, ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
+                           float *out, ptrdiff_t ldo, int accumulate) {
+    if (wr == 1) NAME(tile8x16_body)(w, 1, ks, depth, xt, ldx, out, ldo, accumulate);
+    else NAME(tile8x16_body)(w, wr, ks, depth, xt, ldx, out, ldo, accumulate);
 }
 
 static float NAME(dot)(const float *a, const float *b, ptrdiff_t n) {

@@ -1,12 +1,14 @@
-/// Dense weights, float or quantized: a register-blocked GEMM over 8-row panels (float32 weights
-/// packed once, others decoded as they are met), and a GEMV for a single activation row, which
+/// Dense weights, float or quantized: a register-blocked GEMM (float32 weights packed once,
+/// others decoded into 8-row panels as they are met), and a GEMV for a single activation row, which
 /// reads the stored weights in place.
 struct DenseKernel: WeightKernel {
     let problem: Problem
-    /// Depth per panel: an 8 x 256 panel and a 256 x 32 activation block stay in L1.
+    /// Depth per tile: an 8 x 256 panel and a 256 x 32 activation block stay in L1 (or 8 rows
+    /// of 256 activations, while the weights stream past; 128 to 256 ran alike on MiniLM, 512
+    /// and the whole depth 10-20% slower).
     static let depthBlock = 256
 
-    /// The product, plus the problem's bias: added as the GEMM's yᵀ is transposed into y.
+    /// The product, plus the problem's bias (the transposed GEMM adds it as it writes y).
     func run<R: WeightReader>(_ reader: R) {
         if problem.batch == 1 {
             gemv(reader)
@@ -17,6 +19,54 @@ struct DenseKernel: WeightKernel {
     }
 
     private func gemm<R: WeightReader>(_ w: R) {
+        if problem.transposed == nil, problem.op.rows % 16 == 0, let wide = problem.op.widePanels {
+            gemmRows(wide)
+        } else {
+            gemmTransposed(w)
+        }
+    }
+
+    /// `y = x · W` with neither operand transposed: each tile broadcasts 8 rows of `x`, read in
+    /// place, against the weights of 32 outputs (16 for the last when `rows` is an odd number of
+    /// 16s) from `widePanels`, and writes 8 rows of `y`. Each output is the same chain of fused
+    /// multiply-adds as in `gemmTransposed`, so the bits are the same. A batch that is not a
+    /// multiple of 8 runs its last rows from a zero-padded copy.
+    private func gemmRows(_ panels: PackedPanels) {
+        let op = problem.op, rows = op.rows, depth = op.depth, batch = problem.batch
+        let fullBlocks = batch / 8, tail = batch % 8
+        let xTail = tail > 0 ? alignedFloats(8 * depth) : nil, yTail = tail > 0 ? alignedFloats(8 * rows) : nil
+        defer { xTail?.deallocate(); yTail?.deallocate() }
+        if let xTail {
+            xTail.initialize(from: problem.x + fullBlocks * 8 * depth, count: tail * depth)
+            (xTail + tail * depth).initialize(repeating: 0, count: (8 - tail) * depth)
+        }
+        let weights = UnsafePointer(panels.values), x = problem.x, y = problem.y
+        Threads.split((rows + 31) / 32, threads: problem.threads) { range in
+            // A depth block of 8 rows of x stays in L1 while the weights stream past it.
+            for k0 in stride(from: 0, to: depth, by: Self.depthBlock) {
+                let kn = min(Self.depthBlock, depth - k0)
+                for block in 0 ..< (batch + 7) / 8 {
+                    let xb = block < fullBlocks ? x + block * 8 * depth : UnsafePointer(xTail!)
+                    let yb = block < fullBlocks ? y + block * 8 * rows : yTail!
+                    for p in range {
+                        let wp = weights + 32 * (p * depth + k0), out = yb + 32 * p
+                        if 32 * p + 32 <= rows {
+                            tile8x32(xb + k0, depth, 1, kn, wp, 32, out, rows, accumulating: k0 > 0)
+                        } else {
+                            tile8x16(xb + k0, depth, 1, kn, wp, 32, out, rows, accumulating: k0 > 0)
+                        }
+                    }
+                }
+            }
+        }
+        if let yTail { (y + fullBlocks * 8 * rows).update(from: yTail, count: tail * rows) }
+        problem.addBias()
+    }
+
+    /// `yᵀ = W · xᵀ`: each tile broadcasts 8 weight rows from a packed or decoded panel against
+    /// 32 (or 16) columns of `xᵀ`, for weights not packed wide and for callers' transposed
+    /// operands (convolution).
+    private func gemmTransposed<R: WeightReader>(_ w: R) {
         let op = problem.op, rows = op.rows, depth = op.depth
         // Float32 weights are packed once (`panels`); others are decoded panel by panel.
         let packed = op.panels
@@ -40,10 +90,10 @@ struct DenseKernel: WeightKernel {
                         let out = t.yt + r0 * t.yld, xBlock = t.xt + k0 * ld
                         var b = 0
                         while b + 32 <= t.columns {
-                            tile8x32(wp, 8, kn, xBlock + b, ld, out + b, t.yld, accumulating: k0 > 0)
+                            tile8x32(wp, 1, 8, kn, xBlock + b, ld, out + b, t.yld, accumulating: k0 > 0)
                             b += 32
                         }
-                        if b < t.columns { tile8x16(wp, 8, kn, xBlock + b, ld, out + b, t.yld, accumulating: k0 > 0) }
+                        if b < t.columns { tile8x16(wp, 1, 8, kn, xBlock + b, ld, out + b, t.yld, accumulating: k0 > 0) }
                     }
                 }
             }

@@ -21,6 +21,8 @@ public struct LinearOperator: @unchecked Sendable {
     /// A float32 weight packed into the batched kernel's 8-row panels on its first batched use
     /// (see `panels`).
     private let packedPanels = PackedCache<PackedPanels>()
+    /// The same, 32 rows wide (see `widePanels`).
+    private let packedWidePanels = PackedCache<PackedPanels>()
     /// An int8 weight's codes packed for the W8A8 GEMM core, made on its first use: the dense
     /// layout, and a 2:4 weight's pair layout for the kernel on kept codes.
     let packedInt8 = PackedCache<PackedInt8Weight>()
@@ -60,21 +62,27 @@ public struct LinearOperator: @unchecked Sendable {
     /// weight's 8 rows at each depth lie a row of N floats apart, a page apart for MiniLM's
     /// 1536 outputs: MiniLM 1x128 ran 19.0 ms so, 16.7 ms packed (best of 50, one thread).
     /// Nil for other weights: quantized, sparse, or rows neither along nor across the layout.
-    var panels: PackedPanels? {
+    var panels: PackedPanels? { packed(width: 8, into: packedPanels) }
+
+    /// The same weight packed 32 rows (outputs) wide, for the dense kernel's tiles of `y` that
+    /// broadcast the activations: panel p holds weight (32p + j, k) at `32·(p·depth + k) + j`.
+    var widePanels: PackedPanels? { packed(width: 32, into: packedWidePanels) }
+
+    private func packed(width: Int, into cache: PackedCache<PackedPanels>) -> PackedPanels? {
         guard case .dense(let bytes) = tensor.storage, tensor.dataType == .float, tensor.quantization == nil,
               view.inner == 1 || view.outer == 1 else { return nil }
-        return packedPanels.get {
-            let panels = PackedPanels(count: roundUp(rows, 8) * depth)
+        return cache.get {
+            let panels = PackedPanels(count: roundUp(rows, width) * depth)
             bytes.withUnsafeBytes { raw in
                 let w = raw.bindMemory(to: Float.self)
                 if view.inner == 1 {
                     for r in 0 ..< rows {
-                        let row = denseOffset(row: r), (p, i) = (r / 8, r % 8)
-                        for k in 0 ..< depth { panels.values[8 * (p * depth + k) + i] = w[row + k] }
+                        let row = denseOffset(row: r), (p, i) = (r / width, r % width)
+                        for k in 0 ..< depth { panels.values[width * (p * depth + k) + i] = w[row + k] }
                     }
-                } else {   // [K, N]: a panel's 8 rows at one depth are 8 adjacent floats
+                } else {   // [K, N]: a panel's rows at one depth are adjacent floats
                     for k in 0 ..< depth {
-                        for r in 0 ..< rows { panels.values[8 * ((r / 8) * depth + k) + r % 8] = w[k * rows + r] }
+                        for r in 0 ..< rows { panels.values[width * ((r / width) * depth + k) + r % width] = w[k * rows + r] }
                     }
                 }
             }

@@ -2,25 +2,27 @@
 /// variant `KernelDispatch` chose (C, per instruction set) or the portable Swift one, which is
 /// the reference the variants reproduce exactly.
 ///
-/// The tiles compute an 8-row tile of `yᵀ`: `out[i][b] += Σ_k w[i + k·ks] · xt[k·ldx + b]`, 8 rows
-/// by 32 (or 16) batch columns, with every accumulator in a register; or, not `accumulating`
-/// (a first depth block), `out[i][b] = Σ_k ...` over whatever `out` held. The weights are
-/// broadcast from `w` (the dense kernel's packed or decoded 8-row panels, `ks == 8`);
-/// the activations are vectors of 16 batch rows.
+/// The tiles compute `out[i][b] += Σ_k w[i·wr + k·ks] · xt[k·ldx + b]`, 8 rows by 32 (or 16)
+/// columns, with every accumulator in a register; or, not `accumulating` (a first depth block),
+/// `out[i][b] = Σ_k ...` over whatever `out` held. The dense kernel runs them two ways: an 8-row
+/// tile of `yᵀ`, the weights broadcast from its packed or decoded 8-row panels (`wr == 1`,
+/// `ks == 8`) and the activations vectors of 16 batch rows; or an 8-row tile of `y`, the
+/// activations broadcast from 8 rows of `x` read in place (`wr` = depth, `ks == 1`) and the
+/// weights vectors of 16 outputs from panels packed 32 outputs wide.
 
 @inline(__always)
-func tile8x32(_ w: UnsafePointer<Float>, _ ks: Int, _ depth: Int,
+func tile8x32(_ w: UnsafePointer<Float>, _ wr: Int, _ ks: Int, _ depth: Int,
               _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
-    if let k = KernelDispatch.kernels { k.tile8x32(w, ks, depth, xt, ldx, out, ldo, accumulating ? 1 : 0) } else {
-        PortableKernels.tile8x32(w, ks, depth, xt, ldx, out, ldo, accumulating: accumulating)
+    if let k = KernelDispatch.kernels { k.tile8x32(w, wr, ks, depth, xt, ldx, out, ldo, accumulating ? 1 : 0) } else {
+        PortableKernels.tile8x32(w, wr, ks, depth, xt, ldx, out, ldo, accumulating: accumulating)
     }
 }
 
 @inline(__always)
-func tile8x16(_ w: UnsafePointer<Float>, _ ks: Int, _ depth: Int,
+func tile8x16(_ w: UnsafePointer<Float>, _ wr: Int, _ ks: Int, _ depth: Int,
               _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
-    if let k = KernelDispatch.kernels { k.tile8x16(w, ks, depth, xt, ldx, out, ldo, accumulating ? 1 : 0) } else {
-        PortableKernels.tile8x16(w, ks, depth, xt, ldx, out, ldo, accumulating: accumulating)
+    if let k = KernelDispatch.kernels { k.tile8x16(w, wr, ks, depth, xt, ldx, out, ldo, accumulating ? 1 : 0) } else {
+        PortableKernels.tile8x16(w, wr, ks, depth, xt, ldx, out, ldo, accumulating: accumulating)
     }
 }
 
@@ -57,7 +59,7 @@ func denseProduct(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ c: Uns
 /// The portable kernels: Swift SIMD, the reference every C variant reproduces bit for bit.
 enum PortableKernels {
     @inline(never)
-    static func tile8x32(_ w: UnsafePointer<Float>, _ ks: Int, _ depth: Int,
+    static func tile8x32(_ w: UnsafePointer<Float>, _ wr: Int, _ ks: Int, _ depth: Int,
                   _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
         let o0 = out, o1 = out + ldo, o2 = o1 + ldo, o3 = o2 + ldo, o4 = o3 + ldo, o5 = o4 + ldo, o6 = o5 + ldo, o7 = o6 + ldo
         let start = { (p: UnsafeMutablePointer<Float>) in accumulating ? load(p) : Vec() }
@@ -69,13 +71,13 @@ enum PortableKernels {
         for _ in 0 ..< depth {
             let x0 = load(xp), x1 = load(xp + 16)
             var b = Vec(repeating: wp[0]); c00.addProduct(x0, b); c01.addProduct(x1, b)
-            b = Vec(repeating: wp[1]); c10.addProduct(x0, b); c11.addProduct(x1, b)
-            b = Vec(repeating: wp[2]); c20.addProduct(x0, b); c21.addProduct(x1, b)
-            b = Vec(repeating: wp[3]); c30.addProduct(x0, b); c31.addProduct(x1, b)
-            b = Vec(repeating: wp[4]); c40.addProduct(x0, b); c41.addProduct(x1, b)
-            b = Vec(repeating: wp[5]); c50.addProduct(x0, b); c51.addProduct(x1, b)
-            b = Vec(repeating: wp[6]); c60.addProduct(x0, b); c61.addProduct(x1, b)
-            b = Vec(repeating: wp[7]); c70.addProduct(x0, b); c71.addProduct(x1, b)
+            b = Vec(repeating: wp[1 &* wr]); c10.addProduct(x0, b); c11.addProduct(x1, b)
+            b = Vec(repeating: wp[2 &* wr]); c20.addProduct(x0, b); c21.addProduct(x1, b)
+            b = Vec(repeating: wp[3 &* wr]); c30.addProduct(x0, b); c31.addProduct(x1, b)
+            b = Vec(repeating: wp[4 &* wr]); c40.addProduct(x0, b); c41.addProduct(x1, b)
+            b = Vec(repeating: wp[5 &* wr]); c50.addProduct(x0, b); c51.addProduct(x1, b)
+            b = Vec(repeating: wp[6 &* wr]); c60.addProduct(x0, b); c61.addProduct(x1, b)
+            b = Vec(repeating: wp[7 &* wr]); c70.addProduct(x0, b); c71.addProduct(x1, b)
             wp += ks
             xp += ldx
         }
@@ -86,7 +88,7 @@ enum PortableKernels {
     }
 
     @inline(never)
-    static func tile8x16(_ w: UnsafePointer<Float>, _ ks: Int, _ depth: Int,
+    static func tile8x16(_ w: UnsafePointer<Float>, _ wr: Int, _ ks: Int, _ depth: Int,
                   _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
         let o0 = out, o1 = out + ldo, o2 = o1 + ldo, o3 = o2 + ldo, o4 = o3 + ldo, o5 = o4 + ldo, o6 = o5 + ldo, o7 = o6 + ldo
         let start = { (p: UnsafeMutablePointer<Float>) in accumulating ? load(p) : Vec() }
@@ -95,10 +97,10 @@ enum PortableKernels {
         var wp = w, xp = xt
         for _ in 0 ..< depth {
             let x0 = load(xp)
-            c0.addProduct(x0, Vec(repeating: wp[0])); c1.addProduct(x0, Vec(repeating: wp[1]))
-            c2.addProduct(x0, Vec(repeating: wp[2])); c3.addProduct(x0, Vec(repeating: wp[3]))
-            c4.addProduct(x0, Vec(repeating: wp[4])); c5.addProduct(x0, Vec(repeating: wp[5]))
-            c6.addProduct(x0, Vec(repeating: wp[6])); c7.addProduct(x0, Vec(repeating: wp[7]))
+            c0.addProduct(x0, Vec(repeating: wp[0])); c1.addProduct(x0, Vec(repeating: wp[1 &* wr]))
+            c2.addProduct(x0, Vec(repeating: wp[2 &* wr])); c3.addProduct(x0, Vec(repeating: wp[3 &* wr]))
+            c4.addProduct(x0, Vec(repeating: wp[4 &* wr])); c5.addProduct(x0, Vec(repeating: wp[5 &* wr]))
+            c6.addProduct(x0, Vec(repeating: wp[6 &* wr])); c7.addProduct(x0, Vec(repeating: wp[7 &* wr]))
             wp += ks
             xp += ldx
         }

@@ -12,7 +12,7 @@ import TesseraRuntime
     /// over and groups past the last eight; depth 260 spans three of the CSR gather's depth blocks.
     static let weights: [(shape: [Int], axis: Int)] = [
         ([36, 21], 0), ([9, 20], 1), ([44, 1], 0), ([1, 28], 1), ([6, 8, 3, 3], 1), ([1, 8, 3, 3], 1), ([2, 12, 5], 1), ([4, 52], 1),
-        ([76, 5], 0), ([3, 76], 1), ([260, 9], 0), ([7, 40], 1), ([136, 11], 0),
+        ([76, 5], 0), ([3, 76], 1), ([260, 9], 0), ([7, 40], 1), ([136, 11], 0), ([40, 48], 0), ([32, 300], 1),
     ]
 
     enum Values: String, CaseIterable, CustomTestStringConvertible {
@@ -37,6 +37,37 @@ import TesseraRuntime
                     for i in y.indices where abs(Double(y[i]) - expected[i].value) > 1e-5 * expected[i].magnitude + 1e-6 {
                         Issue.record("\(weight.shape) axis \(weight.axis), batch \(batch), \(threads) threads: output \(i) is \(y[i]), expected \(expected[i].value)")
                         return
+                    }
+                }
+            }
+        }
+    }
+
+    /// The batched float32 GEMM's two forms (tiles of y for output counts that are a multiple
+    /// of 16, tiles of yᵀ otherwise) both compute each output as one chain of fused
+    /// multiply-adds in depth order, from zero, then add the bias: the bits are checked.
+    @Test func denseProductIsTheDepthOrderedChain() throws {
+        for (k, n) in [(5, 16), (300, 48), (37, 64), (260, 21)] {
+            for axis in [0, 1] {
+                let w = Self.random(count: k * n, seed: UInt64(k + n)), bias = Self.random(count: n, seed: 5)
+                let shape = axis == 0 ? [k, n] : [n, k]
+                let op = try LinearOperator(Tensor(name: "w", dataType: .float, shape: shape, reductionAxis: axis,
+                                                   storage: .dense(values: TensorBytes(float32: w))))
+                for batch in [2, 9, 16, 37] {
+                    let x = Self.random(count: batch * k, seed: UInt64(batch))
+                    for threads in [1, 2] {
+                        let y = try op.apply(x, batch: batch, threads: threads, bias: bias)
+                        for b in 0 ..< batch {
+                            for r in 0 ..< n {
+                                var sum: Float = 0
+                                for d in 0 ..< k { sum = sum.addingProduct(x[b * k + d], w[axis == 0 ? d * n + r : r * k + d]) }
+                                sum += bias[r]
+                                guard y[b * n + r].bitPattern == sum.bitPattern else {
+                                    Issue.record("\(shape) axis \(axis), batch \(batch), \(threads) threads: y[\(b), \(r)] is \(y[b * n + r]), the chain gives \(sum)")
+                                    return
+                                }
+                            }
+                        }
                     }
                 }
             }

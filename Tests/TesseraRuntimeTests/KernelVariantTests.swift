@@ -140,28 +140,29 @@ import Testing
     @Test func tilesMatchThePortableKernels() throws {
         for isa in Self.variants {
             let k = try #require(KernelDispatch.table(for: isa))
-            for (depth, ks) in [(1, 8), (37, 8), (256, 8), (19, 24)] {
-                let w = Self.random(ks * depth + 8, seed: 1), xt = Self.random(depth * 40, seed: 2), start = Self.random(8 * 40, seed: 3)
+            // Packed panels (wr 1, ks 8 or wider) and rows read in place (wr the row length or more, ks 1).
+            for (depth, wr, ks) in [(1, 1, 8), (37, 1, 8), (256, 1, 8), (19, 1, 24), (37, 37, 1), (5, 9, 1)] {
+                let w = Self.random(ks * depth + 8 * wr, seed: 1), xt = Self.random(depth * 40, seed: 2), start = Self.random(8 * 40, seed: 3)
                 for (wide, accumulating) in [(true, true), (false, true), (true, false), (false, false)] {
                     var expected = start, got = start
                     w.withUnsafeBufferPointer { w in
                         xt.withUnsafeBufferPointer { xt in
                             expected.withUnsafeMutableBufferPointer { o in
-                                (wide ? PortableKernels.tile8x32 : PortableKernels.tile8x16)(w.baseAddress!, ks, depth, xt.baseAddress!, 40, o.baseAddress!, 40, accumulating)
+                                (wide ? PortableKernels.tile8x32 : PortableKernels.tile8x16)(w.baseAddress!, wr, ks, depth, xt.baseAddress!, 40, o.baseAddress!, 40, accumulating)
                             }
                             got.withUnsafeMutableBufferPointer { o in
-                                (wide ? k.tile8x32 : k.tile8x16)(w.baseAddress!, ks, depth, xt.baseAddress!, 40, o.baseAddress!, 40, accumulating ? 1 : 0)
+                                (wide ? k.tile8x32 : k.tile8x16)(w.baseAddress!, wr, ks, depth, xt.baseAddress!, 40, o.baseAddress!, 40, accumulating ? 1 : 0)
                             }
                         }
                     }
-                    #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) tile (wide: \(wide), accumulating: \(accumulating)) at depth \(depth)")
+                    #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\(isa) tile (wide: \(wide), accumulating: \(accumulating)) at depth \(depth), wr \(wr)")
                     // Not accumulating, a tile ignores what its outputs held: the same as from zeros.
                     if !accumulating {
                         var fromZeros = [Float](repeating: 0, count: start.count)
                         w.withUnsafeBufferPointer { w in
                             xt.withUnsafeBufferPointer { xt in
                                 fromZeros.withUnsafeMutableBufferPointer { o in
-                                    (wide ? PortableKernels.tile8x32 : PortableKernels.tile8x16)(w.baseAddress!, ks, depth, xt.baseAddress!, 40, o.baseAddress!, 40, true)
+                                    (wide ? PortableKernels.tile8x32 : PortableKernels.tile8x16)(w.baseAddress!, wr, ks, depth, xt.baseAddress!, 40, o.baseAddress!, 40, true)
                                 }
                             }
                         }

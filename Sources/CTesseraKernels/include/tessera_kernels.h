@@ -12,9 +12,9 @@
 /* Row stride, in entries, of a decoded 2:4 panel: two kept values for each of 64 groups. */
 #define TESSERA_SPARSE_PANEL_STRIDE 128
 
-/* out[i][b] = (accumulate ? out[i][b] : 0) + Σ_k w[i + k·ks] · xt[k·ldx + b] for 8 rows i and 32
+/* out[i][b] = (accumulate ? out[i][b] : 0) + Σ_k w[i·wr + k·ks] · xt[k·ldx + b] for 8 rows i and 32
    (or 16) columns b. */
-typedef void (*tessera_tile_fn)(const float *w, ptrdiff_t ks, ptrdiff_t depth, const float *xt,
+typedef void (*tessera_tile_fn)(const float *w, ptrdiff_t wr, ptrdiff_t ks, ptrdiff_t depth, const float *xt,
                                 ptrdiff_t ldx, float *out, ptrdiff_t ldo, int accumulate);
 /* Σ a[k]·b[k] over n values. */
 typedef float (*tessera_dot_fn)(const float *a, const float *b, ptrdiff_t n);
