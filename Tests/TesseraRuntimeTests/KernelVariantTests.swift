@@ -375,7 +375,7 @@ import Testing
                     let n = length <= 40 ? min(length, v.count - start) : v.count - start
                     var run = e
                     if e.residual != nil { run.residual = e.residual! + start }
-                    Fusion.epilogue(v.baseAddress! + start, count: n, run, kernels: kernels)
+                    Fusion.epilogue(v.baseAddress! + start, count: n, run, kernel: kernels?.epilogue)
                     (start, length) = (start + n, length + 1)
                 }
             }

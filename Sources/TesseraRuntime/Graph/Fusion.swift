@@ -324,12 +324,15 @@ struct Fusion {
             if let b = e.bias { (steps.add_bias, steps.bias_first) = (1, b.first ? 1 : 0) }
             if let r = e.residual { steps.residual_first = r.first ? 1 : 0 }
             if let a = activation { (steps.activation, steps.alpha, steps.beta) = a.parameters }
+            // Constants from here on: the finisher runs once per channel and block, and
+            // capturing them as variables checked exclusive access on every call.
+            let (template, scaleShift, channelBias) = (steps, normalization, bias)
             let y = try other.withUnsafeBufferPointer { other in
                 try ConvolutionOps.conv(context) { p, offset, run, count in
                     let ch = p % channels
-                    var channel = steps
-                    if !normalization.isEmpty { (channel.scale, channel.shift) = normalization[ch] }
-                    if !bias.isEmpty { channel.bias = bias[ch] }
+                    var channel = template
+                    if !scaleShift.isEmpty { (channel.scale, channel.shift) = scaleShift[ch] }
+                    if !channelBias.isEmpty { channel.bias = channelBias[ch] }
                     if e.residual != nil, offset + count <= otherSpatial, let base = other.baseAddress {
                         channel.residual = base + p * otherSpatial + offset
                     }
@@ -362,11 +365,13 @@ struct Fusion {
     }
 
     /// A fused Conv's epilogue on `count` outputs in place (see `tessera_epilogue`): the nodes'
-    /// operations in their order, through the C kernel or here, the portable reference.
+    /// operations in their order, through the C kernel or here, the portable reference. It runs
+    /// once per channel and block, so it takes the one function it calls (copying the whole
+    /// table per call was 4% of a 3x3 convolution, perf).
     static func epilogue(_ v: UnsafeMutablePointer<Float>, count: Int, _ e: tessera_epilogue,
-                         kernels: tessera_kernels? = KernelDispatch.kernels) {
-        if let k = kernels {
-            withUnsafePointer(to: e) { k.epilogue(v, count, $0) }
+                         kernel: tessera_epilogue_fn? = KernelDispatch.kernels?.epilogue) {
+        if let kernel {
+            withUnsafePointer(to: e) { kernel(v, count, $0) }
             return
         }
         for i in 0 ..< count {
