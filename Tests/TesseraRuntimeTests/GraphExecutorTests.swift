@@ -380,6 +380,48 @@ import TesseraONNX
         }
     }
 
+    /// Transposes around elementwise regions (as TensorFlow exports wrap each Conv) are taken
+    /// out: a chain with constants, a residual Add of two transposed inputs, an exit that undoes
+    /// the permutation (an Identity) and one that does not (one composed Transpose). Kept: a
+    /// region whose constant would change its element order, and one that reaches a graph
+    /// output. The outputs keep their bits: against the same graph with every value an output,
+    /// which pins every region.
+    @Test func transposesCancelAcrossElementwiseRegions() throws {
+        let f = { (v: [Float], shape: [Int]) in Tensor(name: "", dataType: .float, shape: shape, storage: .dense(values: TensorBytes(float32: v))) }
+        let nhwc: ONNXGraph.Attribute = .ints([0, 2, 3, 1])
+        func node(_ op: String, _ inputs: [String], _ output: String, perm: ONNXGraph.Attribute? = nil) -> ONNXGraph.Node {
+            ONNXGraph.Node(opType: op, inputs: inputs, outputs: [output], attributes: perm.map { ["perm": $0] } ?? [:])
+        }
+        let nodes = [
+            node("Transpose", ["x"], "t1", perm: nhwc), node("Add", ["t1", "bias"], "a"), node("Mul", ["scale", "a"], "s"),
+            node("Relu", ["s"], "r"), node("Transpose", ["z"], "u", perm: nhwc), node("Add", ["r", "u"], "sum"),
+            node("Sigmoid", ["sum"], "o"), node("Transpose", ["o"], "y", perm: .ints([0, 3, 1, 2])),
+            node("Transpose", ["o"], "y2", perm: .ints([0, 3, 2, 1])),
+            node("Transpose", ["x"], "t3", perm: nhwc), node("Mul", ["t3", "wc"], "m"), node("Transpose", ["m"], "y3", perm: .ints([0, 3, 1, 2])),
+            node("Transpose", ["x"], "t5", perm: nhwc), node("Neg", ["t5"], "n5"),
+        ]
+        let outputs = ["y", "y2", "y3", "n5"]
+        let graph = ONNXGraph(nodes: nodes, inputs: [ONNXGraph.ValueInfo(name: "x"), ONNXGraph.ValueInfo(name: "z")],
+                              outputs: outputs.map { ONNXGraph.ValueInfo(name: $0) },
+                              initializers: ["bias": f([0.5, -1, 2], [3]), "scale": f([3, 0.25, -2], [1, 1, 1, 3]),
+                                             "wc": f(KernelTests.random(count: 15, seed: 9), [1, 1, 5, 3])])
+        let rewritten = TransposeCancellation.rewrite(graph)
+        #expect(rewritten.nodes.filter { $0.opType == "Transpose" }.map(\.outputs[0]).sorted() == ["t3", "t5", "y2", "y3"])
+        #expect(rewritten.nodes.filter { $0.opType == "Identity" }.map(\.outputs[0]) == ["y"])
+        #expect(rewritten.nodes.first { $0.outputs[0] == "y2" }.map { $0.inputs == ["o"] && $0.attributes["perm"].map { "\($0)" } == "\(ONNXGraph.Attribute.ints([0, 1, 3, 2]))" } == true)
+
+        var pinned = graph
+        pinned.outputs = outputs.map { ONNXGraph.ValueInfo(name: $0) } + nodes.map { ONNXGraph.ValueInfo(name: $0.outputs[0]) }.filter { !outputs.contains($0.name) }
+        #expect(TransposeCancellation.rewrite(pinned).nodes.count == nodes.count)
+        let inputs = ["x": floats(KernelTests.random(count: 120, seed: 1), [2, 3, 4, 5]), "z": floats(KernelTests.random(count: 120, seed: 2), [2, 3, 4, 5])]
+        let got = try GraphExecutor(graph).run(inputs), expected = try GraphExecutor(pinned).run(inputs)
+        for (index, name) in outputs.enumerated() {
+            #expect(got[index].name == name && expected[index].name == name)
+            #expect(got[index].value.shape == expected[index].value.shape, "\(name)")
+            #expect(got[index].value.asFloats.map(\.bitPattern) == expected[index].value.asFloats.map(\.bitPattern), "\(name)")
+        }
+    }
+
     /// Nodes built on Shape outputs and constants (a Reshape's target, as exports compute it)
     /// reuse their outputs from the last run while the shapes they read are the same, and are
     /// computed again when a shape changes, also after a run that failed between the Shape node

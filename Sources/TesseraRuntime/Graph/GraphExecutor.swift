@@ -111,13 +111,13 @@ public final class GraphExecutor {
         return read
     }
 
-    public init(_ graph: ONNXGraph, threads: Int = 1, activations: ActivationArithmetic = .float) throws {
-        let missing = Self.missingOps(graph)
+    public init(_ source: ONNXGraph, threads: Int = 1, activations: ActivationArithmetic = .float) throws {
+        let missing = Self.missingOps(source)
         guard missing.isEmpty else {
             let list = missing.map { $0.nodes == 1 ? $0.op : "\($0.op) (\($0.nodes) nodes)" }.joined(separator: ", ")
             throw RuntimeError(.unsupportedOp, "the executor lacks \(missing.count) op(s) this model needs: \(list)")
         }
-        for node in graph.nodes {
+        for node in source.nodes {
             for (name, attribute) in node.attributes {
                 switch attribute {
                 case .unsupported(let what):
@@ -127,6 +127,7 @@ public final class GraphExecutor {
                 }
             }
         }
+        let graph = TransposeCancellation.rewrite(source)
         self.graph = graph
         self.threads = max(1, threads)
         self.activations = activations
