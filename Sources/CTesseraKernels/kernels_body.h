@@ -621,7 +621,7 @@ static void NAME(maxpool)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t k
 
 /* One step of the Conv epilogue (see tessera_epilogue) on a vector, for a constant `activation`. */
 static inline __attribute__((always_inline)) vec NAME(epilogue_v)(const tessera_epilogue *e, int activation, vec v, const float *residual,
-                                                                  ptrdiff_t n) {
+                                                                  ptrdiff_t n, const int *ops, const float *constants) {
     const vec zero = SPLAT(0.0f), one = SPLAT(1.0f);
     if (e->normalize) {
         const vecd scale = {e->scale, e->scale, e->scale, e->scale, e->scale, e->scale, e->scale, e->scale};
@@ -631,7 +631,19 @@ static inline __attribute__((always_inline)) vec NAME(epilogue_v)(const tessera_
         hi = __builtin_convertvector(__builtin_convertvector(hi, vecd) * scale + shift, vec8);
         v = __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     }
-    if (e->add_bias) v = e->bias_first ? SPLAT(e->bias) + v : v + SPLAT(e->bias);
+    for (int s = 0; s < e->steps; s++) {
+        const vec c = SPLAT(constants[s]);
+        switch (ops[s]) {
+        case TESSERA_STEP_ADD: v = v + c; break;
+        case TESSERA_STEP_ADD | TESSERA_STEP_CONSTANT_FIRST: v = c + v; break;
+        case TESSERA_STEP_SUB: v = v - c; break;
+        case TESSERA_STEP_SUB | TESSERA_STEP_CONSTANT_FIRST: v = c - v; break;
+        case TESSERA_STEP_MUL: v = v * c; break;
+        case TESSERA_STEP_MUL | TESSERA_STEP_CONSTANT_FIRST: v = c * v; break;
+        case TESSERA_STEP_DIV: v = v / c; break;
+        default: v = c / v; break;
+        }
+    }
     if (residual) {
         vec r = NAME(load_first)(residual, n);
         v = e->residual_first ? r + v : v + r;
@@ -657,11 +669,16 @@ static inline __attribute__((always_inline)) vec NAME(epilogue_v)(const tessera_
 }
 
 static void NAME(epilogue)(float *v, ptrdiff_t n, const tessera_epilogue *steps) {
-    const tessera_epilogue copy = *steps, *e = &copy;   /* a local copy: no store to v can change it */
+    /* Local copies: no store to v can change them. */
+    const tessera_epilogue copy = *steps, *e = &copy;
+    int ops[TESSERA_EPILOGUE_MAX_STEPS];
+    float constants[TESSERA_EPILOGUE_MAX_STEPS];
+    for (int s = 0; s < e->steps; s++) { ops[s] = e->ops[s]; constants[s] = e->constants[s]; }
 #define EPILOGUE_LOOP(activation) \
     for (ptrdiff_t i = 0; i < n; i += 16) { \
         ptrdiff_t m = n - i < 16 ? n - i : 16; \
-        NAME(store_first)(NAME(epilogue_v)(e, activation, NAME(load_first)(v + i, m), e->residual ? e->residual + i : 0, m), v + i, m); \
+        NAME(store_first)(NAME(epilogue_v)(e, activation, NAME(load_first)(v + i, m), e->residual ? e->residual + i : 0, m, ops, constants), \
+                          v + i, m); \
     }
     switch (e->activation) {
     case TESSERA_RELU: EPILOGUE_LOOP(TESSERA_RELU) break;

@@ -256,8 +256,10 @@ import TesseraONNX
     }
 
     /// A Conv exported without its bias, then an Add of a per-channel constant (either operand
-    /// order, any rank that broadcasts along channels, or a scalar) and a Relu, runs fused with
-    /// the nodes' bits; a constant that broadcasts along another axis leaves the chain unfused.
+    /// order, any rank that broadcasts along channels, or a scalar), a batch normalization as
+    /// TensorFlow exports it (Sub, Mul, and a Div here, with a constant first and second) and a
+    /// Relu, Casts to float between them, runs fused with the nodes' bits; a constant that
+    /// broadcasts along another axis leaves the chain unfused.
     @Test func convWithAConstantBiasAddRunsFused() throws {
         let pixels: [Float] = (0 ..< 594).map { (i: Int) -> Float in Float(i % 19) / 4 - 2.25 }
         let x = Value(pixels, shape: [2, 3, 9, 11])
@@ -267,11 +269,20 @@ import TesseraONNX
             let count = shape.reduce(1, *)
             let b = Tensor(name: "cb", dataType: .float, shape: shape,
                            storage: .dense(values: TensorBytes(float32: (0 ..< count).map { (i: Int) -> Float in Float(i) / 3 - 0.5 })))
+            let perChannel = { (v: [Float]) in Tensor(name: "", dataType: .float, shape: [1, 3, 1, 1], storage: .dense(values: TensorBytes(float32: v))) }
+            let toFloat: [String: ONNXGraph.Attribute] = ["to": .int(1)]
             let nodes = [ONNXGraph.Node(opType: "Conv", inputs: ["x", "w"], outputs: ["c"], attributes: ["pads": .ints([1, 1, 1, 1])]),
-                         ONNXGraph.Node(opType: "Add", inputs: constantFirst ? ["cb", "c"] : ["c", "cb"], outputs: ["a"], attributes: [:]),
-                         ONNXGraph.Node(opType: "Relu", inputs: ["a"], outputs: ["y"], attributes: [:])]
+                         ONNXGraph.Node(opType: "Cast", inputs: ["c"], outputs: ["c1"], attributes: toFloat),
+                         ONNXGraph.Node(opType: "Add", inputs: constantFirst ? ["cb", "c1"] : ["c1", "cb"], outputs: ["a"], attributes: [:]),
+                         ONNXGraph.Node(opType: "Sub", inputs: ["a", "mean"], outputs: ["s"], attributes: [:]),
+                         ONNXGraph.Node(opType: "Cast", inputs: ["s"], outputs: ["s1"], attributes: toFloat),
+                         ONNXGraph.Node(opType: "Mul", inputs: ["scale", "s1"], outputs: ["m"], attributes: [:]),
+                         ONNXGraph.Node(opType: "Div", inputs: ["two", "m"], outputs: ["d"], attributes: [:]),
+                         ONNXGraph.Node(opType: "Relu", inputs: ["d"], outputs: ["r"], attributes: [:]),
+                         ONNXGraph.Node(opType: "Cast", inputs: ["r"], outputs: ["y"], attributes: toFloat)]
             let graph = ONNXGraph(nodes: nodes, inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
-                                  initializers: ["w": w, "cb": b])
+                                  initializers: ["w": w, "cb": b, "mean": perChannel([0.25, -0.5, 1]), "scale": perChannel([1.5, -2, 0.75]),
+                                                 "two": perChannel([2, 2, -2])])
             let executor = try GraphExecutor(graph)
             executor.profile = OpProfile()
             let reference = try GraphExecutor(graph)
@@ -279,8 +290,38 @@ import TesseraONNX
             let y = try executor.run(["x": x])[0].value, expected = try reference.run(["x": x])[0].value
             let (got, want): ([UInt32], [UInt32]) = (y.asFloats.map { $0.bitPattern }, expected.asFloats.map { $0.bitPattern })
             #expect(y.shape == expected.shape && got == want, "\(shape)")
-            #expect(executor.profile!.entries.keys.contains("Conv + Add (bias) + Relu (fused)") == fused, "\(shape)")
+            #expect(executor.profile!.entries.keys.contains("Conv + Add, Sub, Mul, Div (constant) + Relu (fused)") == fused, "\(shape) \(executor.profile!.entries.keys.sorted())")
         }
+    }
+
+    /// A ResNet block as exported: the shortcut Conv comes first, but its scaling comes after the
+    /// main Conv in the node order. The shortcut's chain computes it at its first node, so the
+    /// main Conv's chain takes the residual Add and the Relu too; same bits as unfused. So
+    /// does the next block's, whose shortcut is Cast to float after its Conv (TensorFlow's way).
+    @Test func aResidualFromAnEarlierChainIsFused() throws {
+        let f = { (shape: [Int], v: [Float]) in Tensor(name: "", dataType: .float, shape: shape, storage: .dense(values: TensorBytes(float32: v))) }
+        let x = Value((0 ..< 594).map { Float($0 % 19) / 4 - 2.25 }, shape: [2, 3, 9, 11])
+        let node = { (op: String, inputs: [String], output: String) in ONNXGraph.Node(opType: op, inputs: inputs, outputs: [output], attributes: [:]) }
+        var conv = node("Conv", ["x", "w"], "c")
+        conv.attributes["pads"] = .ints([1, 1, 1, 1])
+        var second = conv, cast = node("Cast", ["r1"], "k")
+        (second.inputs, second.outputs, cast.attributes["to"]) = (["r1", "w"], ["c2"], .int(1))
+        let nodes = [node("Conv", ["x", "pw"], "sc"), conv, node("Add", ["c", "cb"], "a"), node("Mul", ["sc", "scale"], "scs"),
+                     node("Add", ["a", "scs"], "r"), node("Relu", ["r"], "r1"),
+                     second, cast, node("Add", ["k", "c2"], "r2"), node("Relu", ["r2"], "y")]
+        let graph = ONNXGraph(nodes: nodes, inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
+                              initializers: ["w": f([3, 3, 3, 3], (0 ..< 81).map { Float($0 % 7) / 9 - 0.3 }),
+                                             "pw": f([3, 3, 1, 1], (0 ..< 9).map { Float($0 % 4) / 3 - 0.4 }),
+                                             "cb": f([3, 1, 1], [0.5, -1, 0.25]), "scale": f([1, 3, 1, 1], [2, -0.5, 1.5])])
+        let executor = try GraphExecutor(graph)
+        executor.profile = OpProfile()
+        let reference = try GraphExecutor(graph)
+        reference.observer = ([], { _, _ in })
+        let y = try executor.run(["x": x])[0].value, expected = try reference.run(["x": x])[0].value
+        #expect(y.shape == expected.shape && y.asFloats.map(\.bitPattern) == expected.asFloats.map(\.bitPattern))
+        #expect(Set(executor.profile!.entries.keys) == ["Conv + Mul (constant) (fused)", "Conv + Add (constant) + Add + Relu (fused)",
+                                                         "Conv + Add + Relu (fused)", "Cast"],
+                "\(executor.profile!.entries.keys.sorted())")
     }
 
     /// A depthwise convolution large enough to split its planes among threads gives the bits of

@@ -381,7 +381,16 @@ import Testing
             }
             return v.map(\.bitPattern)
         }
+        // Every step op, with the constant second and first.
+        let first = Int32(TESSERA_STEP_CONSTANT_FIRST)
+        let (add, sub, mul, div) = (Int32(TESSERA_STEP_ADD), Int32(TESSERA_STEP_SUB), Int32(TESSERA_STEP_MUL), Int32(TESSERA_STEP_DIV))
+        let stepPrograms: [[Int32]] = [[add, sub | first, mul, div], [add | first, sub, mul | first, div | first]]
+        let stepConstants: [Float] = [0.375, -1.5, 3, 0.75]
         try residual.withUnsafeBufferPointer { residual in
+          try stepPrograms[0].withUnsafeBufferPointer { program0 in
+          try stepPrograms[1].withUnsafeBufferPointer { program1 in
+          try stepConstants.withUnsafeBufferPointer { constants in
+            let programs = [program0, program1]
             for isa in Self.variants {
                 let k = try #require(KernelDispatch.table(for: isa))
                 for (activation, alpha, beta) in activations {
@@ -389,13 +398,18 @@ import Testing
                         var e = tessera_epilogue()
                         (e.activation, e.alpha, e.beta) = (Int32(activation), alpha, beta)
                         if steps & 1 != 0 { (e.normalize, e.scale, e.shift) = (1, 0.7310585786300049, -1.25) }
-                        if steps & 2 != 0 { (e.add_bias, e.bias_first, e.bias) = (1, Int32(steps & 4 == 0 ? 1 : 0), 0.375) }
+                        if steps & 2 != 0 {
+                            (e.steps, e.ops, e.constants) = (4, (steps & 4 == 0 ? programs[0] : programs[1]).baseAddress, constants.baseAddress)
+                        }
                         if steps & 4 != 0 { (e.residual, e.residual_first) = (residual.baseAddress, Int32(steps & 2 == 0 ? 1 : 0)) }
                         let differing = zip(run(e, k), run(e, nil)).filter { $0 != $1 }.count
                         #expect(differing == 0, "\(isa) activation \(activation) steps \(steps)")
                     }
                 }
             }
+          }
+          }
+          }
         }
     }
 }

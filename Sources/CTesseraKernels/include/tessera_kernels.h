@@ -79,18 +79,24 @@ typedef void (*tessera_silu_fn)(const float *x, float *y, ptrdiff_t n);
 /* What a fused Conv applies to a run of its float32 outputs, in place, each step optional and
    in the nodes' order (Fusion.ConvEpilogue's arithmetic):
    - BatchNormalization: float((double)v · scale + shift);
-   - an Add of a per-channel constant `bias`, and an Add of the `residual` run (each first or
-     second operand as in its node);
+   - `steps` Adds, Subs, Muls and Divs by per-channel constants (`ops[s]`, plus
+     TESSERA_STEP_CONSTANT_FIRST when the constant is the node's first operand, and this
+     channel's `constants[s]`), at most TESSERA_EPILOGUE_MAX_STEPS: a bias the Conv was exported
+     without, a batch normalization exported as Sub, Mul, Add;
+   - an Add of the `residual` run (first or second operand as in its node);
    - an activation as the ops compute it with Swift's min(a, b) = b < a ? b : a and
      max(a, b) = b >= a ? b : a: Relu max(v, 0); HardSwish v · max(0, min(1, (1 / 6) · v + 0.5));
      LeakyRelu v >= 0 ? v : alpha · v; HardSigmoid max(0, min(1, alpha · v + beta));
      Clip min(max(v, alpha), beta); SiLU v · sigmoid(v), sigmoid as `unary` computes it. */
 enum { TESSERA_IDENTITY, TESSERA_RELU, TESSERA_HARDSWISH, TESSERA_LEAKYRELU, TESSERA_HARDSIGMOID, TESSERA_CLIP, TESSERA_SILU };
+enum { TESSERA_STEP_ADD, TESSERA_STEP_SUB, TESSERA_STEP_MUL, TESSERA_STEP_DIV, TESSERA_STEP_CONSTANT_FIRST = 4 };
+#define TESSERA_EPILOGUE_MAX_STEPS 8
 typedef struct {
     int normalize;
     double scale, shift;
-    int add_bias, bias_first;
-    float bias;
+    int steps;
+    const int *ops;
+    const float *constants;
     const float *residual;
     int residual_first;
     int activation;

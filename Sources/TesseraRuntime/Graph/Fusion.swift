@@ -31,9 +31,10 @@ struct Fusion {
     struct ConvEpilogue {
         /// An inference BatchNormalization, with its parameters' names.
         var batchNorm: (scale: String, bias: String, mean: String, variance: String, epsilon: Double)?
-        /// An Add of a constant with one value per channel (or one for all): a bias the Conv was
-        /// exported without; `first` when the constant is the Add's first operand.
-        var bias: (name: String, first: Bool)?
+        /// Adds, Subs, Muls and Divs by a constant with one value per channel (or one for all):
+        /// a bias the Conv was exported without, a batch normalization exported as Sub, Mul, Add.
+        /// `op` is the kernel's code (`TESSERA_STEP_…`, with the constant-first flag).
+        var steps: [(op: Int32, name: String)] = []
         /// An Add of a value computed before the Conv (a residual), same shape; `first` when that
         /// value is the Add's first operand.
         var residual: (name: String, first: Bool)?
@@ -192,21 +193,48 @@ struct Fusion {
                 let first = add.inputs[1] == current, other = first ? add.inputs[0] : add.inputs[1]
                 return other == current ? nil : (addIndex, other, first, add.outputs[0])
             }
-            if let a = add(), constant(a.other) {
-                epilogue.bias = (a.other, a.first)
-                absorbed.append(a.index)
-                current = a.output
+            /// Casts to float32 after `current`: on the float32 values a fused chain carries they
+            /// change nothing (TensorFlow exports put one between most nodes).
+            func skipCasts() {
+                while let (castIndex, cast) = next(current), cast.domain.isEmpty, cast.opType == "Cast", cast.inputs.count == 1,
+                      cast.outputs.count == 1, case .int(1)? = cast.attributes["to"] {
+                    absorbed.append(castIndex)
+                    current = cast.outputs[0]
+                }
             }
-            // A residual must be known when the Conv runs: computed by an earlier node, or given.
-            if let a = add(), !constant(a.other), producer[a.other].map({ $0 < index }) ?? true {
-                epilogue.residual = (a.other, a.first)
+            skipCasts()
+            while epilogue.steps.count < Int(TESSERA_EPILOGUE_MAX_STEPS), let (stepIndex, step) = next(current), step.domain.isEmpty,
+                  let op = Self.stepCodes[step.opType], let other = constantOperand(step, current) {
+                let first = step.inputs[0] == other
+                epilogue.steps.append((first ? op | Int32(TESSERA_STEP_CONSTANT_FIRST) : op, other))
+                absorbed.append(stepIndex)
+                current = step.outputs[0]
+                skipCasts()
+            }
+            // A residual must be known when the Conv runs: given, computed by an earlier node, or
+            // by a later node that an earlier chain absorbs (it computes all of its nodes at its
+            // first: a ResNet block's shortcut Conv and its normalization). Should that chain run
+            // unfused, this one does too (its residual is not known yet).
+            // TensorFlow exports Cast the shortcut to float just before the Add, after the Conv:
+            // the fused chain reads what the Casts read (it takes float32 values only, which a
+            // Cast to float leaves as they are).
+            func knownBefore(_ node: Int) -> Bool { node < index || plans.contains { $0.key < index && $0.value.absorbed.contains(node) } }
+            func uncast(_ name: String) -> String {
+                guard let p = producer[name], !knownBefore(p), nodes[p].domain.isEmpty, nodes[p].opType == "Cast",
+                      nodes[p].inputs.count == 1, case .int(1)? = nodes[p].attributes["to"] else { return name }
+                return uncast(nodes[p].inputs[0])
+            }
+            if let a = add(), !constant(a.other), producer[uncast(a.other)].map(knownBefore) ?? true {
+                epilogue.residual = (uncast(a.other), a.first)
                 absorbed.append(a.index)
                 current = a.output
+                skipCasts()
             }
             if let (activationIndex, node) = next(current), let activation = Activation(node, input: current, opset: graph.defaultOpset) {
                 epilogue.activation = activation
                 absorbed.append(activationIndex)
                 current = node.outputs[0]
+                skipCasts()
             } else if readers[current] == 2, let s = nodes.firstIndex(where: { $0.opType == "Sigmoid" && $0.inputs == [current] }),
                       nodes[s].domain.isEmpty, nodes[s].outputs.count == 1, let (mulIndex, mul) = next(nodes[s].outputs[0]),
                       mul.domain.isEmpty, mul.opType == "Mul", mul.outputs.count == 1, mul.inputs.count == 2,
@@ -240,12 +268,18 @@ struct Fusion {
         return epsilon
     }
 
+    /// The epilogue's step for each op, and each step's name (by the code without its flag).
+    static let stepCodes: [String: Int32] = ["Add": Int32(TESSERA_STEP_ADD), "Sub": Int32(TESSERA_STEP_SUB),
+                                             "Mul": Int32(TESSERA_STEP_MUL), "Div": Int32(TESSERA_STEP_DIV)]
+    static let stepNames = ["Add", "Sub", "Mul", "Div"]
+
     /// The chain's name in `--profile`.
     var name: String {
         switch kind {
         case .gelu: "Gelu (fused Div, Erf, Add, Mul, Mul)"
         case .convolution(let e):
-            (["Conv"] + (e.batchNorm == nil ? [] : ["BatchNormalization"]) + (e.bias == nil ? [] : ["Add (bias)"])
+            (["Conv"] + (e.batchNorm == nil ? [] : ["BatchNormalization"])
+                + (e.steps.isEmpty ? [] : [e.steps.map { Self.stepNames[Int($0.op & 3)] }.joined(separator: ", ") + " (constant)"])
                 + (e.residual == nil ? [] : ["Add"])
                 + (e.activation.map { [$0.name] } ?? [])).joined(separator: " + ") + " (fused)"
         case .silu: "SiLU (fused Sigmoid, Mul)"
@@ -293,15 +327,17 @@ struct Fusion {
                                                variance: parameters[3][$0], epsilon: n.epsilon)
                 }
             }
-            // A bias broadcasts along the channel axis only: [C, 1, 1], [1, C, 1, 1], or one value.
-            var bias: [Float] = []
-            if let b = e.bias {
-                guard case .tensor(let v)? = try value(b.name), v.type == .float, v.shape.count <= x.shape.count,
+            // Each step's constant broadcasts along the channel axis only: [C, 1, 1], [1, C, 1, 1],
+            // or one value. `constants[channel · steps + s]` is step s's for a channel.
+            var constants = [Float](repeating: 0, count: channels * e.steps.count)
+            for (s, step) in e.steps.enumerated() {
+                guard case .tensor(let v)? = try value(step.name), v.type == .float, v.shape.count <= x.shape.count,
                       case .float(let f) = v.elements, f.count == channels || f.count == 1 else { return nil }
                 let aligned = [Int](repeating: 1, count: x.shape.count - v.shape.count) + v.shape
                 guard aligned.indices.allSatisfy({ $0 == 1 ? aligned[$0] == f.count : aligned[$0] == 1 }) else { return nil }
-                bias = f.count == channels ? f : [Float](repeating: f[0], count: channels)
+                for c in 0 ..< channels { constants[c * e.steps.count + s] = f.count == channels ? f[c] : f[0] }
             }
+            let ops = e.steps.map(\.op)
             var residual: Value?
             if let r = e.residual {
                 guard case .tensor(let v)? = try value(r.name), v.type == .float, v.shape.count == x.shape.count,
@@ -321,22 +357,26 @@ struct Fusion {
             let otherSpatial = residual.map { $0.shape.dropFirst(2).reduce(1, *) } ?? 0
             var steps = tessera_epilogue()
             steps.normalize = normalization.isEmpty ? 0 : 1
-            if let b = e.bias { (steps.add_bias, steps.bias_first) = (1, b.first ? 1 : 0) }
+            steps.steps = Int32(e.steps.count)
             if let r = e.residual { steps.residual_first = r.first ? 1 : 0 }
             if let a = activation { (steps.activation, steps.alpha, steps.beta) = a.parameters }
             // Constants from here on: the finisher runs once per channel and block, and
             // capturing them as variables checked exclusive access on every call.
-            let (template, scaleShift, channelBias) = (steps, normalization, bias)
+            let (template, scaleShift, stepCount) = (steps, normalization, e.steps.count)
             let y = try other.withUnsafeBufferPointer { other in
-                try ConvolutionOps.conv(context) { p, offset, run, count in
-                    let ch = p % channels
-                    var channel = template
-                    if !scaleShift.isEmpty { (channel.scale, channel.shift) = scaleShift[ch] }
-                    if !channelBias.isEmpty { channel.bias = channelBias[ch] }
-                    if e.residual != nil, offset + count <= otherSpatial, let base = other.baseAddress {
-                        channel.residual = base + p * otherSpatial + offset
+                try ops.withUnsafeBufferPointer { ops in
+                    try constants.withUnsafeBufferPointer { constants in
+                        try ConvolutionOps.conv(context) { p, offset, run, count in
+                            let ch = p % channels
+                            var channel = template
+                            if !scaleShift.isEmpty { (channel.scale, channel.shift) = scaleShift[ch] }
+                            if stepCount > 0 { (channel.ops, channel.constants) = (ops.baseAddress, constants.baseAddress! + ch * stepCount) }
+                            if e.residual != nil, offset + count <= otherSpatial, let base = other.baseAddress {
+                                channel.residual = base + p * otherSpatial + offset
+                            }
+                            Self.epilogue(run, count: count, channel)
+                        }
                     }
-                    Self.epilogue(run, count: count, channel)
                 }
             }
             guard y.type == .float, y.shape.count >= 2, y.shape[1] == channels, residual.map({ $0.shape == y.shape }) ?? true else { return nil }
@@ -377,7 +417,19 @@ struct Fusion {
         for i in 0 ..< count {
             var x = v[i]
             if e.normalize != 0 { x = Float(Double(x) * e.scale + e.shift) }
-            if e.add_bias != 0 { x = e.bias_first != 0 ? e.bias + x : x + e.bias }
+            for s in 0 ..< Int(e.steps) {
+                let c = e.constants![s]
+                switch Int(e.ops![s]) {
+                case TESSERA_STEP_ADD: x = x + c
+                case TESSERA_STEP_ADD | TESSERA_STEP_CONSTANT_FIRST: x = c + x
+                case TESSERA_STEP_SUB: x = x - c
+                case TESSERA_STEP_SUB | TESSERA_STEP_CONSTANT_FIRST: x = c - x
+                case TESSERA_STEP_MUL: x = x * c
+                case TESSERA_STEP_MUL | TESSERA_STEP_CONSTANT_FIRST: x = c * x
+                case TESSERA_STEP_DIV: x = x / c
+                default: x = c / x
+                }
+            }
             if let r = e.residual { x = e.residual_first != 0 ? r[i] + x : x + r[i] }
             switch Int(e.activation) {
             case TESSERA_RELU: x = ElementwiseOps.relu(x)
