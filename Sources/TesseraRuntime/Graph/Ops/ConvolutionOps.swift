@@ -384,7 +384,13 @@ enum ConvolutionOps {
                 if sx == 1 {
                     target.update(from: source, count: run)
                 } else {
-                    for j in 0 ..< run { target[j] = source[j * sx] }
+                    // Stepping a pointer: indexing with checked products kept this loop scalar
+                    // and branchy (6% of a PP-OCR detector's run, perf).
+                    var from = source
+                    for j in 0 ..< run {
+                        target[j] = from.pointee
+                        from += sx
+                    }
                 }
                 p += run
             }
