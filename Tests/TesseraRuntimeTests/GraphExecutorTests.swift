@@ -628,6 +628,24 @@ import TesseraONNX
         #expect(y.asFloats == [0, -1, 2, -1])
     }
 
+    /// Softmax and LogSoftmax on an axis before the last run 16 lines at a time, each line with
+    /// the operations of the line-by-line reference, so the same bits: blocks of 16 lines, lines
+    /// left over, and infinities and NaN in a line.
+    @Test func softmaxOnAnInnerAxisMatchesTheLineByLineReference() throws {
+        for (outer, n, inner) in [(2, 7, 16), (1, 33, 37), (3, 1, 20), (2, 5, 5)] {
+            var x = KernelTests.random(count: outer * n * inner, seed: UInt64(n * inner)).map { $0 * 20 }
+            x[3] = .infinity
+            x[min(17, x.count - 1)] = -.infinity
+            x[x.count / 2] = .nan
+            for log in [false, true] {
+                var got = x, expected = x
+                ReductionOps.softmaxColumns(&got, view: (outer, n, inner), log: log)
+                ReductionOps.softmaxLines(&expected, view: (outer, n, inner), log: log, exp: ElementaryFunction.exp.portable, ln: { Foundation.log($0) })
+                #expect(got.map(\.bitPattern) == expected.map(\.bitPattern), "\((outer, n, inner)) log \(log)")
+            }
+        }
+    }
+
     @Test func softmaxBeforeOpset13FlattensAtTheAxis() throws {
         let x = floats([0, 0, 0, 0], [1, 2, 2])
         #expect(try run("Softmax", [x], opset: 11).asFloats == [0.25, 0.25, 0.25, 0.25])

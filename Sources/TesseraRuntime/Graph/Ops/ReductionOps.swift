@@ -174,8 +174,46 @@ enum ReductionOps {
         }
         if view.2 == 1 { return Value(softmaxRows(x.asFloats, rows: view.0, n: view.1, log: log), shape: x.shape, type: x.type) }
         var v = x.asFloats
-        softmaxLines(&v, view: view, log: log, exp: ElementaryFunction.exp.portable, ln: { Foundation.log($0) })
+        softmaxColumns(&v, view: view, log: log)
         return Value(v, shape: x.shape, type: x.type)
+    }
+
+    /// `softmaxLines` over float32 lines whose elements lie `inner` apart (a Softmax on an axis
+    /// before the last, as YOLOv8's box head has): 16 adjacent lines at a time, which are 16
+    /// adjacent floats at each step along the axis, each lane making its line's operations in
+    /// its order (so the same bits), the exponentials through the vectorised exp. The lines
+    /// left over go one by one. YOLOv8n's Softmax took 1.8 ms a line at a time.
+    static func softmaxColumns(_ values: inout [Float], view: (Int, Int, Int), log: Bool) {
+        let (outer, n, inner) = view, blocks = inner / vecWidth
+        guard n > 0 else { return }
+        var scratch = [Float](repeating: 0, count: n * vecWidth)
+        values.withUnsafeMutableBufferPointer { v in
+            scratch.withUnsafeMutableBufferPointer { e in
+                let e = e.baseAddress!
+                for o in 0 ..< outer {
+                    for b in 0 ..< blocks {
+                        let base = v.baseAddress! + o * n * inner + b * vecWidth
+                        var m = Vec(repeating: -.infinity)
+                        for k in 0 ..< n {
+                            let x = load(base + k * inner)
+                            m.replace(with: x, where: x .>= m)   // max(m, x) as Swift's max takes it
+                        }
+                        for k in 0 ..< n { store(load(base + k * inner) - m, e + k * vecWidth) }
+                        ElementaryFunction.exp.apply(e, count: n * vecWidth)
+                        var sum = Vec()
+                        for k in 0 ..< n { sum += load(e + k * vecWidth) }
+                        if log {
+                            let logSum = Vec((0 ..< vecWidth).map { Foundation.log(sum[$0]) })
+                            for k in 0 ..< n { store(load(base + k * inner) - m - logSum, base + k * inner) }
+                        } else {
+                            for k in 0 ..< n { store(load(e + k * vecWidth) / sum, base + k * inner) }
+                        }
+                    }
+                }
+            }
+        }
+        guard blocks * vecWidth < inner else { return }
+        softmaxLines(&values, view: view, lines: blocks * vecWidth ..< inner, log: log, exp: ElementaryFunction.exp.portable, ln: { Foundation.log($0) })
     }
 
     /// `softmaxLines` over contiguous float32 rows, the exponentials a row at a time through the
@@ -215,11 +253,12 @@ enum ReductionOps {
         return values
     }
 
-    static func softmaxLines<T: BinaryFloatingPoint>(_ values: inout [T], view: (Int, Int, Int), log: Bool, exp: (T) -> T, ln: (T) -> T) {
+    static func softmaxLines<T: BinaryFloatingPoint>(_ values: inout [T], view: (Int, Int, Int), lines: Range<Int>? = nil, log: Bool,
+                                                     exp: (T) -> T, ln: (T) -> T) {
         let (outer, n, inner) = view
         values.withUnsafeMutableBufferPointer { v in
             for o in 0 ..< outer {
-                for i in 0 ..< inner {
+                for i in lines ?? 0 ..< inner {
                     let base = o * n * inner + i
                     var m = -T.infinity
                     for k in 0 ..< n { m = max(m, v[base + k * inner]) }
