@@ -646,6 +646,44 @@ import TesseraONNX
         }
     }
 
+    /// The MaxPool row kernel (taken when no Indices output is asked for) gives the generic
+    /// pool's values, bit for bit: strides 1 and 2 with rows that end in partial vectors,
+    /// padding, a dilation, a stride of 3, and NaN and -inf among the inputs.
+    @Test func maxPoolKernelMatchesTheGenericPool() throws {
+        for width in [37, 40, 160] {
+            var pixels = KernelTests.random(count: 2 * 3 * 9 * width, seed: UInt64(width)).map { $0 * 4 }
+            (pixels[5], pixels[width + 1], pixels[pixels.count - 2]) = (.nan, -.infinity, .nan)
+            let x = floats(pixels, [2, 3, 9, width])
+            for (kernel, strides, pads, dilations) in [([2, 2], [2, 2], [0, 0, 0, 0], [1, 1]), ([3, 3], [2, 2], [1, 1, 1, 1], [1, 1]),
+                                                       ([3, 3], [1, 1], [1, 1, 1, 1], [1, 1]), ([2, 2], [1, 1], [0, 0, 0, 0], [1, 2]),
+                                                       ([3, 2], [3, 3], [0, 1, 0, 1], [1, 1])] as [([Int64], [Int64], [Int64], [Int64])] {
+                let attributes: [String: ONNXGraph.Attribute] = ["kernel_shape": .ints(kernel), "strides": .ints(strides), "pads": .ints(pads),
+                                                                 "dilations": .ints(dilations)]
+                let rowKernel = try run("MaxPool", [x], attributes: attributes)
+                let generic = try GraphExecutor(ONNXGraph(nodes: [ONNXGraph.Node(opType: "MaxPool", inputs: ["a"], outputs: ["y", "i"], attributes: attributes)],
+                                                          inputs: [ONNXGraph.ValueInfo(name: "a")], outputs: [ONNXGraph.ValueInfo(name: "y")])).run(["a": x])[0].value
+                #expect(rowKernel.shape == generic.shape && rowKernel.asFloats.map(\.bitPattern) == generic.asFloats.map(\.bitPattern),
+                        "width \(width) kernel \(kernel) strides \(strides) dilations \(dilations)")
+                // Every variant the CPU runs, called as the op calls it.
+                let (oh, ow) = (generic.shape[2], generic.shape[3]), k = kernel.map(Int.init), st = strides.map(Int.init)
+                let (dl, pd) = (dilations.map(Int.init), pads.map(Int.init))
+                for isa in KernelVariantTests.variants {
+                    let table = try #require(KernelDispatch.table(for: isa))
+                    var y = [Float](repeating: 0, count: 6 * oh * ow), seen = [Float](repeating: 0, count: ow)
+                    for plane in 0 ..< 6 {
+                        pixels.withUnsafeBufferPointer { v in
+                            y.withUnsafeMutableBufferPointer { y in
+                                table.maxpool(v.baseAddress! + plane * 9 * width, 9, width, k[0], k[1], st[0], st[1], dl[0], dl[1], pd[0], pd[1],
+                                              y.baseAddress! + plane * oh * ow, oh, ow, &seen)
+                            }
+                        }
+                    }
+                    #expect(y.map(\.bitPattern) == generic.asFloats.map(\.bitPattern), "\(isa) width \(width) kernel \(kernel) strides \(strides)")
+                }
+            }
+        }
+    }
+
     @Test func softmaxBeforeOpset13FlattensAtTheAxis() throws {
         let x = floats([0, 0, 0, 0], [1, 2, 2])
         #expect(try run("Softmax", [x], opset: 11).asFloats == [0.25, 0.25, 0.25, 0.25])
