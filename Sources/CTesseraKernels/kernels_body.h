@@ -679,6 +679,7 @@ static inline __attribute__((always_inline)) vec NAME(epilogue_v)(const tessera_
         t = SELECT(SPLAT(e->alpha) >= v, SPLAT(e->alpha), v);
         return SELECT(SPLAT(e->beta) < t, SPLAT(e->beta), t);
     case TESSERA_SILU: return v * NAME(sigmoid_v)(v);
+    case TESSERA_GELU: return ((NAME(erf_v)(v / SPLAT(e->alpha)) + SPLAT(e->beta)) * v) * SPLAT(e->gamma);
     default: return v;
     }
 }
@@ -702,6 +703,7 @@ static void NAME(epilogue)(float *v, ptrdiff_t n, const tessera_epilogue *steps)
     case TESSERA_HARDSIGMOID: EPILOGUE_LOOP(TESSERA_HARDSIGMOID) break;
     case TESSERA_CLIP: EPILOGUE_LOOP(TESSERA_CLIP) break;
     case TESSERA_SILU: EPILOGUE_LOOP(TESSERA_SILU) break;
+    case TESSERA_GELU: EPILOGUE_LOOP(TESSERA_GELU) break;
     default: EPILOGUE_LOOP(TESSERA_IDENTITY) break;
     }
 #undef EPILOGUE_LOOP

@@ -208,6 +208,8 @@ import TesseraONNX
         ]
         initializers["lo"] = tensor("lo", [], { _ in -0.75 })
         initializers["hi"] = tensor("hi", [], { _ in 1.5 })
+        (initializers["sq2"], initializers["one"], initializers["half"]) = (tensor("sq2", [], { _ in 1.4142135 }), tensor("one", [], { _ in 1 }),
+                                                                            tensor("half", [], { _ in 0.5 }))
         let activations: [(nodes: [ONNXGraph.Node], opset: Int64, name: String)] = [
             ([node("Relu", ["r"], "y")], 17, "Relu"),
             ([node("HardSwish", ["r"], "y")], 17, "HardSwish"),
@@ -217,6 +219,8 @@ import TesseraONNX
             ([node("Clip", ["r", "", "hi"], "y")], 17, "Clip"),
             ([node("Clip", ["r"], "y", ["min": .float(-1), "max": .float(0.5)])], 10, "Clip"),
             ([node("Sigmoid", ["r"], "g"), node("Mul", ["g", "r"], "y")], 17, "SiLU"),
+            ([node("Div", ["r", "sq2"], "d"), node("Erf", ["d"], "e"), node("Add", ["e", "one"], "e1"), node("Mul", ["r", "e1"], "g"),
+              node("Mul", ["g", "half"], "y")], 17, "Gelu"),
         ]
         for (tail, opset, activation) in activations {
             let cases: [(convolution: (weight: String, group: Int64, pads: [Int64], inputs: [Value]), shortcutFirst: Bool)] =
@@ -258,7 +262,7 @@ import TesseraONNX
     /// A Conv exported without its bias, then an Add of a per-channel constant (either operand
     /// order, any rank that broadcasts along channels, or a scalar), a batch normalization as
     /// TensorFlow exports it (Sub, Mul, and a Div here, with a constant first and second) and a
-    /// Relu, Casts to float between them, runs fused with the nodes' bits; a constant that
+    /// Relu, Casts to float and an Identity between them, runs fused with the nodes' bits; a constant that
     /// broadcasts along another axis leaves the chain unfused.
     @Test func convWithAConstantBiasAddRunsFused() throws {
         let pixels: [Float] = (0 ..< 594).map { (i: Int) -> Float in Float(i % 19) / 4 - 2.25 }
@@ -278,7 +282,8 @@ import TesseraONNX
                          ONNXGraph.Node(opType: "Cast", inputs: ["s"], outputs: ["s1"], attributes: toFloat),
                          ONNXGraph.Node(opType: "Mul", inputs: ["scale", "s1"], outputs: ["m"], attributes: [:]),
                          ONNXGraph.Node(opType: "Div", inputs: ["two", "m"], outputs: ["d"], attributes: [:]),
-                         ONNXGraph.Node(opType: "Relu", inputs: ["d"], outputs: ["r"], attributes: [:]),
+                         ONNXGraph.Node(opType: "Identity", inputs: ["d"], outputs: ["d1"], attributes: [:]),
+                         ONNXGraph.Node(opType: "Relu", inputs: ["d1"], outputs: ["r"], attributes: [:]),
                          ONNXGraph.Node(opType: "Cast", inputs: ["r"], outputs: ["y"], attributes: toFloat)]
             let graph = ONNXGraph(nodes: nodes, inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
                                   initializers: ["w": w, "cb": b, "mean": perChannel([0.25, -0.5, 1]), "scale": perChannel([1.5, -2, 0.75]),

@@ -365,7 +365,8 @@ import Testing
         let spread = stride(from: 0, to: Self.sweep.count - 13, by: 41).map { Self.sweep[$0] } + Self.sweep.suffix(13)   // and the edges
         let x = spread + [-0.0] + Self.random(999, seed: 23).map { $0 * 8 }, residual = Self.random(x.count, seed: 24).map { $0 * 3 }
         let activations: [(Int, Float, Float)] = [(TESSERA_IDENTITY, 0, 0), (TESSERA_RELU, 0, 0), (TESSERA_HARDSWISH, 0, 0), (TESSERA_LEAKYRELU, 0.1, 0),
-                                                  (TESSERA_HARDSIGMOID, 0.2, 0.5), (TESSERA_CLIP, 0, 6), (TESSERA_CLIP, -.infinity, 1), (TESSERA_SILU, 0, 0)]
+                                                  (TESSERA_HARDSIGMOID, 0.2, 0.5), (TESSERA_CLIP, 0, 6), (TESSERA_CLIP, -.infinity, 1), (TESSERA_SILU, 0, 0),
+                                                  (TESSERA_GELU, 1.4142135, 1)]
         func run(_ e: tessera_epilogue, _ kernels: tessera_kernels?) -> [UInt32] {
             var v = x
             v.withUnsafeMutableBufferPointer { v in
@@ -396,7 +397,7 @@ import Testing
                 for (activation, alpha, beta) in activations {
                     for steps in 0 ..< 8 {
                         var e = tessera_epilogue()
-                        (e.activation, e.alpha, e.beta) = (Int32(activation), alpha, beta)
+                        (e.activation, e.alpha, e.beta, e.gamma) = (Int32(activation), alpha, beta, 0.5)
                         if steps & 1 != 0 { (e.normalize, e.scale, e.shift) = (1, 0.7310585786300049, -1.25) }
                         if steps & 2 != 0 {
                             (e.steps, e.ops, e.constants) = (4, (steps & 4 == 0 ? programs[0] : programs[1]).baseAddress, constants.baseAddress)

@@ -87,8 +87,10 @@ typedef void (*tessera_silu_fn)(const float *x, float *y, ptrdiff_t n);
    - an activation as the ops compute it with Swift's min(a, b) = b < a ? b : a and
      max(a, b) = b >= a ? b : a: Relu max(v, 0); HardSwish v · max(0, min(1, (1 / 6) · v + 0.5));
      LeakyRelu v >= 0 ? v : alpha · v; HardSigmoid max(0, min(1, alpha · v + beta));
-     Clip min(max(v, alpha), beta); SiLU v · sigmoid(v), sigmoid as `unary` computes it. */
-enum { TESSERA_IDENTITY, TESSERA_RELU, TESSERA_HARDSWISH, TESSERA_LEAKYRELU, TESSERA_HARDSIGMOID, TESSERA_CLIP, TESSERA_SILU };
+     Clip min(max(v, alpha), beta); SiLU v · sigmoid(v), sigmoid as `unary` computes it; GELU
+     ((erf(v / alpha) + beta) · v) · gamma, as `gelu` computes it. */
+enum { TESSERA_IDENTITY, TESSERA_RELU, TESSERA_HARDSWISH, TESSERA_LEAKYRELU, TESSERA_HARDSIGMOID, TESSERA_CLIP, TESSERA_SILU,
+       TESSERA_GELU };
 enum { TESSERA_STEP_ADD, TESSERA_STEP_SUB, TESSERA_STEP_MUL, TESSERA_STEP_DIV, TESSERA_STEP_CONSTANT_FIRST = 4 };
 #define TESSERA_EPILOGUE_MAX_STEPS 8
 typedef struct {
@@ -100,7 +102,7 @@ typedef struct {
     const float *residual;
     int residual_first;
     int activation;
-    float alpha, beta;
+    float alpha, beta, gamma;
 } tessera_epilogue;
 typedef void (*tessera_epilogue_fn)(float *v, ptrdiff_t n, const tessera_epilogue *e);
 

@@ -46,6 +46,9 @@ struct Fusion {
         case relu, hardSwish, leakyRelu(Float), hardSigmoid(Float, Float)
         /// SiLU, Sigmoid then Mul by the Conv's output (the SiLU chain's kernel).
         case silu
+        /// BERT's exact GELU (the `gelu` chain), with its scalar constants' names, then values.
+        case gelu(divisor: String, addend: String, factor: String)
+        case geluValues(Float, Float, Float)
         /// Clip, with its bounds as attributes (before opset 11) or from inputs (a name, "" for none).
         case clip(Float, Float)
         case clipInputs(String, String)
@@ -58,6 +61,7 @@ struct Fusion {
             case .leakyRelu: "LeakyRelu"
             case .hardSigmoid: "HardSigmoid"
             case .silu: "SiLU"
+            case .gelu, .geluValues: "Gelu"
             case .clip, .clipInputs: "Clip"
             }
         }
@@ -84,9 +88,12 @@ struct Fusion {
             }
         }
 
-        /// The activation with its Clip bounds read (`value` reads a name), or nil when a bound
-        /// is not a known float scalar.
-        func resolved(_ value: (String) throws -> GraphValue?) throws -> Activation? {
+        /// The activation with its Clip bounds or GELU constants read (`value` reads a name), or
+        /// nil when one is not a known float scalar (a GELU's must have the output's rank or less).
+        func resolved(_ value: (String) throws -> GraphValue?, rank: Int) throws -> Activation? {
+            if case .gelu(let divisor, let addend, let factor) = self {
+                return try Fusion.scalars([divisor, addend, factor], rank: rank, value).map { .geluValues($0[0], $0[1], $0[2]) }
+            }
             guard case .clipInputs(let lowName, let highName) = self else { return self }
             var bounds: [Float] = []
             for (name, fallback) in [(lowName, -Double.infinity), (highName, .infinity)] {
@@ -98,15 +105,16 @@ struct Fusion {
         }
 
         /// The (resolved) activation as the epilogue kernel takes it: its code and parameters.
-        var parameters: (code: Int32, alpha: Float, beta: Float) {
+        var parameters: (code: Int32, alpha: Float, beta: Float, gamma: Float) {
             switch self {
-            case .relu: (Int32(TESSERA_RELU), 0, 0)
-            case .hardSwish: (Int32(TESSERA_HARDSWISH), 0, 0)
-            case .leakyRelu(let a): (Int32(TESSERA_LEAKYRELU), a, 0)
-            case .hardSigmoid(let a, let b): (Int32(TESSERA_HARDSIGMOID), a, b)
-            case .clip(let low, let high): (Int32(TESSERA_CLIP), low, high)
-            case .clipInputs: preconditionFailure("Clip's bounds are read first (resolved)")
-            case .silu: (Int32(TESSERA_SILU), 0, 0)
+            case .relu: (Int32(TESSERA_RELU), 0, 0, 0)
+            case .hardSwish: (Int32(TESSERA_HARDSWISH), 0, 0, 0)
+            case .leakyRelu(let a): (Int32(TESSERA_LEAKYRELU), a, 0, 0)
+            case .hardSigmoid(let a, let b): (Int32(TESSERA_HARDSIGMOID), a, b, 0)
+            case .clip(let low, let high): (Int32(TESSERA_CLIP), low, high, 0)
+            case .clipInputs, .gelu: preconditionFailure("an activation's inputs are read first (resolved)")
+            case .silu: (Int32(TESSERA_SILU), 0, 0, 0)
+            case .geluValues(let a, let b, let c): (Int32(TESSERA_GELU), a, b, c)
             }
         }
     }
@@ -193,23 +201,21 @@ struct Fusion {
                 let first = add.inputs[1] == current, other = first ? add.inputs[0] : add.inputs[1]
                 return other == current ? nil : (addIndex, other, first, add.outputs[0])
             }
-            /// Casts to float32 after `current`: on the float32 values a fused chain carries they
-            /// change nothing (TensorFlow exports put one between most nodes).
-            func skipCasts() {
-                while let (castIndex, cast) = next(current), cast.domain.isEmpty, cast.opType == "Cast", cast.inputs.count == 1,
-                      cast.outputs.count == 1, case .int(1)? = cast.attributes["to"] {
-                    absorbed.append(castIndex)
-                    current = cast.outputs[0]
+            /// Identities and Casts to float32 after `current` (see `isNoOp`).
+            func skipNoOps() {
+                while let (noOpIndex, noOp) = next(current), Self.isNoOp(noOp) {
+                    absorbed.append(noOpIndex)
+                    current = noOp.outputs[0]
                 }
             }
-            skipCasts()
+            skipNoOps()
             while epilogue.steps.count < Int(TESSERA_EPILOGUE_MAX_STEPS), let (stepIndex, step) = next(current), step.domain.isEmpty,
                   let op = Self.stepCodes[step.opType], let other = constantOperand(step, current) {
                 let first = step.inputs[0] == other
                 epilogue.steps.append((first ? op | Int32(TESSERA_STEP_CONSTANT_FIRST) : op, other))
                 absorbed.append(stepIndex)
                 current = step.outputs[0]
-                skipCasts()
+                skipNoOps()
             }
             // A residual must be known when the Conv runs: given, computed by an earlier node, or
             // by a later node that an earlier chain absorbs (it computes all of its nodes at its
@@ -220,21 +226,20 @@ struct Fusion {
             // Cast to float leaves as they are).
             func knownBefore(_ node: Int) -> Bool { node < index || plans.contains { $0.key < index && $0.value.absorbed.contains(node) } }
             func uncast(_ name: String) -> String {
-                guard let p = producer[name], !knownBefore(p), nodes[p].domain.isEmpty, nodes[p].opType == "Cast",
-                      nodes[p].inputs.count == 1, case .int(1)? = nodes[p].attributes["to"] else { return name }
+                guard let p = producer[name], !knownBefore(p), Self.isNoOp(nodes[p]) else { return name }
                 return uncast(nodes[p].inputs[0])
             }
             if let a = add(), !constant(a.other), producer[uncast(a.other)].map(knownBefore) ?? true {
                 epilogue.residual = (uncast(a.other), a.first)
                 absorbed.append(a.index)
                 current = a.output
-                skipCasts()
+                skipNoOps()
             }
             if let (activationIndex, node) = next(current), let activation = Activation(node, input: current, opset: graph.defaultOpset) {
                 epilogue.activation = activation
                 absorbed.append(activationIndex)
                 current = node.outputs[0]
-                skipCasts()
+                skipNoOps()
             } else if readers[current] == 2, let s = nodes.firstIndex(where: { $0.opType == "Sigmoid" && $0.inputs == [current] }),
                       nodes[s].domain.isEmpty, nodes[s].outputs.count == 1, let (mulIndex, mul) = next(nodes[s].outputs[0]),
                       mul.domain.isEmpty, mul.opType == "Mul", mul.outputs.count == 1, mul.inputs.count == 2,
@@ -242,6 +247,13 @@ struct Fusion {
                 epilogue.activation = .silu
                 absorbed += [s, mulIndex]
                 current = mul.outputs[0]
+            } else if readers[current] == 2, let (divIndex, gelu) = plans.first(where: { $0.value.input == current && $0.key > index }),
+                      case .gelu(let divisor, let addend, let factor) = gelu.kind {
+                // A GELU planned on its own (its Div reads the chain's output, its Mul too).
+                epilogue.activation = .gelu(divisor: divisor, addend: addend, factor: factor)
+                plans[divIndex] = nil
+                absorbed += [divIndex] + gelu.absorbed
+                current = gelu.output
             }
             guard !absorbed.isEmpty else { continue }
             plans[index] = Fusion(kind: .convolution(epilogue), input: conv.inputs[0], absorbed: absorbed, output: current)
@@ -266,6 +278,16 @@ struct Fusion {
             }
         }
         return epsilon
+    }
+
+    /// Whether `node` changes nothing on the float32 values a fused chain carries: an Identity
+    /// or a Cast to float (TensorFlow exports put a Cast between most nodes, Paddle exports
+    /// Identities).
+    static func isNoOp(_ node: ONNXGraph.Node) -> Bool {
+        guard node.domain.isEmpty, node.inputs.count == 1, node.outputs.count == 1 else { return false }
+        if node.opType == "Identity" { return true }
+        if node.opType == "Cast", case .int(1)? = node.attributes["to"] { return true }
+        return false
     }
 
     /// The epilogue's step for each op, and each step's name (by the code without its flag).
@@ -346,7 +368,7 @@ struct Fusion {
             }
             var activation: Activation?
             if let a = e.activation {
-                guard let resolved = try a.resolved(value) else { return nil }
+                guard let resolved = try a.resolved(value, rank: x.shape.count) else { return nil }
                 activation = resolved
             }
             // The epilogue runs on each run of outputs the Conv finishes, while they are in cache.
@@ -359,7 +381,7 @@ struct Fusion {
             steps.normalize = normalization.isEmpty ? 0 : 1
             steps.steps = Int32(e.steps.count)
             if let r = e.residual { steps.residual_first = r.first ? 1 : 0 }
-            if let a = activation { (steps.activation, steps.alpha, steps.beta) = a.parameters }
+            if let a = activation { (steps.activation, steps.alpha, steps.beta, steps.gamma) = a.parameters }
             // Constants from here on: the finisher runs once per channel and block, and
             // capturing them as variables checked exclusive access on every call.
             let (template, scaleShift, stepCount) = (steps, normalization, e.steps.count)
@@ -382,14 +404,21 @@ struct Fusion {
             guard y.type == .float, y.shape.count >= 2, y.shape[1] == channels, residual.map({ $0.shape == y.shape }) ?? true else { return nil }
             return y
         case .gelu(let divisor, let addend, let factor):
-            var scalars: [Float] = []
-            for name in [divisor, addend, factor] {
-                guard case .tensor(let c)? = try value(name), c.type == .float, c.count == 1, c.shape.count <= x.shape.count,
-                      case .float(let f) = c.elements else { return nil }
-                scalars.append(f[0])
-            }
+            guard let scalars = try Self.scalars([divisor, addend, factor], rank: x.shape.count, value) else { return nil }
             return Value(Self.gelu(v, divisor: scalars[0], addend: scalars[1], factor: scalars[2], threads: context.threads), shape: x.shape)
         }
+    }
+
+    /// The values of `names`, when each is a known float32 scalar of rank `rank` or less (so that
+    /// broadcasting it keeps the shape).
+    static func scalars(_ names: [String], rank: Int, _ value: (String) throws -> GraphValue?) throws -> [Float]? {
+        var scalars: [Float] = []
+        for name in names {
+            guard case .tensor(let c)? = try value(name), c.type == .float, c.count == 1, c.shape.count <= rank,
+                  case .float(let f) = c.elements else { return nil }
+            scalars.append(f[0])
+        }
+        return scalars
     }
 
     /// `((erf(x / a) + b) · x) · c` at each element: the unfused nodes' operations, in their order.
@@ -438,6 +467,7 @@ struct Fusion {
             case TESSERA_HARDSIGMOID: x = ElementwiseOps.hardSigmoid(x, e.alpha, e.beta)
             case TESSERA_CLIP: x = ElementwiseOps.clip(x, e.alpha, e.beta)
             case TESSERA_SILU: x = x * PortableKernels.sigmoid(x)
+            case TESSERA_GELU: x = ((PortableKernels.erf(x / e.alpha) + e.beta) * x) * e.gamma
             default: break
             }
             v[i] = x
