@@ -229,8 +229,8 @@ struct Fusion {
                 guard let p = producer[name], !knownBefore(p), Self.isNoOp(nodes[p]) else { return name }
                 return uncast(nodes[p].inputs[0])
             }
-            if let a = add(), !constant(a.other), producer[uncast(a.other)].map(knownBefore) ?? true {
-                epilogue.residual = (uncast(a.other), a.first)
+            if let a = add(), !constant(a.other), case let residual = uncast(a.other), producer[residual].map(knownBefore) ?? true {
+                epilogue.residual = (residual, a.first)
                 absorbed.append(a.index)
                 current = a.output
                 skipNoOps()

@@ -67,8 +67,9 @@ enum TransposeCancellation {
                                       pinned: pinned, isConstant: { storedConstant($0) != nil },
                                       permutationOf: { taken.contains($0) ? nil : permutation($0) }, isElementwise: isElementwise)
             else { continue }
-            // Each constant operand, its axes permuted into the untransposed layout.
-            var constants: [String: String] = [:]
+            // Each constant operand, its axes permuted into the untransposed layout (kept only
+            // if every constant of the region fits).
+            var constants: [String: String] = [:], moved: [String: Tensor] = [:]
             var fits = true
             for index in region.nodes {
                 for input in nodes[index].inputs where !input.isEmpty && producer[input] == nil && constants[input] == nil {
@@ -77,15 +78,16 @@ enum TransposeCancellation {
                         constants[input] = input
                     } else {
                         let name = "\(input)/axes\(Self.inverse(p).map(String.init).joined(separator: ","))"
-                        var moved = tensor
-                        (moved.name, moved.shape, moved.reductionAxis) = (name, shape, nil)
-                        rewritten.initializers[name] = moved
+                        var permuted = tensor
+                        (permuted.name, permuted.shape, permuted.reductionAxis) = (name, shape, nil)
+                        moved[name] = permuted
                         constants[input] = name
                     }
                 }
                 if !fits { break }
             }
             guard fits else { continue }
+            rewritten.initializers.merge(moved) { _, new in new }
             taken.formUnion(region.entries)
             taken.formUnion(region.exits)
             // Readers of an entry read what it transposed; constants read their permuted copies.
