@@ -101,13 +101,16 @@ static VNNI ptrdiff_t first_nonfinite_vnni(const float *x, ptrdiff_t n) {
     return i + tessera_first_nonfinite(x + i, n - i);
 }
 
-/* The portable quantizer's codes, faster two ways. The range takes four running minima and
+/* The portable quantizer's codes, faster three ways. The range takes four running minima and
    maxima (one waited on its own last result at every vector); min and max give the same answer
-   in any order (finite x; a zero's sign does not reach the codes). And round(x / s) is taken
-   as round(x · (1/s)): for finite x with |x / s| <= 255, the product is within 2^-14 of the
-   correctly rounded quotient (three roundings of 2^-24 each), so both round to the same integer
-   unless the product lies within 2^-12 of a half-integer; a vector with such a lane divides
-   instead. Scales under 2^-100 (whose reciprocal might overflow) always divide. */
+   in any order (finite x; a zero's sign does not reach the codes). round(x / s) + z is taken as
+   round(x · (1/s) + z) in one FMA: for finite x, |x / s| <= 256 and the sum below 512, the
+   result is within 2^-14 of x / s + z (two roundings: 2^-16 and 2^-15), and the correctly
+   rounded quotient within 2^-17 of x / s, so both round to the same integer unless the FMA lies
+   within 2^-12 of a half-integer (vreduceps gives its distance to the nearest integer); 64
+   values with such a lane divide instead. Four vectors of integers are clamped to [0, 255] by
+   the saturating packs, as the float clamp would. Scales under 2^-100 (whose reciprocal might
+   overflow) always divide. */
 static VNNI void quantize_u8_vnni(const float *x, ptrdiff_t n, uint8_t *codes, float *scale, int32_t *zero_point) {
     __m512 lo[4], hi[4];
     for (int j = 0; j < 4; j++) lo[j] = hi[j] = _mm512_setzero_ps();
@@ -128,21 +131,32 @@ static VNNI void quantize_u8_vnni(const float *x, ptrdiff_t n, uint8_t *codes, f
     float z = fminf(fmaxf(nearbyintf(-low / s), 0), 255);
     *zero_point = (int32_t)z;
     __m512 vs = _mm512_set1_ps(s), vz = _mm512_set1_ps(z), top = _mm512_set1_ps(255), zero = _mm512_setzero_ps();
-    __m512 reciprocal = _mm512_set1_ps(1 / s), edge = _mm512_set1_ps(0.5f - 0x1p-12f);
-    const int multiply = s >= 0x1p-100f;
-    for (i = 0; i + 16 <= n; i += 16) {
-        __m512 v = _mm512_loadu_ps(x + i), q;
-        if (multiply) {
-            __m512 p = _mm512_mul_ps(v, reciprocal);
-            q = _mm512_roundscale_ps(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-            if (_mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_sub_ps(p, q)), edge, _CMP_GE_OQ))
-                q = _mm512_roundscale_ps(_mm512_div_ps(v, vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        } else {
-            q = _mm512_roundscale_ps(_mm512_div_ps(v, vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    /* The codes of 16 values by division. */
+#define DIVIDED(v) _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(                            \
+        _mm512_add_ps(_mm512_roundscale_ps(_mm512_div_ps(v, vs), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC), vz), zero), top)))
+    i = 0;
+    if (s >= 0x1p-100f) {
+        const __m512 reciprocal = _mm512_set1_ps(1 / s), edge = _mm512_set1_ps(0.5f - 0x1p-12f);
+        /* The packs interleave 128-bit lanes: dword 4l + m holds vector m's values 4l to 4l + 3. */
+        const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        for (; i + 64 <= n; i += 64) {
+            __m512i c[4];
+            __mmask16 near = 0;
+            for (int j = 0; j < 4; j++) {
+                __m512 p = _mm512_fmadd_ps(_mm512_loadu_ps(x + i + 16 * j), reciprocal, vz);
+                near |= _mm512_cmp_ps_mask(_mm512_abs_ps(_mm512_reduce_ps(p, _MM_FROUND_TO_NEAREST_INT)), edge, _CMP_GE_OQ);
+                c[j] = _mm512_cvt_roundps_epi32(p, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            }
+            if (near) {
+                for (int j = 0; j < 4; j++) _mm_storeu_si128((__m128i *)(codes + i + 16 * j), DIVIDED(_mm512_loadu_ps(x + i + 16 * j)));
+            } else {
+                __m512i words = _mm512_packus_epi16(_mm512_packus_epi32(c[0], c[1]), _mm512_packus_epi32(c[2], c[3]));
+                _mm512_storeu_si512(codes + i, _mm512_permutexvar_epi32(order, words));
+            }
         }
-        q = _mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, vz), zero), top);
-        _mm_storeu_si128((__m128i *)(codes + i), _mm512_cvtusepi32_epi8(_mm512_cvttps_epi32(q)));
     }
+    for (; i + 16 <= n; i += 16) _mm_storeu_si128((__m128i *)(codes + i), DIVIDED(_mm512_loadu_ps(x + i)));
+#undef DIVIDED
     for (; i < n; i++) codes[i] = (uint8_t)fminf(fmaxf(nearbyintf(x[i] / s) + z, 0), 255);
 }
 
