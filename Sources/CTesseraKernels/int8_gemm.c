@@ -17,9 +17,22 @@ void tessera_quantize_u8_portable(const float *x, ptrdiff_t n, uint8_t *codes, f
     for (ptrdiff_t i = 0; i < n; i++) codes[i] = (uint8_t)fminf(fmaxf(nearbyintf(x[i] / s) + z, 0), 255);
 }
 
-void tessera_int8_gemm_portable(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const int8_t *wp, ptrdiff_t blocks,
-                                int32_t *acc) {
-    ptrdiff_t ldc = blocks * 16, k4n = kp / 4;
+/* Wrapping int32 arithmetic is exact here: the true difference Σ (code_x − z)·code_w fits. */
+static inline int32_t corrected(int32_t sum, int32_t zero_point, int32_t row_sum) {
+    return (int32_t)((uint32_t)sum - (uint32_t)zero_point * (uint32_t)row_sum);
+}
+
+/* Activation row b's sums s[0 ..< 16] of outputs r0 ..< r0 + 16 into `o`. */
+static void finish16(const int32_t *s, ptrdiff_t b, ptrdiff_t r0, const tessera_int8_output *o) {
+    for (ptrdiff_t r = r0; r < r0 + 16 && r < o->outputs; r++) {
+        float y = o->row_scales[r] * o->scales[b] * (float)corrected(s[r - r0], o->zero_points[b], o->row_sums[r]);
+        o->out[b * o->ldy + r] = o->bias ? y + o->bias[r] : y;
+    }
+}
+
+static void int8_gemm_portable(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const int8_t *wp, ptrdiff_t blocks,
+                               const tessera_int8_output *o) {
+    ptrdiff_t k4n = kp / 4;
     for (ptrdiff_t b = 0; b < batch; b++) {
         const uint8_t *xr = x + b * kp;
         for (ptrdiff_t rb = 0; rb < blocks; rb++) {
@@ -28,24 +41,9 @@ void tessera_int8_gemm_portable(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp,
             for (ptrdiff_t k4 = 0; k4 < k4n; k4++)
                 for (int j = 0; j < 16; j++)
                     for (int t = 0; t < 4; t++) s[j] += (int32_t)xr[4 * k4 + t] * (int32_t)w[64 * k4 + 4 * j + t];
-            memcpy(acc + b * ldc + 16 * rb, s, sizeof s);
+            finish16(s, b, 16 * rb, o);
         }
     }
-}
-
-/* Wrapping int32 arithmetic is exact here: the true difference Σ (code_x − z)·code_w fits. */
-static inline int32_t corrected(int32_t sum, int32_t zero_point, int32_t row_sum) {
-    return (int32_t)((uint32_t)sum - (uint32_t)zero_point * (uint32_t)row_sum);
-}
-
-void tessera_int8_finish_portable(const int32_t *acc, ptrdiff_t batch, ptrdiff_t ldc, const int32_t *row_sums,
-                                  const float *row_scales, const int32_t *zero_points, const float *scales, float *out,
-                                  ptrdiff_t rows, const float *bias) {
-    for (ptrdiff_t b = 0; b < batch; b++)
-        for (ptrdiff_t r = 0; r < rows; r++) {
-            float y = row_scales[r] * scales[b] * (float)corrected(acc[b * ldc + r], zero_points[b], row_sums[r]);
-            out[b * rows + r] = bias ? y + bias[r] : y;
-        }
 }
 
 ptrdiff_t tessera_first_nonfinite(const float *x, ptrdiff_t n) {
@@ -65,7 +63,7 @@ ptrdiff_t tessera_first_nonfinite(const float *x, ptrdiff_t n) {
 }
 
 void tessera_int8_sparse24_gemm_portable(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const uint8_t *positions,
-                                         const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, int32_t *acc) {
+                                         const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, const tessera_int8_output *o) {
     for (ptrdiff_t b = 0; b < batch; b++)
         for (ptrdiff_t rb = 0; rb < blocks; rb++) {
             int32_t s[16] = {0};
@@ -75,12 +73,12 @@ void tessera_int8_sparse24_gemm_portable(const uint8_t *x, ptrdiff_t batch, ptrd
                 for (int j = 0; j < 16; j++)
                     for (int t = 0; t < 4; t++) s[j] += (int32_t)window[pos[4 * j + t]] * (int32_t)w[4 * j + t];
             }
-            memcpy(acc + b * blocks * 16 + 16 * rb, s, sizeof s);
+            finish16(s, b, 16 * rb, o);
         }
 }
 
 const tessera_int8_kernels tessera_int8_kernels_portable = {
-    tessera_quantize_u8_portable, tessera_int8_gemm_portable, tessera_int8_finish_portable, 8, 0, tessera_first_nonfinite,
+    tessera_quantize_u8_portable, int8_gemm_portable, 8, 0, tessera_first_nonfinite,
 };
 
 #if defined(__x86_64__)
@@ -173,63 +171,78 @@ static VNNI void quantize_u8_vnni(const float *x, ptrdiff_t n, uint8_t *codes, f
     default: TILE(1, __VA_ARGS__); break;                                                                  \
     }
 
-/* nb (<= 8) activation rows by two 16-row weight blocks: 16 int32 accumulators in registers,
-   one vpdpbusd per row and block for each four depths. */
-static inline __attribute__((always_inline)) VNNI void tile(int nb, const uint8_t *x, ptrdiff_t kp, const int8_t *w0,
-                                                            const int8_t *w1, ptrdiff_t k4n, int32_t *acc, ptrdiff_t ldc) {
+/* The per-output operands of outputs r ..< r + 16: lanes m are those below `outputs`. */
+typedef struct {
+    __mmask16 m;
+    __m512i row_sums;
+    __m512 row_scales, bias;
+} outputs16;
+
+static inline __attribute__((always_inline)) VNNI outputs16 outputs_at(const tessera_int8_output *o, ptrdiff_t r) {
+    outputs16 p = {0, _mm512_setzero_si512(), _mm512_setzero_ps(), _mm512_setzero_ps()};
+    if (r >= o->outputs) return p;
+    p.m = o->outputs - r >= 16 ? 0xffff : (__mmask16)((1u << (o->outputs - r)) - 1);
+    p.row_sums = _mm512_maskz_loadu_epi32(p.m, o->row_sums + r);
+    p.row_scales = _mm512_maskz_loadu_ps(p.m, o->row_scales + r);
+    if (o->bias) p.bias = _mm512_maskz_loadu_ps(p.m, o->bias + r);
+    return p;
+}
+
+/* Activation row b's sums of outputs r ..< r + 16 (operands p) into `o`: the portable
+   finish16's operations in its order, 16 lanes at a time; lanes past the last output are
+   neither read nor stored. */
+static inline __attribute__((always_inline)) VNNI void finish16_vnni(__m512i sum, outputs16 p, ptrdiff_t b, ptrdiff_t r,
+                                                                     const tessera_int8_output *o) {
+    if (!p.m) return;
+    sum = _mm512_sub_epi32(sum, _mm512_mullo_epi32(_mm512_set1_epi32(o->zero_points[b]), p.row_sums));
+    __m512 f = _mm512_mul_ps(_mm512_mul_ps(p.row_scales, _mm512_set1_ps(o->scales[b])), _mm512_cvtepi32_ps(sum));
+    if (o->bias) f = _mm512_add_ps(f, p.bias);
+    _mm512_mask_storeu_ps(o->out + b * o->ldy + r, p.m, f);
+}
+
+/* nb (<= 8) activation rows, from row b0, by two 16-row weight blocks from block rb: 16 int32
+   accumulators in registers, one vpdpbusd per row and block for each four depths, finished from
+   the registers. */
+static inline __attribute__((always_inline)) VNNI void tile(int nb, const uint8_t *x, ptrdiff_t b0, ptrdiff_t kp, const int8_t *wp,
+                                                            ptrdiff_t rb, const tessera_int8_output *o) {
+    ptrdiff_t k4n = kp / 4;
+    const int8_t *w0 = wp + rb * k4n * 64, *w1 = w0 + k4n * 64;
     __m512i c0[8], c1[8];
     for (int i = 0; i < nb; i++) { c0[i] = _mm512_setzero_si512(); c1[i] = _mm512_setzero_si512(); }
     for (ptrdiff_t k4 = 0; k4 < k4n; k4++) {
         __m512i a0 = _mm512_loadu_si512(w0 + 64 * k4), a1 = _mm512_loadu_si512(w1 + 64 * k4);
         for (int i = 0; i < nb; i++) {
             int32_t four;
-            memcpy(&four, x + i * kp + 4 * k4, 4);
+            memcpy(&four, x + (b0 + i) * kp + 4 * k4, 4);
             __m512i xb = _mm512_set1_epi32(four);
             c0[i] = _mm512_dpbusd_epi32(c0[i], xb, a0);
             c1[i] = _mm512_dpbusd_epi32(c1[i], xb, a1);
         }
     }
+    outputs16 p0 = outputs_at(o, 16 * rb), p1 = outputs_at(o, 16 * rb + 16);
     for (int i = 0; i < nb; i++) {
-        _mm512_storeu_si512(acc + i * ldc, c0[i]);
-        _mm512_storeu_si512(acc + i * ldc + 16, c1[i]);
+        finish16_vnni(c0[i], p0, b0 + i, 16 * rb, o);
+        finish16_vnni(c1[i], p1, b0 + i, 16 * rb + 16, o);
+    }
+}
+
+/* Activation rows first ..< batch. */
+static VNNI void int8_gemm_vnni_rows(const uint8_t *x, ptrdiff_t first, ptrdiff_t batch, ptrdiff_t kp, const int8_t *wp,
+                                     ptrdiff_t blocks, const tessera_int8_output *output) {
+    /* A local copy: the outputs' stores cannot change it, so its fields stay in registers. */
+    const tessera_int8_output copy = *output, *o = &copy;
+    for (ptrdiff_t b0 = first; b0 < batch; b0 += 8) {
+        ptrdiff_t nb = batch - b0 < 8 ? batch - b0 : 8;
+        for (ptrdiff_t rb = 0; rb < blocks; rb += 2) BY_ROW_COUNT(nb, tile, x, b0, kp, wp, rb, o);
     }
 }
 
 static VNNI void int8_gemm_vnni(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const int8_t *wp, ptrdiff_t blocks,
-                                int32_t *acc) {
-    ptrdiff_t ldc = blocks * 16, k4n = kp / 4;
-    for (ptrdiff_t b0 = 0; b0 < batch; b0 += 8) {
-        ptrdiff_t nb = batch - b0 < 8 ? batch - b0 : 8;
-        for (ptrdiff_t rb = 0; rb < blocks; rb += 2) {
-            const int8_t *w0 = wp + rb * k4n * 64, *w1 = w0 + k4n * 64;
-            const uint8_t *xs = x + b0 * kp;
-            int32_t *out = acc + b0 * ldc + 16 * rb;
-            BY_ROW_COUNT(nb, tile, xs, kp, w0, w1, k4n, out, ldc);
-        }
-    }
+                                const tessera_int8_output *o) {
+    int8_gemm_vnni_rows(x, 0, batch, kp, wp, blocks, o);
 }
 
-static VNNI void int8_finish_vnni(const int32_t *acc, ptrdiff_t batch, ptrdiff_t ldc, const int32_t *row_sums,
-                                  const float *row_scales, const int32_t *zero_points, const float *scales, float *out,
-                                  ptrdiff_t rows, const float *bias) {
-    for (ptrdiff_t b = 0; b < batch; b++) {
-        __m512i z = _mm512_set1_epi32(zero_points[b]);
-        __m512 s = _mm512_set1_ps(scales[b]);
-        ptrdiff_t r = 0;
-        for (; r + 16 <= rows; r += 16) {
-            __m512i sum = _mm512_sub_epi32(_mm512_loadu_si512(acc + b * ldc + r), _mm512_mullo_epi32(z, _mm512_loadu_si512(row_sums + r)));
-            __m512 f = _mm512_mul_ps(_mm512_mul_ps(_mm512_loadu_ps(row_scales + r), s), _mm512_cvtepi32_ps(sum));
-            if (bias) f = _mm512_add_ps(f, _mm512_loadu_ps(bias + r));
-            _mm512_storeu_ps(out + b * rows + r, f);
-        }
-        for (; r < rows; r++) {
-            float y = row_scales[r] * scales[b] * (float)corrected(acc[b * ldc + r], zero_points[b], row_sums[r]);
-            out[b * rows + r] = bias ? y + bias[r] : y;
-        }
-    }
-}
-
-const tessera_int8_kernels tessera_int8_kernels_vnni = { quantize_u8_vnni, int8_gemm_vnni, int8_finish_vnni, 8, 0, first_nonfinite_vnni };
+const tessera_int8_kernels tessera_int8_kernels_vnni = { quantize_u8_vnni, int8_gemm_vnni, 8, 0, first_nonfinite_vnni };
 
 #define AMX __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,amx-tile,amx-int8")))
 
@@ -243,80 +256,98 @@ typedef struct {
     uint8_t rows[16];
 } amx_config;
 
-/* By pairs of weight blocks, each pair over all the call's rows (so its codes are read from
-   memory once per call and from cache after), 32 activation rows at a time (16 for a last odd
-   block), 64 depths per step. The rows past the last 16 and depths that are not a multiple
-   of 64 run the VNNI code. Exact int32 sums either way. */
+/* Weights up to this many bytes stay in L2 (2 MB per core where AMX is) from one 32-row chunk
+   of activations to the next. */
+enum { AMX_CACHED_WEIGHT_BYTES = 1 << 20 };
+
+/* Activation rows b0 ..< b0 + 16 (or + 32 with `two`) by weight blocks rb and rb + 1, 64 depths
+   per step; the 32 x 32 sums go through 4 KB of cache to be finished. */
+static inline __attribute__((always_inline)) AMX void amx_block(const uint8_t *x, ptrdiff_t b0, int two, ptrdiff_t kp, const int8_t *wp,
+                                                                ptrdiff_t rb, int32_t *sums, const tessera_int8_output *o) {
+    const uint8_t *x0 = x + b0 * kp, *x1 = x0 + 16 * kp;
+    const int8_t *w0 = wp + rb * kp * 16, *w1 = w0 + kp * 16;
+    _tile_zero(0); _tile_zero(1);
+    if (two) { _tile_zero(2); _tile_zero(3); }
+    for (ptrdiff_t k = 0; k < kp; k += 64) {
+        _tile_loadd(4, x0 + k, kp);
+        _tile_loadd(6, w0 + 16 * k, 64);
+        _tile_loadd(7, w1 + 16 * k, 64);
+        _tile_dpbusd(0, 4, 6);
+        _tile_dpbusd(1, 4, 7);
+        if (two) {
+            _tile_loadd(5, x1 + k, kp);
+            _tile_dpbusd(2, 5, 6);
+            _tile_dpbusd(3, 5, 7);
+        }
+    }
+    _tile_stored(0, sums, 128);
+    _tile_stored(1, sums + 16, 128);
+    if (two) { _tile_stored(2, sums + 512, 128); _tile_stored(3, sums + 528, 128); }
+    outputs16 p0 = outputs_at(o, 16 * rb), p1 = outputs_at(o, 16 * rb + 16);
+    for (int i = 0; i < (two ? 32 : 16); i++) {
+        finish16_vnni(_mm512_load_si512(sums + 32 * i), p0, b0 + i, 16 * rb, o);
+        finish16_vnni(_mm512_load_si512(sums + 32 * i + 16), p1, b0 + i, 16 * rb + 16, o);
+    }
+}
+
+/* 32 activation rows (16 for a last odd block) by pairs of weight blocks. Weights that stay in
+   L2 go under each chunk of rows in turn, so the chunk's codes are read from L1; larger ones
+   go pair by pair over all the rows, so that they are read from memory once per call. The rows
+   past the last 16 and depths that are not a multiple of 64 run the VNNI code. Exact int32
+   sums either way. */
 static AMX void int8_gemm_amx(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const int8_t *wp, ptrdiff_t blocks,
-                              int32_t *acc) {
+                              const tessera_int8_output *output) {
+    const tessera_int8_output copy = *output, *o = &copy;   /* see int8_gemm_vnni_rows */
     ptrdiff_t full = kp % 64 == 0 ? batch / 16 * 16 : 0;
     if (full > 0) {
         amx_config config = {.palette = 1};
         for (int t = 0; t < 8; t++) { config.colsb[t] = 64; config.rows[t] = 16; }
         _tile_loadconfig(&config);
-        ptrdiff_t ldc = blocks * 16, k4n = kp / 4, xs = kp, cs = ldc * 4;
-        for (ptrdiff_t rb = 0; rb < blocks; rb += 2) {
-            const int8_t *w0 = wp + rb * k4n * 64, *w1 = w0 + k4n * 64;
-            for (ptrdiff_t b0 = 0; b0 < full; b0 += 32) {
-                const uint8_t *x0 = x + b0 * kp, *x1 = x0 + 16 * kp;
-                int two = full - b0 >= 32;
-                int32_t *c = acc + b0 * ldc + 16 * rb;
-                _tile_zero(0); _tile_zero(1);
-                if (two) { _tile_zero(2); _tile_zero(3); }
-                for (ptrdiff_t k = 0; k < kp; k += 64) {
-                    _tile_loadd(4, x0 + k, xs);
-                    _tile_loadd(6, w0 + 16 * k, 64);
-                    _tile_loadd(7, w1 + 16 * k, 64);
-                    _tile_dpbusd(0, 4, 6);
-                    _tile_dpbusd(1, 4, 7);
-                    if (two) {
-                        _tile_loadd(5, x1 + k, xs);
-                        _tile_dpbusd(2, 5, 6);
-                        _tile_dpbusd(3, 5, 7);
-                    }
-                }
-                _tile_stored(0, c, cs);
-                _tile_stored(1, c + 16, cs);
-                if (two) { _tile_stored(2, c + 16 * ldc, cs); _tile_stored(3, c + 16 * ldc + 16, cs); }
-            }
+        int32_t sums[32 * 32] __attribute__((aligned(64)));
+        if (blocks * 16 * kp <= AMX_CACHED_WEIGHT_BYTES) {
+            for (ptrdiff_t b0 = 0; b0 < full; b0 += 32)
+                for (ptrdiff_t rb = 0; rb < blocks; rb += 2) amx_block(x, b0, full - b0 >= 32, kp, wp, rb, sums, o);
+        } else {
+            for (ptrdiff_t rb = 0; rb < blocks; rb += 2)
+                for (ptrdiff_t b0 = 0; b0 < full; b0 += 32) amx_block(x, b0, full - b0 >= 32, kp, wp, rb, sums, o);
         }
         _tile_release();
     }
-    if (full < batch) int8_gemm_vnni(x + full * kp, batch - full, kp, wp, blocks, acc + full * blocks * 16);
+    if (full < batch) int8_gemm_vnni_rows(x, full, batch, kp, wp, blocks, o);
 }
 
-const tessera_int8_kernels tessera_int8_kernels_amx = { quantize_u8_vnni, int8_gemm_amx, int8_finish_vnni, 64, 16, first_nonfinite_vnni };
+const tessera_int8_kernels tessera_int8_kernels_amx = { quantize_u8_vnni, int8_gemm_amx, 64, 16, first_nonfinite_vnni };
 
 #define VBMI __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl,avx512vnni,avx512vbmi")))
 
-/* nb (<= 8) activation rows by one 16-row block: for each window of 64 depths, the rows' codes
-   stay in registers and each pair's positions pick every row's activations with one vpermb. */
-static inline __attribute__((always_inline)) VBMI void sparse_tile(int nb, const uint8_t *x, ptrdiff_t kp, const uint8_t *positions,
-                                                                   const int8_t *codes, ptrdiff_t pairs, int32_t *acc, ptrdiff_t ldc) {
+/* nb (<= 8) activation rows, from row b0, by 16-row block rb: for each window of 64 depths, the
+   rows' codes stay in registers and each pair's positions pick every row's activations with
+   one vpermb. */
+static inline __attribute__((always_inline)) VBMI void sparse_tile(int nb, const uint8_t *x, ptrdiff_t b0, ptrdiff_t kp,
+                                                                   const uint8_t *positions, const int8_t *codes, ptrdiff_t pairs,
+                                                                   ptrdiff_t rb, const tessera_int8_output *o) {
+    const uint8_t *xs = x + b0 * kp, *pos = positions + rb * pairs * 64;
+    const int8_t *w = codes + rb * pairs * 64;
     __m512i s[8], window[8];
     for (int b = 0; b < nb; b++) s[b] = _mm512_setzero_si512();
     for (ptrdiff_t c = 0; 8 * c < pairs; c++) {
-        for (int b = 0; b < nb; b++) window[b] = _mm512_loadu_si512(x + b * kp + 64 * c);
+        for (int b = 0; b < nb; b++) window[b] = _mm512_loadu_si512(xs + b * kp + 64 * c);
         ptrdiff_t last = pairs - 8 * c < 8 ? pairs : 8 * c + 8;
         for (ptrdiff_t p = 8 * c; p < last; p++) {
-            __m512i pos = _mm512_loadu_si512(positions + 64 * p), w = _mm512_loadu_si512(codes + 64 * p);
-            for (int b = 0; b < nb; b++) s[b] = _mm512_dpbusd_epi32(s[b], _mm512_permutexvar_epi8(pos, window[b]), w);
+            __m512i ps = _mm512_loadu_si512(pos + 64 * p), ws = _mm512_loadu_si512(w + 64 * p);
+            for (int b = 0; b < nb; b++) s[b] = _mm512_dpbusd_epi32(s[b], _mm512_permutexvar_epi8(ps, window[b]), ws);
         }
     }
-    for (int b = 0; b < nb; b++) _mm512_storeu_si512(acc + b * ldc, s[b]);
+    outputs16 p = outputs_at(o, 16 * rb);
+    for (int b = 0; b < nb; b++) finish16_vnni(s[b], p, b0 + b, 16 * rb, o);
 }
 
 VBMI void tessera_int8_sparse24_gemm_vbmi(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const uint8_t *positions,
-                                          const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, int32_t *acc) {
-    ptrdiff_t ldc = blocks * 16;
+                                          const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, const tessera_int8_output *output) {
+    const tessera_int8_output copy = *output, *o = &copy;   /* see int8_gemm_vnni_rows */
     for (ptrdiff_t b0 = 0; b0 < batch; b0 += 8) {
         ptrdiff_t nb = batch - b0 < 8 ? batch - b0 : 8;
-        for (ptrdiff_t rb = 0; rb < blocks; rb++) {
-            const uint8_t *xs = x + b0 * kp, *pos = positions + rb * pairs * 64;
-            const int8_t *w = codes + rb * pairs * 64;
-            int32_t *out = acc + b0 * ldc + 16 * rb;
-            BY_ROW_COUNT(nb, sparse_tile, xs, kp, pos, w, pairs, out, ldc);
-        }
+        for (ptrdiff_t rb = 0; rb < blocks; rb++) BY_ROW_COUNT(nb, sparse_tile, x, b0, kp, positions, codes, pairs, rb, o);
     }
 }
 #endif

@@ -149,7 +149,8 @@ extension KernelDispatch {
 extension LinearOperator {
     /// An int8 weight's W8A8 product as a GEMM on its packed codes (see
     /// `applyQuantizingActivations`): activation rows quantized to uint8 as DynamicQuantizeLinear
-    /// does, the integer GEMM on `kernels.rows_per_call` rows at a time, then per output
+    /// does, the integer GEMM on `kernels.rows_per_call` rows at a time, each block of sums
+    /// finished where it is computed (`tessera_int8_output`): per output
     /// `scale_w · scale_x · (Σ code_w·code_x − z_x · Σ code_w)`.
     ///
     /// A 2:4 weight runs `sparse24` on its pair layout when given, else (or where the kernels'
@@ -172,27 +173,27 @@ extension LinearOperator {
         default:
             preconditionFailure("not a dense or 2:4 tensor")
         }
-        let (rows, depth, kp, ldc, tile) = (rows, depth, packed.paddedDepth, packed.blocks * 16, kernels.rows_per_call)
+        let (rows, depth, kp, tile) = (rows, depth, packed.paddedDepth, kernels.rows_per_call)
         if threads > 1, batch <= tile, packed.blocks >= 4 {
             return applyPackedInt8(x, batch: batch, into: y, threads: threads, kernels: kernels, sparse24: sparse24, bias: bias, splittingOutputs: packed)
         }
         packed.rowSums.withUnsafeBufferPointer { rowSums in packed.rowScales.withUnsafeBufferPointer { rowScales in
             Threads.split(batch, threads: threads, granularity: tile) { range in
-                // A few rows at a time: the scratch stays small and in cache.
+                // A few rows at a time: the codes stay small and in cache.
                 let xq = UnsafeMutablePointer<UInt8>.allocate(capacity: tile * kp)
-                let acc = UnsafeMutablePointer<Int32>.allocate(capacity: tile * ldc)
-                var scales = [Float](repeating: 0, count: tile), zeroPoints = [Int32](repeating: 0, count: tile)
-                defer { xq.deallocate(); acc.deallocate() }
+                let scales = UnsafeMutablePointer<Float>.allocate(capacity: tile), zeroPoints = UnsafeMutablePointer<Int32>.allocate(capacity: tile)
+                defer { xq.deallocate(); scales.deallocate(); zeroPoints.deallocate() }
                 xq.initialize(repeating: 0, count: tile * kp)
                 for start in stride(from: range.lowerBound, to: range.upperBound, by: tile) {
                     let n = min(tile, range.upperBound - start)
-                    for i in 0 ..< n { kernels.quantize(x + (start + i) * depth, depth, xq + i * kp, &scales[i], &zeroPoints[i]) }
+                    for i in 0 ..< n { kernels.quantize(x + (start + i) * depth, depth, xq + i * kp, scales + i, zeroPoints + i) }
+                    var output = tessera_int8_output(row_sums: rowSums.baseAddress!, row_scales: rowScales.baseAddress!, bias: bias,
+                                                     zero_points: zeroPoints, scales: scales, out: y + start * rows, ldy: rows, outputs: rows)
                     if let positions = packed.positions {
-                        sparse24!(xq, n, kp, positions, packed.codes, packed.pairs, packed.blocks, acc)
+                        sparse24!(xq, n, kp, positions, packed.codes, packed.pairs, packed.blocks, &output)
                     } else {
-                        kernels.gemm(xq, n, kp, packed.codes, packed.blocks, acc)
+                        kernels.gemm(xq, n, kp, packed.codes, packed.blocks, &output)
                     }
-                    kernels.finish(acc, n, ldc, rowSums.baseAddress!, rowScales.baseAddress!, zeroPoints, scales, y + start * rows, rows, bias)
                 }
             }
         } }
@@ -213,21 +214,16 @@ extension LinearOperator {
         packed.rowSums.withUnsafeBufferPointer { rowSums in packed.rowScales.withUnsafeBufferPointer { rowScales in
             scales.withUnsafeBufferPointer { scales in zeroPoints.withUnsafeBufferPointer { zeroPoints in
                 Threads.split(packed.blocks, threads: threads, granularity: 2) { range in
-                    let (blocks, first) = (range.count, range.lowerBound * 16), ldc = range.count * 16
-                    let count = min(rows, range.upperBound * 16) - first
+                    let first = range.lowerBound * 16, count = min(rows, range.upperBound * 16) - first
                     guard count > 0 else { return }
-                    let acc = UnsafeMutablePointer<Int32>.allocate(capacity: batch * ldc)
-                    defer { acc.deallocate() }
+                    var output = tessera_int8_output(row_sums: rowSums.baseAddress! + first, row_scales: rowScales.baseAddress! + first,
+                                                     bias: bias.map { $0 + first }, zero_points: zeroPoints.baseAddress!,
+                                                     scales: scales.baseAddress!, out: y + first, ldy: rows, outputs: count)
                     if let positions = packed.positions {
                         let offset = range.lowerBound * packed.pairs * 64
-                        sparse24!(xq, batch, kp, positions + offset, packed.codes + offset, packed.pairs, blocks, acc)
+                        sparse24!(xq, batch, kp, positions + offset, packed.codes + offset, packed.pairs, range.count, &output)
                     } else {
-                        kernels.gemm(xq, batch, kp, packed.codes + range.lowerBound * kp * 16, blocks, acc)
-                    }
-                    // Row by row: `finish` writes its outputs at a stride of the count it is given.
-                    for b in 0 ..< batch {
-                        kernels.finish(acc + b * ldc, 1, ldc, rowSums.baseAddress! + first, rowScales.baseAddress! + first,
-                                       zeroPoints.baseAddress! + b, scales.baseAddress! + b, y + b * rows + first, count, bias.map { $0 + first })
+                        kernels.gemm(xq, batch, kp, packed.codes + range.lowerBound * kp * 16, range.count, &output)
                     }
                 }
             } }

@@ -24,13 +24,16 @@ import Testing
     /// The W8A8 GEMM core's VNNI and AMX variants against the portable loop: the same int32 sums
     /// (integer arithmetic is exact), so the same outputs bit for bit, over partial blocks and
     /// tiles, with and without a bias. On two threads a batch of one call's rows or less splits
-    /// the outputs (a partial last block among them), a larger one the rows. Depths of 128 and
-    /// 256 with 16 rows or more run AMX tiles, with VNNI for the rows past the last 16.
+    /// the outputs (a partial last block among them), a larger one the rows. Depths that are a
+    /// multiple of 64 (768, 64, 1024) with 16 rows or more run AMX tiles, with VNNI for the rows
+    /// past the last 16; the 1056 x 1024 weight is too large to stay in L2, so AMX takes it pair
+    /// of blocks by pair on one thread.
     @Test func int8GEMMVariantsGiveTheSameOutputs() throws {
         let variants = KernelDispatch.int8Variants(for: .avx512).dropFirst()
         guard !variants.isEmpty else { return }
         let cases: [([Int], Int, Int)] = [([70, 33], 0, 11), ([70, 33], 0, 1), ([768, 96], 0, 16), ([768, 96], 0, 5), ([5, 129], 1, 3),
-                                          ([128, 70], 1, 37), ([128, 96], 1, 16), ([256, 100], 1, 75), ([256, 64], 1, 32)]
+                                          ([128, 70], 1, 37), ([128, 96], 1, 16), ([256, 100], 1, 75), ([256, 64], 1, 32),
+                                          ([1056, 1024], 1, 56)]
         for (shape, axis, batch) in cases {
             let tensor = try KernelTests.tensor(shape: shape, axis: axis, values: .int8PerOutput, seed: 9)
             let op = try LinearOperator(tensor)

@@ -168,36 +168,47 @@ extern const tessera_kernels tessera_kernels_avx2;
 extern const tessera_kernels tessera_kernels_avx512;
 #endif
 
-/* The W8A8 GEMM ("integer path"), in three steps, with a portable variant, one for AVX-512
-   VNNI and one for AMX tiles (its quantize and finish are VNNI's), all computing the same bits:
+/* The W8A8 GEMM ("integer path"), in two steps, with a portable variant, one for AVX-512
+   VNNI and one for AMX tiles (its quantize is VNNI's), all computing the same bits:
    - quantize: x[0 ..< n] to uint8 codes as ONNX DynamicQuantizeLinear does (range
      [min(0, min x), max(0, max x)] over 255 steps, rounding half to even), with its scale and
      zero point;
-   - gemm: acc[b·16·blocks + r] = Σ_k x[b·kp + k] · w[r][k], exact in int32, for b < batch and
-     r < 16·blocks; x holds kp codes per row (kp a multiple of 4, zero-padded) and wp the int8
-     codes packed 16 rows at a time: wp[(rb·kp/4 + k4)·64 + 4·j + t] = w[16·rb + j][4·k4 + t];
-     blocks must be even; the AMX variant runs tiles of 16 rows by 64 depths where kp is a
-     multiple of 64, and VNNI's code for other depths and the rows past the last 16;
-   - finish: out[b·rows + r] = row_scales[r] · scales[b] · (acc[b·ldc + r] − zero_points[b] ·
-     row_sums[r]), the difference exact in int32 (it fits while depth <= 65536), then + bias[r]
-     when bias is given (an Add node's sum, fused);
+   - gemm: the sums Σ_k x[b·kp + k] · w[r][k], exact in int32, for b < batch and r < 16·blocks,
+     each finished as `tessera_int8_output` says while it is in registers or cache; x holds kp
+     codes per row (kp a multiple of 4, zero-padded) and wp the int8 codes packed 16 rows at a
+     time: wp[(rb·kp/4 + k4)·64 + 4·j + t] = w[16·rb + j][4·k4 + t]; blocks must be even; the AMX
+     variant runs tiles of 16 rows by 64 depths where kp is a multiple of 64, and VNNI's code
+     for other depths and the rows past the last 16;
    - rows_per_call: the activation rows a caller should quantize and hand to gemm at a time
-     (its scratch: rows_per_call·kp codes and rows_per_call·16·blocks sums);
+     (its scratch: rows_per_call·kp codes);
    - dense_rows: from this many activation rows, where the depth is a multiple of 64, a 2:4
      weight's batch runs faster through gemm on all its codes (pruned ones as zeros) than
      through the 2:4 GEMM on kept codes below: AMX multiplies 16 rows by 64 depths per
      instruction. 0: never;
    - first_nonfinite: `tessera_first_nonfinite` (below), the check made before quantizing. */
 typedef void (*tessera_quantize_u8_fn)(const float *x, ptrdiff_t n, uint8_t *codes, float *scale, int32_t *zero_point);
+
+/* A GEMM's outputs: out[b·ldy + r] = row_scales[r] · scales[b] · (sum − zero_points[b] ·
+   row_sums[r]) for r < outputs (the sums of padding rows past it are dropped), the difference
+   exact in int32 (it fits while depth <= 65536), then + bias[r] when bias is given (an Add
+   node's sum, fused). Per output: row_sums, row_scales, bias; per activation row: zero_points,
+   scales. */
+typedef struct {
+    const int32_t *row_sums;
+    const float *row_scales;
+    const float *bias;
+    const int32_t *zero_points;
+    const float *scales;
+    float *out;
+    ptrdiff_t ldy;
+    ptrdiff_t outputs;
+} tessera_int8_output;
+
 typedef void (*tessera_int8_gemm_fn)(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const int8_t *wp,
-                                     ptrdiff_t blocks, int32_t *acc);
-typedef void (*tessera_int8_finish_fn)(const int32_t *acc, ptrdiff_t batch, ptrdiff_t ldc, const int32_t *row_sums,
-                                       const float *row_scales, const int32_t *zero_points, const float *scales,
-                                       float *out, ptrdiff_t rows, const float *bias);
+                                     ptrdiff_t blocks, const tessera_int8_output *out);
 typedef struct {
     tessera_quantize_u8_fn quantize;
     tessera_int8_gemm_fn gemm;
-    tessera_int8_finish_fn finish;
     ptrdiff_t rows_per_call;
     ptrdiff_t dense_rows;
     ptrdiff_t (*first_nonfinite)(const float *x, ptrdiff_t n);
@@ -208,8 +219,8 @@ extern const tessera_int8_kernels tessera_int8_kernels_vnni;
 extern const tessera_int8_kernels tessera_int8_kernels_amx;
 #endif
 
-/* The W8A8 GEMM of a 2:4 weight on its kept codes only: `gemm`'s acc (ldc = 16·blocks), the same
-   exact sums. Depths go by pairs of 2:4 groups (8 depths); for 16-row block rb, pair p, row j
+/* The W8A8 GEMM of a 2:4 weight on its kept codes only: `gemm`'s outputs, from the same exact
+   sums. Depths go by pairs of 2:4 groups (8 depths); for 16-row block rb, pair p, row j
    and t < 4, entry e = (rb·pairs + p)·64 + 4j + t holds codes[e], the row's t-th kept code in
    the pair (the first group's two, then the second's), and positions[e], that code's depth
    minus 64·(p / 8): its place in the 64 depths of the pair's window. x holds kp codes per
@@ -217,12 +228,13 @@ extern const tessera_int8_kernels tessera_int8_kernels_amx;
    picks each row's activations from a window with one vpermb per 16 rows and pair, so a
    vpdpbusd sums kept codes only (dense `gemm` multiplies the pruned zeros too). */
 typedef void (*tessera_int8_sparse24_gemm_fn)(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const uint8_t *positions,
-                                              const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, int32_t *acc);
+                                              const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks,
+                                              const tessera_int8_output *out);
 void tessera_int8_sparse24_gemm_portable(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const uint8_t *positions,
-                                         const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, int32_t *acc);
+                                         const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, const tessera_int8_output *out);
 #if defined(__x86_64__)
 void tessera_int8_sparse24_gemm_vbmi(const uint8_t *x, ptrdiff_t batch, ptrdiff_t kp, const uint8_t *positions,
-                                     const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, int32_t *acc);
+                                     const int8_t *codes, ptrdiff_t pairs, ptrdiff_t blocks, const tessera_int8_output *out);
 #endif
 
 /* The index of the first infinity or NaN in x[0 ..< n], or n when all are finite (quantized
