@@ -693,8 +693,8 @@ static void NAME(epilogue)(float *v, ptrdiff_t n, const tessera_epilogue *steps)
 #define EPILOGUE_LOOP(activation) \
     for (ptrdiff_t i = 0; i < n; i += 16) { \
         ptrdiff_t m = n - i < 16 ? n - i : 16; \
-        NAME(store_first)(NAME(epilogue_v)(e, activation, NAME(load_first)(v + i, m), e->residual ? e->residual + i : 0, m, ops, constants), \
-                          v + i, m); \
+        vec x = e->source ? SPLAT(e->initial) + NAME(load_first)(e->source + i, m) : NAME(load_first)(v + i, m); \
+        NAME(store_first)(NAME(epilogue_v)(e, activation, x, e->residual ? e->residual + i : 0, m, ops, constants), v + i, m); \
     }
     switch (e->activation) {
     case TESSERA_RELU: EPILOGUE_LOOP(TESSERA_RELU) break;

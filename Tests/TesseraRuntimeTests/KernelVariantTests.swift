@@ -361,12 +361,14 @@ import Testing
         }
     }
 
-    /// The fused Conv epilogue, every activation with and without each earlier step, on runs of
+    /// The fused Conv epilogue, every activation with and without each earlier step (the bias
+    /// plus a product buffer as the start among them), on runs of
     /// every length up to two vectors and more (masked and copied tails), against the portable
     /// reference bit for bit, over the whole float range: NaN, infinities and both zeros included.
     @Test func convEpilogueMatchesThePortableKernel() throws {
         let spread = stride(from: 0, to: Self.sweep.count - 13, by: 41).map { Self.sweep[$0] } + Self.sweep.suffix(13)   // and the edges
         let x = spread + [-0.0] + Self.random(999, seed: 23).map { $0 * 8 }, residual = Self.random(x.count, seed: 24).map { $0 * 3 }
+        let product = x.reversed().map { $0 * 0.5 }   // a GEMM's buffer, read instead of x
         let activations: [(Int, Float, Float)] = [(TESSERA_IDENTITY, 0, 0), (TESSERA_RELU, 0, 0), (TESSERA_HARDSWISH, 0, 0), (TESSERA_LEAKYRELU, 0.1, 0),
                                                   (TESSERA_HARDSIGMOID, 0.2, 0.5), (TESSERA_CLIP, 0, 6), (TESSERA_CLIP, -.infinity, 1), (TESSERA_SILU, 0, 0),
                                                   (TESSERA_GELU, 1.4142135, 1)]
@@ -379,6 +381,7 @@ import Testing
                     let n = length <= 40 ? min(length, v.count - start) : v.count - start
                     var run = e
                     if e.residual != nil { run.residual = e.residual! + start }
+                    if e.source != nil { run.source = e.source! + start }
                     Fusion.epilogue(v.baseAddress! + start, count: n, run, kernel: kernels?.epilogue)
                     (start, length) = (start + n, length + 1)
                 }
@@ -391,6 +394,7 @@ import Testing
         let stepPrograms: [[Int32]] = [[add, sub | first, mul, div], [add | first, sub, mul | first, div | first]]
         let stepConstants: [Float] = [0.375, -1.5, 3, 0.75]
         try residual.withUnsafeBufferPointer { residual in
+          try product.withUnsafeBufferPointer { product in
           try stepPrograms[0].withUnsafeBufferPointer { program0 in
           try stepPrograms[1].withUnsafeBufferPointer { program1 in
           try stepConstants.withUnsafeBufferPointer { constants in
@@ -398,7 +402,7 @@ import Testing
             for isa in Self.variants {
                 let k = try #require(KernelDispatch.table(for: isa))
                 for (activation, alpha, beta) in activations {
-                    for steps in 0 ..< 8 {
+                    for steps in 0 ..< 16 {
                         var e = tessera_epilogue()
                         (e.activation, e.alpha, e.beta, e.gamma) = (Int32(activation), alpha, beta, 0.5)
                         if steps & 1 != 0 { (e.normalize, e.scale, e.shift) = (1, 0.7310585786300049, -1.25) }
@@ -406,11 +410,13 @@ import Testing
                             (e.steps, e.ops, e.constants) = (4, (steps & 4 == 0 ? programs[0] : programs[1]).baseAddress, constants.baseAddress)
                         }
                         if steps & 4 != 0 { (e.residual, e.residual_first) = (residual.baseAddress, Int32(steps & 2 == 0 ? 1 : 0)) }
+                        if steps & 8 != 0 { (e.source, e.initial) = (product.baseAddress, -0.625) }
                         let differing = zip(run(e, k), run(e, nil)).filter { $0 != $1 }.count
                         #expect(differing == 0, "\(isa) activation \(activation) steps \(steps)")
                     }
                 }
             }
+          }
           }
           }
           }

@@ -78,6 +78,8 @@ typedef void (*tessera_silu_fn)(const float *x, float *y, ptrdiff_t n);
 
 /* What a fused Conv applies to a run of its float32 outputs, in place, each step optional and
    in the nodes' order (Fusion.ConvEpilogue's arithmetic):
+   - with `source`, each value starts as initial + source[i] (a Conv's bias plus its product,
+     read from the GEMM's buffer) instead of as v[i];
    - BatchNormalization: float((double)v · scale + shift);
    - `steps` Adds, Subs, Muls and Divs by per-channel constants (`ops[s]`, plus
      TESSERA_STEP_CONSTANT_FIRST when the constant is the node's first operand, and this
@@ -94,6 +96,8 @@ enum { TESSERA_IDENTITY, TESSERA_RELU, TESSERA_HARDSWISH, TESSERA_LEAKYRELU, TES
 enum { TESSERA_STEP_ADD, TESSERA_STEP_SUB, TESSERA_STEP_MUL, TESSERA_STEP_DIV, TESSERA_STEP_CONSTANT_FIRST = 4 };
 #define TESSERA_EPILOGUE_MAX_STEPS 8
 typedef struct {
+    const float *source;
+    float initial;
     int normalize;
     double scale, shift;
     int steps;

@@ -388,9 +388,10 @@ struct Fusion {
             let y = try other.withUnsafeBufferPointer { other in
                 try ops.withUnsafeBufferPointer { ops in
                     try constants.withUnsafeBufferPointer { constants in
-                        try ConvolutionOps.conv(context) { p, offset, run, count in
+                        try ConvolutionOps.conv(context) { p, offset, run, count, source in
                             let ch = p % channels
                             var channel = template
+                            if let source { (channel.source, channel.initial) = source }
                             if !scaleShift.isEmpty { (channel.scale, channel.shift) = scaleShift[ch] }
                             if stepCount > 0 { (channel.ops, channel.constants) = (ops.baseAddress, constants.baseAddress! + ch * stepCount) }
                             if e.residual != nil, offset + count <= otherSpatial, let base = other.baseAddress {
@@ -444,7 +445,7 @@ struct Fusion {
             return
         }
         for i in 0 ..< count {
-            var x = v[i]
+            var x = e.source.map { e.initial + $0[i] } ?? v[i]
             if e.normalize != 0 { x = Float(Double(x) * e.scale + e.shift) }
             for s in 0 ..< Int(e.steps) {
                 let c = e.constants![s]

@@ -146,7 +146,10 @@ enum ConvolutionOps {
     /// still in cache: `(plane, offset, values, count)` for outputs `offset ..< offset + count`
     /// of output plane `plane` (image · channels + channel). Called once per output, from the
     /// thread that wrote it.
-    typealias Finisher = (_ plane: Int, _ offset: Int, _ values: UnsafeMutablePointer<Float>, _ count: Int) -> Void
+    /// With `source` (a product buffer and the channel's bias), `values` are not written yet:
+    /// each starts as `bias + source[i]`.
+    typealias Finisher = (_ plane: Int, _ offset: Int, _ values: UnsafeMutablePointer<Float>, _ count: Int,
+                          _ source: (UnsafePointer<Float>, Float)?) -> Void
 
     /// Conv; `finish`, for float32 inputs, runs on every output once it holds bias + product.
     static func conv(_ c: NodeContext, finish: Finisher? = nil) throws -> Value {
@@ -178,7 +181,7 @@ enum ConvolutionOps {
                 direct(input, w, s, plan.sources, into: &y)
                 if let finish {
                     y.withUnsafeMutableBufferPointer { y in
-                        for plane in 0 ..< s.batch * s.outChannels { finish(plane, 0, y.baseAddress! + plane * s.outPixels, s.outPixels) }
+                        for plane in 0 ..< s.batch * s.outChannels { finish(plane, 0, y.baseAddress! + plane * s.outPixels, s.outPixels, nil) }
                     }
                 }
             }
@@ -310,8 +313,11 @@ enum ConvolutionOps {
                         for co in 0 ..< s.groupOut {
                             let channel = g * s.groupOut + co, initial = bias[channel]
                             let out = y + (n * s.outChannels + channel) * pixels + p0, result = yt + co * ld
-                            for o in 0 ..< count { out[o] = initial + result[o] }
-                            finish?(n * s.outChannels + channel, p0, out, count)
+                            if let finish {   // bias + product on the way, in one pass
+                                finish(n * s.outChannels + channel, p0, out, count, (UnsafePointer(result), initial))
+                            } else {
+                                for o in 0 ..< count { out[o] = initial + result[o] }
+                            }
                         }
                     }
                     for n in 0 ..< s.batch {
@@ -427,7 +433,7 @@ enum ConvolutionOps {
                                         w.baseAddress! + channel * s.taps, window.kernel[0], window.kernel[1],
                                         window.strides[0], window.strides[1], window.dilations[0], window.dilations[1],
                                         window.padBegin[0], window.padBegin[1], y.baseAddress! + plane * s.outPixels, oh, ow, padded)
-                            finish?(plane, 0, y.baseAddress! + plane * s.outPixels, s.outPixels)
+                            finish?(plane, 0, y.baseAddress! + plane * s.outPixels, s.outPixels, nil)
                         }
                     }
                 }
