@@ -541,15 +541,15 @@ static inline __attribute__((always_inline)) vec NAME(strided_taps)(const float 
 }
 
 /* R output rows (rows `step` floats apart in the padded input, `ow` apart in out), sixteen
-   outputs at a time, each summing its taps in order onto the bias already in out: R
+   outputs at a time, each summing its taps in order onto the bias: R
    independent sums hide each multiply-add's latency. The last block goes through a copy. */
 static inline __attribute__((always_inline)) void NAME(depthwise_rows)(int R, const float *top, ptrdiff_t step, const float *weights,
                                                                        ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t sx, ptrdiff_t dx,
-                                                                       ptrdiff_t tapRow, float *out, ptrdiff_t ow) {
+                                                                       ptrdiff_t tapRow, float bias, float *out, ptrdiff_t ow) {
     for (ptrdiff_t ox = 0; ox < ow; ox += 16) {
         ptrdiff_t n = ow - ox < 16 ? ow - ox : 16;
         vec acc[4];
-        _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) acc[r] = NAME(load_first)(out + r * ow + ox, n);
+        _Pragma("clang loop unroll(full)") for (int r = 0; r < R; r++) acc[r] = SPLAT(bias);
         for (ptrdiff_t ky = 0; ky < kh; ky++)
             for (ptrdiff_t kx = 0; kx < kw; kx++) {
                 vec weight = SPLAT(weights[ky * kw + kx]);
@@ -561,8 +561,8 @@ static inline __attribute__((always_inline)) void NAME(depthwise_rows)(int R, co
 }
 
 static void NAME(depthwise)(const float *in, ptrdiff_t h, ptrdiff_t w, const float *weights, ptrdiff_t kh, ptrdiff_t kw,
-                            ptrdiff_t sy, ptrdiff_t sx, ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py, ptrdiff_t px, float *out,
-                            ptrdiff_t oh, ptrdiff_t ow, float *padded) {
+                            ptrdiff_t sy, ptrdiff_t sx, ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py, ptrdiff_t px, float bias,
+                            float *out, ptrdiff_t oh, ptrdiff_t ow, float *padded) {
     /* The rows the windows read, zeros around the input, each wide enough that every block of
        16 outputs (the last one too) loads whole vectors. */
     const ptrdiff_t ph = (oh - 1) * sy + (kh - 1) * dy + 1, ps = tessera_depthwise_stride(ow, kw, sx, dx);
@@ -577,7 +577,7 @@ static void NAME(depthwise)(const float *in, ptrdiff_t h, ptrdiff_t w, const flo
         __builtin_memset(row + last + px, 0, (size_t)(ps - last - px) * sizeof(float));
     }
     /* Rows four at a time; the stride a constant where it is 1 or 2, so the tap loads are plain. */
-#define DEPTHWISE_ROWS(R, SX) NAME(depthwise_rows)(R, padded + oy * sy * ps, sy * ps, weights, kh, kw, SX, dx, dy * ps, out + oy * ow, ow)
+#define DEPTHWISE_ROWS(R, SX) NAME(depthwise_rows)(R, padded + oy * sy * ps, sy * ps, weights, kh, kw, SX, dx, dy * ps, bias, out + oy * ow, ow)
     ptrdiff_t oy = 0;
     for (; oy + 4 <= oh; oy += 4) {
         if (sx == 1) DEPTHWISE_ROWS(4, 1); else if (sx == 2) DEPTHWISE_ROWS(4, 2); else DEPTHWISE_ROWS(4, sx);

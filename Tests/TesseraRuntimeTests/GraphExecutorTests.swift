@@ -355,6 +355,49 @@ import TesseraONNX
         #expect(one.shape == [2, 16, 32, 32] && one.shape == two.shape && a == b)
     }
 
+    /// A depthwise convolution with a bias, whichever kernel runs it, gives the bits of the
+    /// definition: each output starts as its channel's bias and adds weight × input for each tap
+    /// in order (a multiply, then an add), zeros outside the input.
+    @Test func depthwiseConvolutionStartsFromTheBias() throws {
+        let (channels, h, w) = (3, 9, 21)
+        let x = (0 ..< 2 * channels * h * w).map { (i: Int) -> Float in Float(i % 17) / 5 - 1.5 }
+        for (multiplier, stride) in [(1, 1), (2, 2)] {
+            let outChannels = channels * multiplier
+            let weights = (0 ..< outChannels * 9).map { (i: Int) -> Float in Float(i % 7) / 3 - 0.9 }
+            let bias = (0 ..< outChannels).map { (i: Int) -> Float in Float(i) * 0.625 - 1.1 }
+            let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: "Conv", inputs: ["x", "w", "b"], outputs: ["y"],
+                                                         attributes: ["group": .int(Int64(channels)), "pads": .ints([1, 1, 1, 1]),
+                                                                      "strides": .ints([Int64(stride), Int64(stride)])])],
+                                  inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
+                                  initializers: ["w": Tensor(name: "w", dataType: .float, shape: [outChannels, 1, 3, 3], storage: .dense(values: TensorBytes(float32: weights))),
+                                                 "b": Tensor(name: "b", dataType: .float, shape: [outChannels], storage: .dense(values: TensorBytes(float32: bias)))])
+            let y = try GraphExecutor(graph).run(["x": Value(x, shape: [2, channels, h, w])])[0].value
+            let (oh, ow) = ((h + 2 - 3) / stride + 1, (w + 2 - 3) / stride + 1)
+            var expected: [Float] = []
+            for n in 0 ..< 2 {
+                for co in 0 ..< outChannels {
+                    let plane = (n * channels + co / multiplier) * h * w
+                    for oy in 0 ..< oh {
+                        for ox in 0 ..< ow {
+                            var sum = bias[co]
+                            for ky in 0 ..< 3 {
+                                for kx in 0 ..< 3 {
+                                    let (iy, ix) = (oy * stride + ky - 1, ox * stride + kx - 1)
+                                    let v = iy >= 0 && iy < h && ix >= 0 && ix < w ? x[plane + iy * w + ix] : 0
+                                    let product = weights[co * 9 + ky * 3 + kx] * v
+                                    sum = sum + product
+                                }
+                            }
+                            expected.append(sum)
+                        }
+                    }
+                }
+            }
+            #expect(y.shape == [2, outChannels, oh, ow])
+            #expect(y.asFloats.map(\.bitPattern) == expected.map(\.bitPattern), "multiplier \(multiplier) stride \(stride)")
+        }
+    }
+
     /// A convolution of one column block: its padded input copy and its columns split by channel
     /// among threads, then its GEMM; the bits of one thread.
     @Test func singleBlockConvolutionSplitsItsCopiesWithTheSameBits() throws {

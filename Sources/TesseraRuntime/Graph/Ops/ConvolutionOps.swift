@@ -173,16 +173,20 @@ enum ConvolutionOps {
         }
         let input = try c.floats(0)
         if s.groupIn == 1 {
-            var y = try biased(c, Float.self, s, count: elementCount(shape))
             let w = try c.floats(1)
             if let k = KernelDispatch.kernels, plan.window.input.count == 2 {
-                depthwise2D(k, input, w, s, plan.window, into: &y, threads: c.threads, finish: finish)
-            } else {
-                direct(input, w, s, plan.sources, into: &y)
-                if let finish {
-                    y.withUnsafeMutableBufferPointer { y in
-                        for plane in 0 ..< s.batch * s.outChannels { finish(plane, 0, y.baseAddress! + plane * s.outPixels, s.outPixels, nil) }
-                    }
+                let bias = c.optionalInput(2)?.floating(Float.self) ?? [Float](repeating: 0, count: s.outChannels)
+                let y = [Float](unsafeUninitializedCapacity: try elementCount(shape)) { y, initialized in
+                    if let base = y.baseAddress { depthwise2D(k, input, w, bias: bias, s, plan.window, into: base, threads: c.threads, finish: finish) }
+                    initialized = y.count
+                }
+                return Value(y, shape: shape, type: x.type)
+            }
+            var y = try biased(c, Float.self, s, count: elementCount(shape))
+            direct(input, w, s, plan.sources, into: &y)
+            if let finish {
+                y.withUnsafeMutableBufferPointer { y in
+                    for plane in 0 ..< s.batch * s.outChannels { finish(plane, 0, y.baseAddress! + plane * s.outPixels, s.outPixels, nil) }
                 }
             }
             return Value(y, shape: shape, type: x.type)
@@ -411,8 +415,8 @@ enum ConvolutionOps {
     /// A 2-D depthwise convolution plane by plane through the C kernel, which computes what
     /// `direct` computes (the same products and sums, in the same order) with vector loops
     /// over each output row instead of the tap table.
-    static func depthwise2D(_ k: tessera_kernels, _ input: [Float], _ w: [Float], _ s: Geometry, _ window: Window, into y: inout [Float],
-                            threads: Int = 1, finish: Finisher? = nil) {
+    static func depthwise2D(_ k: tessera_kernels, _ input: [Float], _ w: [Float], bias: [Float], _ s: Geometry, _ window: Window,
+                            into y: UnsafeMutablePointer<Float>, threads: Int = 1, finish: Finisher? = nil) {
         let (h, width) = (window.input[0], window.input[1]), (oh, ow) = (window.output[0], window.output[1])
         guard oh > 0, ow > 0 else { return }
         let scratch = tessera_depthwise_scratch(oh, ow, window.kernel[0], window.kernel[1], window.strides[0], window.strides[1],
@@ -423,18 +427,16 @@ enum ConvolutionOps {
         let parts = Threads.worthwhile(threads, work: planes * s.outPixels * s.taps, perThread: Self.depthwiseWorkPerThread)
         input.withUnsafeBufferPointer { input in
             w.withUnsafeBufferPointer { w in
-                y.withUnsafeMutableBufferPointer { y in
-                    Threads.split(planes, threads: parts) { range in
-                        let padded = alignedFloats(scratch)
-                        defer { padded.deallocate() }
-                        for plane in range {
-                            let (n, channel) = plane.quotientAndRemainder(dividingBy: s.outChannels)
-                            k.depthwise(input.baseAddress! + (n * s.channels + channel / s.groupOut) * s.pixels, h, width,
-                                        w.baseAddress! + channel * s.taps, window.kernel[0], window.kernel[1],
-                                        window.strides[0], window.strides[1], window.dilations[0], window.dilations[1],
-                                        window.padBegin[0], window.padBegin[1], y.baseAddress! + plane * s.outPixels, oh, ow, padded)
-                            finish?(plane, 0, y.baseAddress! + plane * s.outPixels, s.outPixels, nil)
-                        }
+                Threads.split(planes, threads: parts) { range in
+                    let padded = alignedFloats(scratch)
+                    defer { padded.deallocate() }
+                    for plane in range {
+                        let (n, channel) = plane.quotientAndRemainder(dividingBy: s.outChannels)
+                        k.depthwise(input.baseAddress! + (n * s.channels + channel / s.groupOut) * s.pixels, h, width,
+                                    w.baseAddress! + channel * s.taps, window.kernel[0], window.kernel[1],
+                                    window.strides[0], window.strides[1], window.dilations[0], window.dilations[1],
+                                    window.padBegin[0], window.padBegin[1], bias[channel], y + plane * s.outPixels, oh, ow, padded)
+                        finish?(plane, 0, y + plane * s.outPixels, s.outPixels, nil)
                     }
                 }
             }
