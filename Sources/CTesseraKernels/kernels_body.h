@@ -563,18 +563,19 @@ static inline __attribute__((always_inline)) void NAME(depthwise_rows)(int R, co
 static void NAME(depthwise)(const float *in, ptrdiff_t h, ptrdiff_t w, const float *weights, ptrdiff_t kh, ptrdiff_t kw,
                             ptrdiff_t sy, ptrdiff_t sx, ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py, ptrdiff_t px, float bias,
                             float *out, ptrdiff_t oh, ptrdiff_t ow, float *padded) {
-    /* The rows the windows read, zeros around the input, each wide enough that every block of
-       16 outputs (the last one too) loads whole vectors. */
+    /* The rows the windows read, zeros around the input (already there: only the input's
+       place is written), each wide enough that every block of 16 outputs (the last one too)
+       loads whole vectors. Rows are short: copied in vectors, not by a library call each. */
     const ptrdiff_t ph = (oh - 1) * sy + (kh - 1) * dy + 1, ps = tessera_depthwise_stride(ow, kw, sx, dx);
-    for (ptrdiff_t r = 0; r < ph; r++) {
+    const ptrdiff_t first = px < 0 ? -px : 0, last = w < ps - px ? w : ps - px;   /* input columns that land in a row */
+    for (ptrdiff_t r = 0; r < ph && first < last; r++) {
         ptrdiff_t iy = r - py;
-        float *row = padded + r * ps;
-        ptrdiff_t first = px < 0 ? -px : 0, last = w < ps - px ? w : ps - px;   /* input columns that land in the row */
-        if (iy < 0 || iy >= h || first >= last) { __builtin_memset(row, 0, (size_t)ps * sizeof(float)); continue; }
-        /* Zeros around the copied columns only; the library's copy takes short rows whole. */
-        __builtin_memset(row, 0, (size_t)(first + px) * sizeof(float));
-        __builtin_memcpy(row + first + px, in + iy * w + first, (size_t)(last - first) * sizeof(float));
-        __builtin_memset(row + last + px, 0, (size_t)(ps - last - px) * sizeof(float));
+        if (iy < 0 || iy >= h) continue;
+        const float *source = in + iy * w + first;
+        float *row = padded + r * ps + first + px;
+        ptrdiff_t j = 0;
+        for (; j + 16 <= last - first; j += 16) STORE(LOAD(source + j), row + j);
+        if (j < last - first) NAME(store_first)(NAME(load_first)(source + j, last - first - j), row + j, last - first - j);
     }
     /* Rows four at a time; the stride a constant where it is 1 or 2, so the tap loads are plain. */
 #define DEPTHWISE_ROWS(R, SX) NAME(depthwise_rows)(R, padded + oy * sy * ps, sy * ps, weights, kh, kw, SX, dx, dy * ps, bias, out + oy * ow, ow)

@@ -428,7 +428,8 @@ enum ConvolutionOps {
         input.withUnsafeBufferPointer { input in
             w.withUnsafeBufferPointer { w in
                 Threads.split(planes, threads: parts) { range in
-                    let padded = alignedFloats(scratch)
+                    let padded = alignedFloats(scratch)   // zeros where no plane is copied, for every plane
+                    padded.initialize(repeating: 0, count: scratch)
                     defer { padded.deallocate() }
                     for plane in range {
                         let (n, channel) = plane.quotientAndRemainder(dividingBy: s.outChannels)
