@@ -18,18 +18,21 @@ let vecWidth = 16
 
 @inline(__always) func roundUp(_ n: Int, _ multiple: Int) -> Int { (n + multiple - 1) / multiple * multiple }
 
-/// Copies `count` floats in vectors: for the short runs of a convolution's rows, a library call
-/// per run cost more than the copy (memmove was 10% of a PP-OCR detector's run, perf).
+/// Copies `count` floats in vectors, then the tail in straight-line steps: for the short runs
+/// of a convolution's rows a library call per run cost more than the copy (memmove was 10% of a
+/// PP-OCR detector's run, perf). The tail is not a loop, which the compiler would turn back
+/// into a library call.
 @inline(__always) func copyFloats(_ source: UnsafePointer<Float>, _ target: UnsafeMutablePointer<Float>, count: Int) {
+    @inline(__always) func move<V: SIMD>(_: V.Type, _ j: inout Int) where V.Scalar == Float {
+        UnsafeMutableRawPointer(target + j).storeBytes(of: UnsafeRawPointer(source + j).loadUnaligned(as: V.self), as: V.self)
+        j += V.scalarCount
+    }
     var j = 0
-    while j + vecWidth <= count {
-        store(load(source + j), target + j)
-        j += vecWidth
-    }
-    while j < count {
-        target[j] = source[j]
-        j += 1
-    }
+    while j + 16 <= count { move(SIMD16<Float>.self, &j) }
+    if count - j >= 8 { move(SIMD8<Float>.self, &j) }
+    if count - j >= 4 { move(SIMD4<Float>.self, &j) }
+    if count - j >= 2 { move(SIMD2<Float>.self, &j) }
+    if count - j >= 1 { target[j] = source[j] }
 }
 
 /// 16 int8 codes as floats. (The lane loop compiles to one widening load and one conversion;

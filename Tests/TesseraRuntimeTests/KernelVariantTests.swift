@@ -21,6 +21,17 @@ import Testing
         #expect((KernelDispatch.kernels == nil) == (KernelDispatch.selected == .portable))
     }
 
+    /// `copyFloats` (convolution rows) copies exactly `count` floats for every tail length,
+    /// and nothing past them.
+    @Test func copyFloatsCopiesEveryLengthExactly() {
+        let source = Self.random(80, seed: 31)
+        for count in 0 ... 40 {
+            var target = [Float](repeating: .nan, count: 48)
+            source.withUnsafeBufferPointer { s in target.withUnsafeMutableBufferPointer { copyFloats(s.baseAddress! + 3, $0.baseAddress!, count: count) } }
+            #expect(Array(target[..<count]) == Array(source[3 ..< 3 + count]) && target[count...].allSatisfy(\.isNaN), "\(count)")
+        }
+    }
+
     /// The W8A8 GEMM core's VNNI and AMX variants against the portable loop: the same int32 sums
     /// (integer arithmetic is exact), so the same outputs bit for bit, over partial blocks and
     /// tiles, with and without a bias. On two threads a batch of one call's rows or less splits
