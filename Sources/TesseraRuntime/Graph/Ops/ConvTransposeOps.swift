@@ -62,7 +62,7 @@ enum ConvTransposeOps {
         let kernel = Array(w.shape.dropFirst(2))
         let g = try Geometry(c, input: Array(x.shape.dropFirst(2)), kernel: kernel)
         let pixels = x.shape.dropFirst(2).reduce(1, *), outPixels = try elementCount(g.output), taps = kernel.reduce(1, *)
-        // For each (input pixel, tap): the output pixel it lands on, or -1 outside. Made once per
+        // For each (tap, input pixel): the output pixel it lands on, or -1 outside. Made once per
         // input shape (with the transposed float32 weights, when they are constant).
         _ = try elementCount([pixels, taps])
         let makeTarget = { () -> [Int] in
@@ -77,7 +77,7 @@ enum ConvTransposeOps {
                         if o < 0 || o >= g.output[d] { inside = false; break }
                         flat += o * outStrides[d]
                     }
-                    if inside { target[p * taps + t] = flat }
+                    if inside { target[t * pixels + p] = flat }
                 }
             }
             return target
@@ -112,7 +112,7 @@ enum ConvTransposeOps {
                             let v = input[plane + p]
                             if v == 0 { continue }
                             for t in 0 ..< taps {
-                                let o = target[p * taps + t]
+                                let o = target[t * pixels + p]
                                 if o >= 0 { y[out + o] += v * weights[kernelBase + t] }
                             }
                         }
@@ -144,7 +144,7 @@ enum ConvTransposeOps {
         let rows = groupOut * taps
         var products = [Float](repeating: 0, count: rows * pixels)
         input.withUnsafeBufferPointer { x in
-            wt.withUnsafeBufferPointer { w in
+            wt.withUnsafeBufferPointer { w in target.withUnsafeBufferPointer { target in
                 products.withUnsafeMutableBufferPointer { products in
                     y.withUnsafeMutableBufferPointer { y in
                         for n in 0 ..< batch {
@@ -154,18 +154,16 @@ enum ConvTransposeOps {
                                 for m in 0 ..< groupOut {
                                     let out = y.baseAddress! + (n * groups * groupOut + g * groupOut + m) * outPixels
                                     for t in 0 ..< taps {
-                                        let row = products.baseAddress! + (m * taps + t) * pixels
-                                        for p in 0 ..< pixels {
-                                            let o = target[p * taps + t]
-                                            if o >= 0 { out[o] += row[p] }
-                                        }
+                                        // The tap's row of products and where each lands, both in pixel order.
+                                        let row = products.baseAddress! + (m * taps + t) * pixels, lands = target.baseAddress! + t * pixels
+                                        for p in 0 ..< pixels where lands[p] >= 0 { out[lands[p]] += row[p] }
                                     }
                                 }
                             }
                         }
                     }
                 }
-            }
+            } }
         }
     }
 }
