@@ -113,9 +113,9 @@ typedef void (*tessera_epilogue_fn)(float *v, ptrdiff_t n, const tessera_epilogu
 /* One plane of a 2-D depthwise convolution: out[oy][ox] starts as `bias` and adds
    w[ky][kx] · in[oy·sy + ky·dy − py][ox·sx + kx·dx − px] for each tap in order (ky, then kx),
    a multiply then an add, with zeros outside the input: the portable `ConvolutionOps.direct`'s
-   arithmetic. `padded` holds the plane with its zeros, rows wide
-   enough for whole vectors: tessera_depthwise_scratch floats, zero wherever the plane is not
-   copied (the caller zeroes them once; calls with the same geometry leave them so). */
+   arithmetic. `padded` holds the plane with its zeros, rows wide enough for whole vectors:
+   tessera_depthwise_scratch floats, zero wherever the plane is not copied (the caller zeroes
+   them once; calls with the same geometry leave them so). */
 typedef void (*tessera_depthwise_fn)(const float *in, ptrdiff_t h, ptrdiff_t w, const float *weights, ptrdiff_t kh,
                                      ptrdiff_t kw, ptrdiff_t sy, ptrdiff_t sx, ptrdiff_t dy, ptrdiff_t dx, ptrdiff_t py,
                                      ptrdiff_t px, float bias, float *out, ptrdiff_t oh, ptrdiff_t ow, float *padded);

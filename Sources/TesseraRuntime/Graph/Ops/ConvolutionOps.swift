@@ -172,10 +172,10 @@ enum ConvolutionOps {
             return Value(y, shape: shape)
         }
         let input = try c.floats(0)
+        let bias = c.optionalInput(2)?.floating(Float.self) ?? [Float](repeating: 0, count: s.outChannels)
         if s.groupIn == 1 {
             let w = try c.floats(1)
             if let k = KernelDispatch.kernels, plan.window.input.count == 2 {
-                let bias = c.optionalInput(2)?.floating(Float.self) ?? [Float](repeating: 0, count: s.outChannels)
                 let y = [Float](unsafeUninitializedCapacity: try elementCount(shape)) { y, initialized in
                     if let base = y.baseAddress { depthwise2D(k, input, w, bias: bias, s, plan.window, into: base, threads: c.threads, finish: finish) }
                     initialized = y.count
@@ -192,7 +192,6 @@ enum ConvolutionOps {
             return Value(y, shape: shape, type: x.type)
         }
         let operators = try plan.operators ?? ConvPlan.operators(try c.floats(1), s, name: c.node.outputs.first ?? "")
-        let bias = c.optionalInput(2)?.floating(Float.self) ?? [Float](repeating: 0, count: s.outChannels)
         let y = [Float](unsafeUninitializedCapacity: try elementCount(shape)) { y, initialized in
             if let base = y.baseAddress { im2col(input, operators, s, plan.sources, plan.window, bias: bias, into: base, threads: c.threads, finish: finish) }
             initialized = y.count
