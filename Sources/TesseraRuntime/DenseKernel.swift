@@ -19,7 +19,7 @@ struct DenseKernel: WeightKernel {
     }
 
     private func gemm<R: WeightReader>(_ w: R) {
-        if problem.transposed == nil, problem.op.rows % 16 == 0, let wide = problem.op.widePanels {
+        if problem.transposed == nil, let wide = problem.op.widePanels {
             gemmRows(wide)
         } else {
             gemmTransposed(w)
@@ -30,36 +30,44 @@ struct DenseKernel: WeightKernel {
     /// place, against the weights of 32 outputs (16 for the last when `rows` is an odd number of
     /// 16s) from `widePanels`, and writes 8 rows of `y`. Each output is the same chain of fused
     /// multiply-adds as in `gemmTransposed`, so the bits are the same. A batch that is not a
-    /// multiple of 8 runs its last rows from a zero-padded copy.
+    /// multiple of 8 runs its last rows from a zero-padded copy. Outputs past the last whole 16
+    /// (the panel padded with zero weights) are written 32 wide into `edge`, then copied: without
+    /// this, such weights took the transposed form, whose two transposes cost more than the
+    /// product on tinyocr-rec's 80 x 6906 classifier (perf).
     private func gemmRows(_ panels: PackedPanels) {
         let op = problem.op, rows = op.rows, depth = op.depth, batch = problem.batch
         let fullBlocks = batch / 8, tail = batch % 8
         let xTail = tail > 0 ? alignedFloats(8 * depth) : nil, yTail = tail > 0 ? alignedFloats(8 * rows) : nil
-        defer { xTail?.deallocate(); yTail?.deallocate() }
+        let edgeWidth = rows % 32 == 16 ? 0 : rows % 32, edge = edgeWidth > 0 ? alignedFloats(roundUp(batch, 8) * 32) : nil
+        defer { xTail?.deallocate(); yTail?.deallocate(); edge?.deallocate() }
         if let xTail {
             xTail.initialize(from: problem.x + fullBlocks * 8 * depth, count: tail * depth)
             (xTail + tail * depth).initialize(repeating: 0, count: (8 - tail) * depth)
         }
         let weights = UnsafePointer(panels.values), x = problem.x, y = problem.y
         Threads.split((rows + 31) / 32, threads: problem.threads) { range in
-            // A depth block of 8 rows of x stays in L1 while the weights stream past it.
+            // A depth block of a panel stays in L1 while every row of x passes it.
             for k0 in stride(from: 0, to: depth, by: Self.depthBlock) {
                 let kn = min(Self.depthBlock, depth - k0)
-                for block in 0 ..< (batch + 7) / 8 {
-                    let xb = block < fullBlocks ? x + block * 8 * depth : UnsafePointer(xTail!)
-                    let yb = block < fullBlocks ? y + block * 8 * rows : yTail!
-                    for p in range {
-                        let wp = weights + 32 * (p * depth + k0), out = yb + 32 * p
-                        if 32 * p + 32 <= rows {
-                            tile8x32(xb + k0, depth, 1, kn, wp, 32, out, rows, accumulating: k0 > 0)
+                for p in range {
+                    for block in 0 ..< (batch + 7) / 8 {
+                        let xb = block < fullBlocks ? x + block * 8 * depth : UnsafePointer(xTail!)
+                        let yb = block < fullBlocks ? y + block * 8 * rows : yTail!
+                        let wp = weights + 32 * (p * depth + k0), width = min(32, rows - 32 * p)
+                        let (out, ld) = width == 32 || width == 16 ? (yb + 32 * p, rows) : (edge! + block * 8 * 32, 32)
+                        if width > 16 {
+                            tile8x32(xb + k0, depth, 1, kn, wp, 32, out, ld, accumulating: k0 > 0)
                         } else {
-                            tile8x16(xb + k0, depth, 1, kn, wp, 32, out, rows, accumulating: k0 > 0)
+                            tile8x16(xb + k0, depth, 1, kn, wp, 32, out, ld, accumulating: k0 > 0)
                         }
                     }
                 }
             }
         }
         if let yTail { (y + fullBlocks * 8 * rows).update(from: yTail, count: tail * rows) }
+        if let edge {
+            for b in 0 ..< batch { copyFloats(edge + b * 32, y + b * rows + rows - edgeWidth, count: edgeWidth) }
+        }
         problem.addBias()
     }
 
