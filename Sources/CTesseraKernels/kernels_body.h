@@ -31,11 +31,13 @@ static inline float NAME(sum)(vec v) {
     return s;
 }
 
-/* The tiles' loops, inlined twice: for packed panels (wr == 1, the weights of one depth
-   adjacent) and for rows read in place (wr apart). */
+/* The tiles' loops, inlined three times: for packed panels (wr == 1, the weights of one depth
+   adjacent), for rows read in place (wr apart), and for packed panels against activation rows
+   at xt + rows[k] (`rows` not null: the indirect tiles). */
 static inline __attribute__((always_inline)) void NAME(tile8x32_body)(const float *w, ptrdiff_t wr, ptrdiff_t ks,
                                                                       ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
-                                                                      float *out, ptrdiff_t ldo, int accumulate) {
+                                                                      const ptrdiff_t *rows, float *out, ptrdiff_t ldo,
+                                                                      int accumulate) {
     float *o[8];
     for (int i = 0; i < 8; i++) o[i] = out + i * ldo;
     vec c0[8], c1[8];
@@ -44,42 +46,52 @@ static inline __attribute__((always_inline)) void NAME(tile8x32_body)(const floa
         c1[i] = accumulate ? LOAD(o[i] + 16) : SPLAT(0.0f);
     }
     for (ptrdiff_t k = 0; k < depth; k++) {
-        vec x0 = LOAD(xt), x1 = LOAD(xt + 16);
+        const float *xk = rows ? xt + rows[k] : xt + k * ldx;
+        vec x0 = LOAD(xk), x1 = LOAD(xk + 16);
         for (int i = 0; i < 8; i++) {
             vec b = SPLAT(w[i * wr]);
             c0[i] = FMA(c0[i], x0, b);
             c1[i] = FMA(c1[i], x1, b);
         }
         w += ks;
-        xt += ldx;
     }
     for (int i = 0; i < 8; i++) { STORE(c0[i], o[i]); STORE(c1[i], o[i] + 16); }
 }
 
 static void NAME(tile8x32)(const float *w, ptrdiff_t wr, ptrdiff_t ks, ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
                            float *out, ptrdiff_t ldo, int accumulate) {
-    if (wr == 1) NAME(tile8x32_body)(w, 1, ks, depth, xt, ldx, out, ldo, accumulate);
-    else NAME(tile8x32_body)(w, wr, ks, depth, xt, ldx, out, ldo, accumulate);
+    if (wr == 1) NAME(tile8x32_body)(w, 1, ks, depth, xt, ldx, 0, out, ldo, accumulate);
+    else NAME(tile8x32_body)(w, wr, ks, depth, xt, ldx, 0, out, ldo, accumulate);
+}
+
+static void NAME(tile8x32_indirect)(const float *w, ptrdiff_t depth, const float *x, const ptrdiff_t *rows, float *out,
+                                    ptrdiff_t ldo, int accumulate) {
+    NAME(tile8x32_body)(w, 1, 8, depth, x, 0, rows, out, ldo, accumulate);
 }
 
 static inline __attribute__((always_inline)) void NAME(tile8x16_body)(const float *w, ptrdiff_t wr, ptrdiff_t ks,
                                                                       ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
-                                                                      float *out, ptrdiff_t ldo, int accumulate) {
+                                                                      const ptrdiff_t *rows, float *out, ptrdiff_t ldo,
+                                                                      int accumulate) {
     vec c[8];
     for (int i = 0; i < 8; i++) c[i] = accumulate ? LOAD(out + i * ldo) : SPLAT(0.0f);
     for (ptrdiff_t k = 0; k < depth; k++) {
-        vec x0 = LOAD(xt);
+        vec x0 = LOAD(rows ? xt + rows[k] : xt + k * ldx);
         for (int i = 0; i < 8; i++) c[i] = FMA(c[i], x0, SPLAT(w[i * wr]));
         w += ks;
-        xt += ldx;
     }
     for (int i = 0; i < 8; i++) STORE(c[i], out + i * ldo);
 }
 
 static void NAME(tile8x16)(const float *w, ptrdiff_t wr, ptrdiff_t ks, ptrdiff_t depth, const float *xt, ptrdiff_t ldx,
                            float *out, ptrdiff_t ldo, int accumulate) {
-    if (wr == 1) NAME(tile8x16_body)(w, 1, ks, depth, xt, ldx, out, ldo, accumulate);
-    else NAME(tile8x16_body)(w, wr, ks, depth, xt, ldx, out, ldo, accumulate);
+    if (wr == 1) NAME(tile8x16_body)(w, 1, ks, depth, xt, ldx, 0, out, ldo, accumulate);
+    else NAME(tile8x16_body)(w, wr, ks, depth, xt, ldx, 0, out, ldo, accumulate);
+}
+
+static void NAME(tile8x16_indirect)(const float *w, ptrdiff_t depth, const float *x, const ptrdiff_t *rows, float *out,
+                                    ptrdiff_t ldo, int accumulate) {
+    NAME(tile8x16_body)(w, 1, 8, depth, x, 0, rows, out, ldo, accumulate);
 }
 
 static float NAME(dot)(const float *a, const float *b, ptrdiff_t n) {
@@ -711,7 +723,7 @@ static void NAME(epilogue)(float *v, ptrdiff_t n, const tessera_epilogue *steps)
 }
 
 const tessera_kernels NAME(tessera_kernels) = {
-    NAME(tile8x32), NAME(tile8x16), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
+    NAME(tile8x32), NAME(tile8x16), NAME(tile8x32_indirect), NAME(tile8x16_indirect), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
     NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row), NAME(binary), NAME(unary), NAME(depthwise), NAME(maxpool),
     NAME(softmax), NAME(masked_softmax), NAME(layernorm), NAME(gelu), NAME(silu), NAME(epilogue),
 };

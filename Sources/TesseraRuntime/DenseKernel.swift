@@ -95,8 +95,17 @@ struct DenseKernel: WeightKernel {
                             decodePanel(w, firstRow: r0, k0: k0, count: kn, into: panel)
                             wp = UnsafePointer(panel)
                         }
-                        let out = t.yt + r0 * t.yld, xBlock = t.xt + k0 * ld
+                        let out = t.yt + r0 * t.yld
                         var b = 0
+                        if let rows = t.rows.map({ $0 + k0 }) {
+                            while b + 32 <= t.columns {
+                                tile8x32(wp, kn, t.xt + b, rows: rows, out + b, t.yld, accumulating: k0 > 0)
+                                b += 32
+                            }
+                            if b < t.columns { tile8x16(wp, kn, t.xt + b, rows: rows, out + b, t.yld, accumulating: k0 > 0) }
+                            continue
+                        }
+                        let xBlock = t.xt + k0 * ld
                         while b + 32 <= t.columns {
                             tile8x32(wp, 1, 8, kn, xBlock + b, ld, out + b, t.yld, accumulating: k0 > 0)
                             b += 32

@@ -26,6 +26,24 @@ func tile8x16(_ w: UnsafePointer<Float>, _ wr: Int, _ ks: Int, _ depth: Int,
     }
 }
 
+/// The indirect tiles: `out[i][b] (+)= Σ_k w[8k + i] · x[rows[k] + b]` over packed panels, the
+/// activations of each depth read where they lie (a convolution's padded input planes).
+@inline(__always)
+func tile8x32(_ w: UnsafePointer<Float>, _ depth: Int, _ x: UnsafePointer<Float>, rows: UnsafePointer<Int>,
+              _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
+    if let k = KernelDispatch.kernels { k.tile8x32_indirect(w, depth, x, rows, out, ldo, accumulating ? 1 : 0) } else {
+        PortableKernels.tile8x32(w, depth, x, rows: rows, out, ldo, accumulating: accumulating)
+    }
+}
+
+@inline(__always)
+func tile8x16(_ w: UnsafePointer<Float>, _ depth: Int, _ x: UnsafePointer<Float>, rows: UnsafePointer<Int>,
+              _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
+    if let k = KernelDispatch.kernels { k.tile8x16_indirect(w, depth, x, rows, out, ldo, accumulating ? 1 : 0) } else {
+        PortableKernels.tile8x16(w, depth, x, rows: rows, out, ldo, accumulating: accumulating)
+    }
+}
+
 /// `Σ a[k]·b[k]`.
 @inline(__always)
 func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
@@ -61,15 +79,28 @@ enum PortableKernels {
     @inline(never)
     static func tile8x32(_ w: UnsafePointer<Float>, _ wr: Int, _ ks: Int, _ depth: Int,
                   _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
+        tile8x32(w, wr, ks, depth, { xt + $0 &* ldx }, out, ldo, accumulating: accumulating)
+    }
+
+    /// The indirect tile: packed panels against the activations of depth `k` at `x + rows[k]`.
+    @inline(never)
+    static func tile8x32(_ w: UnsafePointer<Float>, _ depth: Int, _ x: UnsafePointer<Float>, rows: UnsafePointer<Int>,
+                         _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
+        tile8x32(w, 1, 8, depth, { x + rows[$0] }, out, ldo, accumulating: accumulating)
+    }
+
+    @inline(__always)
+    private static func tile8x32(_ w: UnsafePointer<Float>, _ wr: Int, _ ks: Int, _ depth: Int, _ row: (Int) -> UnsafePointer<Float>,
+                                 _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
         let o0 = out, o1 = out + ldo, o2 = o1 + ldo, o3 = o2 + ldo, o4 = o3 + ldo, o5 = o4 + ldo, o6 = o5 + ldo, o7 = o6 + ldo
         let start = { (p: UnsafeMutablePointer<Float>) in accumulating ? load(p) : Vec() }
         var c00 = start(o0), c01 = start(o0 + 16), c10 = start(o1), c11 = start(o1 + 16)
         var c20 = start(o2), c21 = start(o2 + 16), c30 = start(o3), c31 = start(o3 + 16)
         var c40 = start(o4), c41 = start(o4 + 16), c50 = start(o5), c51 = start(o5 + 16)
         var c60 = start(o6), c61 = start(o6 + 16), c70 = start(o7), c71 = start(o7 + 16)
-        var wp = w, xp = xt
-        for _ in 0 ..< depth {
-            let x0 = load(xp), x1 = load(xp + 16)
+        var wp = w
+        for k in 0 ..< depth {
+            let xp = row(k), x0 = load(xp), x1 = load(xp + 16)
             var b = Vec(repeating: wp[0]); c00.addProduct(x0, b); c01.addProduct(x1, b)
             b = Vec(repeating: wp[1 &* wr]); c10.addProduct(x0, b); c11.addProduct(x1, b)
             b = Vec(repeating: wp[2 &* wr]); c20.addProduct(x0, b); c21.addProduct(x1, b)
@@ -79,7 +110,6 @@ enum PortableKernels {
             b = Vec(repeating: wp[6 &* wr]); c60.addProduct(x0, b); c61.addProduct(x1, b)
             b = Vec(repeating: wp[7 &* wr]); c70.addProduct(x0, b); c71.addProduct(x1, b)
             wp += ks
-            xp += ldx
         }
         store(c00, o0); store(c01, o0 + 16); store(c10, o1); store(c11, o1 + 16)
         store(c20, o2); store(c21, o2 + 16); store(c30, o3); store(c31, o3 + 16)
@@ -90,19 +120,30 @@ enum PortableKernels {
     @inline(never)
     static func tile8x16(_ w: UnsafePointer<Float>, _ wr: Int, _ ks: Int, _ depth: Int,
                   _ xt: UnsafePointer<Float>, _ ldx: Int, _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
+        tile8x16(w, wr, ks, depth, { xt + $0 &* ldx }, out, ldo, accumulating: accumulating)
+    }
+
+    @inline(never)
+    static func tile8x16(_ w: UnsafePointer<Float>, _ depth: Int, _ x: UnsafePointer<Float>, rows: UnsafePointer<Int>,
+                         _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
+        tile8x16(w, 1, 8, depth, { x + rows[$0] }, out, ldo, accumulating: accumulating)
+    }
+
+    @inline(__always)
+    private static func tile8x16(_ w: UnsafePointer<Float>, _ wr: Int, _ ks: Int, _ depth: Int, _ row: (Int) -> UnsafePointer<Float>,
+                                 _ out: UnsafeMutablePointer<Float>, _ ldo: Int, accumulating: Bool) {
         let o0 = out, o1 = out + ldo, o2 = o1 + ldo, o3 = o2 + ldo, o4 = o3 + ldo, o5 = o4 + ldo, o6 = o5 + ldo, o7 = o6 + ldo
         let start = { (p: UnsafeMutablePointer<Float>) in accumulating ? load(p) : Vec() }
         var c0 = start(o0), c1 = start(o1), c2 = start(o2), c3 = start(o3)
         var c4 = start(o4), c5 = start(o5), c6 = start(o6), c7 = start(o7)
-        var wp = w, xp = xt
-        for _ in 0 ..< depth {
-            let x0 = load(xp)
+        var wp = w
+        for k in 0 ..< depth {
+            let x0 = load(row(k))
             c0.addProduct(x0, Vec(repeating: wp[0])); c1.addProduct(x0, Vec(repeating: wp[1 &* wr]))
             c2.addProduct(x0, Vec(repeating: wp[2 &* wr])); c3.addProduct(x0, Vec(repeating: wp[3 &* wr]))
             c4.addProduct(x0, Vec(repeating: wp[4 &* wr])); c5.addProduct(x0, Vec(repeating: wp[5 &* wr]))
             c6.addProduct(x0, Vec(repeating: wp[6 &* wr])); c7.addProduct(x0, Vec(repeating: wp[7 &* wr]))
             wp += ks
-            xp += ldx
         }
         store(c0, o0); store(c1, o1); store(c2, o2); store(c3, o3)
         store(c4, o4); store(c5, o5); store(c6, o6); store(c7, o7)

@@ -15,9 +15,12 @@ struct TransposedOperands: @unchecked Sendable {
     /// Row stride of `yᵀ` when it differs from `xᵀ`'s (a 1x1 convolution reads its input
     /// planes in place as `xᵀ`); only the dense kernel takes such operands.
     let yld: Int
+    /// When given, row `k` of `xᵀ` is at `xt + rows[k]`, not `xt + k·ld`: a stride-1
+    /// convolution's columns read in place from its padded input planes. Dense kernel only.
+    let rows: UnsafePointer<Int>?
 
-    init(columns: Int, ld: Int, xt: UnsafePointer<Float>, yt: UnsafeMutablePointer<Float>, yld: Int? = nil) {
-        (self.columns, self.ld, self.xt, self.yt, self.yld) = (columns, ld, xt, yt, yld ?? ld)
+    init(columns: Int, ld: Int, xt: UnsafePointer<Float>, yt: UnsafeMutablePointer<Float>, yld: Int? = nil, rows: UnsafePointer<Int>? = nil) {
+        (self.columns, self.ld, self.xt, self.yt, self.yld, self.rows) = (columns, ld, xt, yt, yld ?? ld, rows)
     }
 }
 

@@ -412,6 +412,51 @@ import TesseraONNX
         #expect(one.shape == [1, 8, 64, 64] && one.shape == two.shape && a == b)
     }
 
+    /// A stride-1 convolution reads its columns in place from the padded input planes, its
+    /// outputs computed on the padded width and closed up: each output is bias + the chain of
+    /// fused multiply-adds over (channel, ky, kx) in order, bit for bit. Depth 288 spans two of
+    /// the GEMM's depth blocks, 37 x 45 outputs make several blocks of whole rows, 10 output
+    /// channels leave a part panel; dilation 2 and a 1 x 3 kernel move the taps' offsets.
+    @Test func strideOneConvolutionReadsItsColumnsInPlace() throws {
+        let (channels, outChannels, h, w) = (32, 10, 37, 45)
+        let x = (0 ..< channels * h * w).map { (i: Int) -> Float in Float(sin(Double(i) * 0.37)) * 1.7 }
+        for (kernel, dilation, pad, threads) in [([3, 3], 1, [1, 1], 1), ([3, 3], 1, [1, 1], 2), ([3, 3], 2, [2, 1], 1), ([1, 3], 1, [0, 1], 2)] {
+            let taps = kernel[0] * kernel[1]
+            let weights = (0 ..< outChannels * channels * taps).map { (i: Int) -> Float in Float(cos(Double(i) * 0.11)) * 0.3 }
+            let bias = (0 ..< outChannels).map { (i: Int) -> Float in Float(i) * 0.37 - 1.3 }
+            let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: "Conv", inputs: ["x", "w", "b"], outputs: ["y"],
+                                                         attributes: ["pads": .ints([Int64(pad[0]), Int64(pad[1]), Int64(pad[0]), Int64(pad[1])]),
+                                                                      "dilations": .ints([Int64(dilation), Int64(dilation)])])],
+                                  inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
+                                  initializers: ["w": Tensor(name: "w", dataType: .float, shape: [outChannels, channels] + kernel,
+                                                             storage: .dense(values: TensorBytes(float32: weights))),
+                                                 "b": Tensor(name: "b", dataType: .float, shape: [outChannels], storage: .dense(values: TensorBytes(float32: bias)))])
+            let y = try GraphExecutor(graph, threads: threads).run(["x": Value(x, shape: [1, channels, h, w])])[0].value
+            let (oh, ow) = (h + 2 * pad[0] - (kernel[0] - 1) * dilation, w + 2 * pad[1] - (kernel[1] - 1) * dilation)
+            var expected: [Float] = []
+            for co in 0 ..< outChannels {
+                for oy in 0 ..< oh {
+                    for ox in 0 ..< ow {
+                        var sum: Float = 0
+                        for c in 0 ..< channels {
+                            for ky in 0 ..< kernel[0] {
+                                for kx in 0 ..< kernel[1] {
+                                    let (iy, ix) = (oy + ky * dilation - pad[0], ox + kx * dilation - pad[1])
+                                    let v = iy >= 0 && iy < h && ix >= 0 && ix < w ? x[(c * h + iy) * w + ix] : 0
+                                    sum = sum.addingProduct(v, weights[((co * channels + c) * kernel[0] + ky) * kernel[1] + kx])
+                                }
+                            }
+                        }
+                        expected.append(bias[co] + sum)
+                    }
+                }
+            }
+            #expect(y.shape == [1, outChannels, oh, ow])
+            let differing = zip(y.asFloats, expected).filter { $0.bitPattern != $1.bitPattern }.count
+            #expect(differing == 0, "kernel \(kernel), dilation \(dilation), \(threads) threads: \(differing) outputs differ")
+        }
+    }
+
     /// A MatMul on a stored weight and the Add of its bias run as one, the bias added as the
     /// kernel writes each output, bit for bit the Add node's sums: float32 weights in every layout
     /// (the dense GEMM adds it as it transposes yᵀ, in 16 x 16 blocks and at the edges) and int8

@@ -189,6 +189,51 @@ import Testing
         }
     }
 
+    /// The indirect tiles read depth k's activations at x + rows[k]: with rows k·40 they are the
+    /// strided tiles; with rows out of order and off a vector boundary every variant still
+    /// matches the portable one.
+    @Test func indirectTilesMatchThePortableKernels() throws {
+        for depth in [1, 37, 256] {
+            let w = Self.random(8 * depth, seed: 4), x = Self.random(depth * 40 + 40, seed: 5), start = Self.random(8 * 40, seed: 6)
+            let strided = (0 ..< depth).map { $0 * 40 }, scattered = (0 ..< depth).map { (($0 * 7) % depth) * 40 + $0 % 3 }
+            for (wide, accumulating) in [(true, true), (false, true), (true, false), (false, false)] {
+                func run(_ rows: [Int], _ tile: (UnsafePointer<Float>, UnsafePointer<Float>, UnsafePointer<Int>, UnsafeMutablePointer<Float>) -> Void) -> [UInt32] {
+                    var out = start
+                    w.withUnsafeBufferPointer { w in
+                        x.withUnsafeBufferPointer { x in
+                            rows.withUnsafeBufferPointer { rows in
+                                out.withUnsafeMutableBufferPointer { tile(w.baseAddress!, x.baseAddress!, rows.baseAddress!, $0.baseAddress!) }
+                            }
+                        }
+                    }
+                    return out.map(\.bitPattern)
+                }
+                let portable = { (rows: [Int]) in
+                    run(rows) { w, x, r, o in
+                        if wide { PortableKernels.tile8x32(w, depth, x, rows: r, o, 40, accumulating: accumulating) } else {
+                            PortableKernels.tile8x16(w, depth, x, rows: r, o, 40, accumulating: accumulating)
+                        }
+                    }
+                }
+                let linear = run(strided) { w, x, _, o in
+                    if wide { PortableKernels.tile8x32(w, 1, 8, depth, x, 40, o, 40, accumulating: accumulating) } else {
+                        PortableKernels.tile8x16(w, 1, 8, depth, x, 40, o, 40, accumulating: accumulating)
+                    }
+                }
+                let asStrided = portable(strided) == linear
+                #expect(asStrided, "portable indirect tile (wide: \(wide)) at depth \(depth)")
+                for isa in Self.variants {
+                    let k = try #require(KernelDispatch.table(for: isa))
+                    for rows in [strided, scattered] {
+                        let got = run(rows) { w, x, r, o in (wide ? k.tile8x32_indirect : k.tile8x16_indirect)(w, depth, x, r, o, 40, accumulating ? 1 : 0) }
+                        let same = got == portable(rows)
+                        #expect(same, "\(isa) indirect tile (wide: \(wide), accumulating: \(accumulating)) at depth \(depth)")
+                    }
+                }
+            }
+        }
+    }
+
     @Test func dotColumnsAndProductsMatchThePortableKernels() throws {
         for isa in Self.variants {
             let k = try #require(KernelDispatch.table(for: isa))

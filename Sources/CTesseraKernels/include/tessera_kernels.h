@@ -16,6 +16,10 @@
    (or 16) columns b. */
 typedef void (*tessera_tile_fn)(const float *w, ptrdiff_t wr, ptrdiff_t ks, ptrdiff_t depth, const float *xt,
                                 ptrdiff_t ldx, float *out, ptrdiff_t ldo, int accumulate);
+/* The same over packed panels (wr 1, ks 8) with each depth's activations at x + rows[k]: a
+   convolution's columns read in place from its padded input planes, one row per channel and tap. */
+typedef void (*tessera_indirect_tile_fn)(const float *w, ptrdiff_t depth, const float *x, const ptrdiff_t *rows, float *out,
+                                         ptrdiff_t ldo, int accumulate);
 /* Σ a[k]·b[k] over n values. */
 typedef float (*tessera_dot_fn)(const float *a, const float *b, ptrdiff_t n);
 /* out[i] = Σ_k x[k] · values[k·rows + i] for i < width (`values` at the first output). */
@@ -139,6 +143,8 @@ static inline ptrdiff_t tessera_depthwise_scratch(ptrdiff_t oh, ptrdiff_t ow, pt
 typedef struct {
     tessera_tile_fn tile8x32;
     tessera_tile_fn tile8x16;
+    tessera_indirect_tile_fn tile8x32_indirect;
+    tessera_indirect_tile_fn tile8x16_indirect;
     tessera_dot_fn dot;
     tessera_columns_fn columns;
     tessera_columns_int8_fn columns_int8;

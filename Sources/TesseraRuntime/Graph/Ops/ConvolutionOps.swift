@@ -266,24 +266,47 @@ enum ConvolutionOps {
         // about 512 KB) stay in L2 while every output channel's weights pass over them. The whole
         // image's columns at once streamed from memory once per 8 output channels.
         let block = min(roundUp(pixels, vecWidth), max(64, Self.columnBlockFloats / max(depth, 1) / 32 * 32))
-        let ld = TransposedOperands.leadingDimension(columns: block), blocks = (pixels + block - 1) / block
         // A 2-D window reads each output row's columns as runs of a zero-padded copy of the
         // input planes (copied rows for stride 1), not element by element through the tap
         // table; worth it where output rows are long enough to copy as runs.
         let rows = window.input.count == 2 && window.output[1] >= 8 && !pointwise ? PaddedPlanes(window, channels: s.groupIn) : nil
+        // With stride 1, computed on the padded width (`rows.stride` per output row, the last
+        // few of each row discarded), every column is one run of the padded planes: the GEMM
+        // reads them in place (`columnOffsets`) and nothing is copied. Blocks are whole output
+        // rows. The copies were a fifth of nudenet's run (perf).
+        let inPlace = rows != nil && window.strides == [1, 1]
+        let (oh, ow, paddedWidth) = (window.output.first ?? 1, window.output.last ?? 1, rows?.stride ?? 0)
+        let blockRows = inPlace ? max(1, block / paddedWidth) : 0
+        let blocks = inPlace ? (oh + blockRows - 1) / blockRows : (pixels + block - 1) / block
+        let ld = TransposedOperands.leadingDimension(columns: inPlace ? roundUp(blockRows * paddedWidth, vecWidth) : block)
+        let columnOffsets = inPlace ? rows!.columnOffsets(taps: s.taps) : []
         defer { rows?.deallocate() }
         input.withUnsafeBufferPointer { input in
             sources.withUnsafeBufferPointer { sources in
                 bias.withUnsafeBufferPointer { bias in
-                    /// Output pixels `p0 ..< p0 + count` of image `n`, group `g`, with column and
-                    /// product buffers `xt` and `yt`.
-                    func run(_ n: Int, _ g: Int, _ p0: Int, _ xt: UnsafeMutablePointer<Float>, _ yt: UnsafeMutablePointer<Float>, threads: Int) {
-                        let count = min(block, pixels - p0), columns = roundUp(count, vecWidth)
+                    /// Block `b` of image `n`, group `g`, with column and product buffers `xt`
+                    /// and `yt`: output pixels `p0 ..< p0 + count`.
+                    func run(_ n: Int, _ g: Int, _ b: Int, _ xt: UnsafeMutablePointer<Float>?, _ yt: UnsafeMutablePointer<Float>, threads: Int) {
+                        let p0 = inPlace ? b * blockRows * ow : b * block
+                        let count = inPlace ? min(blockRows, oh - b * blockRows) * ow : min(block, pixels - p0), columns = roundUp(count, vecWidth)
                         let planes = input.baseAddress! + (n * s.channels + g * s.groupIn) * s.pixels
-                        if pointwise && count == columns && count > 1 {
+                        if inPlace, let rows {
+                            let outputRows = count / ow, wide = outputRows * paddedWidth
+                            columnOffsets.withUnsafeBufferPointer { offsets in
+                                let operands = TransposedOperands(columns: roundUp(wide, vecWidth), ld: ld, xt: rows.values + b * blockRows * paddedWidth,
+                                                                  yt: yt, rows: offsets.baseAddress!)
+                                operators[g].applyTransposed(operands, batch: wide, threads: operators[g].worthwhileThreads(threads, batch: wide))
+                            }
+                            // Each channel's rows close up from the padded width to the output's,
+                            // first to last: a row moves left, over nothing still to be read.
+                            for co in 0 ..< s.groupOut {
+                                let result = yt + co * ld
+                                for r in 1 ..< max(1, outputRows) { copyFloats(result + r * paddedWidth, result + r * ow, count: ow) }
+                            }
+                        } else if pointwise && count == columns && count > 1 {
                             operators[g].applyTransposed(TransposedOperands(columns: columns, ld: pixels, xt: planes + p0, yt: yt, yld: ld), batch: count,
                                                          threads: operators[g].worthwhileThreads(threads, batch: count))
-                        } else {
+                        } else if let xt {
                             // One block's GEMM splits among threads; its columns split by channel first.
                             let copiers = Threads.worthwhile(threads, work: depth * count)
                             Threads.split(s.groupIn, threads: copiers) { $0.forEach { ci in
@@ -330,9 +353,9 @@ enum ConvolutionOps {
                             // own (splitting every block's GEMM cost a dispatch per block). One
                             // block: its GEMM may split.
                             Threads.split(blocks, threads: blocks > 1 ? threads : 1) { range in
-                                let xt = alignedFloats(depth * ld), yt = alignedFloats(roundUp(s.groupOut, 8) * ld)
-                                defer { xt.deallocate(); yt.deallocate() }
-                                for b in range { run(n, g, b * block, xt, yt, threads: blocks > 1 ? 1 : threads) }
+                                let xt = inPlace ? nil : alignedFloats(depth * ld), yt = alignedFloats(roundUp(s.groupOut, 8) * ld)
+                                defer { xt?.deallocate(); yt.deallocate() }
+                                for b in range { run(n, g, b, xt, yt, threads: blocks > 1 ? 1 : threads) }
                             }
                         }
                     }
@@ -360,8 +383,11 @@ enum ConvolutionOps {
             self.channels = channels
             height = (window.output[0] - 1) * window.strides[0] + (window.kernel[0] - 1) * window.dilations[0] + 1
             stride = (window.output[1] - 1) * window.strides[1] + (window.kernel[1] - 1) * window.dilations[1] + 1
-            values = alignedFloats(channels * height * stride)
-            values.initialize(repeating: 0, count: channels * height * stride)
+            // A row and a vector past the last plane: the last vectors of in-place columns
+            // (`columnOffsets`) may read there, for outputs that are discarded.
+            let count = (channels * height + 1) * stride + vecWidth
+            values = alignedFloats(count)
+            values.initialize(repeating: 0, count: count)
             (inputHeight, inputWidth, top, left) = (window.input[0], window.input[1], window.padBegin[0], window.padBegin[1])
             (outputWidth, kernelWidth) = (window.output[1], window.kernel[1])
             (strideY, strideX, dilationY, dilationX) = (window.strides[0], window.strides[1], window.dilations[0], window.dilations[1])
@@ -380,6 +406,16 @@ enum ConvolutionOps {
                     copyFloats(planes + (c * h + r - top) * w + first, values + (c * height + r) * stride + first + left, count: last - first)
                 }
             } }
+        }
+
+        /// Where column (channel, tap) starts in `values`, for each channel and tap in order,
+        /// when a stride-1 window's outputs are laid out on the padded width (`stride` apart):
+        /// output pixel q of that layout reads `values[offset + q]`.
+        func columnOffsets(taps: Int) -> [Int] {
+            (0 ..< channels * taps).map { d in
+                let (c, t) = (d / taps, d % taps), (ky, kx) = (t / kernelWidth, t % kernelWidth)
+                return c * height * stride + ky * dilationY * stride + kx * dilationX
+            }
         }
 
         /// Column `tap` of `channel` for the output pixels `pixels` (row-major), into `out`.
