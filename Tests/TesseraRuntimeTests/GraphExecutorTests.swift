@@ -416,11 +416,13 @@ import TesseraONNX
     /// outputs computed on the padded width and closed up: each output is bias + the chain of
     /// fused multiply-adds over (channel, ky, kx) in order, bit for bit. Depth 288 spans two of
     /// the GEMM's depth blocks, 37 x 45 outputs make several blocks of whole rows, 10 output
-    /// channels leave a part panel; dilation 2 and a 1 x 3 kernel move the taps' offsets.
+    /// channels leave a part panel; dilation 2 and a 1 x 3 kernel move the taps' offsets. A 1 x 1
+    /// kernel reads the input planes themselves, and its last pixel (1665 = 104 vectors + 1) from
+    /// a padded copy.
     @Test func strideOneConvolutionReadsItsColumnsInPlace() throws {
         let (channels, outChannels, h, w) = (32, 10, 37, 45)
         let x = (0 ..< channels * h * w).map { (i: Int) -> Float in Float(sin(Double(i) * 0.37)) * 1.7 }
-        for (kernel, dilation, pad, threads) in [([3, 3], 1, [1, 1], 1), ([3, 3], 1, [1, 1], 2), ([3, 3], 2, [2, 1], 1), ([1, 3], 1, [0, 1], 2)] {
+        for (kernel, dilation, pad, threads) in [([3, 3], 1, [1, 1], 1), ([3, 3], 1, [1, 1], 2), ([3, 3], 2, [2, 1], 1), ([1, 3], 1, [0, 1], 2), ([1, 1], 1, [0, 0], 1), ([1, 1], 1, [0, 0], 2)] {
             let taps = kernel[0] * kernel[1]
             let weights = (0 ..< outChannels * channels * taps).map { (i: Int) -> Float in Float(cos(Double(i) * 0.11)) * 0.3 }
             let bias = (0 ..< outChannels).map { (i: Int) -> Float in Float(i) * 0.37 - 1.3 }
