@@ -722,8 +722,20 @@ static void NAME(epilogue)(float *v, ptrdiff_t n, const tessera_epilogue *steps)
 #undef EPILOGUE_LOOP
 }
 
+static void NAME(strided_copy)(const float *source, ptrdiff_t step, float *target, ptrdiff_t count) {
+    ptrdiff_t t = 0;
+    if (step == 2) {
+        /* Thirty-two floats read for sixteen: the last read is the one before the last copied. */
+        for (; t + 17 <= count; t += 16) {
+            vec a = LOAD(source + 2 * t), b = LOAD(source + 2 * t + 16);
+            STORE(__builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), target + t);
+        }
+    }
+    for (; t < count; t++) target[t] = source[t * step];
+}
+
 const tessera_kernels NAME(tessera_kernels) = {
     NAME(tile8x32), NAME(tile8x16), NAME(tile8x32_indirect), NAME(tile8x16_indirect), NAME(dot), NAME(columns), NAME(columns_int8), NAME(product),
     NAME(sparse_tile8x32), NAME(sparse_tile8x16), NAME(csr_row), NAME(binary), NAME(unary), NAME(depthwise), NAME(maxpool),
-    NAME(softmax), NAME(masked_softmax), NAME(layernorm), NAME(gelu), NAME(silu), NAME(epilogue),
+    NAME(softmax), NAME(masked_softmax), NAME(layernorm), NAME(gelu), NAME(silu), NAME(epilogue), NAME(strided_copy),
 };

@@ -44,6 +44,16 @@ func tile8x16(_ w: UnsafePointer<Float>, _ depth: Int, _ x: UnsafePointer<Float>
     }
 }
 
+/// Copies `count` floats `step` apart from `source` into `target` (a stride-2 convolution's
+/// input rows split into their even and odd columns).
+@inline(__always)
+func copyFloats(_ source: UnsafePointer<Float>, step: Int, _ target: UnsafeMutablePointer<Float>, count: Int) {
+    if step == 1 { return copyFloats(source, target, count: count) }
+    if let k = KernelDispatch.kernels { k.strided_copy(source, step, target, count) } else {
+        PortableKernels.stridedCopy(source, step, target, count)
+    }
+}
+
 /// `Σ a[k]·b[k]`.
 @inline(__always)
 func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
@@ -147,6 +157,16 @@ enum PortableKernels {
         }
         store(c0, o0); store(c1, o1); store(c2, o2); store(c3, o3)
         store(c4, o4); store(c5, o5); store(c6, o6); store(c7, o7)
+    }
+
+    /// `target[t] = source[t·step]`, stepping a pointer: indexing with checked products kept
+    /// this loop scalar and branchy.
+    static func stridedCopy(_ source: UnsafePointer<Float>, _ step: Int, _ target: UnsafeMutablePointer<Float>, _ count: Int) {
+        var from = source
+        for t in 0 ..< count {
+            target[t] = from.pointee
+            from += step
+        }
     }
 
     /// `Σ a[k]·b[k]` with two vector accumulators and a scalar tail.

@@ -412,29 +412,36 @@ import TesseraONNX
         #expect(one.shape == [1, 8, 64, 64] && one.shape == two.shape && a == b)
     }
 
-    /// A stride-1 convolution reads its columns in place from the padded input planes, its
-    /// outputs computed on the padded width and closed up: each output is bias + the chain of
-    /// fused multiply-adds over (channel, ky, kx) in order, bit for bit. Depth 288 spans two of
-    /// the GEMM's depth blocks, 37 x 45 outputs make several blocks of whole rows, 10 output
-    /// channels leave a part panel; dilation 2 and a 1 x 3 kernel move the taps' offsets. A 1 x 1
-    /// kernel reads the input planes themselves, and its last pixel (1665 = 104 vectors + 1) from
-    /// a padded copy.
-    @Test func strideOneConvolutionReadsItsColumnsInPlace() throws {
+    /// A 2-D convolution reads its columns in place from the padded input planes split into
+    /// phases by its strides, its outputs computed on the phase planes' width and closed up: each
+    /// output is bias + the chain of fused multiply-adds over (channel, ky, kx) in order, bit for
+    /// bit. Depth 288 spans two of the GEMM's depth blocks, 37 x 45 inputs make several blocks of
+    /// whole rows, 10 output channels leave a part panel; dilations, strides 2 and 1 x k kernels
+    /// move the taps' offsets and phases. A 1 x 1 kernel reads the input planes themselves, and
+    /// its last pixel (1665 = 104 vectors + 1) from a padded copy. The two 1 x 9 kernels pad
+    /// their rows by more than a quarter, so their columns are copied from the phase planes.
+    @Test func convolutionsReadTheirColumnsInPlace() throws {
         let (channels, outChannels, h, w) = (32, 10, 37, 45)
         let x = (0 ..< channels * h * w).map { (i: Int) -> Float in Float(sin(Double(i) * 0.37)) * 1.7 }
-        for (kernel, dilation, pad, threads) in [([3, 3], 1, [1, 1], 1), ([3, 3], 1, [1, 1], 2), ([3, 3], 2, [2, 1], 1), ([1, 3], 1, [0, 1], 2), ([1, 1], 1, [0, 0], 1), ([1, 1], 1, [0, 0], 2)] {
+        let cases: [(kernel: [Int], dilation: Int, pad: [Int], stride: Int, threads: Int)] = [
+            ([3, 3], 1, [1, 1], 1, 1), ([3, 3], 1, [1, 1], 1, 2), ([3, 3], 2, [2, 1], 1, 1), ([1, 3], 1, [0, 1], 1, 2), ([1, 1], 1, [0, 0], 1, 1),
+            ([1, 1], 1, [0, 0], 1, 2), ([3, 3], 1, [1, 1], 2, 1), ([3, 3], 1, [1, 1], 2, 2), ([7, 7], 1, [3, 3], 2, 1), ([1, 1], 1, [0, 0], 2, 1),
+            ([3, 3], 2, [2, 1], 2, 1), ([1, 9], 2, [0, 8], 1, 1), ([1, 9], 3, [0, 12], 2, 2),
+        ]
+        for (kernel, dilation, pad, stride, threads) in cases {
             let taps = kernel[0] * kernel[1]
             let weights = (0 ..< outChannels * channels * taps).map { (i: Int) -> Float in Float(cos(Double(i) * 0.11)) * 0.3 }
             let bias = (0 ..< outChannels).map { (i: Int) -> Float in Float(i) * 0.37 - 1.3 }
             let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: "Conv", inputs: ["x", "w", "b"], outputs: ["y"],
                                                          attributes: ["pads": .ints([Int64(pad[0]), Int64(pad[1]), Int64(pad[0]), Int64(pad[1])]),
-                                                                      "dilations": .ints([Int64(dilation), Int64(dilation)])])],
+                                                                      "dilations": .ints([Int64(dilation), Int64(dilation)]),
+                                                                      "strides": .ints([Int64(stride), Int64(stride)])])],
                                   inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
                                   initializers: ["w": Tensor(name: "w", dataType: .float, shape: [outChannels, channels] + kernel,
                                                              storage: .dense(values: TensorBytes(float32: weights))),
                                                  "b": Tensor(name: "b", dataType: .float, shape: [outChannels], storage: .dense(values: TensorBytes(float32: bias)))])
             let y = try GraphExecutor(graph, threads: threads).run(["x": Value(x, shape: [1, channels, h, w])])[0].value
-            let (oh, ow) = (h + 2 * pad[0] - (kernel[0] - 1) * dilation, w + 2 * pad[1] - (kernel[1] - 1) * dilation)
+            let (oh, ow) = ((h + 2 * pad[0] - (kernel[0] - 1) * dilation - 1) / stride + 1, (w + 2 * pad[1] - (kernel[1] - 1) * dilation - 1) / stride + 1)
             var expected: [Float] = []
             for co in 0 ..< outChannels {
                 for oy in 0 ..< oh {
@@ -443,7 +450,7 @@ import TesseraONNX
                         for c in 0 ..< channels {
                             for ky in 0 ..< kernel[0] {
                                 for kx in 0 ..< kernel[1] {
-                                    let (iy, ix) = (oy + ky * dilation - pad[0], ox + kx * dilation - pad[1])
+                                    let (iy, ix) = (oy * stride + ky * dilation - pad[0], ox * stride + kx * dilation - pad[1])
                                     let v = iy >= 0 && iy < h && ix >= 0 && ix < w ? x[(c * h + iy) * w + ix] : 0
                                     sum = sum.addingProduct(v, weights[((co * channels + c) * kernel[0] + ky) * kernel[1] + kx])
                                 }
@@ -455,7 +462,7 @@ import TesseraONNX
             }
             #expect(y.shape == [1, outChannels, oh, ow])
             let differing = zip(y.asFloats, expected).filter { $0.bitPattern != $1.bitPattern }.count
-            #expect(differing == 0, "kernel \(kernel), dilation \(dilation), \(threads) threads: \(differing) outputs differ")
+            #expect(differing == 0, "kernel \(kernel), dilation \(dilation), stride \(stride), \(threads) threads: \(differing) outputs differ")
         }
     }
 

@@ -22,13 +22,22 @@ import Testing
     }
 
     /// `copyFloats` (convolution rows) copies exactly `count` floats for every tail length,
-    /// and nothing past them.
+    /// and nothing past them; with a step (rows split into phases), every `step`-th float, in
+    /// the portable loop and every C variant.
     @Test func copyFloatsCopiesEveryLengthExactly() {
-        let source = Self.random(80, seed: 31)
-        for count in 0 ... 40 {
-            var target = [Float](repeating: .nan, count: 48)
-            source.withUnsafeBufferPointer { s in target.withUnsafeMutableBufferPointer { copyFloats(s.baseAddress! + 3, $0.baseAddress!, count: count) } }
-            #expect(Array(target[..<count]) == Array(source[3 ..< 3 + count]) && target[count...].allSatisfy(\.isNaN), "\(count)")
+        let source = Self.random(200, seed: 31)
+        typealias Copy = (UnsafePointer<Float>, Int, UnsafeMutablePointer<Float>, Int) -> Void
+        let stridedCopies: [(String, Copy)] = [("portable", PortableKernels.stridedCopy)]
+            + Self.variants.compactMap { isa in KernelDispatch.table(for: isa).map { k in (isa.rawValue, { k.strided_copy($0, $1, $2, $3) }) } }
+        for step in [1, 2, 3] {
+            for (name, copy) in step == 1 ? [("copyFloats", { s, _, t, n in copyFloats(s, t, count: n) })] : stridedCopies {
+                for count in 0 ... 40 {
+                    var target = [Float](repeating: .nan, count: 48)
+                    source.withUnsafeBufferPointer { s in target.withUnsafeMutableBufferPointer { copy(s.baseAddress! + 3, step, $0.baseAddress!, count) } }
+                    let expected = (0 ..< count).map { source[3 + $0 * step] }
+                    #expect(Array(target[..<count]) == expected && target[count...].allSatisfy(\.isNaN), "\(name), step \(step), count \(count)")
+                }
+            }
         }
     }
 

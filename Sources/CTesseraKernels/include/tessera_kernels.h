@@ -28,6 +28,9 @@ typedef void (*tessera_columns_fn)(const float *x, const float *values, ptrdiff_
 /* `columns` over int8 codes (scales applied by the caller). */
 typedef void (*tessera_columns_int8_fn)(const float *x, const int8_t *codes, ptrdiff_t rows, ptrdiff_t depth,
                                         float *out, ptrdiff_t width);
+/* target[t] = source[t·step] for t < count (a stride-2 convolution's input rows split by column
+   phase). */
+typedef void (*tessera_strided_copy_fn)(const float *source, ptrdiff_t step, float *target, ptrdiff_t count);
 /* c = a · b for row-major a [m, k], b [k, n]. */
 typedef void (*tessera_product_fn)(const float *a, const float *b, float *c, ptrdiff_t m, ptrdiff_t k, ptrdiff_t n);
 
@@ -162,6 +165,7 @@ typedef struct {
     tessera_gelu_fn gelu;
     tessera_silu_fn silu;
     tessera_epilogue_fn epilogue;
+    tessera_strided_copy_fn strided_copy;
 } tessera_kernels;
 
 /* The instruction sets this CPU (and its OS, for the wide registers) supports. */

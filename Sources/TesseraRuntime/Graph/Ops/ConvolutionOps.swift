@@ -266,20 +266,20 @@ enum ConvolutionOps {
         // about 512 KB) stay in L2 while every output channel's weights pass over them. The whole
         // image's columns at once streamed from memory once per 8 output channels.
         let block = min(roundUp(pixels, vecWidth), max(64, Self.columnBlockFloats / max(depth, 1) / 32 * 32))
-        // A 2-D window reads each output row's columns as runs of a zero-padded copy of the
-        // input planes (copied rows for stride 1), not element by element through the tap
-        // table; worth it where output rows are long enough to copy as runs.
+        // A 2-D window reads each output row's column as a run of a zero-padded copy of the
+        // input planes split into phases by the strides (`PaddedPlanes`), not element by
+        // element through the tap table; worth it where output rows are long enough.
         let rows = window.input.count == 2 && window.output[1] >= 8 && !pointwise ? PaddedPlanes(window, channels: s.groupIn) : nil
-        // With stride 1, computed on the padded width (`rows.stride` per output row, the last
-        // few of each row discarded), every column is one run of the padded planes: the GEMM
-        // reads them in place (`columnOffsets`) and nothing is copied. Blocks are whole output
-        // rows. The copies were a fifth of nudenet's run (perf).
-        let inPlace = rows != nil && window.strides == [1, 1]
+        let columnOffsets = rows?.columnOffsets(taps: s.taps) ?? []
+        // Computed on the phase planes' width (`rows.stride` per output row, the last few of
+        // each row discarded), every column is one run of them: the GEMM reads them in place
+        // and nothing is copied, where that width adds at most a quarter to the products.
+        // Blocks are then whole output rows. The copies were a fifth of nudenet's run (perf).
         let (oh, ow, paddedWidth) = (window.output.first ?? 1, window.output.last ?? 1, rows?.stride ?? 0)
+        let inPlace = rows != nil && paddedWidth * 4 <= ow * 5
         let blockRows = inPlace ? max(1, block / paddedWidth) : 0
         let blocks = inPlace ? (oh + blockRows - 1) / blockRows : (pixels + block - 1) / block
         let ld = TransposedOperands.leadingDimension(columns: inPlace ? roundUp(blockRows * paddedWidth, vecWidth) : block)
-        let columnOffsets = inPlace ? rows!.columnOffsets(taps: s.taps) : []
         defer { rows?.deallocate() }
         input.withUnsafeBufferPointer { input in
             sources.withUnsafeBufferPointer { sources in
@@ -325,7 +325,7 @@ enum ConvolutionOps {
                                 for t in 0 ..< s.taps {
                                     let row = xt + (ci * s.taps + t) * ld
                                     if let rows {
-                                        rows.copy(channel: ci, tap: t, pixels: p0 ..< p0 + count, into: row)
+                                        rows.copy(from: columnOffsets[ci * s.taps + t], pixels: p0 ..< p0 + count, into: row)
                                     } else {
                                         let plane = planes + ci * s.pixels, tap = sources.baseAddress! + t * pixels + p0
                                         for o in 0 ..< count {
@@ -383,80 +383,87 @@ enum ConvolutionOps {
         }
     }
 
-    /// The input planes of one group with the window's padding around them as zeros, so that
-    /// the columns of a 2-D convolution are runs of its rows. The zeros are written once: each
+    /// The input planes of one group with the window's padding around them as zeros, split by
+    /// the window's strides into phase planes (`sy·sx` per channel: padded pixel (r, c) is at
+    /// row r / sy, column c / sx of phase (r % sy, c % sx)), so that with the outputs laid out
+    /// `stride` apart, each channel and tap reads one run of one phase plane
+    /// (`columnOffsets`): the GEMM reads the columns in place. The zeros are written once: each
     /// `fill` writes only the input's place, the same for every image and group.
-    /// Only numbers and a pointer, so that it is copied without reference counting: `copy` runs
-    /// once per channel, tap and block, and as a class holding the window's arrays it was
-    /// retained and released (with the arrays) on each call, 7% of a 3x3 convolution's time
-    /// (perf). The owner calls `deallocate`.
+    /// Only numbers and a pointer, so that it is copied without reference counting. The owner
+    /// calls `deallocate`.
     struct PaddedPlanes {
         let channels: Int
-        /// Rows and row stride of each padded plane: the rows and columns the windows read.
+        /// Rows and row stride of each phase plane (of the whole padded plane for stride 1).
         let height: Int, stride: Int
         let values: UnsafeMutablePointer<Float>
+        private let paddedHeight: Int, paddedWidth: Int, planeSize: Int
         private let inputHeight: Int, inputWidth: Int, top: Int, left: Int
-        private let outputWidth: Int, kernelWidth: Int, strideY: Int, strideX: Int, dilationY: Int, dilationX: Int
+        private let outputWidth: Int, kernelHeight: Int, kernelWidth: Int, strideY: Int, strideX: Int, dilationY: Int, dilationX: Int
 
         init(_ window: Window, channels: Int) {
             self.channels = channels
-            height = (window.output[0] - 1) * window.strides[0] + (window.kernel[0] - 1) * window.dilations[0] + 1
-            stride = (window.output[1] - 1) * window.strides[1] + (window.kernel[1] - 1) * window.dilations[1] + 1
+            (strideY, strideX, dilationY, dilationX) = (window.strides[0], window.strides[1], window.dilations[0], window.dilations[1])
+            // The rows and columns the windows read.
+            paddedHeight = (window.output[0] - 1) * strideY + (window.kernel[0] - 1) * dilationY + 1
+            paddedWidth = (window.output[1] - 1) * strideX + (window.kernel[1] - 1) * dilationX + 1
+            (height, stride) = ((paddedHeight + strideY - 1) / strideY, (paddedWidth + strideX - 1) / strideX)
+            planeSize = strideY * strideX * height * stride
             // A row and a vector past the last plane: the last vectors of in-place columns
-            // (`columnOffsets`) may read there, for outputs that are discarded.
-            let count = (channels * height + 1) * stride + vecWidth
+            // may read there, for outputs that are discarded.
+            let count = channels * planeSize + stride + vecWidth
             values = alignedFloats(count)
             values.initialize(repeating: 0, count: count)
             (inputHeight, inputWidth, top, left) = (window.input[0], window.input[1], window.padBegin[0], window.padBegin[1])
-            (outputWidth, kernelWidth) = (window.output[1], window.kernel[1])
-            (strideY, strideX, dilationY, dilationX) = (window.strides[0], window.strides[1], window.dilations[0], window.dilations[1])
+            (outputWidth, kernelHeight, kernelWidth) = (window.output[1], window.kernel[0], window.kernel[1])
         }
 
         func deallocate() { values.deallocate() }
 
-        /// Copies `channels` input planes (adjacent, from `planes`) into place.
+        /// Copies `channels` input planes (adjacent, from `planes`) into place: each input row
+        /// into its phase rows, of the phases some tap reads (a 1x1 stride-2 window reads one).
         func fill(from planes: UnsafePointer<Float>, threads: Int = 1) {
-            let (h, w) = (inputHeight, inputWidth)
-            let parts = Threads.worthwhile(threads, work: channels * height * stride)
-            let first = max(0, -left), last = min(w, stride - left)
+            let (h, w, sy, sx) = (inputHeight, inputWidth, strideY, strideX)
+            let first = max(0, -left), last = min(w, paddedWidth - left)
             guard first < last else { return }
+            let rowPhases = Set((0 ..< kernelHeight).map { $0 * dilationY % sy }).sorted()
+            // Per column phase read: its first input column, how many, and where they start in a phase row.
+            let columnPhases = Set((0 ..< kernelWidth).map { $0 * dilationX % sx }).sorted().compactMap { phase -> (Int, Int, Int)? in
+                let start = first + ((phase - (first + left) % sx) % sx + sx) % sx
+                return start < last ? (start, (last - 1 - start) / sx + 1, phase * height * stride + (start + left) / sx) : nil
+            }
+            let parts = Threads.worthwhile(threads, work: channels * rowPhases.count * columnPhases.count * height * stride)
             Threads.split(channels, threads: parts) { $0.forEach { c in
-                for r in 0 ..< height where r - top >= 0 && r - top < h {
-                    copyFloats(planes + (c * h + r - top) * w + first, values + (c * height + r) * stride + first + left, count: last - first)
+                for py in rowPhases {
+                    for row in 0 ..< height {
+                        let r = row * sy + py, i = r - top
+                        guard r < paddedHeight, i >= 0, i < h else { continue }
+                        let source = planes + (c * h + i) * w, target = values + c * planeSize + py * sx * height * stride + row * stride
+                        for (start, count, place) in columnPhases {
+                            copyFloats(source + start, step: sx, target + place, count: count)
+                        }
+                    }
                 }
             } }
         }
 
         /// Where column (channel, tap) starts in `values`, for each channel and tap in order,
-        /// when a stride-1 window's outputs are laid out on the padded width (`stride` apart):
-        /// output pixel q of that layout reads `values[offset + q]`.
+        /// with the outputs laid out `stride` apart: output pixel q of that layout reads
+        /// `values[offset + q]`.
         func columnOffsets(taps: Int) -> [Int] {
             (0 ..< channels * taps).map { d in
-                let (c, t) = (d / taps, d % taps), (ky, kx) = (t / kernelWidth, t % kernelWidth)
-                return c * height * stride + ky * dilationY * stride + kx * dilationX
+                let (c, t) = (d / taps, d % taps), (y, x) = ((t / kernelWidth) * dilationY, (t % kernelWidth) * dilationX)
+                return c * planeSize + ((y % strideY) * strideX + x % strideX) * height * stride + (y / strideY) * stride + x / strideX
             }
         }
 
-        /// Column `tap` of `channel` for the output pixels `pixels` (row-major), into `out`.
-        func copy(channel: Int, tap: Int, pixels: Range<Int>, into out: UnsafeMutablePointer<Float>) {
-            let ow = outputWidth, (ky, kx) = (tap / kernelWidth, tap % kernelWidth), (sy, sx) = (strideY, strideX)
-            let plane = values + channel * height * stride + ky * dilationY * stride + kx * dilationX
-            var p = pixels.lowerBound
+        /// The column at `offset` (one of `columnOffsets`) for the output pixels `pixels`
+        /// (row-major), into `out`: a run of its phase plane per output row.
+        func copy(from offset: Int, pixels: Range<Int>, into out: UnsafeMutablePointer<Float>) {
+            var p = pixels.lowerBound, (oy, ox) = p.quotientAndRemainder(dividingBy: outputWidth)
             while p < pixels.upperBound {
-                let oy = p / ow, ox = p % ow, run = min(ow - ox, pixels.upperBound - p)
-                let source = plane + oy * sy * stride + ox * sx, target = out + (p - pixels.lowerBound)
-                if sx == 1 {
-                    copyFloats(source, target, count: run)
-                } else {
-                    // Stepping a pointer: indexing with checked products kept this loop scalar
-                    // and branchy (6% of a PP-OCR detector's run, perf).
-                    var from = source
-                    for j in 0 ..< run {
-                        target[j] = from.pointee
-                        from += sx
-                    }
-                }
-                p += run
+                let run = min(outputWidth - ox, pixels.upperBound - p)
+                copyFloats(values + offset + oy * stride + ox, out + (p - pixels.lowerBound), count: run)
+                (p, oy, ox) = (p + run, oy + 1, 0)
             }
         }
     }
