@@ -466,6 +466,43 @@ import TesseraONNX
         }
     }
 
+    /// A 1-D convolution, and a 2-D one over a single column (jax2tf's form of it), run as one
+    /// row of the padded planes: bias + the chain over (channel, tap) in order, bit for bit.
+    @Test func oneDimensionalConvolutionsRunAsRows() throws {
+        let (channels, outChannels, length) = (24, 9, 301)
+        let x = (0 ..< channels * length).map { (i: Int) -> Float in Float(sin(Double(i) * 0.23)) * 1.3 }
+        let weights = (0 ..< outChannels * channels * 5).map { (i: Int) -> Float in Float(cos(Double(i) * 0.17)) * 0.4 }
+        let bias = (0 ..< outChannels).map { (i: Int) -> Float in Float(i) * 0.29 - 1.1 }
+        for (column, stride, pad) in [(false, 1, 2), (false, 2, 1), (true, 1, 0), (true, 2, 2)] {
+            let spatial = column ? [length, 1] : [length], kernel = column ? [5, 1] : [5]
+            let pads: [Int64] = column ? [Int64(pad), 0, Int64(pad), 0] : [Int64(pad), Int64(pad)]
+            let graph = ONNXGraph(nodes: [ONNXGraph.Node(opType: "Conv", inputs: ["x", "w", "b"], outputs: ["y"],
+                                                         attributes: ["pads": .ints(pads), "strides": .ints(column ? [Int64(stride), 1] : [Int64(stride)])])],
+                                  inputs: [ONNXGraph.ValueInfo(name: "x")], outputs: [ONNXGraph.ValueInfo(name: "y")],
+                                  initializers: ["w": Tensor(name: "w", dataType: .float, shape: [outChannels, channels] + kernel,
+                                                             storage: .dense(values: TensorBytes(float32: weights))),
+                                                 "b": Tensor(name: "b", dataType: .float, shape: [outChannels], storage: .dense(values: TensorBytes(float32: bias)))])
+            let y = try GraphExecutor(graph).run(["x": Value(x, shape: [1, channels] + spatial)])[0].value
+            let outputs = (length + 2 * pad - 5) / stride + 1
+            var expected: [Float] = []
+            for co in 0 ..< outChannels {
+                for o in 0 ..< outputs {
+                    var sum: Float = 0
+                    for c in 0 ..< channels {
+                        for k in 0 ..< 5 {
+                            let i = o * stride + k - pad
+                            sum = sum.addingProduct(i >= 0 && i < length ? x[c * length + i] : 0, weights[(co * channels + c) * 5 + k])
+                        }
+                    }
+                    expected.append(bias[co] + sum)
+                }
+            }
+            #expect(y.shape == [1, outChannels, outputs] + (column ? [1] : []))
+            let differing = zip(y.asFloats, expected).filter { $0.bitPattern != $1.bitPattern }.count
+            #expect(differing == 0, "column \(column), stride \(stride): \(differing) outputs differ")
+        }
+    }
+
     /// A MatMul on a stored weight and the Add of its bias run as one, the bias added as the
     /// kernel writes each output, bit for bit the Add node's sums: float32 weights in every layout
     /// (the dense GEMM adds it as it transposes yᵀ, in 16 x 16 blocks and at the edges) and int8
@@ -661,6 +698,7 @@ import TesseraONNX
         let pairs: [([Int], [Int])] = [
             ([2, 3, 4], [4]), ([2, 3, 4], [3, 1]), ([2, 3, 4], [1, 3, 1]), ([2, 3, 4], [2, 1, 4]), ([1, 1, 4], [2, 3, 4]),
             ([2, 3, 4], []), ([], [2, 3]), ([2, 1, 4], [3, 1]), ([2, 3, 4], [1, 1, 1]), ([2, 3, 4], [2, 3, 1]), ([0, 3], [3]),
+            ([1, 5, 1], [1, 1, 7]), ([2, 3, 1], [3, 4]), ([2, 1, 4], [3, 4]),
         ]
         for (aShape, bShape) in pairs {
             let a = (0 ..< aShape.reduce(1, *)).map { Float($0) }, b = (0 ..< bShape.reduce(1, *)).map { Float($0 * 100) }

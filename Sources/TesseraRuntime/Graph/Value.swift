@@ -135,17 +135,20 @@ public struct Value: Sendable {
     public var asFloats: [Float] {
         switch elements {
         case .float(let v): return v
-        case .double(let v): return v.map { Float($0) }
-        case .int(let v): return v.map { Float($0) }
-        case .bool(let v): return v.map { $0 ? 1 : 0 }
+        case .double(let v): return Self.mapped(v) { Float($0) }
+        case .int(let v): return Self.mapped(v) { Float($0) }
+        case .bool(let v):
+            // From the bytes (a Bool is stored as 0 or 1): converting Bools built a mask
+            // register a lane at a time.
+            return v.withUnsafeBytes { bytes in Self.mapped(bytes.bindMemory(to: UInt8.self)) { Float($0) } }
         }
     }
 
     /// Elements as Int64 (shape arithmetic reads integer tensors this way); floats saturate.
     var asInts: [Int64] {
         switch elements {
-        case .float(let v): return v.map(Self.saturatingInt)
-        case .double(let v): return v.map(Self.saturatingInt)
+        case .float(let v): return Self.mapped(v, Self.saturatingInt)
+        case .double(let v): return Self.mapped(v, Self.saturatingInt)
         case .int(let v): return v
         case .bool(let v): return v.map { $0 ? 1 : 0 }
         }
@@ -293,12 +296,27 @@ public struct Value: Sendable {
         return out
     }
 
+    /// `f` of each element, through the buffers: `Array.map` converted element by element
+    /// through its iterator (a Cast of 526K bools to float took 1.25 ms in magika).
+    @inline(__always)
+    static func mapped<T, R>(_ v: [T], _ f: (T) -> R) -> [R] {
+        v.withUnsafeBufferPointer { mapped($0, f) }
+    }
+
+    @inline(__always)
+    static func mapped<T, R>(_ v: UnsafeBufferPointer<T>, _ f: (T) -> R) -> [R] {
+        [R](unsafeUninitializedCapacity: v.count) { out, initialized in
+            for i in v.indices { (out.baseAddress! + i).initialize(to: f(v[i])) }
+            initialized = v.count
+        }
+    }
+
     /// This value converted to `type` (ONNX Cast: float to integer truncates toward zero).
     public func cast(to type: DataType, saturate: Bool = true) throws -> Value {
         guard Self.isSupported(type) else {
             throw RuntimeError(.unsupportedType, "cannot cast to \(type)")
         }
-        if type == .bool { return Value(asDoubles.map { $0 != 0 }, shape: shape) }
+        if type == .bool { return Value(Self.mapped(asDoubles) { $0 != 0 }, shape: shape) }
         if type == .double { return Value(asDoubles, shape: shape) }
         if type.isFloatingPoint { return Value(asFloats, shape: shape, type: type).representable() }
         if Minifloats.types.contains(type) {
@@ -306,21 +324,21 @@ public struct Value: Sendable {
         }
         let ints: [Int64]
         switch elements {
-        case .float(let v): ints = v.map(Self.saturatingInt)
-        case .double(let v): ints = v.map(Self.saturatingInt)
+        case .float(let v): ints = Self.mapped(v, Self.saturatingInt)
+        case .double(let v): ints = Self.mapped(v, Self.saturatingInt)
         case .int(let v): ints = v
-        case .bool(let v): ints = v.map { $0 ? 1 : 0 }
+        case .bool(let v): ints = Self.mapped(v) { $0 ? 1 : 0 }
         }
-        return Value(ints.map { Self.wrap($0, to: type) }, shape: shape, type: type)
+        return Value(Self.mapped(ints) { Self.wrap($0, to: type) }, shape: shape, type: type)
     }
 
     /// Elements as Double whatever the storage (float64 exactly, integers up to 2^53 exactly).
     var asDoubles: [Double] {
         switch elements {
-        case .float(let v): return v.map(Double.init)
+        case .float(let v): return Self.mapped(v) { Double($0) }
         case .double(let v): return v
-        case .int(let v): return v.map { Double($0) }
-        case .bool(let v): return v.map { $0 ? 1 : 0 }
+        case .int(let v): return Self.mapped(v) { Double($0) }
+        case .bool(let v): return Self.mapped(v) { $0 ? 1 : 0 }
         }
     }
 

@@ -117,6 +117,24 @@ enum ConvolutionOps {
         var taps: Int { kernel.reduce(1, *) }
         var outputCount: Int { output.reduce(1, *) }
 
+        /// The same window over two dims with its rows along the long one: a 1-D window as one
+        /// row, and a 2-D window over a single column (how jax2tf exports a 1-D convolution,
+        /// magika's) turned into one. Pixels and taps keep their order. Nil above two dims.
+        var planar: Window? {
+            var w = self
+            switch input.count {
+            case 1:
+                (w.input, w.kernel, w.strides, w.dilations) = ([1] + input, [1] + kernel, [1] + strides, [1] + dilations)
+                (w.padBegin, w.padEnd, w.output) = ([0] + padBegin, [0] + padEnd, [1] + output)
+            case 2 where input[1] == 1 && kernel[1] == 1 && output[1] == 1 && padBegin[1] == 0:
+                (w.input, w.kernel, w.strides, w.dilations) = (input.reversed(), kernel.reversed(), strides.reversed(), dilations.reversed())
+                (w.padBegin, w.padEnd, w.output) = (padBegin.reversed(), padEnd.reversed(), output.reversed())
+            case 2: break
+            default: return nil
+            }
+            return w
+        }
+
         /// For tap t and output pixel o: the input pixel read (flat), or -1 in the padding;
         /// `[taps][outputs]`. `insidePads` (with `countPadding`) marks taps inside the declared pads, for AveragePool's count_include_pad.
         func sources(countPadding: Bool = false) -> (index: [Int32], insidePads: [Bool]) {
@@ -266,16 +284,18 @@ enum ConvolutionOps {
         // about 512 KB) stay in L2 while every output channel's weights pass over them. The whole
         // image's columns at once streamed from memory once per 8 output channels.
         let block = min(roundUp(pixels, vecWidth), max(64, Self.columnBlockFloats / max(depth, 1) / 32 * 32))
-        // A 2-D window reads each output row's column as a run of a zero-padded copy of the
-        // input planes split into phases by the strides (`PaddedPlanes`), not element by
-        // element through the tap table; worth it where output rows are long enough.
-        let rows = window.input.count == 2 && window.output[1] >= 8 && !pointwise ? PaddedPlanes(window, channels: s.groupIn) : nil
+        // A window of one or two dims (`planar`) reads each output row's column as a run of a
+        // zero-padded copy of the input planes split into phases by the strides
+        // (`PaddedPlanes`), not element by element through the tap table; worth it where
+        // output rows are long enough.
+        let planar = window.planar
+        let rows = planar.flatMap { $0.output[1] >= 8 && !pointwise ? PaddedPlanes($0, channels: s.groupIn) : nil }
         let columnOffsets = rows?.columnOffsets(taps: s.taps) ?? []
         // Computed on the phase planes' width (`rows.stride` per output row, the last few of
         // each row discarded), every column is one run of them: the GEMM reads them in place
         // and nothing is copied, where that width adds at most a quarter to the products.
         // Blocks are then whole output rows. The copies were a fifth of nudenet's run (perf).
-        let (oh, ow, paddedWidth) = (window.output.first ?? 1, window.output.last ?? 1, rows?.stride ?? 0)
+        let (oh, ow, paddedWidth) = (planar?.output[0] ?? 1, planar?.output[1] ?? 1, rows?.stride ?? 0)
         let inPlace = rows != nil && paddedWidth * 4 <= ow * 5
         let blockRows = inPlace ? max(1, block / paddedWidth) : 0
         let blocks = inPlace ? (oh + blockRows - 1) / blockRows : (pixels + block - 1) / block
