@@ -140,7 +140,7 @@ public struct Value: Sendable {
         case .bool(let v):
             // From the bytes (a Bool is stored as 0 or 1): converting Bools built a mask
             // register a lane at a time.
-            return v.withUnsafeBytes { bytes in Self.mapped(bytes.bindMemory(to: UInt8.self)) { Float($0) } }
+            return v.withUnsafeBufferPointer { $0.withMemoryRebound(to: UInt8.self) { Self.mapped($0) { Float($0) } } }
         }
     }
 

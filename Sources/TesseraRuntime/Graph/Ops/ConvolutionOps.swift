@@ -268,9 +268,10 @@ enum ConvolutionOps {
         var groupOut: Int { outChannels / groups }
     }
 
-    /// Dense weights: each group's receptive fields gathered as im2col columns (`Cin/g · taps`
-    /// rows of output pixels, zeros in the padding) in the transposed layout the GEMM kernel
-    /// reads, so its `[Cout/g][pixels]` result is already the output's layout.
+    /// Dense weights: each group's receptive fields as im2col columns (`Cin/g · taps` rows of
+    /// output pixels, zeros in the padding) in the transposed layout the GEMM kernel reads, so
+    /// its `[Cout/g][pixels]` result is already the output's layout. The columns are read in
+    /// place where they are runs of the input (1x1) or of its padded phase planes, else gathered.
     /// Writes every output once, as `bias + product` (the sum a bias-filled output accumulating
     /// the product makes, without filling it first), then `finish`es it.
     static func im2col(_ input: [Float], _ operators: [LinearOperator], _ s: Geometry, _ sources: [Int32], _ window: Window,
