@@ -186,7 +186,7 @@ enum ConvolutionOps {
         // Float64 (whose weights are never stored kernels) convolves directly in Double.
         if x.type == .double {
             var y = try biased(c, Double.self, s, count: elementCount(shape))
-            direct(try c.floats(0, as: Double.self), try c.floats(1, as: Double.self), s, plan.sources, into: &y)
+            direct(try c.floats(0, as: Double.self), try c.floats(1, as: Double.self), s, plan.sources.index, into: &y)
             return Value(y, shape: shape)
         }
         let input = try c.floats(0)
@@ -201,7 +201,7 @@ enum ConvolutionOps {
                 return Value(y, shape: shape, type: x.type)
             }
             var y = try biased(c, Float.self, s, count: elementCount(shape))
-            direct(input, w, s, plan.sources, into: &y)
+            direct(input, w, s, plan.sources.index, into: &y)
             if let finish {
                 y.withUnsafeMutableBufferPointer { y in
                     for plane in 0 ..< s.batch * s.outChannels { finish(plane, 0, y.baseAddress! + plane * s.outPixels, s.outPixels, nil) }
@@ -234,7 +234,7 @@ enum ConvolutionOps {
     /// for a constant dense weight, one operator per group.
     struct ConvPlan {
         let window: Window
-        let sources: [Int32]
+        let sources: TapTable
         let shape: Geometry
         let operators: [LinearOperator]?
 
@@ -246,7 +246,7 @@ enum ConvolutionOps {
             }
             window = try Window(c, input: Array(input.dropFirst(2)), kernel: c.ints("kernel_shape") ?? Array(weight.dropFirst(2)))
             guard window.kernel == Array(weight.dropFirst(2)) else { throw RuntimeError(.badShape, "kernel_shape disagrees with weight \(weight)") }
-            sources = window.sources().index
+            sources = TapTable(window)
             shape = Geometry(batch: batch, channels: channels, outChannels: outChannels, groups: groups,
                              pixels: input.dropFirst(2).reduce(1, *), taps: window.taps, outPixels: window.outputCount)
             operators = shape.groupIn > 1 && c.isConstant(1) && !c.isDouble(1) ? try Self.operators(try c.floats(1), shape, name: c.node.outputs.first ?? "") : nil
@@ -262,6 +262,22 @@ enum ConvolutionOps {
         }
     }
 
+    /// A window's tap table (`Window.sources`), made on first use: the convolutions that read
+    /// their columns in place or from padded planes never need it (making it for every Conv was
+    /// a fifth of a PP-OCR detector's first run, perf). A node's plan is used by one thread at a
+    /// time, so `index` is read before its work is split among threads.
+    final class TapTable: @unchecked Sendable {
+        private let window: Window
+        private var table: [Int32]?
+        init(_ window: Window) { self.window = window }
+        var index: [Int32] {
+            if let table { return table }
+            let made = window.sources().index
+            table = made
+            return made
+        }
+    }
+
     struct Geometry {
         let batch, channels, outChannels, groups, pixels, taps, outPixels: Int
         var groupIn: Int { channels / groups }
@@ -274,7 +290,7 @@ enum ConvolutionOps {
     /// place where they are runs of the input (1x1) or of its padded phase planes, else gathered.
     /// Writes every output once, as `bias + product` (the sum a bias-filled output accumulating
     /// the product makes, without filling it first), then `finish`es it.
-    static func im2col(_ input: [Float], _ operators: [LinearOperator], _ s: Geometry, _ sources: [Int32], _ window: Window,
+    static func im2col(_ input: [Float], _ operators: [LinearOperator], _ s: Geometry, _ tapTable: TapTable, _ window: Window,
                        bias: [Float], into y: UnsafeMutablePointer<Float>, threads: Int, finish: Finisher? = nil) {
         let depth = s.groupIn * s.taps, pixels = s.outPixels
         // A 1x1 convolution with stride 1 and no padding reads each input pixel as it is: the
@@ -294,6 +310,7 @@ enum ConvolutionOps {
         let planar = window.planar
         let rows = planar.flatMap { $0.output[1] >= 8 && !pointwise ? PaddedPlanes($0, channels: s.groupIn) : nil }
         let columnOffsets = rows?.columnOffsets(taps: s.taps) ?? []
+        let sources = rows == nil ? tapTable.index : []   // gathered columns only
         // Computed on the phase planes' width (`rows.stride` per output row, the last few of
         // each row discarded), every column is one run of them: the GEMM reads them in place
         // and nothing is copied, where that width adds at most a quarter to the products.
