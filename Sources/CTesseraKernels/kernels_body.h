@@ -595,8 +595,11 @@ static void NAME(depthwise)(const float *in, ptrdiff_t h, ptrdiff_t w, const flo
     for (; oy + 4 <= oh; oy += 4) {
         if (sx == 1) DEPTHWISE_ROWS(4, 1); else if (sx == 2) DEPTHWISE_ROWS(4, 2); else DEPTHWISE_ROWS(4, sx);
     }
-    for (; oy < oh; oy++) {
-        if (sx == 1) DEPTHWISE_ROWS(1, 1); else if (sx == 2) DEPTHWISE_ROWS(1, 2); else DEPTHWISE_ROWS(1, sx);
+    /* The last one to three rows together: each row alone waited on its sums' additions. */
+    switch (oh - oy) {
+    case 3: if (sx == 1) DEPTHWISE_ROWS(3, 1); else if (sx == 2) DEPTHWISE_ROWS(3, 2); else DEPTHWISE_ROWS(3, sx); break;
+    case 2: if (sx == 1) DEPTHWISE_ROWS(2, 1); else if (sx == 2) DEPTHWISE_ROWS(2, 2); else DEPTHWISE_ROWS(2, sx); break;
+    case 1: if (sx == 1) DEPTHWISE_ROWS(1, 1); else if (sx == 2) DEPTHWISE_ROWS(1, 2); else DEPTHWISE_ROWS(1, sx); break;
     }
 #undef DEPTHWISE_ROWS
 }
