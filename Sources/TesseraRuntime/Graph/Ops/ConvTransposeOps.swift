@@ -87,19 +87,20 @@ enum ConvTransposeOps {
         }
         let (target, wt) = c.isConstant(1) ? c.cache.value(for: x.shape + w.shape + g.output + g.padBegin) { (makeTarget(), transpose()) }
             : (makeTarget(), transpose())
-        var y = [T](repeating: 0, count: try elementCount([batch, outChannels] + g.output))
-        if let bias = c.optionalInput(2)?.floating(T.self) {
-            guard bias.count == outChannels else { throw RuntimeError(.badShape, "bias has \(bias.count) values for \(outChannels) output channels") }
-            for n in 0 ..< batch { for m in 0 ..< outChannels { for o in 0 ..< outPixels { y[(n * outChannels + m) * outPixels + o] = bias[m] } } }
+        if let bias = c.optionalInput(2), bias.count != outChannels {
+            throw RuntimeError(.badShape, "bias has \(bias.count) values for \(outChannels) output channels")
         }
+        let count = try elementCount([batch, outChannels] + g.output)
         if let wt {
             // Float32: per group, every (output channel, tap) row for every input pixel as one
-            // GEMM (Wᵀ · X), then each product added where its pixel and tap land.
-            var yf = unsafeBitCast(y, to: [Float].self)
-            scatterProducts(unsafeBitCast(input, to: [Float].self), wt, target, into: &yf, batch: batch, groups: groups, groupIn: groupIn,
+            // GEMM (Wᵀ · X), then each product added where its pixel and tap land. (The output
+            // made here, not a generic one cast to [Float]: mutating that cast copied it.)
+            var y = ConvolutionOps.biased(c, Float.self, channels: outChannels, pixels: outPixels, count: count)
+            scatterProducts(unsafeBitCast(input, to: [Float].self), wt, target, into: &y, batch: batch, groups: groups, groupIn: groupIn,
                             groupOut: groupOut, taps: taps, pixels: pixels, outPixels: outPixels)
-            return Value(yf, shape: [batch, outChannels] + g.output, type: x.type)
+            return Value(y, shape: [batch, outChannels] + g.output, type: x.type)
         }
+        var y = ConvolutionOps.biased(c, T.self, channels: outChannels, pixels: outPixels, count: count)
         for n in 0 ..< batch {
             for group in 0 ..< groups {
                 for ci in 0 ..< groupIn {
@@ -142,7 +143,7 @@ enum ConvTransposeOps {
     static func scatterProducts(_ input: [Float], _ wt: [Float], _ target: [Int], into y: inout [Float], batch: Int, groups: Int,
                                 groupIn: Int, groupOut: Int, taps: Int, pixels: Int, outPixels: Int) {
         let rows = groupOut * taps
-        var products = [Float](repeating: 0, count: rows * pixels)
+        var products = [Float](unsafeUninitializedCapacity: rows * pixels) { $1 = rows * pixels }   // every one written by denseProduct
         input.withUnsafeBufferPointer { x in
             wt.withUnsafeBufferPointer { w in target.withUnsafeBufferPointer { target in
                 products.withUnsafeMutableBufferPointer { products in

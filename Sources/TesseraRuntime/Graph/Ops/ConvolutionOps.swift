@@ -185,7 +185,7 @@ enum ConvolutionOps {
         }
         // Float64 (whose weights are never stored kernels) convolves directly in Double.
         if x.type == .double {
-            var y = try biased(c, Double.self, s, count: elementCount(shape))
+            var y = biased(c, Double.self, channels: s.outChannels, pixels: s.outPixels, count: try elementCount(shape))
             direct(try c.floats(0, as: Double.self), try c.floats(1, as: Double.self), s, plan.sources.index, into: &y)
             return Value(y, shape: shape)
         }
@@ -200,7 +200,7 @@ enum ConvolutionOps {
                 }
                 return Value(y, shape: shape, type: x.type)
             }
-            var y = try biased(c, Float.self, s, count: elementCount(shape))
+            var y = biased(c, Float.self, channels: s.outChannels, pixels: s.outPixels, count: try elementCount(shape))
             direct(input, w, s, plan.sources.index, into: &y)
             if let finish {
                 y.withUnsafeMutableBufferPointer { y in
@@ -217,15 +217,13 @@ enum ConvolutionOps {
         return Value(y, shape: shape, type: x.type)
     }
 
-    /// The output filled with each channel's bias (zeros without one).
-    static func biased<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type, _ s: Geometry, count: Int) -> [T] {
-        guard let bias = c.optionalInput(2)?.floating(T.self) else { return [T](repeating: 0, count: count) }
+    /// An output of `count` values, planes of `pixels` (image · channels + channel), each
+    /// filled with its channel's bias (the node's input 2, already checked to hold `channels`),
+    /// zeros without one. Conv and ConvTranspose.
+    static func biased<T: BinaryFloatingPoint>(_ c: NodeContext, _: T.Type, channels: Int, pixels: Int, count: Int) -> [T] {
+        guard let bias = c.optionalInput(2)?.floating(T.self), count > 0 else { return [T](repeating: 0, count: count) }
         return [T](unsafeUninitializedCapacity: count) { y, initialized in
-            for n in 0 ..< s.batch {
-                for channel in 0 ..< s.outChannels {
-                    (y.baseAddress! + (n * s.outChannels + channel) * s.outPixels).initialize(repeating: bias[channel], count: s.outPixels)
-                }
-            }
+            for plane in 0 ..< count / pixels { (y.baseAddress! + plane * pixels).initialize(repeating: bias[plane % channels], count: pixels) }
             initialized = count
         }
     }
