@@ -38,8 +38,11 @@ struct Run: ParsableCommand {
     @Option(name: .customLong("repeat"), help: "Run this many times and report the best and median time (a latency measurement).")
     var repeats = 1
 
-    @Flag(help: "Print the time spent in each op type (summed over the nodes and runs), slowest first.")
+    @Flag(help: "Print the time spent in each op type (summed over the nodes and runs), slowest first, then the slowest nodes.")
     var profile = false
+
+    /// How many nodes `--profile` lists by name.
+    static let slowestNodes = 10
 
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
@@ -107,6 +110,13 @@ struct Run: ParsableCommand {
                 var lines = [["op", "nodes", "ms per run", "share"]]
                 for (op, entry) in profile.entries.sorted(by: { $0.value.seconds > $1.value.seconds }) {
                     lines.append([op, "\(entry.nodes / repeats)", String(format: "%.3f", entry.seconds * 1000 / Double(repeats)),
+                                  String(format: "%.1f%%", 100 * entry.seconds / max(total, 1e-12))])
+                }
+                print(TextTable.lines(lines).joined(separator: "\n"))
+                // The slowest nodes by name, to find the one worth a look among many of a type.
+                lines = [["slowest nodes (by output)", "op", "ms per run", "share"]]
+                for (node, entry) in profile.nodes.sorted(by: { ($0.value.seconds, $1.key) > ($1.value.seconds, $0.key) }).prefix(Self.slowestNodes) {
+                    lines.append([node.terminalSafe, entry.op, String(format: "%.3f", entry.seconds * 1000 / Double(repeats)),
                                   String(format: "%.1f%%", 100 * entry.seconds / max(total, 1e-12))])
                 }
                 print(TextTable.lines(lines).joined(separator: "\n"))

@@ -66,6 +66,31 @@ def test_digits_mlp_reproduces_onnxruntime(work):
         np.testing.assert_allclose(got["probabilities"], expected["probabilities"], atol=1e-6)
 
 
+def test_profile_lists_op_types_then_the_slowest_nodes_by_their_output(work):
+    """`run --profile`: time per op type, then the slowest nodes (ten at most), each named by the
+    output it writes, with its op type; a node's time is part of its type's."""
+    np.save(work / "x.npy", digits_split()[1][:8])
+    lines = tessera("run", DIGITS, "--input", f"X={work / 'x.npy'}", "--repeat", "3", "--profile").stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.split()[:4] == ["op", "nodes", "ms", "per"])
+    split = next(i for i, line in enumerate(lines) if line.startswith("slowest nodes (by output)"))
+    ops = {}
+    for line in lines[header + 1:split]:
+        op, _, ms, _ = line.rsplit(None, 3)
+        ops[op] = float(ms)
+    outputs = {o for node in onnx.load(DIGITS).graph.node for o in node.output}
+    rows = []
+    for line in lines[split + 1:]:
+        name, rest = line.split(None, 1)
+        op, ms, share = rest.rsplit(None, 2)
+        rows.append((name, op, float(ms)))
+    assert 1 <= len(rows) <= 10 and len({name for name, _, _ in rows}) == len(rows)
+    assert [ms for _, _, ms in rows] == sorted((ms for _, _, ms in rows), reverse=True)
+    for name, op, ms in rows:
+        assert name in outputs and op in ops, (name, op)
+    for op in ops:
+        assert sum(ms for _, o, ms in rows if o == op) <= ops[op] + 0.001 * len(rows)
+
+
 def test_minilm_embedding_matches_onnxruntime_in_fp32(work):
     feeds = minilm_feeds()
     expected = ort_run(minilm_path(), feeds)["461"]

@@ -312,13 +312,14 @@ public final class GraphExecutor {
             }
             let started = profile == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             if observer == nil, let fusion = fusions[index], let result = try fusion.run({ try available($0, in: values) }, context: context) {
-                profile?.add(fusion.name, nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+                profile?.add(fusion.name, node: fusion.output, nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
                 values[fusion.output] = .tensor(result)
                 absorbed.formUnion(fusion.absorbed)
                 return
             }
             let results = try Self.kernels[Self.key(node)]!(context)
-            profile?.add(weight == nil ? Self.key(node) : "\(Self.key(node)) (stored weight)", nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+            profile?.add(weight == nil ? Self.key(node) : "\(Self.key(node)) (stored weight)", node: node.outputs.first ?? "",
+                         nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
             let outputs = results.map { $0.representable() }
             for (name, result) in zip(node.outputs, outputs) where !name.isEmpty {
                 values[name] = result
@@ -471,18 +472,24 @@ public enum ActivationArithmetic: String, CaseIterable, Sendable {
     case int8
 }
 
-/// Wall time per op type over the runs of an executor (subgraph bodies count inside their node).
+/// Wall time per op type, and per node, over the runs of an executor (subgraph bodies count
+/// inside their node).
 public final class OpProfile {
     public private(set) var entries: [String: (nodes: Int, seconds: Double)] = [:]
+    /// Per node (a fused chain is one), named by the output it writes (its first; a chain's
+    /// last node's): its op and seconds.
+    public private(set) var nodes: [String: (op: String, seconds: Double)] = [:]
 
     public init() {}
 
     private let lock = NSLock()   // branches run side by side
 
-    func add(_ op: String, nanoseconds: UInt64) {
+    func add(_ op: String, node: String, nanoseconds: UInt64) {
         lock.lock()
         defer { lock.unlock() }
+        let seconds = Double(nanoseconds) / 1e9
         entries[op, default: (0, 0)].nodes += 1
-        entries[op, default: (0, 0)].seconds += Double(nanoseconds) / 1e9
+        entries[op, default: (0, 0)].seconds += seconds
+        nodes[node, default: (op, 0)].seconds += seconds
     }
 }
