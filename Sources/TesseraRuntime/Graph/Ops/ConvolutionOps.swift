@@ -447,37 +447,40 @@ enum ConvolutionOps {
             (height, stride) = ((paddedHeight + strideY - 1) / strideY, (paddedWidth + strideX - 1) / strideX)
             planeSize = strideY * strideX * height * stride
             // A row and a vector past the last plane: the last vectors of in-place columns
-            // may read there, for outputs that are discarded.
-            let count = channels * planeSize + stride + vecWidth
-            values = alignedFloats(count)
-            values.initialize(repeating: 0, count: count)
+            // may read there, for outputs that are discarded. `fill` writes the zeros any kept
+            // output reads (zeroing all of it on every call was a tenth of a stride-2 Conv, perf).
+            values = alignedFloats(channels * planeSize + stride + vecWidth)
             (inputHeight, inputWidth, top, left) = (window.input[0], window.input[1], window.padBegin[0], window.padBegin[1])
             (outputWidth, kernelHeight, kernelWidth) = (window.output[1], window.kernel[0], window.kernel[1])
         }
 
         func deallocate() { values.deallocate() }
 
-        /// Copies `channels` input planes (adjacent, from `planes`) into place: each input row
-        /// into its phase rows, of the phases some tap reads (a 1x1 stride-2 window reads one).
+        /// Copies `channels` input planes (adjacent, from `planes`) into place, with zeros
+        /// around them: each input row into its phase rows, of the phases some tap reads (a 1x1
+        /// stride-2 window reads one), and zeros in the rest of those phases' rows.
         func fill(from planes: UnsafePointer<Float>, threads: Int = 1) {
             let (h, w, sy, sx) = (inputHeight, inputWidth, strideY, strideX)
             let first = max(0, -left), last = min(w, paddedWidth - left)
-            guard first < last else { return }
             let rowPhases = Set((0 ..< kernelHeight).map { $0 * dilationY % sy }).sorted()
-            // Per column phase read: its first input column, how many, and where they start in a phase row.
-            let columnPhases = Set((0 ..< kernelWidth).map { $0 * dilationX % sx }).sorted().compactMap { phase -> (Int, Int, Int)? in
+            // Per column phase read: where it starts in a row of phases, its first input column,
+            // how many, and their first column in a phase row (none: a row of zeros).
+            let columnPhases = Set((0 ..< kernelWidth).map { $0 * dilationX % sx }).sorted().map { phase -> (Int, Int, Int, Int) in
                 let start = first + ((phase - (first + left) % sx) % sx + sx) % sx
-                return start < last ? (start, (last - 1 - start) / sx + 1, phase * height * stride + (start + left) / sx) : nil
+                return start < last ? (phase * height * stride, start, (last - 1 - start) / sx + 1, (start + left) / sx) : (phase * height * stride, 0, 0, 0)
             }
             let parts = Threads.worthwhile(threads, work: channels * rowPhases.count * columnPhases.count * height * stride)
             Threads.split(channels, threads: parts) { $0.forEach { c in
                 for py in rowPhases {
                     for row in 0 ..< height {
-                        let r = row * sy + py, i = r - top
-                        guard r < paddedHeight, i >= 0, i < h else { continue }
-                        let source = planes + (c * h + i) * w, target = values + c * planeSize + py * sx * height * stride + row * stride
-                        for (start, count, place) in columnPhases {
-                            copyFloats(source + start, step: sx, target + place, count: count)
+                        let r = row * sy + py, i = r - top, inside = r < paddedHeight && i >= 0 && i < h
+                        let source = planes + (c * h + max(0, min(i, h - 1))) * w, target = values + c * planeSize + py * sx * height * stride + row * stride
+                        for (phase, start, count, column) in columnPhases {
+                            let phaseRow = target + phase
+                            guard inside && count > 0 else { phaseRow.initialize(repeating: 0, count: stride); continue }
+                            phaseRow.initialize(repeating: 0, count: column)
+                            copyFloats(source + start, step: sx, phaseRow + column, count: count)
+                            (phaseRow + column + count).initialize(repeating: 0, count: stride - column - count)
                         }
                     }
                 }
