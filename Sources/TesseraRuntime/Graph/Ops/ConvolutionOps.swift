@@ -657,11 +657,11 @@ enum ConvolutionOps {
         let window = try Window(c, input: Array(x.shape.dropFirst(2)), kernel: kernel, ceilMode: c.int("ceil_mode", 0) != 0)
         let planes = x.shape[0] * x.shape[1], (h, w) = (x.shape[2], x.shape[3]), (oh, ow) = (window.output[0], window.output[1])
         guard oh > 0, ow > 0 else { return nil }
-        var y = [Float](repeating: 0, count: try elementCount([planes, oh, ow]))
-        // Planes among threads when there are enough input elements.
-        let parts = Threads.worthwhile(c.threads, work: v.count)
-        v.withUnsafeBufferPointer { v in
-            y.withUnsafeMutableBufferPointer { y in
+        // Planes among threads when there are enough input elements. The kernel writes every
+        // output (zeroing them first was a seventh of a 2x2 MaxPool, perf).
+        let parts = Threads.worthwhile(c.threads, work: v.count), count = try elementCount([planes, oh, ow])
+        let y = [Float](unsafeUninitializedCapacity: count) { y, initialized in
+            v.withUnsafeBufferPointer { v in
                 Threads.split(planes, threads: parts) { range in
                     var seen = [Float](repeating: 0, count: ow)
                     for plane in range {
@@ -671,6 +671,7 @@ enum ConvolutionOps {
                     }
                 }
             }
+            initialized = count
         }
         return [Value(y, shape: Array(x.shape.prefix(2)) + window.output)]
     }
