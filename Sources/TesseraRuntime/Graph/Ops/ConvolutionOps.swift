@@ -425,8 +425,8 @@ enum ConvolutionOps {
     /// the window's strides into phase planes (`sy·sx` per channel: padded pixel (r, c) is at
     /// row r / sy, column c / sx of phase (r % sy, c % sx)), so that with the outputs laid out
     /// `stride` apart, each channel and tap reads one run of one phase plane
-    /// (`columnOffsets`): the GEMM reads the columns in place. The zeros are written once: each
-    /// `fill` writes only the input's place, the same for every image and group.
+    /// (`columnOffsets`): the GEMM reads the columns in place. `fill` writes the input's place
+    /// and the zeros beside it in the phases read; nothing else is read for a kept output.
     /// Only numbers and a pointer, so that it is copied without reference counting. The owner
     /// calls `deallocate`.
     struct PaddedPlanes {
