@@ -427,7 +427,8 @@ import Testing
     }
 
     /// The fused Conv epilogue, every activation with and without each earlier step (the bias
-    /// plus a product buffer as the start among them), on runs of
+    /// plus a product buffer as the start among them; steps of every op, and a lone Add, which
+    /// runs a loop of its own), on runs of
     /// every length up to two vectors and more (masked and copied tails), against the portable
     /// reference bit for bit, over the whole float range: NaN, infinities and both zeros included.
     @Test func convEpilogueMatchesThePortableKernel() throws {
@@ -453,26 +454,28 @@ import Testing
             }
             return v.map(\.bitPattern)
         }
-        // Every step op, with the constant second and first.
+        // Every step op, with the constant second and first; a lone Add.
         let first = Int32(TESSERA_STEP_CONSTANT_FIRST)
         let (add, sub, mul, div) = (Int32(TESSERA_STEP_ADD), Int32(TESSERA_STEP_SUB), Int32(TESSERA_STEP_MUL), Int32(TESSERA_STEP_DIV))
-        let stepPrograms: [[Int32]] = [[add, sub | first, mul, div], [add | first, sub, mul | first, div | first]]
+        let stepPrograms: [[Int32]] = [[add, sub | first, mul, div], [add | first, sub, mul | first, div | first], [add]]
         let stepConstants: [Float] = [0.375, -1.5, 3, 0.75]
         try residual.withUnsafeBufferPointer { residual in
           try product.withUnsafeBufferPointer { product in
           try stepPrograms[0].withUnsafeBufferPointer { program0 in
           try stepPrograms[1].withUnsafeBufferPointer { program1 in
+          try stepPrograms[2].withUnsafeBufferPointer { program2 in
           try stepConstants.withUnsafeBufferPointer { constants in
-            let programs = [program0, program1]
+            let programs = [program0, program1, program2]
             for isa in Self.variants {
                 let k = try #require(KernelDispatch.table(for: isa))
                 for (activation, alpha, beta) in activations {
-                    for steps in 0 ..< 16 {
+                    for steps in 0 ..< 32 {
                         var e = tessera_epilogue()
                         (e.activation, e.alpha, e.beta, e.gamma) = (Int32(activation), alpha, beta, 0.5)
                         if steps & 1 != 0 { (e.normalize, e.scale, e.shift) = (1, 0.7310585786300049, -1.25) }
                         if steps & 2 != 0 {
-                            (e.steps, e.ops, e.constants) = (4, (steps & 4 == 0 ? programs[0] : programs[1]).baseAddress, constants.baseAddress)
+                            let program = programs[steps & 16 != 0 ? 2 : steps & 4 == 0 ? 0 : 1]
+                            (e.steps, e.ops, e.constants) = (Int32(program.count), program.baseAddress, constants.baseAddress)
                         }
                         if steps & 4 != 0 { (e.residual, e.residual_first) = (residual.baseAddress, Int32(steps & 2 == 0 ? 1 : 0)) }
                         if steps & 8 != 0 { (e.source, e.initial) = (product.baseAddress, -0.625) }
@@ -481,6 +484,7 @@ import Testing
                     }
                 }
             }
+          }
           }
           }
           }
