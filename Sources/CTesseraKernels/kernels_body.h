@@ -552,6 +552,14 @@ static inline __attribute__((always_inline)) vec NAME(strided_taps)(const float 
     return x;
 }
 
+/* The first m (1 to 16) of the floats two apart from s, zeros after them, reading none past the
+   last: a stride-2 row's last partial vector (MaxPool, strided_copy). */
+static inline __attribute__((always_inline)) vec NAME(evens_first)(const float *s, ptrdiff_t m) {
+    const ptrdiff_t need = 2 * m - 1;
+    return __builtin_shufflevector(NAME(load_first)(s, need < 16 ? need : 16), NAME(load_first)(s + 16, need > 16 ? need - 16 : 0),
+                                   0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+}
+
 /* R output rows (rows `step` floats apart in the padded input, `ow` apart in out), sixteen
    outputs at a time, each summing its taps in order onto the bias: R
    independent sums hide each multiply-add's latency. The last block goes through a copy. */
@@ -591,16 +599,16 @@ static void NAME(depthwise)(const float *in, ptrdiff_t h, ptrdiff_t w, const flo
     }
     /* Rows four at a time; the stride a constant where it is 1 or 2, so the tap loads are plain. */
 #define DEPTHWISE_ROWS(R, SX) NAME(depthwise_rows)(R, padded + oy * sy * ps, sy * ps, weights, kh, kw, SX, dx, dy * ps, bias, out + oy * ow, ow)
+#define DEPTHWISE_ANY_STRIDE(R) if (sx == 1) DEPTHWISE_ROWS(R, 1); else if (sx == 2) DEPTHWISE_ROWS(R, 2); else DEPTHWISE_ROWS(R, sx)
     ptrdiff_t oy = 0;
-    for (; oy + 4 <= oh; oy += 4) {
-        if (sx == 1) DEPTHWISE_ROWS(4, 1); else if (sx == 2) DEPTHWISE_ROWS(4, 2); else DEPTHWISE_ROWS(4, sx);
-    }
+    for (; oy + 4 <= oh; oy += 4) { DEPTHWISE_ANY_STRIDE(4); }
     /* The last one to three rows together: each row alone waited on its sums' additions. */
     switch (oh - oy) {
-    case 3: if (sx == 1) DEPTHWISE_ROWS(3, 1); else if (sx == 2) DEPTHWISE_ROWS(3, 2); else DEPTHWISE_ROWS(3, sx); break;
-    case 2: if (sx == 1) DEPTHWISE_ROWS(2, 1); else if (sx == 2) DEPTHWISE_ROWS(2, 2); else DEPTHWISE_ROWS(2, sx); break;
-    case 1: if (sx == 1) DEPTHWISE_ROWS(1, 1); else if (sx == 2) DEPTHWISE_ROWS(1, 2); else DEPTHWISE_ROWS(1, sx); break;
+    case 3: DEPTHWISE_ANY_STRIDE(3); break;
+    case 2: DEPTHWISE_ANY_STRIDE(2); break;
+    case 1: DEPTHWISE_ANY_STRIDE(1); break;
     }
+#undef DEPTHWISE_ANY_STRIDE
 #undef DEPTHWISE_ROWS
 }
 
@@ -629,12 +637,9 @@ static void NAME(maxpool)(const float *in, ptrdiff_t h, ptrdiff_t w, ptrdiff_t k
                    partial vectors that load only the taps (a scalar loop here was most of a
                    2x2 pool's time, a fifth of its outputs), else one at a time. */
                 for (; ox < hi && sx <= 2; ox += 16) {
-                    ptrdiff_t m = hi - ox < 16 ? hi - ox : 16, need = (m - 1) * sx + 1;
+                    ptrdiff_t m = hi - ox < 16 ? hi - ox : 16;
                     const float *s = source + ox * sx + offset;
-                    vec v = sx == 1 ? NAME(load_first)(s, m)
-                                    : __builtin_shufflevector(NAME(load_first)(s, need < 16 ? need : 16),
-                                                              NAME(load_first)(s + 16, need > 16 ? need - 16 : 0),
-                                                              0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+                    vec v = sx == 1 ? NAME(load_first)(s, m) : NAME(evens_first)(s, m);
                     vec current = NAME(load_first)(row + ox, m);
                     vint take = (NAME(load_first)(seen + ox, m) == SPLAT(0)) | (v > current);
                     NAME(store_first)(SELECT(take, v, current), row + ox, m);
@@ -755,9 +760,7 @@ static void NAME(strided_copy)(const float *source, ptrdiff_t step, float *targe
         /* The last one to sixteen from partial loads that read up to the last copied (one at a
            time, they were a fifth of an 80-float row and most of its time). */
         if (t < count) {
-            const ptrdiff_t m = count - t, need = 2 * m - 1;
-            vec a = NAME(load_first)(source + 2 * t, need < 16 ? need : 16), b = NAME(load_first)(source + 2 * t + 16, need > 16 ? need - 16 : 0);
-            NAME(store_first)(__builtin_shufflevector(a, b, 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), target + t, m);
+            NAME(store_first)(NAME(evens_first)(source + 2 * t, count - t), target + t, count - t);
             return;
         }
     }

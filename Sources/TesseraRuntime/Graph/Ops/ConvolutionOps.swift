@@ -474,12 +474,12 @@ enum ConvolutionOps {
                 for py in rowPhases {
                     for row in 0 ..< height {
                         let r = row * sy + py, i = r - top, inside = r < paddedHeight && i >= 0 && i < h
-                        let source = planes + (c * h + max(0, min(i, h - 1))) * w, target = values + c * planeSize + py * sx * height * stride + row * stride
+                        let target = values + c * planeSize + py * sx * height * stride + row * stride
                         for (phase, start, count, column) in columnPhases {
                             let phaseRow = target + phase
                             guard inside && count > 0 else { phaseRow.initialize(repeating: 0, count: stride); continue }
                             phaseRow.initialize(repeating: 0, count: column)
-                            copyFloats(source + start, step: sx, phaseRow + column, count: count)
+                            copyFloats(planes + (c * h + i) * w + start, step: sx, phaseRow + column, count: count)
                             (phaseRow + column + count).initialize(repeating: 0, count: stride - column - count)
                         }
                     }
